@@ -1,0 +1,3 @@
+"""batchflow: declarative pipelines for Gemini / Vertex AI batch prediction."""
+
+__version__ = "0.1.0"

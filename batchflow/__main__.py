@@ -1,0 +1,3 @@
+from batchflow.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""The exception tree, sorted by what the caller does next.
+
+Every expected error carries the exit code the CLI maps it to (DESIGN.md): the CLI prints ``str(exc)`` as one
+line and exits with ``exc.exit_code``; anything else is a bug and gets a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FINISHED = 75
+
+
+class BatchflowError(Exception):
+    """Base of every error batchflow expects; ``exit_code`` says how the CLI ends."""
+
+    exit_code = EXIT_FAILED
+
+
+class InputError(BatchflowError):
+    """The user must fix something before anything is spent: spec, data or command line."""
+
+    exit_code = EXIT_USAGE
+
+
+class SpecError(InputError):
+    """The spec is malformed, invalid or refers to something that does not exist."""
+
+
+class DataError(InputError):
+    """A source record, a template applied to it, or the key it produced is bad."""
+
+
+class StateError(InputError):
+    """The state directory is corrupt, from a newer version, or was made from another spec."""
+
+
+class LockedError(BatchflowError):
+    """Another run holds the spec's lock: try again later."""
+
+    exit_code = EXIT_NOT_FINISHED
+
+
+class TransientError(BatchflowError):
+    """A call may succeed if retried (HTTP 408/429/5xx, connection reset)."""
+
+
+class BackendError(BatchflowError):
+    """The backend refused a call for good (HTTP 4xx other than 408/429)."""
+
+
+class RunFailed(BatchflowError):
+    """The run finished, but more records failed than ``output.max_failed`` allows."""
