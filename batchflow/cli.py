@@ -1,15 +1,138 @@
-"""The command line: thin commands, documented exit codes, no traceback for expected errors."""
+"""The command line: thin commands, documented exit codes, no traceback for expected errors.
+
+Exit codes: 0 finished (failures within ``max_failed``); 1 too many failed records, or the run failed;
+2 bad spec, bad data or bad usage (nothing submitted); 75 not finished yet (``--no-wait``, or locked).
+"""
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
+from batchflow.errors import EXIT_FAILED, EXIT_USAGE, BatchflowError
 
-@click.group()
-def main() -> None:
+F = TypeVar("F", bound=Callable[..., Any])
+
+_spec_arg = click.argument("spec", type=click.Path(path_type=Path))
+
+
+def _expected_errors(fn: F) -> F:
+    """One line and the documented exit code for what batchflow expects; a traceback only with --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        debug = bool(ctx.find_root().params.get("debug"))
+        try:
+            return fn(*args, **kwargs)
+        except BatchflowError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: the state is saved; run again to resume", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            if debug:
+                raise
+            click.echo(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                       err=True)
+            sys.exit(EXIT_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
+              show_default=True, help="JSON lines when stderr is not a terminal")
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+@click.option("--debug", is_flag=True, help="re-raise errors with a traceback")
+@click.version_option(package_name="batchflow")
+def main(log_format: str, verbose: bool, debug: bool) -> None:
     """Run Gemini / Vertex AI batch prediction jobs from a declarative spec."""
+    from batchflow import logs
+
+    logs.configure(log_format, verbose)
+
+
+@main.command()
+@_spec_arg
+@click.option("--no-wait", is_flag=True, help="advance as far as possible without waiting; exit 75 if unfinished")
+@click.option("--restart", is_flag=True, help="start over: keep the old state aside and plan anew")
+@_expected_errors
+def run(spec: Path, no_wait: bool, restart: bool) -> None:
+    """Plan, submit, poll, retry and merge; resumes from the state."""
+    from batchflow.runner import Runner
+    from batchflow.spec import load_spec
+
+    summary = Runner(load_spec(spec)).run(wait=not no_wait, restart=restart)
+    click.echo(f"{summary.records:,} records: {summary.ok:,} ok, {summary.failed:,} failed -> {summary.output}")
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--records", default=3, show_default=True, help="render this many records of each source")
+@_expected_errors
+def validate(specs: tuple[Path, ...], records: int) -> None:
+    """Check specs (schema, templates, the first records rendered) without calling anything."""
+    from batchflow.report import validate_one
+
+    failures = 0
+    for path in specs:
+        try:
+            click.echo(validate_one(path, records))
+        except BatchflowError as exc:
+            failures += 1
+            click.echo(str(exc), err=True)
+    if failures:
+        sys.exit(EXIT_USAGE)
+
+
+@main.command()
+@_spec_arg
+@_expected_errors
+def plan(spec: Path) -> None:
+    """Show what `run` would do now: records, shards, jobs, a sample request, a token estimate."""
+    from batchflow.report import plan_report
+    from batchflow.spec import load_spec
+
+    click.echo(plan_report(load_spec(spec)))
+
+
+@main.command()
+@_spec_arg
+@_expected_errors
+def status(spec: Path) -> None:
+    """Show the state: shards, jobs, counts, errors, what is left."""
+    from batchflow.report import status_report
+    from batchflow.spec import load_spec
+
+    click.echo(status_report(load_spec(spec)))
+
+
+@main.command()
+@_spec_arg
+@_expected_errors
+def cancel(spec: Path) -> None:
+    """Cancel the spec's running jobs."""
+    from batchflow.runner import cancel as cancel_jobs
+    from batchflow.spec import load_spec
+
+    click.echo(f"cancelled {cancel_jobs(load_spec(spec))} job(s)")
+
+
+@main.command()
+def schema() -> None:
+    """Print the spec's JSON Schema."""
+    from importlib.resources import files
+
+    click.echo(files("batchflow").joinpath("spec.schema.json").read_text(encoding="utf-8"))
 
 
 @main.command()

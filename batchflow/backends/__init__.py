@@ -1,0 +1,100 @@
+"""Backends behind one Protocol, looked up by the spec's ``backend.type``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from batchflow.errors import SpecError
+from batchflow.spec import Spec
+
+# The backend's job states (either API's spelling, prefix stripped) -> the state file's job status.
+_STATUS = {
+    "QUEUED": "submitted", "PENDING": "submitted",
+    "RUNNING": "running", "CANCELLING": "running", "PAUSED": "running", "UPDATING": "running",
+    "SUCCEEDED": "succeeded", "PARTIALLY_SUCCEEDED": "succeeded",
+    "FAILED": "failed", "EXPIRED": "expired", "CANCELLED": "cancelled",
+}
+
+
+def job_status(state: str) -> str:
+    """Map ``JOB_STATE_X`` / ``BATCH_STATE_X`` / ``X`` to a job status; unknown states count as running."""
+    return _STATUS.get(state.rsplit("_STATE_", 1)[-1], "running")
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    name: str
+    display_name: str | None
+    status: str  # a job status of the state file (submitted, running, succeeded, failed, ...)
+    error: str | None = None
+    output: str | None = None  # files/... or gs://dir: where the results are
+
+
+@dataclass(frozen=True)
+class Result:
+    """One request's outcome as a backend reported it; ``key`` is None when it could not be matched."""
+
+    key: str | None
+    response: dict[str, Any] | None
+    error: dict[str, Any] | None
+
+
+class Backend(Protocol):
+    """What the runner needs of a batch API. Every method may raise TransientError or BackendError."""
+
+    poll_interval_cap: float | None  # a backend whose jobs finish in moments asks to be polled sooner
+
+    def stage(self, path: Path, display_name: str) -> str:
+        """Upload a job's request lines; return what ``create`` takes as input."""
+        ...
+
+    def create(self, model: str, task: str, staged: str, display_name: str) -> JobInfo:
+        """Create a job. Never retried blindly: the runner adopts by display name instead."""
+        ...
+
+    def find(self, display_name: str) -> JobInfo | None:
+        """The job of that display name, if one was created."""
+        ...
+
+    def poll(self, names: Sequence[str]) -> dict[str, JobInfo]:
+        """The current state of these jobs, in as few calls as the API allows."""
+        ...
+
+    def results(self, job: JobInfo, workdir: Path) -> Iterator[Result]:
+        """Every result line of a finished job."""
+        ...
+
+    def cancel(self, name: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+BackendFactory = Callable[[Spec, Path], Backend]
+
+
+def _gemini(spec: Spec, state_dir: Path) -> Backend:
+    from batchflow.backends.gemini import GeminiBackend
+
+    return GeminiBackend.from_spec(spec)
+
+
+def _local(spec: Spec, state_dir: Path) -> Backend:
+    from batchflow.backends.local import LocalBackend
+
+    return LocalBackend.start(spec, state_dir / "emulator")
+
+
+BACKENDS: dict[str, BackendFactory] = {"gemini": _gemini, "local": _local}
+
+
+def open_backend(spec: Spec, state_dir: Path) -> Backend:
+    """The backend the spec names, connected."""
+    try:
+        factory = BACKENDS[spec.backend.type]
+    except KeyError:
+        raise SpecError(f"{spec.where('backend.type')}: backend.type: '{spec.backend.type}' "
+                        "is not available in this version") from None
+    return factory(spec, state_dir)

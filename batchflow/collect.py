@@ -1,0 +1,115 @@
+"""A finished job's results -> one normalised line per request in the state dir; never matched by position.
+
+Every line the backend returns must carry a key the job sent. A key the job did not send is a loud error; a
+key returned twice, or a request of a succeeded job with no line, becomes an error result for that key, so it
+is retried (within ``retry.request_attempts``) and reported, never silently merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from batchflow.backends import Backend, JobInfo, Result
+from batchflow.errors import BackendError
+from batchflow.state import SUCCEEDED, Job, Shard
+
+log = structlog.get_logger(__name__)
+
+_NL = orjson.OPT_APPEND_NEWLINE
+
+
+@dataclass
+class Outcome:
+    """Where a record stands: its latest result (an ok one wins) and how many results it has had."""
+
+    result: dict[str, Any]
+    attempts: int
+
+    @property
+    def ok(self) -> bool:
+        return "response" in self.result
+
+
+def input_keys(path: Path) -> list[str]:
+    """The keys of a job's request lines, in order."""
+    with open(path, "rb") as fh:
+        return [str(orjson.loads(line)["key"]) for line in fh if line.strip()]
+
+
+def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo) -> Path:
+    """Write the job's results to ``results/`` and return the file; counts go into ``job``."""
+    sent = input_keys(root / job.input)
+    out = root / "results" / f"shard-{shard.index:05d}-j{job.n}.jsonl"
+    out.parent.mkdir(exist_ok=True)
+    lines = _match(backend.results(info, out.parent), set(sent), f"job {info.name} (shard {shard.index})")
+    if job.status == SUCCEEDED:
+        for key in sent:  # the backend ran the job but gave this request no line
+            lines.setdefault(key, {"error": {"code": None, "message": f"no result in the output of {info.name}"}})
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "wb", buffering=1 << 20) as fh:
+        for key in sent:
+            if key in lines:
+                fh.write(orjson.dumps({"key": key, **lines[key]}, option=_NL))
+    os.replace(tmp, out)
+    job.ok = sum("response" in r for r in lines.values())
+    job.failed = len(lines) - job.ok
+    return out
+
+
+def _match(results: Iterable[Result], sent: set[str], where: str) -> dict[str, dict[str, Any]]:
+    lines: dict[str, dict[str, Any]] = {}
+    twice: set[str] = set()
+    for r in results:
+        if r.key is None or r.key not in sent:
+            raise BackendError(f"{where}: the output has a line for key {r.key!r}, which the job did not send; "
+                               "refusing to merge it")
+        if r.key in lines:
+            twice.add(r.key)
+        lines[r.key] = {"response": r.response} if r.error is None else {"error": r.error}
+    for key in twice:
+        log.error("duplicate result", job=where, key=key)
+        lines[key] = {"error": {"code": None, "message": f"{where} returned more than one result for this key"}}
+    return lines
+
+
+def outcomes(root: Path, shard: Shard) -> dict[str, Outcome]:
+    """Every key of the shard that has a result, from all its collected jobs (later ones win, ok wins)."""
+    found: dict[str, Outcome] = {}
+    for job in shard.jobs:
+        if not job.results:
+            continue
+        with open(root / job.results, "rb") as fh:
+            for line in fh:
+                item = orjson.loads(line)
+                key = item.pop("key")
+                prev = found.get(key)
+                if prev is None:
+                    found[key] = Outcome(item, 1)
+                else:
+                    prev.attempts += 1
+                    if not prev.ok:
+                        prev.result = item
+    return found
+
+
+def subset(root: Path, shard: Shard, keys: set[str], n: int) -> tuple[str, int, str]:
+    """Write the shard's request lines for ``keys`` as job ``n``'s input; returns (path, count, digest)."""
+    rel = f"jobs/shard-{shard.index:05d}-j{n}.jsonl"
+    (root / "jobs").mkdir(exist_ok=True)
+    digest = hashlib.blake2b(digest_size=8)
+    count = 0
+    with open(root / shard.requests, "rb") as src, open(root / rel, "wb") as dst:
+        for line in src:
+            if str(orjson.loads(line)["key"]) in keys:
+                dst.write(line)
+                digest.update(line)
+                count += 1
+    return rel, count, digest.hexdigest()

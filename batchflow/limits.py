@@ -1,0 +1,54 @@
+"""What each backend allows per job, in one table (API_NOTES.md, "Limits")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batchflow.errors import SpecError
+
+DEFAULT_MAX_REQUESTS = 30_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_requests: int  # requests in one job
+    max_bytes: int  # bytes of one job's input file
+    max_concurrent: int  # jobs in flight at once
+
+
+# The Developer API has no fixed request count (its caps are enqueued tokens per tier); a file is at most 2 GB.
+_GEMINI = Limits(max_requests=1_000_000, max_bytes=2_000_000_000, max_concurrent=100)
+
+LIMITS: dict[tuple[str, str], Limits] = {
+    ("gemini", "generate"): _GEMINI,
+    ("gemini", "embed"): _GEMINI,
+    ("local", "generate"): _GEMINI,
+    ("local", "embed"): _GEMINI,
+    ("vertex", "generate"): Limits(max_requests=200_000, max_bytes=1_000_000_000, max_concurrent=8),
+    ("vertex", "embed"): Limits(max_requests=30_000, max_bytes=1_000_000_000, max_concurrent=8),
+}
+
+
+def limits_for(backend: str, task: str) -> Limits:
+    """The limits of one backend and task."""
+    return LIMITS[(backend, task)]
+
+
+@dataclass(frozen=True)
+class JobSize:
+    max_requests: int
+    max_bytes: int
+
+
+def job_size(backend: str, task: str, max_requests: int | None, max_bytes: int | None) -> JobSize:
+    """The spec's job size, defaulted and checked against the backend's limits."""
+    lim = limits_for(backend, task)
+    requests = min(DEFAULT_MAX_REQUESTS, lim.max_requests) if max_requests is None else max_requests
+    size = lim.max_bytes if max_bytes is None else max_bytes
+    if requests > lim.max_requests:
+        raise SpecError(f"jobs.max_requests: {requests:,} is above the {backend} backend's limit of "
+                        f"{lim.max_requests:,} requests per {task} job")
+    if size > lim.max_bytes:
+        raise SpecError(f"jobs.max_bytes: {size:,} is above the {backend} backend's limit of "
+                        f"{lim.max_bytes:,} bytes per job input")
+    return JobSize(requests, size)

@@ -1,0 +1,33 @@
+"""structlog, configured once by the CLI: readable on a terminal, JSON lines (with ``severity``) otherwise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+
+def _severity(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    event["severity"] = method.upper()  # what Cloud Logging reads from a JSON line
+    return event
+
+
+def configure(fmt: str = "auto", verbose: bool = False) -> None:
+    """Set up logging to stderr; ``fmt`` is auto | console | json."""
+    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if as_json:
+        processors.append(_severity)
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,105 @@
+"""Collected results + shard manifests -> one output row per input record, in input order."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchflow.collect import Outcome, outcomes
+from batchflow.spec import Spec
+from batchflow.state import State
+
+
+@dataclass
+class Tally:
+    rows: int = 0
+    ok: int = 0
+
+    @property
+    def failed(self) -> int:
+        return self.rows - self.ok
+
+
+def output_fingerprint(spec: Spec) -> str:
+    """Identity of the output as the spec asks for it now; a change means merge again (no API call)."""
+    blob = json.dumps({"output": spec.raw.get("output"), "task": spec.task}, sort_keys=True, default=str)
+    return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
+
+
+def rows(spec: Spec, state: State, root: Path, tally: Tally) -> Iterator[dict[str, Any]]:
+    """The output rows, shard by shard (so only one shard's results are in memory); counts into ``tally``."""
+    tally.rows = tally.ok = 0
+    for shard in state.shards:
+        found = outcomes(root, shard)
+        fallback = _job_error(shard.current.name if shard.current else None,
+                              shard.current.status if shard.current else "?",
+                              shard.current.error if shard.current else None)
+        with open(root / shard.manifest, "rb") as fh:
+            for line in fh:
+                item = orjson.loads(line)
+                row = make_row(spec, item["key"], item["record"], found.get(item["key"]), fallback)
+                tally.rows += 1
+                tally.ok += row["status"] == "ok"
+                yield row
+
+
+def _job_error(name: str | None, status: str, error: str | None) -> dict[str, Any]:
+    return {"code": None, "message": f"job {name} ended {status}" + (f": {error}" if error else "")}
+
+
+def make_row(spec: Spec, key: str, record: Any, outcome: Outcome | None,
+             job_error: dict[str, Any]) -> dict[str, Any]:
+    """One output row (DESIGN.md, "An output row")."""
+    row: dict[str, Any] = {"key": key}
+    if outcome is None:
+        row.update(status="error", error=job_error)
+    elif not outcome.ok:
+        row.update(status="error", error=outcome.result["error"])
+    else:
+        response = outcome.result["response"] or {}
+        row.update(_embedding(response) if spec.task == "embed" else _generated(response, spec.output.parse))
+        if spec.output.include_response:
+            row["response"] = response
+    row["attempts"] = outcome.attempts if outcome else 0
+    if spec.output.include_record:
+        row["record"] = record
+    return row
+
+
+def _generated(response: dict[str, Any], parse: str) -> dict[str, Any]:
+    candidates = response.get("candidates") or []
+    if not candidates:
+        reason = (response.get("promptFeedback") or {}).get("blockReason", "no candidates")
+        return {"status": "error", "error": {"code": None, "message": f"no answer: {reason}"}}
+    first = candidates[0]
+    parts = (first.get("content") or {}).get("parts") or []
+    text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+    row: dict[str, Any] = {"status": "ok", "text": text}
+    if parse == "json":
+        try:
+            row["parsed"] = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            row["status"] = "parse_error"
+    row["finish_reason"] = first.get("finishReason")
+    row["usage"] = _usage(response.get("usageMetadata") or {})
+    return row
+
+
+def _usage(meta: dict[str, Any]) -> dict[str, int]:
+    return {"prompt_tokens": int(meta.get("promptTokenCount", 0)),
+            "output_tokens": int(meta.get("candidatesTokenCount", 0)),
+            "total_tokens": int(meta.get("totalTokenCount", 0))}
+
+
+def _embedding(response: dict[str, Any]) -> dict[str, Any]:
+    emb = response.get("embedding") or (response.get("embeddings") or [{}])[0]
+    values = emb.get("values")
+    if not isinstance(values, list):
+        return {"status": "error", "error": {"code": None, "message": "no embedding in the response"}}
+    return {"status": "ok", "embedding": values}

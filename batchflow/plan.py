@@ -1,0 +1,106 @@
+"""State + spec + now -> the steps to take now. Pure: no I/O, no clock of its own.
+
+``batchflow plan`` prints the plan that ``batchflow run`` executes, cycle after cycle, until ``done``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batchflow import state as st
+from batchflow.state import State
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Stage the job's input if it is not yet staged, record "submitting", then create the job."""
+
+    shard: int
+    job: int
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """A create may have happened before a crash: look the job up by display name before creating again."""
+
+    shard: int
+    job: int
+
+
+@dataclass(frozen=True)
+class Poll:
+    jobs: tuple[tuple[int, int], ...]  # (shard, job) of every job the backend is running
+
+
+@dataclass(frozen=True)
+class Collect:
+    """Download a finished job's results into the state dir."""
+
+    shard: int
+    job: int
+
+
+@dataclass(frozen=True)
+class Settle:
+    """Every job of the shard is collected: retry what failed, or call the shard done."""
+
+    shard: int
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Every shard is done: write the output rows in input order."""
+
+
+Step = Submit | Adopt | Poll | Collect | Settle | Merge
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+    wait_until: float | None  # the earliest moment a backoff ends, when nothing can start before
+    finished: bool  # done and merged into the current output: nothing left to do
+
+    @property
+    def waiting(self) -> bool:
+        """Nothing to do now but wait for the backend or a backoff."""
+        return all(isinstance(s, Poll) for s in self.steps) and not self.finished
+
+
+def make_plan(state: State, now: float, max_concurrent: int, output_fingerprint: str,
+              output_exists: bool = True) -> Plan:
+    """The steps to take now, in the order to take them."""
+    if state.done:
+        merged = state.merged is not None and state.merged.get("output") == output_fingerprint and output_exists
+        return Plan(() if merged else (Merge(),), None, merged)
+    adopt: list[Step] = []
+    collect: list[Step] = []
+    remote: list[tuple[int, int]] = []
+    ready: list[st.Job] = []
+    shard_of: dict[int, int] = {}
+    in_flight = 0
+    backoffs: list[float] = []
+    for shard in state.shards:
+        job = shard.current
+        if shard.done or job is None:
+            continue
+        in_flight += job.status in st.IN_FLIGHT
+        if job.status == st.SUBMITTING:
+            adopt.append(Adopt(shard.index, job.n))
+        elif job.status in st.REMOTE:
+            remote.append((shard.index, job.n))
+        elif job.status in st.FINISHED:
+            collect.append(Collect(shard.index, job.n))
+        elif job.status == st.COLLECTED:
+            collect.append(Settle(shard.index))
+        elif job.status == st.STAGED or job.not_before <= now:
+            ready.append(job)
+            shard_of[id(job)] = shard.index
+        else:
+            backoffs.append(job.not_before)
+    # A staged job already holds a slot of max_concurrent; a written one needs a free slot.
+    staged = [j for j in ready if j.status == st.STAGED]
+    fresh = [j for j in ready if j.status != st.STAGED][:max(0, max_concurrent - in_flight)]
+    submits: list[Step] = [Submit(shard_of[id(j)], j.n) for j in (*staged, *fresh)]
+    steps = (*adopt, *([Poll(tuple(remote))] if remote else []), *collect, *submits)
+    return Plan(steps, min(backoffs) if backoffs and not submits else None, False)
