@@ -1,0 +1,103 @@
+"""Sources: where the records come from, looked up by ``source.type`` in ``SOURCES``.
+
+A source yields ``SourceRecord``s in input order. ``ordinal`` is 1-based and counts the records *yielded*:
+a record skipped under ``on_bad_record: skip`` takes no ordinal, so the ordinals of a run are always 1..N
+without gaps (the default key is the ordinal, and a skipped record has no output row). ``where`` names the
+record the way the user would find it: ``data/reviews-2.jsonl:17`` (line, counting blank lines),
+``data/x.csv:5`` (the line the row starts on), ``data/x.json[3]`` (1-based element), ``inline[3]`` (1-based).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from batchflow.errors import DataError, SpecError
+from batchflow.spec import SourceSpec
+
+Reject = Callable[[str, str, bytes], None]
+"""Called with (where, reason, raw bytes) for each bad record skipped under ``on_bad_record: skip``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    ordinal: int  # 1-based, over the records yielded (skipped bad records take none)
+    where: str  # "data/reviews-2.jsonl:17", "data/x.json[3]", "inline[3]"
+    record: dict[str, Any]
+
+
+class Source(Protocol):
+    def records(self) -> Iterator[SourceRecord]:
+        """The records, in input order; raises ``DataError`` on a bad record unless it is skipped."""
+        ...
+
+    def fingerprint(self) -> str:
+        """A cheap identity of the input as it is now, to notice it changed between runs."""
+        ...
+
+    def describe(self) -> str:
+        """One line for humans, e.g. "3 files matching data/reviews-*.jsonl"."""
+        ...
+
+
+BadRecord = Callable[[str, str, bytes], None]
+"""What a reader calls for a bad record: raises under ``fail``, reports to ``Reject`` under ``skip``."""
+
+
+def bad_record_handler(policy: str, reject: Reject | None) -> BadRecord:
+    """The handler for ``source.on_bad_record``."""
+    try:
+        make = _POLICIES[policy]
+    except KeyError:
+        known = ", ".join(sorted(_POLICIES))
+        raise SpecError(f"source.on_bad_record: unknown value {policy!r} (expected: {known})") from None
+    return make(reject)
+
+
+def _fail(_reject: Reject | None) -> BadRecord:
+    def fail(where: str, reason: str, raw: bytes) -> None:
+        raise DataError(f"{where}: {reason}")
+
+    return fail
+
+
+def _skip(reject: Reject | None) -> BadRecord:
+    def skip(where: str, reason: str, raw: bytes) -> None:
+        if reject is not None:
+            reject(where, reason, raw)
+
+    return skip
+
+
+_POLICIES: dict[str, Callable[[Reject | None], BadRecord]] = {"fail": _fail, "skip": _skip}
+
+SourceFactory = Callable[[SourceSpec, Reject | None], Source]
+
+
+def open_source(spec: SourceSpec, reject: Reject | None = None) -> Source:
+    """The source ``spec`` describes; ``SpecError`` for a type not built (yet)."""
+    try:
+        factory = SOURCES[spec.type]
+    except KeyError:
+        known = ", ".join(sorted(SOURCES))
+        raise SpecError(f"source.type {spec.type!r} is not supported (supported: {known})") from None
+    return factory(spec, reject)
+
+
+# The implementations import the types above, so they are registered after them.
+from batchflow.sources.files import FilesSource  # noqa: E402
+from batchflow.sources.inline import InlineSource  # noqa: E402
+
+SOURCES: dict[str, SourceFactory] = {"files": FilesSource, "inline": InlineSource}
+
+__all__ = [
+    "SOURCES",
+    "BadRecord",
+    "FilesSource",
+    "InlineSource",
+    "Reject",
+    "Source",
+    "SourceRecord",
+    "open_source",
+]

@@ -1,0 +1,238 @@
+"""The ``files`` source: a local path or glob, or ``gs://bucket/glob``, read through fsspec.
+
+The files a glob matches are read in sorted order, each from its first line; a compressed file (``.gz``, …)
+is decompressed on the fly. Formats, by ``source.format`` or by the extension under the compression suffix:
+
+- ``jsonl`` (``.jsonl``, ``.ndjson``): streamed in large chunks, one ``orjson.loads`` per line; blank lines
+  are skipped but counted, so ``file:line`` matches an editor. This is the format for large inputs.
+- ``json`` (``.json``): a top-level array of objects, streamed element by element; a malformed element ends
+  the read even under ``on_bad_record: skip`` (there is no telling where the next one starts).
+- ``csv`` (``.csv``): the first row names the columns, every value stays a string; a row with another number
+  of fields is a bad record. Bytes that are not UTF-8 end the read in both modes (a row may span lines).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from io import StringIO
+from typing import Any, BinaryIO
+
+from fsspec.core import url_to_fs
+from fsspec.spec import AbstractFileSystem
+from fsspec.utils import infer_compression
+
+from batchflow.errors import DataError, SpecError
+from batchflow.jsonio import ArrayError, JSONDecodeError, dumps, dumps_canonical, iter_array, loads, type_name
+from batchflow.sources import BadRecord, Reject, SourceRecord, bad_record_handler
+from batchflow.spec import SourceSpec
+
+_CHUNK = 1 << 20
+_BOM = b"\xef\xbb\xbf"
+
+Reader = Callable[[BinaryIO, str, Iterator[int], BadRecord], Iterator[SourceRecord]]
+"""(binary file, its display name, the shared ordinal counter, the bad-record handler) -> records."""
+
+
+def _lines(f: BinaryIO) -> Iterator[bytes]:
+    """The file's lines without b"\\n" (nor a leading BOM), read in large chunks: flat memory, few calls."""
+    rest = b""
+    chunk = f.read(_CHUNK).removeprefix(_BOM)
+    while chunk:
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+        chunk = f.read(_CHUNK)
+    if rest:
+        yield rest
+
+
+def _json_error(exc: JSONDecodeError) -> str:
+    return "not valid UTF-8" if "not valid UTF-8" in exc.msg else f"malformed JSON: {exc}"
+
+
+def read_jsonl(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) -> Iterator[SourceRecord]:
+    """Records of a JSON Lines file; each line must be a JSON object."""
+    line = 0
+    parse, make, ordinal = loads, SourceRecord, ordinals.__next__  # locals: this loop runs once per record
+    for raw in _lines(f):
+        line += 1
+        try:
+            record = parse(raw)
+        except JSONDecodeError as exc:
+            if raw.strip():  # blank lines are rare: they cost only on this slow path
+                bad(f"{name}:{line}", _json_error(exc), raw)
+            continue
+        if type(record) is not dict:
+            bad(f"{name}:{line}", f"expected an object, got {type_name(record)}", raw)
+            continue
+        yield make(ordinal(), f"{name}:{line}", record)
+
+
+def read_json(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) -> Iterator[SourceRecord]:
+    """Records of a file holding one top-level JSON array of objects (1-based ``file.json[N]``)."""
+    index = 0
+    elements = iter_array(f, _CHUNK)
+    while True:
+        index += 1
+        try:
+            element = next(elements)
+        except StopIteration:
+            return
+        except ArrayError as exc:
+            raise DataError(f"{name}[{index}]: {exc}") from None
+        if type(element) is not dict:
+            bad(f"{name}[{index}]", f"expected an object, got {type_name(element)}", dumps(element))
+            continue
+        yield SourceRecord(next(ordinals), f"{name}[{index}]", element)
+
+
+def _text_lines(f: BinaryIO, name: str) -> Iterator[str]:
+    """Decoded physical lines (newline kept, as csv wants), so a decoding error names its exact line."""
+    for line, raw in enumerate(_lines(f), start=1):
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            raise DataError(f"{name}:{line}: not valid UTF-8") from None
+        yield text + "\n"
+
+
+def _csv_raw(row: list[str]) -> bytes:
+    out = StringIO()
+    csv.writer(out).writerow(row)
+    return out.getvalue().encode()
+
+
+def _csv_header(reader: Any, name: str) -> list[str] | None:
+    header: list[str] | None = next(reader, None)
+    for column, count in _counts(header or []).items():
+        if count > 1:
+            raise DataError(f"{name}:1: duplicate column {column!r}")
+    return header
+
+
+def _counts(items: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return counts
+
+
+def read_csv(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) -> Iterator[SourceRecord]:
+    """Records of a CSV file with a header row; ``where`` is the line the row starts on."""
+    reader = csv.reader(_text_lines(f, name))
+    start = 1
+    try:
+        header = _csv_header(reader, name)
+        if header is None:
+            return
+        start = reader.line_num + 1
+        for row in reader:
+            where, start = f"{name}:{start}", reader.line_num + 1
+            if not row:
+                continue
+            if len(row) != len(header):
+                bad(where, f"expected {len(header)} fields, got {len(row)}", _csv_raw(row))
+                continue
+            yield SourceRecord(next(ordinals), where, dict(zip(header, row, strict=True)))
+    except csv.Error as exc:
+        raise DataError(f"{name}:{start}: malformed CSV: {exc}") from None
+
+
+READERS: dict[str, Reader] = {"jsonl": read_jsonl, "json": read_json, "csv": read_csv}
+EXTENSIONS: dict[str, str] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
+_NOT_YET: dict[str, str] = {"parquet": "parquet sources need pyarrow and are not supported yet"}
+
+
+def format_from_extension(path: str) -> str | None:
+    """``jsonl`` for ``x.jsonl.gz``: the format named by the extension under any compression suffix."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if infer_compression(name):
+        name = name.rsplit(".", 1)[0]
+    ext = os.path.splitext(name)[1].lower()
+    return EXTENSIONS.get(ext) or ("parquet" if ext == ".parquet" else None)
+
+
+def _reader(fmt: str | None, path: str) -> Reader:
+    if fmt is None:
+        raise SpecError(f"source.path {path!r}: cannot tell the format from the extension; set source.format")
+    if fmt in _NOT_YET:
+        raise SpecError(f"source.format {fmt!r}: {_NOT_YET[fmt]}")
+    try:
+        return READERS[fmt]
+    except KeyError:
+        known = ", ".join(READERS)
+        raise SpecError(f"source.format {fmt!r} is not supported (supported: {known})") from None
+
+
+def _filesystem(path: str) -> tuple[AbstractFileSystem, str]:
+    try:
+        fs, root = url_to_fs(path)
+    except (ImportError, ValueError) as exc:
+        raise SpecError(f"source.path {path!r}: {exc}") from None
+    return fs, root
+
+
+def _version(info: dict[str, Any]) -> str:
+    """What changes when the content does: a hash or generation if the filesystem has one, else mtime."""
+    for field in ("md5Hash", "crc32c", "generation", "etag", "ETag", "mtime", "LastModified", "updated"):
+        if info.get(field) is not None:
+            return f"{field}={info[field]}"
+    return ""
+
+
+class FilesSource:
+    """Records from the files a path or glob matches, local or remote, in sorted order."""
+
+    def __init__(self, spec: SourceSpec, reject: Reject | None = None) -> None:
+        if not spec.path:
+            raise SpecError("source.path is required for source type 'files'")
+        self._pattern = spec.path
+        self._format = spec.format or format_from_extension(spec.path)
+        self._read = _reader(self._format, spec.path)
+        self._bad = bad_record_handler(spec.on_bad_record, reject)
+        self._fs, self._root = _filesystem(spec.path)
+
+    def records(self) -> Iterator[SourceRecord]:
+        ordinals = itertools.count(1)
+        for path, _info in self._match():
+            yield from self._read_file(path, ordinals)
+
+    def fingerprint(self) -> str:
+        entries = [(self._display(path), info.get("size"), _version(info)) for path, info in self._match()]
+        return hashlib.sha256(dumps_canonical(entries)).hexdigest()
+
+    def describe(self) -> str:
+        count = len(self._match())
+        return f"{count} {'file' if count == 1 else 'files'} matching {self._pattern} ({self._format})"
+
+    def _match(self) -> list[tuple[str, dict[str, Any]]]:
+        """The matching files, sorted, with what the filesystem knows of each *now*."""
+        self._fs.invalidate_cache()  # remote listings are cached per instance; the answer must be current
+        try:
+            found = self._fs.glob(self._root, detail=True)
+        except OSError as exc:
+            raise DataError(f"{self._pattern}: cannot list: {exc}") from None
+        files = [(path, info) for path, info in found.items() if info.get("type") != "directory"]
+        files.sort(key=lambda item: item[0])
+        if not files:
+            raise DataError(f"no file matches {self._pattern!r}")
+        return files
+
+    def _display(self, path: str) -> str:
+        """The path as the user would recognise it: with its protocol, or relative if they wrote it so."""
+        if "://" in self._pattern:
+            return str(self._fs.unstrip_protocol(path))
+        return path if os.path.isabs(self._pattern) else os.path.relpath(path)
+
+    def _read_file(self, path: str, ordinals: Iterator[int]) -> Iterator[SourceRecord]:
+        name = self._display(path)
+        try:
+            with self._fs.open(path, "rb", compression="infer") as f:
+                yield from self._read(f, name, ordinals, self._bad)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{name}: cannot read: {exc}") from None

@@ -1,0 +1,38 @@
+"""The ``inline`` source: records written in the spec itself (``where`` is ``inline[N]``, 1-based)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from batchflow.errors import SpecError
+from batchflow.jsonio import dumps, dumps_canonical, type_name
+from batchflow.sources import Reject, SourceRecord, bad_record_handler
+from batchflow.spec import SourceSpec
+
+
+class InlineSource:
+    """The records of ``source.records``, in the order written."""
+
+    def __init__(self, spec: SourceSpec, reject: Reject | None = None) -> None:
+        if spec.records is None:
+            raise SpecError("source.records is required for source type 'inline'")
+        self._records: tuple[Any, ...] = spec.records
+        self._bad = bad_record_handler(spec.on_bad_record, reject)
+
+    def records(self) -> Iterator[SourceRecord]:
+        ordinals = itertools.count(1)
+        for index, record in enumerate(self._records, start=1):
+            if not isinstance(record, Mapping):
+                self._bad(f"inline[{index}]", f"expected an object, got {type_name(record)}", dumps(record))
+                continue
+            yield SourceRecord(next(ordinals), f"inline[{index}]", dict(record))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(dumps_canonical(self._records)).hexdigest()
+
+    def describe(self) -> str:
+        count = len(self._records)
+        return f"{count} inline {'record' if count == 1 else 'records'}"
