@@ -1,0 +1,63 @@
+"""The plan is pure: state + now -> steps. These tests assert on plan contents, as sqlmesh does."""
+
+from __future__ import annotations
+
+from batchflow import plan as p
+from batchflow import state as st
+from batchflow.state import Job, Shard, State
+
+
+def _state(*statuses: str, not_before: float = 0.0) -> State:
+    shards = []
+    for i, status in enumerate(statuses):
+        job = Job(n=1, input=f"shards/{i}", count=10, digest="d", display_name=f"dn{i}", status=status,
+                  not_before=not_before, name=None if status in (st.WRITTEN, st.STAGED) else f"batches/{i}")
+        shards.append(Shard(i, 10, 100, "d", f"shards/{i}", f"m/{i}", jobs=[job]))
+    return State("s", "fp", records=10 * len(statuses), shards=shards)
+
+
+def test_written_shards_are_submitted_up_to_max_concurrent() -> None:
+    plan = p.make_plan(_state(*[st.WRITTEN] * 6), now=0, max_concurrent=4, output_fingerprint="o")
+    assert plan.steps == tuple(p.Submit(i, 1) for i in range(4))
+
+
+def test_running_jobs_hold_their_slots_and_are_polled_in_one_step() -> None:
+    plan = p.make_plan(_state(st.RUNNING, st.SUBMITTED, st.WRITTEN, st.WRITTEN), now=0, max_concurrent=3,
+                       output_fingerprint="o")
+    assert plan.steps == (p.Poll(((0, 1), (1, 1))), p.Submit(2, 1))
+    assert plan.waiting is False
+
+
+def test_a_staged_job_is_submitted_even_when_no_slot_is_free() -> None:
+    plan = p.make_plan(_state(st.RUNNING, st.STAGED), now=0, max_concurrent=1, output_fingerprint="o")
+    assert p.Submit(1, 1) in plan.steps
+
+
+def test_a_job_left_submitting_is_adopted_not_created_again() -> None:
+    plan = p.make_plan(_state(st.SUBMITTING), now=0, max_concurrent=4, output_fingerprint="o")
+    assert plan.steps == (p.Adopt(0, 1),)
+
+
+def test_finished_jobs_are_collected_and_collected_ones_settled() -> None:
+    plan = p.make_plan(_state(st.SUCCEEDED, st.EXPIRED, st.COLLECTED), now=0, max_concurrent=4,
+                       output_fingerprint="o")
+    assert plan.steps == (p.Collect(0, 1), p.Collect(1, 1), p.Settle(2))
+
+
+def test_a_job_in_backoff_waits_until_its_time() -> None:
+    plan = p.make_plan(_state(st.WRITTEN, not_before=100.0), now=40, max_concurrent=4, output_fingerprint="o")
+    assert plan.steps == ()
+    assert plan.wait_until == 100.0
+    assert plan.waiting
+    later = p.make_plan(_state(st.WRITTEN, not_before=100.0), now=100, max_concurrent=4, output_fingerprint="o")
+    assert later.steps == (p.Submit(0, 1),)
+
+
+def test_done_state_merges_once_then_is_finished() -> None:
+    state = _state(st.COLLECTED)
+    state.shards[0].done = True
+    assert p.make_plan(state, 0, 4, "o").steps == (p.Merge(),)
+    state.merged = {"output": "o", "rows": 10, "ok": 10, "failed": 0}
+    assert p.make_plan(state, 0, 4, "o").finished
+    assert p.make_plan(state, 0, 4, "other").steps == (p.Merge(),), "a changed output is merged again"
+    assert p.make_plan(state, 0, 4, "o", output_exists=False).steps == (p.Merge(),), "a deleted output too"
