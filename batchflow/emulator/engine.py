@@ -1,0 +1,224 @@
+"""The emulator's engine: batch jobs and files on disk, with no HTTP in sight.
+
+Every job lives in `data_dir/jobs/ID.json` (+ its own copy of the input lines and, once computed, its output),
+so a restarted engine on the same directory knows every job and file. Results are computed by a background
+worker as soon as a job is created; a job becomes visible as finished when its time has come *and* its
+results are ready (a `get` of a due job waits for them), so `job_seconds=0` means "as soon as possible".
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchflow.emulator import jobs
+from batchflow.emulator.errors import not_found
+from batchflow.emulator.execute import count_requests, run_lines
+from batchflow.emulator.faults import FaultPlan, NoFaults
+from batchflow.emulator.files import FileStore
+from batchflow.emulator.jobs import LIVE, JobRecord
+from batchflow.emulator.store import new_id, page_token, parse_page_token, read_json, write_json_atomic
+from batchflow.emulator.submit import parse_create
+
+OUTPUT_MIME_TYPE = "application/jsonl"
+_STATS_FILE = "stats.json"
+
+
+class Emulator:
+    """Jobs, files and counters of one emulator; thread-safe."""
+
+    def __init__(self, data_dir: Path, job_seconds: float = 0.0, *, clock: Callable[[], float] = time.time,
+                 faults: FaultPlan | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.job_seconds = job_seconds
+        self.faults: FaultPlan = faults or NoFaults()
+        self._clock = clock
+        self._jobs_dir = self.data_dir / "jobs"
+        self._jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.files = FileStore(self.data_dir, clock)
+        self._lock = threading.RLock()
+        self._jobs = jobs.load_all(self._jobs_dir)
+        self._seq = max((j.seq for j in self._jobs.values()), default=0)
+        self._compute_locks: dict[str, threading.Lock] = {}
+        self._creates: Counter[str] = Counter(self._load_stats().get("creates_by_display_name", {}))
+        self._calls: Counter[str] = Counter()
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name="emulator-worker", daemon=True)
+        self._worker.start()
+        for job in self._jobs.values():
+            if job.state == LIVE and not job.computed:
+                self._queue.put(job.id)
+
+    # -- batches -------------------------------------------------------------------------------------------
+
+    def create_batch(self, kind: str, model: str, body: Any) -> dict[str, Any]:
+        """Create a generate or embed batch from a create body; returns its resource."""
+        submission = parse_create(kind, body, self.files)
+        job_id = new_id()
+        submission.write_input(self.files, self._path(job_id, "input.jsonl"))
+        now = self._clock()
+        with self._lock:
+            self._seq += 1
+            job = JobRecord(id=job_id, seq=self._seq, kind=kind, model=f"models/{model.removeprefix('models/')}",
+                            display_name=submission.display_name, input_file=submission.file_id,
+                            request_count=count_requests(self._path(job_id, "input.jsonl")),
+                            create_time=now, due_time=now + self.job_seconds, update_time=now)
+            jobs.save(self._jobs_dir, job)
+            self._jobs[job_id] = job
+            self._creates[submission.display_name or ""] += 1
+            write_json_atomic(self.data_dir / _STATS_FILE, {"creates_by_display_name": dict(self._creates)})
+        self._queue.put(job_id)
+        return jobs.resource(job, now, None)
+
+    def get_batch(self, job_id: str) -> dict[str, Any]:
+        """A batch's resource, finishing it first if its time has come."""
+        self._advance(self._job(job_id), block=True)
+        return self._render(self._job(job_id))
+
+    def list_batches(self, size: int, token: str | None) -> dict[str, Any]:
+        """One page of batches, newest first: `{"operations": [...], "nextPageToken"?}`."""
+        after = parse_page_token(token)
+        with self._lock:
+            ordered = sorted(self._jobs.values(), key=lambda j: -j.seq)
+        rest = [j for j in ordered if after is None or j.seq < after]
+        page = rest[:size]
+        for job in page:
+            self._advance(job, block=False)  # a listing never waits on a computation
+        result: dict[str, Any] = {"operations": [self._render(j) for j in page]}
+        if len(rest) > size:
+            result["nextPageToken"] = page_token(page[-1].seq)
+        return result
+
+    def cancel_batch(self, job_id: str) -> dict[str, Any]:
+        """Cancel a live batch (no output is kept); a finished one is left as it is."""
+        with self._lock:
+            job = self._job(job_id)
+            if job.state == LIVE:
+                self._end(job, "CANCELLED")
+                self._path(job_id, "output.jsonl").unlink(missing_ok=True)
+        return {}
+
+    def delete_batch(self, job_id: str) -> dict[str, Any]:
+        """Forget a batch (its output file, if any, stays a file resource, as on the real service)."""
+        with self._lock:
+            self._job(job_id)
+            del self._jobs[job_id]
+            for suffix in ("json", "input.jsonl", "output.jsonl"):
+                self._path(job_id, suffix).unlink(missing_ok=True)
+        return {}
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for tests and harnesses: creates per display name, calls per endpoint."""
+        with self._lock:
+            return {"creates_by_display_name": dict(self._creates), "calls_by_endpoint": dict(self._calls),
+                    "jobs": len(self._jobs)}
+
+    def record_call(self, endpoint: str) -> None:
+        """Count one call of an endpoint (the HTTP facade calls this once per request)."""
+        with self._lock:
+            self._calls[endpoint] += 1
+
+    def close(self) -> None:
+        """Stop the worker (jobs in flight are picked up again by the next engine on this directory)."""
+        self._queue.put(None)
+        self._worker.join(timeout=5)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def _advance(self, job: JobRecord, *, block: bool) -> None:
+        if job.state != LIVE or self._clock() < job.due_time:
+            return
+        if not job.computed:
+            if not block:
+                return
+            self._compute(job.id)
+        with self._lock:
+            if job.state == LIVE and job.computed and job.id in self._jobs:
+                self._end(job, self._decide_outcome(job))
+
+    def _decide_outcome(self, job: JobRecord) -> str:
+        """The one place a due job's final state is chosen (a fault plan may force FAILED or EXPIRED)."""
+        forced = self.faults.job_outcome(job.id, job.display_name)
+        if forced == "STALL":
+            return LIVE
+        if forced in ("FAILED", "EXPIRED"):
+            job.error = {"code": 13 if forced == "FAILED" else 4, "message": f"Batch {forced.lower()}."}
+            return forced
+        if job.input_file is not None:
+            output_id = f"batch-{job.id}"
+            if not self.files.exists(output_id):
+                self.files.add_generated(output_id, self._path(job.id, "output.jsonl"), OUTPUT_MIME_TYPE,
+                                         display_name=output_id)
+            job.output_file = output_id
+        return "SUCCEEDED"
+
+    def _end(self, job: JobRecord, state: str) -> None:
+        if state == LIVE:
+            return
+        now = self._clock()
+        job.state, job.end_time, job.update_time = state, now, now
+        jobs.save(self._jobs_dir, job)
+
+    def _compute(self, job_id: str) -> None:
+        """Answer a job's lines into its output file; a job cancelled or deleted meanwhile keeps nothing."""
+        with self._lock:
+            lock = self._compute_locks.setdefault(job_id, threading.Lock())
+        with lock:
+            with self._lock:
+                job = self._jobs.get(job_id)
+                if job is None or job.state != LIVE or job.computed:
+                    return
+            tmp = self._path(job_id, "output.tmp")
+            counts = run_lines(job.kind, job.model, self._path(job_id, "input.jsonl"), tmp)
+            with self._lock:
+                self._compute_locks.pop(job_id, None)
+                if self._jobs.get(job_id) is not job or job.state != LIVE:
+                    tmp.unlink(missing_ok=True)
+                    return
+                os.replace(tmp, self._path(job_id, "output.jsonl"))
+                job.computed, job.succeeded, job.failed = True, counts.succeeded, counts.failed
+                jobs.save(self._jobs_dir, job)
+
+    def _work(self) -> None:
+        while (job_id := self._queue.get()) is not None:
+            try:
+                self._compute(job_id)
+            except Exception as exc:  # a worker that dies silently would leave every later job RUNNING
+                print(f"batchflow emulator: computing {job_id} failed: {exc!r}", file=sys.stderr, flush=True)
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> JobRecord:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise not_found(f"Batch batches/{job_id} not found.")
+        return job
+
+    def _render(self, job: JobRecord) -> dict[str, Any]:
+        inline = None
+        if job.state == "SUCCEEDED" and job.input_file is None:
+            inline = _read_lines(self._path(job.id, "output.jsonl"))
+        return jobs.resource(job, self._clock(), inline)
+
+    def _path(self, job_id: str, suffix: str) -> Path:
+        return self._jobs_dir / f"{job_id}.{suffix}"
+
+    def _load_stats(self) -> dict[str, Any]:
+        path = self.data_dir / _STATS_FILE
+        stats = read_json(path) if path.exists() else {}
+        return stats if isinstance(stats, dict) else {}
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    with open(path, "rb") as f:
+        return [orjson.loads(raw) for raw in f if raw.strip()]

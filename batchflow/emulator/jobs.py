@@ -1,0 +1,111 @@
+"""Batch job records: one JSON file per job under `jobs/`, and the Operation-shaped resource they render to.
+
+A live job's state is not stored: it follows from the clock (PENDING for the first quarter of its time, then
+RUNNING), so a job whose time came while the emulator was down is simply due when next looked at. Only the
+final state is written, once, by the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchflow.emulator.store import read_json, rfc3339, write_json_atomic
+
+LIVE = "LIVE"
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
+_PENDING_SHARE = 0.25
+_TYPE_PREFIX = "type.googleapis.com/google.ai.generativelanguage.v1main."
+_BATCH_TYPES = {"generate": "GenerateContentBatch", "embed": "EmbedContentBatch"}
+
+
+@dataclass
+class JobRecord:
+    """Everything the emulator knows about one batch; `seq` orders listings and page tokens."""
+
+    id: str
+    seq: int
+    kind: str  # generate | embed
+    model: str  # models/...
+    display_name: str | None
+    input_file: str | None  # a file id, or None for inline requests
+    request_count: int
+    create_time: float
+    due_time: float
+    state: str = LIVE
+    update_time: float = 0.0
+    end_time: float | None = None
+    computed: bool = False  # the output lines are ready in jobs/ID.output.jsonl
+    succeeded: int = 0
+    failed: int = 0
+    output_file: str | None = None
+    error: dict[str, Any] | None = field(default=None)
+
+    @property
+    def name(self) -> str:
+        """The resource name, `batches/ID`."""
+        return f"batches/{self.id}"
+
+    def visible_state(self, now: float) -> str:
+        """The state a client sees now (without the BATCH_STATE_ prefix)."""
+        if self.state != LIVE:
+            return self.state
+        pending_until = self.create_time + (self.due_time - self.create_time) * _PENDING_SHARE
+        return "PENDING" if now < pending_until else "RUNNING"
+
+
+def save(jobs_dir: Path, job: JobRecord) -> None:
+    """Persist a job atomically."""
+    write_json_atomic(jobs_dir / f"{job.id}.json", asdict(job))
+
+
+def load_all(jobs_dir: Path) -> dict[str, JobRecord]:
+    """Every job saved under `jobs_dir`; unreadable files are skipped (a foreign file is not a job)."""
+    jobs: dict[str, JobRecord] = {}
+    for path in sorted(jobs_dir.glob("*.json")):
+        try:
+            job = JobRecord(**read_json(path))
+        except (OSError, ValueError, TypeError):
+            continue
+        jobs[job.id] = job
+    return jobs
+
+
+def resource(job: JobRecord, now: float, inline: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The Operation-shaped batch resource; `inline` is the inline output once a job has it."""
+    state = job.visible_state(now)
+    metadata: dict[str, Any] = {
+        "@type": _TYPE_PREFIX + _BATCH_TYPES[job.kind],
+        "model": job.model, "name": job.name, "state": f"BATCH_STATE_{state}",
+        "createTime": rfc3339(job.create_time), "updateTime": rfc3339(job.update_time or job.create_time),
+        "batchStats": _stats(job, state),
+    }
+    if job.display_name is not None:
+        metadata["displayName"] = job.display_name
+    if job.end_time is not None:
+        metadata["endTime"] = rfc3339(job.end_time)
+    op: dict[str, Any] = {"name": job.name, "metadata": metadata, "done": state in TERMINAL}
+    output = _output(job, inline)
+    if output is not None:
+        metadata["output"] = output
+        op["response"] = {"@type": _TYPE_PREFIX + _BATCH_TYPES[job.kind] + "Output", **output}
+    if job.error is not None:
+        op["error"] = job.error
+    return op
+
+
+def _output(job: JobRecord, inline: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    if job.state != "SUCCEEDED":
+        return None
+    if job.output_file is not None:
+        return {"responsesFile": f"files/{job.output_file}"}
+    return {"inlinedResponses": {"inlinedResponses": inline or []}}
+
+
+def _stats(job: JobRecord, state: str) -> dict[str, str]:
+    done = state == "SUCCEEDED"
+    return {"requestCount": str(job.request_count),
+            "successfulRequestCount": str(job.succeeded if done else 0),
+            "failedRequestCount": str(job.failed if done else 0),
+            "pendingRequestCount": str(0 if done else job.request_count)}

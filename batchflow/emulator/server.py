@@ -1,0 +1,77 @@
+"""Running the emulator: `serve` for the command line, `start_in_thread` for in-process use and tests."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from batchflow.emulator.engine import Emulator
+from batchflow.emulator.faults import load_faults
+from batchflow.emulator.http import EmulatorServer
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM to leave `serve_forever`."""
+
+
+class RunningEmulator:
+    """An emulator serving from a background thread; a context manager that stops it on exit."""
+
+    def __init__(self, server: EmulatorServer, engine: Emulator) -> None:
+        self.engine = engine
+        self._server = server
+        self.base_url = _base_url(server)
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="emulator-http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, close the socket and the engine's worker; safe to call twice."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()
+        self.engine.close()
+
+    def __enter__(self) -> RunningEmulator:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def start_in_thread(data_dir: Path, job_seconds: float = 0.0, host: str = "127.0.0.1",
+                    port: int = 0) -> RunningEmulator:
+    """Start an emulator on `host:port` (0 = a free port) in a background thread."""
+    engine = Emulator(Path(data_dir), job_seconds)
+    return RunningEmulator(EmulatorServer((host, port), engine), engine)
+
+
+def serve(host: str, port: int, data_dir: Path, job_seconds: float, faults: Path | None) -> None:
+    """Serve until SIGTERM or SIGINT; the first line on stdout is the base URL."""
+    engine = Emulator(Path(data_dir), job_seconds, faults=load_faults(faults))
+    server = EmulatorServer((host, port), engine)
+    print(_base_url(server), flush=True)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except (_Stop, KeyboardInterrupt):
+        pass
+    finally:
+        server.server_close()
+        engine.close()
+        sys.stdout.flush()
+
+
+def _base_url(server: EmulatorServer) -> str:
+    host, port = server.server_address[:2]
+    host = str(host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -1,0 +1,69 @@
+"""Small disk and time helpers shared by the file store and the job table."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchflow.emulator.errors import invalid_argument
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_id(length: int = 16) -> str:
+    """A resource id shaped like Google's: lower-case letters and digits."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+def rfc3339(epoch: float) -> str:
+    """A Z-normalised RFC 3339 timestamp with microseconds, as proto-JSON writes it."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write JSON so that a reader (or a restart after a kill) sees the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(orjson.dumps(value))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file written by `write_json_atomic`."""
+    return orjson.loads(path.read_bytes())
+
+
+def page_token(seq: int) -> str:
+    """An opaque page token: the sequence number of the last item of the page."""
+    return f"s{seq}"
+
+
+def parse_page_token(token: str | None) -> int | None:
+    """The sequence number inside a page token; None for the first page."""
+    if not token:
+        return None
+    if not token.startswith("s") or not token[1:].isdigit():
+        raise invalid_argument(f"Invalid page token: {token!r}")
+    return int(token[1:])
+
+
+def page_size(raw: str | None, default: int, maximum: int) -> int:
+    """A `pageSize` query value, clamped the way Google clamps it."""
+    if not raw:
+        return default
+    try:
+        size = int(raw)
+    except ValueError:
+        raise invalid_argument(f"Invalid pageSize: {raw!r}") from None
+    if size < 0:
+        raise invalid_argument("pageSize must not be negative")
+    return min(size or default, maximum)
