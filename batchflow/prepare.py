@@ -64,10 +64,10 @@ def prepare(spec: Spec, store: StateStore, source_fingerprint: str) -> State:
     tmp = store.dir / "shards.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    writer = ShardWriter(tmp, job_size(spec.backend.type, spec.task, spec.jobs.max_requests,
-                                       spec.jobs.max_bytes))
+    size = job_size(spec.backend.type, spec.task, spec.jobs.max_requests, spec.jobs.max_bytes)
     try:
-        records = _write_shards(spec, writer, store.dir / "rejects.jsonl")
+        with ShardWriter(tmp, size) as writer:
+            records = _write_shards(spec, writer, store.dir / "rejects.jsonl")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -86,14 +86,16 @@ def prepare(spec: Spec, store: StateStore, source_fingerprint: str) -> State:
 
 def _write_shards(spec: Spec, writer: ShardWriter, rejects_path: Path) -> int:
     records = 0
-    with open(rejects_path, "wb") as rejects:
-        for item in rendered(spec, rejects):
-            writer.add(_request_line(item), orjson.dumps({"key": item.key, "record": item.record.record},
-                                                         option=_NL), item.record.where)
-            records += 1
+    try:
+        with open(rejects_path, "wb") as rejects:
+            for item in rendered(spec, rejects):
+                writer.add(_request_line(item), orjson.dumps({"key": item.key, "record": item.record.record},
+                                                             option=_NL), item.record.where)
+                records += 1
+    finally:
+        if rejects_path.stat().st_size == 0:
+            rejects_path.unlink()
     writer.close()
-    if rejects_path.stat().st_size == 0:
-        rejects_path.unlink()
     return records
 
 

@@ -40,6 +40,13 @@ class ShardWriter:
         self._hash = hashlib.blake2b(digest_size=8)
         self._files: tuple[IO[bytes], IO[bytes]] | None = None
 
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close whatever is open; a shard cut short by an error is not counted."""
+        self._close_files()
+
     def add(self, line: bytes, manifest_line: bytes, where: str) -> None:
         """Append one request line; starts a new shard when this one would pass a limit."""
         if len(line) > self.size.max_bytes:
@@ -71,11 +78,14 @@ class ShardWriter:
         self._files = (open(self.dir / requests, "wb", buffering=_BUFFER),  # noqa: SIM115
                        open(self.dir / manifest, "wb", buffering=_BUFFER))  # noqa: SIM115
 
-    def _cut(self) -> None:
+    def _close_files(self) -> None:
         if self._files:
             for fh in self._files:
                 fh.close()
             self._files = None
+
+    def _cut(self) -> None:
+        self._close_files()
         requests, manifest = shard_names(len(self.shards))
         self.shards.append(ShardInfo(len(self.shards), self._count, self._bytes, self._hash.hexdigest(),
                                      requests, manifest))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,3 +22,26 @@ def dont_write_to_home_directory(tmp_path_factory: pytest.TempPathFactory, monke
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def emulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A separately started `batchflow emulator`, as a user would run one (jobs take half a second)."""
+    data = tmp_path_factory.mktemp("emulator")
+    proc = subprocess.Popen([sys.executable, "-m", "batchflow", "emulator", "--host", "127.0.0.1", "--port", "0",
+                             "--data-dir", str(data), "--job-seconds", "0.5"],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    url = proc.stdout.readline().split()[0]
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    proc.stdout.close()
+
+
+def genai_client(base_url: str) -> Any:
+    """The unmodified google-genai SDK, pointed at an emulator."""
+    from google import genai
+    from google.genai import types
+
+    return genai.Client(api_key="test", http_options=types.HttpOptions(base_url=base_url))
