@@ -144,17 +144,22 @@ def read_csv(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) ->
 
 
 READERS: dict[str, Reader] = {"jsonl": read_jsonl, "json": read_json, "csv": read_csv}
-EXTENSIONS: dict[str, str] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
+EXTENSIONS: dict[str, str] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+}
 _NOT_YET: dict[str, str] = {"parquet": "parquet sources need pyarrow and are not supported yet"}
 
 
-def format_from_extension(path: str) -> str | None:
+def format_from_extension(path: str, extensions: dict[str, str] = EXTENSIONS) -> str | None:
     """``jsonl`` for ``x.jsonl.gz``: the format named by the extension under any compression suffix."""
     name = path.rstrip("/").rsplit("/", 1)[-1]
     if infer_compression(name):
         name = name.rsplit(".", 1)[0]
-    ext = os.path.splitext(name)[1].lower()
-    return EXTENSIONS.get(ext) or ("parquet" if ext == ".parquet" else None)
+    return extensions.get(os.path.splitext(name)[1].lower())
 
 
 def _reader(fmt: str | None, path: str) -> Reader:
