@@ -1,0 +1,96 @@
+"""The commands other than `run`: validate, plan, status, cancel, schema."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from helpers import cli, write_jsonl, write_spec
+
+BAD_SPEC = """\
+version: 1
+name: bad
+backend:
+  type: local
+model: gemini-2.5-flash
+source:
+  type: files
+  path: ${BATCHFLOW_TEST_UNSET_VAR}/in.jsonl
+promtp: "Say {{ text }}"
+jobs:
+  max_requests: lots
+output:
+  type: files
+  path: out/x.jsonl
+"""
+
+
+def test_validate_reports_every_error_with_its_position_and_writes_nothing(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(BAD_SPEC)
+    result = cli("validate", str(spec))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert any(re.match(rf"{re.escape(str(spec))}:8:\d+: source\.path: .*BATCHFLOW_TEST_UNSET_VAR", x) for x in lines)
+    assert any(re.match(rf"{re.escape(str(spec))}:9:1: .*promtp.*did you mean 'prompt'", x) for x in lines)
+    assert any(re.match(rf"{re.escape(str(spec))}:11:\d+: jobs\.max_requests: ", x) for x in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_validate_renders_the_first_records(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}])
+    result = cli("validate", str(write_spec(tmp_path)))
+    assert result.exit_code == 0, result.stderr
+    assert "2 record(s) rendered: 'a', 'b'" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "t.yaml"]
+
+
+def test_validate_checks_every_spec_given_and_fails_if_any_fails(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a"}])
+    good = write_spec(tmp_path, name="good", prompt="static")
+    bad = write_spec(tmp_path, name="bad2", prompt="{{ missing }}")
+    result = cli("validate", str(good), str(bad))
+    assert result.exit_code == 2
+    assert "ok: " in result.stdout
+    assert "record 1" in result.stderr and "missing" in result.stderr
+
+
+def test_plan_before_a_run_counts_records_and_jobs(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"r{i}", "text": "x"} for i in range(25)])
+    result = cli("plan", str(write_spec(tmp_path, jobs={"max_requests": 10})))
+    assert result.exit_code == 0, result.stderr
+    assert "records: 25" in result.stdout
+    assert "jobs to submit: 3 (10, 10, 5 requests" in result.stdout
+    sample = result.stdout.split("sample request: ", 1)[1].splitlines()[0]
+    assert json.loads(sample)["key"] == "r0"
+
+
+def test_plan_and_status_after_a_run_say_it_is_finished(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+    spec = write_spec(tmp_path)
+    assert cli("run", str(spec)).exit_code == 0
+    assert "finished; `run` has nothing to do" in cli("plan", str(spec)).stdout
+    status = cli("status", str(spec)).stdout
+    assert "1 collected" in status and "merged: 1 rows, 1 ok, 0 failed" in status
+
+
+def test_cancel_stops_the_run_until_restart(tmp_path: Path, emulator_url: str) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+    spec = write_spec(tmp_path, name="cancelme", backend={"type": "gemini", "base_url": emulator_url})
+    assert cli("run", "--no-wait", str(spec)).exit_code == 75
+    cancelled = cli("cancel", str(spec))
+    assert cancelled.exit_code == 0 and "cancelled 1 job(s)" in cancelled.stdout
+    again = cli("run", str(spec))
+    assert again.exit_code == 1 and "--restart" in again.stderr
+
+
+def test_schema_prints_the_json_schema(repo_root: Path) -> None:
+    result = cli("schema")
+    assert json.loads(result.stdout) == json.loads((repo_root / "schemas/spec.schema.json").read_text())
+
+
+def test_an_unexpected_error_is_one_line_without_a_traceback(tmp_path: Path) -> None:
+    result = cli("run", str(tmp_path / "missing.yaml"))
+    assert result.exit_code == 2
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
