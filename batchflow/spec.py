@@ -145,7 +145,7 @@ def spec_schema() -> dict[str, Any]:
 # --- reading YAML with positions ----------------------------------------------------------------------------
 
 _Problem = tuple[int, int, str, str]  # line, column (1-based), dotted path, message
-_MAX_NODES = 1_000_000  # after aliases are expanded: stops "billion laughs" before it eats the memory
+_MAX_NODES = 200_000  # after aliases are expanded: stops "billion laughs" before it eats the memory
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
