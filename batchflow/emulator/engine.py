@@ -178,7 +178,11 @@ class Emulator:
                 if job is None or job.state != LIVE or job.computed:
                     return
             tmp = self._path(job_id, "output.tmp")
-            counts = run_lines(job.kind, job.model, self._path(job_id, "input.jsonl"), tmp)
+            try:
+                counts = run_lines(job.kind, job.model, self._path(job_id, "input.jsonl"), tmp)
+            except FileNotFoundError:  # deleted meanwhile: its input went with it
+                tmp.unlink(missing_ok=True)
+                return
             with self._lock:
                 self._compute_locks.pop(job_id, None)
                 if self._jobs.get(job_id) is not job or job.state != LIVE:

@@ -13,10 +13,6 @@ from batchflow.emulator.faults import load_faults
 from batchflow.emulator.http import EmulatorServer
 
 
-class _Stop(Exception):
-    """Raised in the main thread by SIGTERM to leave `serve_forever`."""
-
-
 class RunningEmulator:
     """An emulator serving from a background thread; a context manager that stops it on exit."""
 
@@ -58,13 +54,14 @@ def serve(host: str, port: int, data_dir: Path, job_seconds: float, faults: Path
     print(_base_url(server), flush=True)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        raise _Stop
+        # not an exception: raised in the main thread it could land inside socketserver's own request
+        # handling, which swallows it. shutdown() must run off the thread that runs serve_forever.
+        threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         server.serve_forever(poll_interval=0.2)
-    except (_Stop, KeyboardInterrupt):
-        pass
     finally:
         server.server_close()
         engine.close()
