@@ -123,7 +123,8 @@ class _Walker:
 
     def _number(self, node: Mapping[str, Any], path: str) -> float:
         low, high = self._bounds(node)
-        return round(low + (high - low) * self.pick(path, 10_001) / 10_000, 4)
+        value = round(low + (high - low) * self.pick(path, 10_001) / 10_000, 4)  # short, readable numbers
+        return min(max(value, low), high)  # ...unless rounding stepped outside the bounds
 
     def _string(self, node: Mapping[str, Any], path: str) -> str:
         fmt = node.get("format")
