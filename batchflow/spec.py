@@ -120,7 +120,6 @@ class Spec:
         return str(self.path)
 
 
-
 def load_spec(path: Path | str, environ: Mapping[str, str] | None = None) -> Spec:
     """Read, expand, validate and type a spec file; raise ``InvalidSpec`` listing every problem."""
     label = str(path)
@@ -339,8 +338,15 @@ def _explain(error: ValidationError, doc: _Reader) -> list[_Problem]:
     return [(*doc.where(dotted, key=isinstance(instance, dict)), dotted, _message(error))]
 
 
-_TYPES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
-          "object": "a mapping", "array": "a list", "null": "null"}
+_TYPES = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
 
 
 def _message(error: ValidationError) -> str:
@@ -351,7 +357,8 @@ def _message(error: ValidationError) -> str:
     if kind == "enum":
         close = difflib.get_close_matches(str(error.instance), [str(v) for v in value], 1, 0.6)
         return f"expected one of {', '.join(map(str, value))}; got {got}" + (
-            f" (did you mean '{close[0]}'?)" if close else "")
+            f" (did you mean '{close[0]}'?)" if close else ""
+        )
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         relation = {"minimum": "at least", "exclusiveMinimum": "more than", "maximum": "at most"}
         return f"expected {relation.get(str(kind), 'less than')} {value}, got {got}"
@@ -411,10 +418,20 @@ def _to_spec(path: Path, label: str, doc: _Reader) -> Spec:
         backend=BackendSpec(**data.get("backend", {})),
         model=data["model"],
         task=data.get("task", "generate"),
-        source=SourceSpec(**{**source, "path": _resolve(source.get("path"), base),
-                             "records": None if records is None else tuple(records)}),
-        output=OutputSpec(**{**output, "path": _resolve(output.get("path"), base),
-                             "max_failed": parse_share(output.get("max_failed", 0))}),
+        source=SourceSpec(
+            **{
+                **source,
+                "path": _resolve(source.get("path"), base),
+                "records": None if records is None else tuple(records),
+            }
+        ),
+        output=OutputSpec(
+            **{
+                **output,
+                "path": _resolve(output.get("path"), base),
+                "max_failed": parse_share(output.get("max_failed", 0)),
+            }
+        ),
         state_dir=Path(_resolve(data.get("state", {}).get("dir", ".batchflow"), base) or base),
         jobs=JobsSpec(
             max_requests=jobs.get("max_requests"),

@@ -43,7 +43,11 @@ def problems(path: Path, environ: dict[str, str] | None = None) -> list[str]:
 def test_design_example_loads() -> None:
     spec = load_spec(DATA / "design-example.yaml", environ={})
     assert (spec.name, spec.backend.type, spec.task, spec.model) == (
-        "review-sentiment", "local", "generate", "gemini-2.5-flash")
+        "review-sentiment",
+        "local",
+        "generate",
+        "gemini-2.5-flash",
+    )
     assert spec.source.path == str(DATA / "data" / "reviews-*.jsonl")
     assert spec.output.path == str(DATA / "out" / "review-sentiment.jsonl")
     assert spec.state_dir == DATA / ".batchflow"
@@ -56,14 +60,18 @@ def test_design_example_loads() -> None:
 
 
 def test_misspelt_key_wrong_type_and_unset_variable_are_all_reported_with_positions(tmp_path: Path) -> None:
-    path = write(tmp_path, MINIMAL + """\
+    path = write(
+        tmp_path,
+        MINIMAL
+        + """\
         promtp: hi
         jobs:
           max_requests: 3x
         backend:
           type: gemini
           base_url: ${EMULATOR_URL}/v1
-        """.replace("        ", ""))
+        """.replace("        ", ""),
+    )
     assert problems(path) == [
         f"{path}:7:1: promtp: unknown key 'promtp' (did you mean 'prompt'?)",
         f"{path}:9:17: jobs.max_requests: expected an integer, got string '3x'",
@@ -94,10 +102,13 @@ def test_yaml_syntax_error_has_its_position(tmp_path: Path) -> None:
     assert problem.startswith(f"{path}:4:6: invalid YAML: ")
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", "the spec must be a mapping of keys to values, got an empty file"),
-    ("- 1\n", "the spec must be a mapping of keys to values, got a list"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the spec must be a mapping of keys to values, got an empty file"),
+        ("- 1\n", "the spec must be a mapping of keys to values, got a list"),
+    ],
+)
 def test_a_spec_that_is_not_a_mapping_is_refused(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
     assert problems(path) == [f"{path}:1:1: {message}"]
@@ -154,8 +165,10 @@ def test_parse_duration(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize(("text", "size"), [("500MB", 500 * 10**6), ("2GB", 2 * 10**9), ("1GiB", 2**30),
-                                            ("64 KiB", 65536), (1000, 1000), ("12", 12)])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("500MB", 500 * 10**6), ("2GB", 2 * 10**9), ("1GiB", 2**30), ("64 KiB", 65536), (1000, 1000), ("12", 12)],
+)
 def test_parse_size(text: str | int, size: int) -> None:
     assert parse_size(text) == size
 
@@ -188,27 +201,35 @@ def test_every_property_has_a_description() -> None:
             return [m for i, item in enumerate(node) for m in walk(item, f"{where}/{i}")]
         if not isinstance(node, dict):
             return []
-        missing = [f"{where}/{k}" for k, v in node.get("properties", {}).items()
-                   if "description" not in v and v.get("not") is None]
+        missing = [
+            f"{where}/{k}"
+            for k, v in node.get("properties", {}).items()
+            if "description" not in v and v.get("not") is None
+        ]
         conditions = ("allOf", "anyOf", "if", "then", "else", "not")  # conditions restate properties; skip them
         return missing + [m for k, v in node.items() if k not in conditions for m in walk(v, f"{where}/{k}")]
 
     assert walk(json.loads(SCHEMA_PATH.read_text()), "#") == []
 
 
-@pytest.mark.parametrize(("extra", "expected"), [
-    ("request: {contents: []}\n", ":1:1: give either 'prompt' or 'request' (exactly one)"),
-    ("task: embed\n", ":1:1: missing required key 'content'"),
-    ("content: x\n", ":7:1: content: 'content' is not used by task generate"),
-    ("backend: {type: gemini, api_key_env: AIzaSyXXX}\n",
-     ":7:38: backend.api_key_env: expected the NAME of an environment variable"),
-    ("backend: {type: gemini, api_key: k}\n", ":7:25: backend.api_key: unknown key 'api_key' (did you mean"),
-    ("backend: {type: vertex, project: p, location: l}\n", ":7:1: backend: missing required key 'staging'"),
-    ("backend: {type: local, project: p}\n", ":7:24: backend.project: 'project' is not used by backend type local"),
-    ("prompt: again\n", ":7:1: prompt: duplicate key 'prompt' (first on line 5)"),
-    ("name: x\n", ":7:1: name: duplicate key 'name' (first on line 2)"),
-    ("task: embd\n", ":7:7: task: expected one of generate, embed; got string 'embd' (did you mean 'embed'?)"),
-])
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("request: {contents: []}\n", ":1:1: give either 'prompt' or 'request' (exactly one)"),
+        ("task: embed\n", ":1:1: missing required key 'content'"),
+        ("content: x\n", ":7:1: content: 'content' is not used by task generate"),
+        (
+            "backend: {type: gemini, api_key_env: AIzaSyXXX}\n",
+            ":7:38: backend.api_key_env: expected the NAME of an environment variable",
+        ),
+        ("backend: {type: gemini, api_key: k}\n", ":7:25: backend.api_key: unknown key 'api_key' (did you mean"),
+        ("backend: {type: vertex, project: p, location: l}\n", ":7:1: backend: missing required key 'staging'"),
+        ("backend: {type: local, project: p}\n", ":7:24: backend.project: 'project' is not used by backend type local"),
+        ("prompt: again\n", ":7:1: prompt: duplicate key 'prompt' (first on line 5)"),
+        ("name: x\n", ":7:1: name: duplicate key 'name' (first on line 2)"),
+        ("task: embd\n", ":7:7: task: expected one of generate, embed; got string 'embd' (did you mean 'embed'?)"),
+    ],
+)
 def test_schema_rules(tmp_path: Path, extra: str, expected: str) -> None:
     path = write(tmp_path, MINIMAL + extra)
     assert any(p.startswith(f"{path}{expected}") for p in problems(path)), problems(path)
@@ -249,16 +270,49 @@ def test_billion_laughs_is_refused(tmp_path: Path) -> None:
         load_spec(write(tmp_path, "\n".join(lines) + "\n"), environ={})
 
 
-FRAGMENTS = st.sampled_from([
-    "version: 1\n", "name: t\n", "model: m\n", "source:\n", "  type: files\n", "  path: x\n", "output:\n",
-    "  max_failed: 1%\n", "prompt: '{{ a }}'\n", "request: {a: [1, 2]}\n", "jobs: {max_bytes: 1x}\n", "- a\n",
-    "  - b\n", "&a x: *a\n", "<<: *a\n", "key: ${HOME}\n", "task: embed\n", "? [a]\n: b\n", "!!binary x\n",
-    "x: !foo 1\n", "{", "}", ": ", "\t", '"', "'", "\\", "%YAML 1.1\n", "---\n", "...\n", "\x00", "2024-13-45",
-])
+FRAGMENTS = st.sampled_from(
+    [
+        "version: 1\n",
+        "name: t\n",
+        "model: m\n",
+        "source:\n",
+        "  type: files\n",
+        "  path: x\n",
+        "output:\n",
+        "  max_failed: 1%\n",
+        "prompt: '{{ a }}'\n",
+        "request: {a: [1, 2]}\n",
+        "jobs: {max_bytes: 1x}\n",
+        "- a\n",
+        "  - b\n",
+        "&a x: *a\n",
+        "<<: *a\n",
+        "key: ${HOME}\n",
+        "task: embed\n",
+        "? [a]\n: b\n",
+        "!!binary x\n",
+        "x: !foo 1\n",
+        "{",
+        "}",
+        ": ",
+        "\t",
+        '"',
+        "'",
+        "\\",
+        "%YAML 1.1\n",
+        "---\n",
+        "...\n",
+        "\x00",
+        "2024-13-45",
+    ]
+)
 
 
-@settings(max_examples=int(os.environ.get("SPEC_FUZZ_EXAMPLES", "300")), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("SPEC_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(st.one_of(st.lists(FRAGMENTS).map("".join), st.text(), st.binary()))
 def test_any_input_gives_a_spec_or_a_spec_error(text: str | bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:

@@ -82,8 +82,11 @@ def test_spec_system_and_config_only_fill_in_what_the_request_leaves_out(tmp_pat
         """
     record = {"request": {"contents": [], "generationConfig": {"topK": 2}}}
     _, request = render(tmp_path, body, record)
-    assert request == {"contents": [], "system_instruction": {"parts": [{"text": "spec system"}]},
-                       "generationConfig": {"topK": 2, "temperature": 0, "response_mime_type": "application/json"}}
+    assert request == {
+        "contents": [],
+        "system_instruction": {"parts": [{"text": "spec system"}]},
+        "generationConfig": {"topK": 2, "temperature": 0, "response_mime_type": "application/json"},
+    }
     record = {"request": {"contents": [], "system_instruction": {"parts": [{"text": "own"}]}}}
     _, request = render(tmp_path, body, record)
     assert request["system_instruction"] == {"parts": [{"text": "own"}]}
@@ -96,8 +99,12 @@ def test_embed_request_shape(tmp_path: Path) -> None:
         embed_config: {output_dimensionality: "{{ dim }}", task_type: RETRIEVAL_DOCUMENT, title: "{{ title }}"}
         """
     _, request = render(tmp_path, body, {"title": "T", "text": "body", "dim": 256})
-    assert request == {"content": {"parts": [{"text": "T: body"}]}, "output_dimensionality": 256,
-                       "task_type": "RETRIEVAL_DOCUMENT", "title": "T"}
+    assert request == {
+        "content": {"parts": [{"text": "T: body"}]},
+        "output_dimensionality": 256,
+        "task_type": "RETRIEVAL_DOCUMENT",
+        "title": "T",
+    }
 
 
 def test_key_defaults_to_the_ordinal(tmp_path: Path) -> None:
@@ -109,11 +116,14 @@ def test_key_is_stripped_and_may_be_a_number(tmp_path: Path) -> None:
     assert render(tmp_path, 'key: "{{ id }}"\nprompt: hi\n', {"id": 4})[0] == "4"
 
 
-@pytest.mark.parametrize(("value", "what"), [
-    ("  ", "the key is empty"),
-    ([1], "the key must be a string or a number, got a list"),
-    (None, "the key must be a string or a number, got null"),
-])
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        ("  ", "the key is empty"),
+        ([1], "the key must be a string or a number, got a list"),
+        (None, "the key must be a string or a number, got null"),
+    ],
+)
 def test_bad_keys_are_data_errors(tmp_path: Path, value: Any, what: str) -> None:
     message = data_error(tmp_path, 'key: "{{ id }}"\nprompt: hi\n', {"id": value}, ordinal=5)
     assert message == f"in.jsonl:5: record 5: {tmp_path / 'spec.yaml'}:6:6: key: {what}"
@@ -126,19 +136,24 @@ def test_undefined_variable_names_the_record_and_the_template(tmp_path: Path) ->
 
 
 def test_an_error_deep_in_a_request_names_its_leaf(tmp_path: Path) -> None:
-    body = "request:\n  contents:\n    - parts:\n        - text: \"{{ 1 / n }}\"\n"
+    body = 'request:\n  contents:\n    - parts:\n        - text: "{{ 1 / n }}"\n'
     message = data_error(tmp_path, body, {"n": 0})
-    assert message == (f"in.jsonl:1: record 1: {tmp_path / 'spec.yaml'}:9:17: request.contents.0.parts.0.text: "
-                       "ZeroDivisionError: division by zero")
+    assert message == (
+        f"in.jsonl:1: record 1: {tmp_path / 'spec.yaml'}:9:17: request.contents.0.parts.0.text: "
+        "ZeroDivisionError: division by zero"
+    )
 
 
-@pytest.mark.parametrize("body", [
-    "prompt: \"{{ ''.__class__.__mro__ }}\"\n",
-    "request: {contents: \"{{ ''.__class__.__mro__[1].__subclasses__() }}\"}\n",
-    "request: {contents: \"{{ [''.__class__] }}\"}\n",
-    "prompt: \"{{ cycler.__init__.__globals__ }}\"\n",
-    "prompt: \"{{ lipsum.__globals__ }}\"\n",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "prompt: \"{{ ''.__class__.__mro__ }}\"\n",
+        "request: {contents: \"{{ ''.__class__.__mro__[1].__subclasses__() }}\"}\n",
+        "request: {contents: \"{{ [''.__class__] }}\"}\n",
+        'prompt: "{{ cycler.__init__.__globals__ }}"\n',
+        'prompt: "{{ lipsum.__globals__ }}"\n',
+    ],
+)
 def test_sandbox_escapes_are_refused(tmp_path: Path, body: str) -> None:
     assert ": refused by the sandbox: access to attribute '__" in data_error(tmp_path, body, {})
 
@@ -156,14 +171,17 @@ def test_a_value_json_cannot_hold_is_a_data_error(tmp_path: Path) -> None:
 
 def test_a_request_that_is_not_a_mapping_is_a_data_error(tmp_path: Path) -> None:
     assert data_error(tmp_path, 'request: "{{ request }}"\n', {"request": [1]}).endswith(
-        "request: expected the request to be a mapping, got a list")
+        "request: expected the request to be a mapping, got a list"
+    )
 
 
 def test_record_and_ordinal_are_variables_unless_the_record_has_them(tmp_path: Path) -> None:
     body = 'request: {a: "{{ ordinal }}", b: "{{ record.x }}", c: "{{ record }}"}\n'
     assert render(tmp_path, body, {"x": 1}, ordinal=9)[1] == {"a": 9, "b": 1, "c": {"x": 1}}
     assert render(tmp_path, body.replace(', c: "{{ record }}"', ""), {"x": 1, "ordinal": "own"})[1] == {
-        "a": "own", "b": 1}
+        "a": "own",
+        "b": 1,
+    }
 
 
 def test_text_leaves_keep_yaml_trailing_newline(tmp_path: Path) -> None:
