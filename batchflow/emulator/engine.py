@@ -65,13 +65,14 @@ class Emulator:
         submission = parse_create(kind, body, self.files)
         job_id = new_id()
         submission.write_input(self.files, self._path(job_id, "input.jsonl"))
+        request_count = count_requests(self._path(job_id, "input.jsonl"))  # outside the lock: may be large
         now = self._clock()
         with self._lock:
             self._seq += 1
             job = JobRecord(id=job_id, seq=self._seq, kind=kind, model=f"models/{model.removeprefix('models/')}",
                             display_name=submission.display_name, input_file=submission.file_id,
-                            request_count=count_requests(self._path(job_id, "input.jsonl")),
-                            create_time=now, due_time=now + self.job_seconds, update_time=now)
+                            request_count=request_count, create_time=now, due_time=now + self.job_seconds,
+                            update_time=now)
             jobs.save(self._jobs_dir, job)
             self._jobs[job_id] = job
             self._creates[submission.display_name or ""] += 1
@@ -108,7 +109,7 @@ class Emulator:
         return {}
 
     def delete_batch(self, job_id: str) -> dict[str, Any]:
-        """Forget a batch (its output file, if any, stays a file resource, as on the real service)."""
+        """Forget a batch; its output file, if any, stays a file resource (the Files API owns it)."""
         with self._lock:
             self._job(job_id)
             del self._jobs[job_id]
@@ -224,5 +225,8 @@ class Emulator:
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
-    with open(path, "rb") as f:
-        return [orjson.loads(raw) for raw in f if raw.strip()]
+    try:
+        with open(path, "rb") as f:
+            return [orjson.loads(raw) for raw in f if raw.strip()]
+    except FileNotFoundError:  # the job was deleted while it was being rendered
+        return []

@@ -72,7 +72,9 @@ def answer_line(raw: bytes, answer: Answerer, model_name: str) -> dict[str, Any]
     if "key" in line:
         out["key"] = line["key"]
     try:
-        out["response"] = answer(line.get("request"), model_name)
+        if "request" not in line:
+            raise invalid_argument('Each input line must be {"key": ..., "request": {...}}: no "request" found')
+        out["response"] = answer(line["request"], model_name)
     except ApiError as exc:
         out["error"] = line_error(exc)
     if "metadata" in line:

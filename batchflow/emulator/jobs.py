@@ -52,7 +52,8 @@ class JobRecord:
         if self.state != LIVE:
             return self.state
         pending_until = self.create_time + (self.due_time - self.create_time) * _PENDING_SHARE
-        return "PENDING" if now < pending_until else "RUNNING"
+        # a job is PENDING at least when it is created, even when it may finish at once (job_seconds=0)
+        return "PENDING" if now < pending_until or now <= self.create_time else "RUNNING"
 
 
 def save(jobs_dir: Path, job: JobRecord) -> None:
