@@ -16,7 +16,8 @@ from batchflow.state import Job, Shard, State, StateStore
 
 def _sample() -> State:
     job = Job(n=1, input="shards/shard-00000.jsonl", count=3, digest="ab", display_name="x-s00000-j1-ab")
-    return State("demo", "fp", records=3, created_at=1.0, shards=[Shard(0, 3, 99, "ab", "shards/a", "shards/b", jobs=[job])])
+    shard = Shard(0, 3, 99, "ab", "shards/a", "shards/b", jobs=[job])
+    return State("demo", "fp", records=3, created_at=1.0, shards=[shard])
 
 
 def test_state_round_trips_through_the_file(tmp_path: Path) -> None:
