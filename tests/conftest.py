@@ -11,6 +11,11 @@ from typing import Any
 
 import pytest
 
+# Nothing in a test may look for Google credentials on the network (a GCE metadata probe goes to a non-loopback
+# address): say we are not on GCE, and point the metadata server at a closed loopback port in case.
+os.environ["NO_GCE_CHECK"] = "True"
+os.environ["GCE_METADATA_HOST"] = os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
+
 
 @pytest.fixture(autouse=True)
 def dont_write_to_home_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,7 +34,6 @@ from tempfile import mkstemp
 from typing import Any, BinaryIO, Protocol
 
 from fsspec.compression import compr
-from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 from fsspec.utils import infer_compression
@@ -44,6 +43,7 @@ from batchflow.errors import BatchflowError, SpecError
 from batchflow.jsonio import dumps_line, dumps_str
 from batchflow.sources.files import format_from_extension
 from batchflow.spec import OutputSpec
+from batchflow.storage import url_to_fs
 
 _BUFFER = 1 << 20
 

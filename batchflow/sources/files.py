@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from io import StringIO
 from typing import Any, BinaryIO
 
-from fsspec.core import url_to_fs
 from fsspec.spec import AbstractFileSystem
 from fsspec.utils import infer_compression
 
@@ -30,6 +29,7 @@ from batchflow.errors import DataError, SpecError
 from batchflow.jsonio import ArrayError, JSONDecodeError, dumps, dumps_canonical, iter_array, loads, type_name
 from batchflow.sources import BadRecord, Reject, SourceRecord, bad_record_handler
 from batchflow.spec import SourceSpec
+from batchflow.storage import url_to_fs
 
 _CHUNK = 1 << 20
 _BOM = b"\xef\xbb\xbf"

@@ -1,0 +1,27 @@
+"""One door to fsspec for every path batchflow reads or writes, local or ``gs://``.
+
+With ``STORAGE_EMULATOR_HOST`` set (the variable Google's own clients read), ``gs://`` goes to that emulator with
+anonymous credentials: no credential lookup, so nothing probes the network beyond the emulator.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fsspec.core import url_to_fs as _url_to_fs
+from fsspec.spec import AbstractFileSystem
+
+
+def storage_options(url: str) -> dict[str, Any]:
+    """The fsspec options for a URL: anonymous access when a GCS emulator is named."""
+    if url.startswith(("gs://", "gcs://")) and os.environ.get("STORAGE_EMULATOR_HOST"):
+        # gcsfs >= 2026 asks the bucket type over gRPC, which hangs against an emulator (API_NOTES.md).
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+        return {"token": "anon"}
+    return {}
+
+
+def url_to_fs(url: str) -> tuple[AbstractFileSystem, str]:
+    """The filesystem and the path inside it, as ``fsspec.core.url_to_fs`` gives them."""
+    return _url_to_fs(url, **storage_options(url))  # type: ignore[no-any-return]
