@@ -49,7 +49,8 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     sent = input_keys(root / job.input)
     out = root / "results" / f"shard-{shard.index:05d}-j{job.n}.jsonl"
     out.parent.mkdir(exist_ok=True)
-    lines = _match(backend.results(info, out.parent), set(sent), f"job {info.name} (shard {shard.index})")
+    where = f"job {info.name} (shard {shard.index})"
+    lines = _match(backend.results(info, out.parent, root / job.input), set(sent), where)
     if job.status == SUCCEEDED:
         for key in sent:  # the backend ran the job but gave this request no line
             lines.setdefault(key, {"error": {"code": None, "message": f"no result in the output of {info.name}"}})

@@ -63,8 +63,8 @@ class Backend(Protocol):
         """The current state of these jobs, in as few calls as the API allows."""
         ...
 
-    def results(self, job: JobInfo, workdir: Path) -> Iterator[Result]:
-        """Every result line of a finished job."""
+    def results(self, job: JobInfo, workdir: Path, sent: Path) -> Iterator[Result]:
+        """Every result line of a finished job; ``sent`` is the job's input (``{"key","request"}`` lines)."""
         ...
 
     def cancel(self, name: str) -> None: ...
@@ -87,7 +87,13 @@ def _local(spec: Spec, state_dir: Path) -> Backend:
     return LocalBackend.start(spec, state_dir / "emulator")
 
 
-BACKENDS: dict[str, BackendFactory] = {"gemini": _gemini, "local": _local}
+def _vertex(spec: Spec, state_dir: Path) -> Backend:
+    from batchflow.backends.vertex import VertexBackend
+
+    return VertexBackend.from_spec(spec)
+
+
+BACKENDS: dict[str, BackendFactory] = {"gemini": _gemini, "local": _local, "vertex": _vertex}
 
 
 def open_backend(spec: Spec, state_dir: Path) -> Backend:

@@ -1,0 +1,108 @@
+"""What the gemini and vertex backends share: google-genai's job calls and its errors sorted for the runner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from batchflow.backends import JobInfo, job_status
+from batchflow.errors import BackendError, TransientError
+
+_TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
+_LIST_PAGE = 100
+_GETS_BEFORE_LIST = 3  # polling more jobs than this costs one paged ``list`` instead of a ``get`` each
+
+
+@contextmanager
+def api_errors(call: str) -> Iterator[None]:
+    """Sort the SDK's and the transport's exceptions into transient and terminal ones."""
+    from google.genai import errors
+
+    try:
+        yield
+    except errors.APIError as exc:
+        where = f"{call}: HTTP {exc.code} {exc.status or ''}: {exc.message or ''}".strip()
+        raise (TransientError if exc.code in _TRANSIENT_CODES else BackendError)(where) from exc
+    except Exception as exc:
+        if _is_transport_error(exc):
+            raise TransientError(f"{call}: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def _is_transport_error(exc: Exception) -> bool:
+    if isinstance(exc, OSError):
+        return True
+    # httpx and its fork httpx2 both name their base class TransportError; google-genai uses either.
+    return any(cls.__name__ in {"TransportError", "TimeoutException"} for cls in type(exc).__mro__)
+
+
+def state_name(job: Any) -> str:
+    """The SDK's job state as a string, ``JOB_STATE_X``."""
+    return str(job.state.name if hasattr(job.state, "name") else job.state)
+
+
+def job_error(job: Any) -> str | None:
+    """A job's error as one line, if it has one."""
+    if job.error is None:
+        return None
+    return f"{job.error.code or ''} {job.error.message or ''}".strip() or None
+
+
+class SdkBackend:
+    """Job lookups, polling and cancelling through ``client.batches``; subclasses stage, create and read."""
+
+    poll_interval_cap: float | None = None
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def find(self, display_name: str) -> JobInfo | None:
+        with api_errors(f"list (looking for {display_name})"):
+            for job in self._list(self._find_filter(display_name)):
+                if job.display_name == display_name:
+                    return self._info(job)
+        return None
+
+    def poll(self, names: Sequence[str]) -> dict[str, JobInfo]:
+        if len(names) <= _GETS_BEFORE_LIST:
+            return {name: self._get(name) for name in names}
+        return self._list_until(set(names))
+
+    def cancel(self, name: str) -> None:
+        with api_errors(f"cancel {name}"):
+            self.client.batches.cancel(name=name)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _info(self, job: Any) -> JobInfo:
+        return JobInfo(str(job.name), job.display_name, job_status(state_name(job)), job_error(job),
+                       self._output(job))
+
+    def _output(self, job: Any) -> str | None:
+        raise NotImplementedError
+
+    def _find_filter(self, display_name: str) -> str | None:
+        return None
+
+    def _list(self, filter_: str | None = None) -> Any:
+        from google.genai import types
+
+        return self.client.batches.list(config=types.ListBatchJobsConfig(page_size=_LIST_PAGE, filter=filter_))
+
+    def _get(self, name: str) -> JobInfo:
+        with api_errors(f"get {name}"):
+            return self._info(self.client.batches.get(name=name))
+
+    def _list_until(self, wanted: set[str]) -> dict[str, JobInfo]:
+        found: dict[str, JobInfo] = {}
+        with api_errors("list"):
+            for job in self._list():
+                if job.name in wanted:
+                    found[job.name] = self._info(job)
+                    if len(found) == len(wanted):
+                        break
+        for name in wanted - found.keys():  # older than the pages we read: ask for it alone
+            found[name] = self._get(name)
+        return found
