@@ -16,7 +16,7 @@ from batchflow import state as st
 from batchflow.backends import Backend, BackendFactory, JobInfo, open_backend
 from batchflow.collect import collect, input_keys, outcomes, subset
 from batchflow.destinations import open_destination
-from batchflow.errors import BackendError, BatchflowError, RunFailed, StateError, TransientError
+from batchflow.errors import BackendError, BatchflowError, DataError, RunFailed, StateError, TransientError
 from batchflow.merge import Tally, output_fingerprint, rows
 from batchflow.prepare import display_name, fingerprint, prepare
 from batchflow.sources import open_source
@@ -71,10 +71,14 @@ class Runner:
 
     def load_or_prepare(self) -> State:
         """The saved state if it was planned from this spec and input; else every shard, written now."""
-        source_fp = open_source(self.spec.source).fingerprint()
         state = self.store.load()
         if state is None:
-            return prepare(self.spec, self.store, source_fp)
+            return prepare(self.spec, self.store, open_source(self.spec.source).fingerprint())
+        try:
+            source_fp = open_source(self.spec.source).fingerprint()
+        except DataError as exc:  # the shards hold every request already: the input is not needed again
+            log.warning("the input is gone; going on from the saved state", error=str(exc))
+            return state
         if state.fingerprint != fingerprint(self.spec, source_fp):
             raise StateError(f"{self.root}: the state was planned from another version of this spec or of its "
                              "input; run with --restart to start over (the old state is kept beside it)")

@@ -173,3 +173,29 @@ def test_plan_and_status_before_any_run_write_nothing(tmp_path: Path, command: s
     result = cli(command, str(write_spec(tmp_path)))
     assert result.exit_code == 0, result.stderr
     assert not (tmp_path / ".batchflow").exists()
+
+
+def test_an_embed_spec_gives_every_row_an_embedding_of_the_asked_dimension(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", _records(12))
+    spec = write_spec(tmp_path, model="gemini-embedding-001", task="embed", prompt=None,
+                      content="{{ text }}", embed_config={"output_dimensionality": 64, "task_type": "CLUSTERING"},
+                      jobs={"max_requests": 5, "poll_interval": "0.1s"})
+    result = cli("run", str(spec))
+    assert result.exit_code == 0, result.stderr
+    rows = read_rows(tmp_path / "out/result.jsonl")
+    assert [r["key"] for r in rows] == [f"r{i}" for i in range(1, 13)]
+    for row in rows:
+        assert row["status"] == "ok" and "text" not in row
+        assert len(row["embedding"]) == 64
+        assert abs(sum(v * v for v in row["embedding"]) - 1.0) < 1e-4
+    assert rows[0]["embedding"] != rows[1]["embedding"]
+
+
+def test_a_finished_spec_whose_input_was_removed_still_reruns_as_a_no_op(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", _records(3))
+    spec = write_spec(tmp_path)
+    assert cli("run", str(spec)).exit_code == 0
+    (tmp_path / "data/in.jsonl").unlink()
+    again = cli("run", str(spec))
+    assert again.exit_code == 0, again.stderr
+    assert "the input is gone" in again.stderr
