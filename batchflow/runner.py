@@ -73,6 +73,7 @@ class Runner:
         """The saved state if it was planned from this spec and input; else every shard, written now."""
         state = self.store.load()
         if state is None:
+            self._check_output()
             return prepare(self.spec, self.store, open_source(self.spec.source).fingerprint())
         try:
             source_fp = open_source(self.spec.source).fingerprint()
@@ -83,6 +84,12 @@ class Runner:
             raise StateError(f"{self.root}: the state was planned from another version of this spec or of its "
                              "input; run with --restart to start over (the old state is kept beside it)")
         return state
+
+    def _check_output(self) -> None:
+        try:
+            open_destination(self.spec.output).check()
+        except BatchflowError as exc:  # found before anything is spent: the user fixes the spec or the disk
+            raise DataError(f"{exc} ({self.spec.where('output.path')})") from exc
 
     @property
     def backend(self) -> Backend:

@@ -13,6 +13,10 @@ Rows = Callable[[], Iterator[dict[str, Any]]]
 
 
 class Destination(Protocol):
+    def check(self) -> None:
+        """Fail now, before anything is spent, if the output could not be written later."""
+        ...
+
     def write(self, rows: Rows) -> int:
         """Write every row, replacing what was there only once all are written; return how many."""
         ...

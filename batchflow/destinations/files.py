@@ -285,6 +285,18 @@ class FilesDestination:
         self._write_rows = _writer(spec.format or format_from_extension(spec.path, EXTENSIONS), spec.path)
         self._fs, self._root = _filesystem(spec.path)
 
+    def check(self) -> None:
+        if not isinstance(self._fs, LocalFileSystem):
+            return  # a bucket's permissions show only on the write itself
+        if os.path.isdir(self._root):
+            raise BatchflowError(f"{self._path}: cannot write: it is a directory")
+        directory, base = os.path.split(os.path.abspath(self._root))
+        with _writing(self._path):
+            os.makedirs(directory, exist_ok=True)
+            fd, temp = mkstemp(prefix=f".{base}.", suffix=".check", dir=directory)
+            os.close(fd)
+            os.unlink(temp)
+
     def write(self, rows: Rows) -> int:
         with self._target() as raw, _compressed(raw, self._path) as out:
             sink = _Sink(out, self._path)
