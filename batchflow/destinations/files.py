@@ -290,12 +290,13 @@ class FilesDestination:
             return  # a bucket's permissions show only on the write itself
         if os.path.isdir(self._root):
             raise BatchflowError(f"{self._path}: cannot write: it is a directory")
-        directory, base = os.path.split(os.path.abspath(self._root))
-        with _writing(self._path):
-            os.makedirs(directory, exist_ok=True)
-            fd, temp = mkstemp(prefix=f".{base}.", suffix=".check", dir=directory)
-            os.close(fd)
-            os.unlink(temp)
+        parent = os.path.dirname(os.path.abspath(self._root))
+        while not os.path.exists(parent):  # the nearest part of the path that exists decides; nothing is made
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise BatchflowError(f"{self._path}: cannot write: {parent} is not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise BatchflowError(f"{self._path}: cannot write: Permission denied ({parent})")
 
     def write(self, rows: Rows) -> int:
         with self._target() as raw, _compressed(raw, self._path) as out:
