@@ -28,6 +28,7 @@ from batchflow.emulator.files import FileStore
 from batchflow.emulator.jobs import LIVE, JobRecord
 from batchflow.emulator.store import new_id, page_token, parse_page_token, read_json, write_json_atomic
 from batchflow.emulator.submit import parse_create
+from batchflow.emulator.vertex_engine import VertexJobs
 
 OUTPUT_MIME_TYPE = "application/jsonl"
 _STATS_FILE = "stats.json"
@@ -57,6 +58,7 @@ class Emulator:
         for job in self._jobs.values():
             if job.state == LIVE and not job.computed:
                 self._queue.put(job.id)
+        self.vertex = VertexJobs(self.data_dir / "vertex", job_seconds, clock, self)  # Vertex batchPredictionJobs
 
     # -- batches -------------------------------------------------------------------------------------------
 
@@ -75,8 +77,7 @@ class Emulator:
                             update_time=now)
             jobs.save(self._jobs_dir, job)
             self._jobs[job_id] = job
-            self._creates[submission.display_name or ""] += 1
-            write_json_atomic(self.data_dir / _STATS_FILE, {"creates_by_display_name": dict(self._creates)})
+            self.count_create(submission.display_name)
         self._queue.put(job_id)
         return jobs.resource(job, now, None)
 
@@ -123,6 +124,12 @@ class Emulator:
             return {"creates_by_display_name": dict(self._creates), "calls_by_endpoint": dict(self._calls),
                     "jobs": len(self._jobs)}
 
+    def count_create(self, display_name: str | None) -> None:
+        """Count one created batch under its display name (the Gemini and Vertex surfaces share the counter)."""
+        with self._lock:
+            self._creates[display_name or ""] += 1
+            write_json_atomic(self.data_dir / _STATS_FILE, {"creates_by_display_name": dict(self._creates)})
+
     def record_call(self, endpoint: str) -> None:
         """Count one call of an endpoint (the HTTP facade calls this once per request)."""
         with self._lock:
@@ -132,6 +139,7 @@ class Emulator:
         """Stop the worker (jobs in flight are picked up again by the next engine on this directory)."""
         self._queue.put(None)
         self._worker.join(timeout=5)
+        self.vertex.close()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 

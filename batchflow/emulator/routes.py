@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from batchflow.emulator import vertex
 from batchflow.emulator.engine import Emulator
 from batchflow.emulator.errors import ApiError, invalid_argument, not_found
 from batchflow.emulator.files import Readable
@@ -207,7 +208,7 @@ def unknown(call: Call) -> Reply:
 
 
 _ID = r"(?P<id>[A-Za-z0-9_-]+)"
-ROUTES = (
+ROUTES: tuple[Route, ...] = (
     Route("POST", True, re.compile(r"files"), "files.upload", upload, streams_body=True),
     Route("GET", False, re.compile(rf"files/{_ID}:download"), "files.download", download_file),
     Route("GET", False, re.compile(rf"files/{_ID}"), "files.get", get_file),
@@ -222,5 +223,12 @@ ROUTES = (
     Route("POST", False, re.compile(rf"batches/{_ID}:cancel"), "batches.cancel", cancel_batch),
     Route("DELETE", False, re.compile(rf"batches/{_ID}"), "batches.delete", delete_batch),
 )
+
+
+def _vertex(handler: vertex.Handler) -> RouteFn:
+    return lambda call: Reply(json=handler(call.engine.vertex, call.params, call.query, call.json()))
+
+
+ROUTES += tuple(Route(m, False, re.compile(p), e, _vertex(h)) for m, p, e, h in vertex.ROUTES)
 STATS = Route("GET", False, re.compile(r""), "emulator.stats", stats)
 UNKNOWN = Route("*", False, re.compile(r""), "unknown", unknown)
