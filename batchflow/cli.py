@@ -143,7 +143,8 @@ def schema() -> None:
 @click.option("--job-seconds", type=float, default=5.0, show_default=True,
               help="how long a job takes from creation to a final state")
 @click.option("--faults", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="a seeded fault plan (YAML)")
+              help="a seeded fault plan (YAML or JSON; see batchflow/emulator/faults.py)")
+@_expected_errors
 def emulator(host: str, port: int, data_dir: Path, job_seconds: float, faults: Path | None) -> None:
     """Serve a local stand-in of the Gemini and Vertex batch APIs; prints its base URL first."""
     from batchflow.emulator import serve

@@ -119,10 +119,10 @@ class Emulator:
         return {}
 
     def stats(self) -> dict[str, Any]:
-        """Counters for tests and harnesses: creates per display name, calls per endpoint."""
+        """Counters for tests and harnesses: creates per display name, calls per endpoint, faults injected."""
         with self._lock:
             return {"creates_by_display_name": dict(self._creates), "calls_by_endpoint": dict(self._calls),
-                    "jobs": len(self._jobs)}
+                    "jobs": len(self._jobs), "faults": self.faults.counters()}
 
     def count_create(self, display_name: str | None) -> None:
         """Count one created batch under its display name (the Gemini and Vertex surfaces share the counter)."""
@@ -188,7 +188,8 @@ class Emulator:
                     return
             tmp = self._path(job_id, "output.tmp")
             try:
-                counts = run_lines(job.kind, job.model, self._path(job_id, "input.jsonl"), tmp)
+                counts = run_lines(job.kind, job.model, self._path(job_id, "input.jsonl"), tmp,
+                                   self.faults.line_faults(job_id, job.display_name))
             except FileNotFoundError:  # deleted meanwhile: its input went with it
                 tmp.unlink(missing_ok=True)
                 return

@@ -2,7 +2,8 @@
 
 Input lines are `{"key"?, "request", "metadata"?}` (file lines carry a key, inline requests their metadata);
 each output line carries the same key/metadata and either `response` or `error` (a google.rpc.Status). A bad
-line fails alone: the job goes on and counts it as failed.
+line fails alone: the job goes on and counts it as failed. A fault plan may turn a line into an error line, or
+drop or double it (the counts stay those of the lines answered).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import orjson
 
 from batchflow.emulator import model
 from batchflow.emulator.errors import ApiError, invalid_argument, line_error
+from batchflow.emulator.faults import LineFaults
 
 Answerer = Callable[[Any, str], dict[str, Any]]
 _WRITE_BUFFER = 1 << 20
@@ -42,22 +44,43 @@ def count_requests(path: Path) -> int:
         return sum(1 for raw in f if raw.strip())
 
 
-def run_lines(kind: str, model_name: str, source: Path, dest: Path) -> LineCounts:
-    """Answer every line of `source` into `dest`, one output line per input line, in order."""
+def run_lines(kind: str, model_name: str, source: Path, dest: Path, faults: LineFaults | None = None) -> LineCounts:
+    """Answer every line of `source` into `dest`, one output line per input line, in order (unless `faults`)."""
     answer = ANSWERERS[kind]
     ok = failed = 0
     with open(source, "rb") as src, open(dest, "wb", buffering=_WRITE_BUFFER) as out:
-        for raw in src:
+        for n, raw in enumerate(src):
             if not raw.strip():
                 continue
             line = answer_line(raw, answer, model_name)
-            out.write(orjson.dumps(line))
-            out.write(b"\n")
+            copies = 1
+            fault = faults(_identity(line, n)) if faults is not None else None
+            if fault is not None:
+                line = _with_error(line, fault.error) if fault.error is not None else line
+                copies = fault.copies
+            out.write((orjson.dumps(line) + b"\n") * copies)
             if "error" in line:
                 failed += 1
             else:
                 ok += 1
     return LineCounts(succeeded=ok, failed=failed)
+
+
+def _identity(line: dict[str, Any], n: int) -> str:
+    """What a line's fault is drawn by: its key, else its metadata's key, else its position."""
+    key = line.get("key")
+    if key is None and isinstance(line.get("metadata"), dict):
+        key = line["metadata"].get("key")
+    return f"#{n}" if key is None else str(key)
+
+
+def _with_error(line: dict[str, Any], error: ApiError) -> dict[str, Any]:
+    """The line with an injected error in place of its response (key and metadata kept, in their places)."""
+    out = {k: v for k, v in line.items() if k not in ("response", "error", "metadata")}
+    out["error"] = line_error(error)
+    if "metadata" in line:
+        out["metadata"] = line["metadata"]
+    return out
 
 
 def answer_line(raw: bytes, answer: Answerer, model_name: str) -> dict[str, Any]:

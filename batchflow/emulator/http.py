@@ -76,16 +76,21 @@ class _Handler(BaseHTTPRequestHandler):
         if not route.streams_body:
             call.read_body()
         engine.record_call(route.endpoint)
+        fault = engine.faults.request_fault(route.endpoint)
         try:
-            fault = engine.faults.request_fault(route.endpoint)
-            if fault is not None:
-                raise fault
+            if fault is not None and not fault.after:
+                raise fault.error
             reply = route.fn(call)
+            if fault is not None:  # `after`: the call took effect, yet the client is told it failed
+                raise fault.error
         except ApiError as exc:
             reply = routes.Reply(exc.code, exc.body())
         except Exception as exc:  # an emulator bug must still answer in Google's shape, and be visible
             traceback.print_exc(file=sys.stderr)
             reply = routes.Reply(500, ApiError(500, "INTERNAL", f"Emulator error: {exc!r}").body())
+        if fault is not None and route.streams_body:
+            # an upload chunk answered without this header is retried by the SDK after 1, 2, 4 s sleeps
+            reply.headers["X-Goog-Upload-Status"] = "final"
         if call.length:  # a body left unread would be parsed as the next request on this connection
             self.close_connection = True
         self._send(reply)

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from batchflow.emulator.engine import Emulator
-from batchflow.emulator.faults import load_faults
+from batchflow.emulator.faults import FaultPlan, load_faults
 from batchflow.emulator.http import EmulatorServer
 
 
@@ -40,16 +40,17 @@ class RunningEmulator:
         self.stop()
 
 
-def start_in_thread(data_dir: Path, job_seconds: float = 0.0, host: str = "127.0.0.1",
-                    port: int = 0) -> RunningEmulator:
-    """Start an emulator on `host:port` (0 = a free port) in a background thread."""
-    engine = Emulator(Path(data_dir), job_seconds)
+def start_in_thread(data_dir: Path, job_seconds: float = 0.0, host: str = "127.0.0.1", port: int = 0,
+                    faults: FaultPlan | Path | None = None) -> RunningEmulator:
+    """Start an emulator on `host:port` (0 = a free port) in a background thread, with a fault plan if given."""
+    engine = Emulator(Path(data_dir), job_seconds, faults=_plan(faults))
     return RunningEmulator(EmulatorServer((host, port), engine), engine)
 
 
-def serve(host: str, port: int, data_dir: Path, job_seconds: float, faults: Path | None) -> None:
-    """Serve until SIGTERM or SIGINT; the first line on stdout is the base URL."""
-    engine = Emulator(Path(data_dir), job_seconds, faults=load_faults(faults))
+def serve(host: str, port: int, data_dir: Path, job_seconds: float, faults: FaultPlan | Path | None) -> None:
+    """Serve until SIGTERM or SIGINT; the first line on stdout is the base URL. A bad fault plan raises
+    FaultPlanError before anything is bound."""
+    engine = Emulator(Path(data_dir), job_seconds, faults=_plan(faults))
     server = EmulatorServer((host, port), engine)
     print(_base_url(server), flush=True)
 
@@ -66,6 +67,10 @@ def serve(host: str, port: int, data_dir: Path, job_seconds: float, faults: Path
         server.server_close()
         engine.close()
         sys.stdout.flush()
+
+
+def _plan(faults: FaultPlan | Path | None) -> FaultPlan:
+    return load_faults(faults) if faults is None or isinstance(faults, Path) else faults
 
 
 def _base_url(server: EmulatorServer) -> str:
