@@ -33,7 +33,7 @@ def _expected_errors(fn: F) -> F:
         except BatchflowError as exc:
             if debug:
                 raise
-            click.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
+            _echo_error(exc)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: the state is saved; run again to resume", err=True)
@@ -46,6 +46,12 @@ def _expected_errors(fn: F) -> F:
             sys.exit(EXIT_FAILED)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _echo_error(exc: BatchflowError) -> None:
+    """Every problem on its own line, each saying it is an error."""
+    for line in str(exc).splitlines():
+        click.echo(f"error: {line}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,7 +95,7 @@ def validate(specs: tuple[Path, ...], records: int) -> None:
             click.echo(validate_one(path, records))
         except BatchflowError as exc:
             failures += 1
-            click.echo(str(exc), err=True)
+            _echo_error(exc)
     if failures:
         sys.exit(EXIT_USAGE)
 

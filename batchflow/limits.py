@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batchflow.errors import SpecError
+from batchflow.spec import Spec
 
 DEFAULT_MAX_REQUESTS = 30_000
 
@@ -52,3 +53,12 @@ def job_size(backend: str, task: str, max_requests: int | None, max_bytes: int |
         raise SpecError(f"jobs.max_bytes: {size:,} is above the {backend} backend's limit of "
                         f"{lim.max_bytes:,} bytes per job input")
     return JobSize(requests, size)
+
+
+def spec_job_size(spec: Spec) -> JobSize:
+    """The spec's job size, or a SpecError naming where in the spec the size went over the limit."""
+    try:
+        return job_size(spec.backend.type, spec.task, spec.jobs.max_requests, spec.jobs.max_bytes)
+    except SpecError as exc:
+        field = str(exc).split(":", 1)[0]
+        raise SpecError(f"{spec.where(field)}: {exc}") from None

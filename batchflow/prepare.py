@@ -14,7 +14,7 @@ import orjson
 import structlog
 
 from batchflow.errors import DataError
-from batchflow.limits import job_size
+from batchflow.limits import spec_job_size
 from batchflow.sharding import ShardInfo, ShardWriter
 from batchflow.sources import SourceRecord, open_source
 from batchflow.spec import Spec
@@ -64,7 +64,7 @@ def prepare(spec: Spec, store: StateStore, source_fingerprint: str) -> State:
     tmp = store.dir / "shards.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    size = job_size(spec.backend.type, spec.task, spec.jobs.max_requests, spec.jobs.max_bytes)
+    size = spec_job_size(spec)
     try:
         with ShardWriter(tmp, size) as writer:
             records = _write_shards(spec, writer, store.dir / "rejects.jsonl")

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from batchflow import plan as p
-from batchflow.limits import JobSize, job_size
+from batchflow.limits import JobSize, spec_job_size
 from batchflow.merge import output_fingerprint
 from batchflow.prepare import fingerprint, rendered
 from batchflow.runner import state_store
@@ -23,7 +23,7 @@ _CHARS_PER_TOKEN = 4  # a rough, model-independent estimate
 
 
 def _size(spec: Spec) -> tuple[int, int]:
-    size = job_size(spec.backend.type, spec.task, spec.jobs.max_requests, spec.jobs.max_bytes)
+    size = spec_job_size(spec)
     return size.max_requests, size.max_bytes
 
 

@@ -31,7 +31,7 @@ def test_validate_reports_every_error_with_its_position_and_writes_nothing(tmp_p
     spec.write_text(BAD_SPEC)
     result = cli("validate", str(spec))
     assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
+    lines = [line.removeprefix("error: ") for line in result.stderr.strip().splitlines()]
     assert any(re.match(rf"{re.escape(str(spec))}:8:\d+: source\.path: .*BATCHFLOW_TEST_UNSET_VAR", x) for x in lines)
     assert any(re.match(rf"{re.escape(str(spec))}:9:1: .*promtp.*did you mean 'prompt'", x) for x in lines)
     assert any(re.match(rf"{re.escape(str(spec))}:11:\d+: jobs\.max_requests: ", x) for x in lines)
