@@ -50,3 +50,24 @@ def genai_client(base_url: str) -> Any:
     from google.genai import types
 
     return genai.Client(api_key="test", http_options=types.HttpOptions(base_url=base_url))
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    """A real GCS emulator for the session (`@pytest.mark.gcs` tests): its URL, also in STORAGE_EMULATOR_HOST.
+
+    gcsfs (`token="anon"`) and google-cloud-storage find it through that variable; gcsfs also needs
+    GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false, or each call first waits 60 s on a gRPC bucket-type lookup.
+    """
+    from gcs import executable, start_gcs_emulator
+
+    if executable() is None:
+        pytest.skip("gcp-storage-emulator is not installed")
+    emulator = start_gcs_emulator()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STORAGE_EMULATOR_HOST", emulator.url)
+        mp.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+        try:
+            yield emulator.url
+        finally:
+            emulator.stop()

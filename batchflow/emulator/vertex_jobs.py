@@ -25,7 +25,7 @@ from batchflow.emulator.store import read_json, rfc3339, write_json_atomic
 from batchflow.emulator.validate import field as proto_field
 
 _PENDING_SHARE = 0.25
-_GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,221}(/.*)?$")
+_GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{2,221}(/.*)?$")
 _MODEL = re.compile(r"^(projects/[^/]+/locations/[^/]+/)?(publishers/[^/]+/)?models/[^/]+$")
 _BQ_LATER = "is not supported by this emulator yet (BigQuery input and output come in a later version)"
 

@@ -1,0 +1,284 @@
+"""The emulator's Vertex AI batchPredictionJobs surface, driven by the real google-genai SDK (vertex mode) and
+gcsfs against a real GCS emulator."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import google.oauth2.credentials
+import pytest
+from google import genai
+from google.genai import errors, types
+
+from batchflow.emulator import RunningEmulator, start_in_thread
+from batchflow.emulator.vertex_execute import answer_lines, part_count
+
+pytestmark = pytest.mark.gcs
+
+MODEL = "gemini-2.5-flash"
+PARENT = "projects/proj/locations/us-central1"
+DONE = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED",
+        "JOB_STATE_PARTIALLY_SUCCEEDED"}
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture
+def fs(gcs_emulator: str) -> Any:
+    import gcsfs
+
+    return gcsfs.GCSFileSystem(token="anon")
+
+
+@pytest.fixture
+def bucket(fs: Any) -> str:
+    name = f"vx-{uuid.uuid4().hex[:10]}"
+    fs.mkdir(name)
+    return name
+
+
+@pytest.fixture
+def emulator(tmp_path: Path, gcs_emulator: str) -> Iterator[RunningEmulator]:
+    with start_in_thread(tmp_path / "emu") as running:
+        yield running
+
+
+@pytest.fixture
+def client(emulator: RunningEmulator) -> Iterator[genai.Client]:
+    with _client(emulator) as c:
+        yield c
+
+
+def _client(emulator: RunningEmulator) -> genai.Client:
+    return genai.Client(vertexai=True, project="proj", location="us-central1",
+                        credentials=google.oauth2.credentials.Credentials(token="fake"),
+                        http_options=types.HttpOptions(base_url=emulator.base_url))
+
+
+def _line(i: int) -> dict[str, Any]:
+    return {"request": {"contents": [{"role": "user", "parts": [{"text": f"item {i}"}]}], "labels": {"k": f"v{i:04d}"}}}
+
+
+def _put(fs: Any, path: str, lines: list[Any]) -> str:
+    fs.pipe(path, "".join(json.dumps(x) + "\n" for x in lines).encode())
+    return f"gs://{path}"
+
+
+def _create(client: genai.Client, src: str, dest: str, name: str = "vx", model: str = MODEL) -> str:
+    job = client.batches.create(model=model, src=src, config=types.CreateBatchJobConfig(dest=dest, display_name=name))
+    assert job.name
+    return job.name
+
+
+def _wait(client: genai.Client, name: str, timeout: float = 20) -> types.BatchJob:
+    end = time.monotonic() + timeout
+    while True:
+        job = client.batches.get(name=name)
+        if job.state is not None and job.state.name in DONE:
+            return job
+        assert time.monotonic() < end, f"{name} still {job.state}"
+        time.sleep(0.05)
+
+
+def _outputs(fs: Any, job: types.BatchJob) -> dict[str, list[dict[str, Any]]]:
+    assert job.output_info and job.output_info.gcs_output_directory
+    files = sorted(fs.glob(job.output_info.gcs_output_directory.removeprefix("gs://") + "/predictions*.jsonl"))
+    return {f: [json.loads(x) for x in fs.cat(f).decode().splitlines()] for f in files}
+
+
+def _raw(emulator: RunningEmulator, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{emulator.base_url}/v1beta1/{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def test_job_reads_gcs_and_writes_every_line_shuffled_and_split(client: genai.Client, fs: Any, bucket: str) -> None:
+    n = 150
+    lines = [_line(i) for i in range(n)]
+    lines[5] = {"request": {"contents": []}, "labels": {"k": "bad"}}  # labels outside the request are not echoed
+    src = _put(fs, f"{bucket}/in.jsonl", lines)
+    job = _wait(client, _create(client, src, f"gs://{bucket}/out", "vx-round-trip"))
+    assert job.state == types.JobState.JOB_STATE_SUCCEEDED  # a failed line does not fail the job
+    assert job.name and job.name.startswith(f"{PARENT}/batchPredictionJobs/") and job.name.rsplit("/")[-1].isdigit()
+    assert job.model == f"publishers/google/models/{MODEL}" and job.display_name == "vx-round-trip"
+    assert job.create_time and job.start_time and job.end_time
+    assert job.completion_stats and (job.completion_stats.successful_count, job.completion_stats.failed_count,
+                                     job.completion_stats.incomplete_count) == (n - 1, 1, 0)
+    assert job.output_info and str(job.output_info.gcs_output_directory).startswith(
+        f"gs://{bucket}/out/prediction-model-")
+    files = _outputs(fs, job)
+    assert len(files) >= 2 and all(name.endswith(".jsonl") for name in files)
+    out = [x for part in files.values() for x in part]
+    assert len(out) == n
+    good = [x for x in out if x["status"] == ""]
+    assert sorted(x["request"]["labels"]["k"] for x in good) == [f"v{i:04d}" for i in range(n) if i != 5]
+    assert [x["request"]["labels"]["k"] for x in good] != sorted(x["request"]["labels"]["k"] for x in good)
+    assert all(x["response"]["candidates"][0]["content"]["parts"][0]["text"] and x["processed_time"] for x in good)
+    (bad,) = [x for x in out if x["status"]]
+    assert bad["request"] == {"contents": []} and "response" not in bad and "contents" in bad["status"]
+
+
+def test_raw_resource_echoes_configs_and_labels_with_int64_counts_as_strings(
+        emulator: RunningEmulator, fs: Any, bucket: str) -> None:
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(1), _line(2)])
+    body = {"displayName": "raw", "model": f"publishers/google/models/{MODEL}", "labels": {"team": "a"},
+            "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": [src]}},
+            "outputConfig": {"predictionsFormat": "jsonl", "gcsDestination": {"outputUriPrefix": f"gs://{bucket}/o"}}}
+    status, created = _raw(emulator, "POST", f"{PARENT}/batchPredictionJobs", body)
+    assert status == 200 and created["state"] == "JOB_STATE_PENDING" and "completionStats" not in created
+    _, job = _raw(emulator, "GET", created["name"])
+    assert job["state"] == "JOB_STATE_SUCCEEDED" and job["labels"] == {"team": "a"}
+    assert job["inputConfig"] == body["inputConfig"] and job["outputConfig"] == body["outputConfig"]
+    assert job["completionStats"] == {"successfulCount": "2", "failedCount": "0", "incompleteCount": "0"}
+    assert job["outputInfo"]["gcsOutputDirectory"] == f"gs://{bucket}/o/prediction-model-{job['createTime']}"
+
+
+def test_globbed_inputs_are_all_read(client: genai.Client, fs: Any, bucket: str) -> None:
+    _put(fs, f"{bucket}/in/a.jsonl", [_line(0), _line(1)])
+    _put(fs, f"{bucket}/in/b.jsonl", [_line(2)])
+    job = _wait(client, _create(client, f"gs://{bucket}/in/*.jsonl", f"gs://{bucket}/out"))
+    assert job.completion_stats and job.completion_stats.successful_count == 3
+
+
+def test_missing_input_ends_failed_with_an_error(client: genai.Client, bucket: str) -> None:
+    job = _wait(client, _create(client, f"gs://{bucket}/nothing-here.jsonl", f"gs://{bucket}/out"))
+    assert job.state == types.JobState.JOB_STATE_FAILED
+    assert job.error and job.error.code and "nothing-here.jsonl" in str(job.error.message)
+
+
+def test_embeddings_use_the_seed_format_with_unit_vectors(client: genai.Client, fs: Any, bucket: str) -> None:
+    lines = [{"content": "a default sized vector", "task_type": "RETRIEVAL_DOCUMENT", "title": "t"},
+             {"content": "small", "output_dimensionality": 16}, {"content": ""}]
+    src = _put(fs, f"{bucket}/emb.jsonl", lines)
+    job = _wait(client, _create(client, src, f"gs://{bucket}/emb-out", model="text-embedding-005"))
+    assert job.completion_stats and (job.completion_stats.successful_count, job.completion_stats.failed_count) == (2, 1)
+    out = {x["instance"]["content"]: x for part in _outputs(fs, job).values() for x in part}
+    for text, dims in (("a default sized vector", 768), ("small", 16)):
+        (prediction,) = out[text]["predictions"]
+        values = prediction["embeddings"]["values"]
+        assert out[text]["status"] == "" and len(values) == dims
+        assert math.isclose(math.hypot(*values), 1.0, abs_tol=1e-5)
+        assert prediction["embeddings"]["statistics"] == {"token_count": max(1, (len(text) + 3) // 4),
+                                                          "truncated": False}
+    assert out[""]["status"] and "predictions" not in out[""]
+    assert out["a default sized vector"]["instance"] == lines[0]
+
+
+def test_list_filters_by_state_and_display_name_and_pages(
+        client: genai.Client, emulator: RunningEmulator, fs: Any, bucket: str) -> None:
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(0)])
+    names = [_wait(client, _create(client, src, f"gs://{bucket}/o{i}", f"list-{i % 2}")).name for i in range(4)]
+    listed = client.batches.list(config=types.ListBatchJobsConfig(filter='display_name="list-0"'))
+    assert [j.name for j in listed] == [names[2], names[0]]
+    both = 'state="JOB_STATE_SUCCEEDED" AND displayName="list-1"'
+    assert [j.name for j in client.batches.list(config=types.ListBatchJobsConfig(filter=both))] == [names[3], names[1]]
+    assert not list(client.batches.list(config=types.ListBatchJobsConfig(filter="state=JOB_STATE_RUNNING")))
+    _, first = _raw(emulator, "GET", f"{PARENT}/batchPredictionJobs?pageSize=3")
+    assert [j["name"] for j in first["batchPredictionJobs"]] == names[::-1][:3] and first["nextPageToken"]
+    _, rest = _raw(emulator, "GET", f"{PARENT}/batchPredictionJobs?pageSize=3&pageToken={first['nextPageToken']}")
+    assert [j["name"] for j in rest["batchPredictionJobs"]] == names[:1] and "nextPageToken" not in rest
+    status, reply = _raw(emulator, "GET", f"{PARENT}/batchPredictionJobs?filter=create_time%3E%222020%22")
+    assert status == 400 and reply["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_cancel_ends_a_live_job_cancelled(tmp_path: Path, fs: Any, bucket: str) -> None:
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(0)])
+    with start_in_thread(tmp_path / "emu", job_seconds=60) as emu, _client(emu) as client:
+        name = _create(client, src, f"gs://{bucket}/out")
+        client.batches.cancel(name=name)
+        job = client.batches.get(name=name)
+        assert job.state == types.JobState.JOB_STATE_CANCELLED and job.end_time
+
+
+def test_delete_answers_a_done_operation_and_the_job_is_gone(
+        client: genai.Client, emulator: RunningEmulator, fs: Any, bucket: str) -> None:
+    name = _wait(client, _create(client, _put(fs, f"{bucket}/in.jsonl", [_line(0)]), f"gs://{bucket}/out")).name
+    assert name
+    status, op = _raw(emulator, "DELETE", name)
+    assert status == 200 and op["done"] is True and op["name"].startswith(f"{PARENT}/operations/")
+    with pytest.raises(errors.ClientError) as info:
+        client.batches.get(name=name)
+    assert info.value.code == 404
+    assert client.batches.delete(name=_create(client, f"gs://{bucket}/in.jsonl", f"gs://{bucket}/o2")).done
+
+
+def test_restarted_emulator_keeps_vertex_jobs_and_finishes_them(tmp_path: Path, fs: Any, bucket: str) -> None:
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(0), _line(1)])
+    with start_in_thread(tmp_path / "emu", job_seconds=0.5) as emu, _client(emu) as client:
+        name = _create(client, src, f"gs://{bucket}/out", "survivor")
+    time.sleep(0.6)
+    with start_in_thread(tmp_path / "emu") as emu, _client(emu) as client:
+        job = client.batches.get(name=name)
+        assert job.state == types.JobState.JOB_STATE_SUCCEEDED
+        assert sum(len(lines) for lines in _outputs(fs, job).values()) == 2
+        assert emu.engine.stats()["creates_by_display_name"]["survivor"] == 1
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    ({"inputConfig": {"instancesFormat": "bigquery", "bigquerySource": {"inputUri": "bq://p.d.t"}}}, "not supported"),
+    ({"outputConfig": {"predictionsFormat": "bigquery", "bigqueryDestination": {"outputUri": "bq://p.d.o"}}},
+     "not supported"),
+    ({"displayName": None}, "display_name"),
+    ({"model": "gemini"}, "model"),
+    ({"inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": ["/local/file.jsonl"]}}}, "gs://"),
+])
+def test_malformed_or_bigquery_create_is_400(emulator: RunningEmulator, change: dict[str, Any], needle: str) -> None:
+    body = {"displayName": "x", "model": f"publishers/google/models/{MODEL}",
+            "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": ["gs://bkt/in.jsonl"]}},
+            "outputConfig": {"predictionsFormat": "jsonl", "gcsDestination": {"outputUriPrefix": "gs://bkt/out"}}}
+    status, reply = _raw(emulator, "POST", f"{PARENT}/batchPredictionJobs", {**body, **change})
+    assert status == 400 and reply["error"]["status"] == "INVALID_ARGUMENT" and needle in reply["error"]["message"]
+
+
+def test_create_without_gcsfs_names_the_missing_package(
+        emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gcsfs", None)  # what `import gcsfs` meets when it is not installed
+    body = {"displayName": "x", "model": f"publishers/google/models/{MODEL}",
+            "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": ["gs://bkt/in.jsonl"]}},
+            "outputConfig": {"predictionsFormat": "jsonl", "gcsDestination": {"outputUriPrefix": "gs://bkt/out"}}}
+    status, reply = _raw(emulator, "POST", f"{PARENT}/batchPredictionJobs", body)
+    assert status == 400 and "gcsfs" in reply["error"]["message"] and "batchflow[gcs]" in reply["error"]["message"]
+    assert emulator.engine.stats()["creates_by_display_name"] == {}
+
+
+def test_predictions_are_split_evenly_and_shuffled_the_same_way_for_the_same_job(tmp_path: Path) -> None:
+    assert [part_count(n) for n in (0, 1, 2, 1000, 1001, 10**6)] == [1, 1, 2, 2, 2, 64]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(_line(i)) + "\n" for i in range(10)))
+
+    def run(seed: str) -> list[list[str]]:
+        parts = [tmp_path / f"{seed}-{i}.jsonl" for i in range(2)]
+        assert answer_lines(MODEL, source, parts, seed, lambda: 0.0) == (10, 0)
+        return [[json.loads(x)["request"]["labels"]["k"] for x in p.read_text().splitlines()] for p in parts]
+
+    first = run("1")
+    assert first == run("1") and [len(p) for p in first] == [5, 5]
+    assert sorted(first[0] + first[1]) == [f"v{i:04d}" for i in range(10)]
+
+
+def test_conformance_script_passes_with_vertex(tmp_path: Path, gcs_emulator: str) -> None:
+    script = SHARED / "conformance" / "emulator_conformance.py"
+    if not script.exists():
+        pytest.skip(f"the shared conformance checker is not at {script}")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               STORAGE_EMULATOR_HOST=gcs_emulator, GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false")
+    done = subprocess.run([sys.executable, str(script), "--vertex"], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=tmp_path)
+    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
+    assert last.endswith(" passed, 0 failed") and "vertex:" in done.stdout, done.stdout + done.stderr
