@@ -22,6 +22,7 @@ from google import genai
 from google.genai import errors, types
 
 from batchflow.emulator import RunningEmulator, start_in_thread
+from batchflow.emulator.faults import load_faults
 from batchflow.emulator.vertex_execute import answer_lines, part_count
 
 pytestmark = pytest.mark.gcs
@@ -282,3 +283,18 @@ def test_conformance_script_passes_with_vertex(tmp_path: Path, gcs_emulator: str
                           env=env, cwd=tmp_path)
     last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
     assert last.endswith(" passed, 0 failed") and "vertex:" in done.stdout, done.stdout + done.stderr
+
+
+def test_fault_plans_reach_vertex_lines_and_jobs(tmp_path: Path, fs: Any, bucket: str) -> None:
+    plan = tmp_path / "faults.json"
+    plan.write_text(json.dumps({"seed": 3, "requests": {"fail": 0.5, "codes": [503]}, "jobs": {"fail": 1}}))
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(i) for i in range(40)])
+    with start_in_thread(tmp_path / "emu", faults=load_faults(plan)) as emu, _client(emu) as client:
+        forced = _wait(client, _create(client, src, f"gs://{bucket}/o1", "first"))
+        assert forced.state == types.JobState.JOB_STATE_FAILED and forced.error and forced.error.code
+        job = _wait(client, _create(client, src, f"gs://{bucket}/o2", "second"))
+        assert job.state == types.JobState.JOB_STATE_SUCCEEDED and job.completion_stats
+        out = [x for part in _outputs(fs, job).values() for x in part]
+        faulted = [x for x in out if x["status"]]
+        assert 0 < len(faulted) == job.completion_stats.failed_count < 40
+        assert all("UNAVAILABLE" in x["status"] and "response" not in x and x["request"] for x in faulted)

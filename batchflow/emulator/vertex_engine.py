@@ -175,7 +175,8 @@ class VertexJobs:
     def _run(self, job: VertexJob) -> vertex_execute.JobResult:
         try:
             return vertex_execute.run_job(job.id, job.model, job.input_uris, job.output_dir, self._dir,
-                                          self._clock, lambda: self._is_live(job))
+                                          self._clock, lambda: self._is_live(job),
+                                          self._host.faults.line_faults(job.id, job.display_name))
         except Exception as exc:  # GCS answering 5xx, or an emulator bug: the job fails visibly, never hangs
             traceback.print_exc(file=sys.stderr)
             return vertex_execute.JobResult(error={"code": 13, "message": f"Internal error: {exc!r}"[:500]})

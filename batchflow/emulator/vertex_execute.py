@@ -25,6 +25,7 @@ import orjson
 
 from batchflow.emulator import model
 from batchflow.emulator.errors import ApiError, invalid_argument
+from batchflow.emulator.faults import LineFaults
 from batchflow.emulator.validate import check_embed_request, field
 
 LINES_PER_PART = 1000  # one predictions file per this many lines...
@@ -72,7 +73,7 @@ def is_embedding_model(model_name: str) -> bool:
 
 
 def run_job(job_id: str, model_name: str, uris: list[str], output_dir: str, work: Path,
-            clock: Callable[[], float], keep: Callable[[], bool]) -> JobResult:
+            clock: Callable[[], float], keep: Callable[[], bool], faults: LineFaults | None = None) -> JobResult:
     """Read, answer and write one job; `keep()` is asked before uploading (a cancelled job writes nothing)."""
     fs = filesystem()
     staged = work / f"{job_id}.input.jsonl"
@@ -82,7 +83,7 @@ def run_job(job_id: str, model_name: str, uris: list[str], output_dir: str, work
         if count == 0:
             raise InputError(3, f"No instances found in the input {', '.join(uris)}.")
         parts = [work / f"{job_id}.part{i}.jsonl" for i in range(part_count(count))]
-        ok, failed = answer_lines(model_name, staged, parts, job_id, clock)
+        ok, failed = answer_lines(model_name, staged, parts, job_id, clock, faults)
         if keep():
             upload(fs, parts, output_dir)
         return JobResult(count, ok, failed)
@@ -136,9 +137,12 @@ def part_count(lines: int) -> int:
     return min(MAX_PARTS, max(2, math.ceil(lines / LINES_PER_PART)))
 
 
-def answer_lines(model_name: str, source: Path, parts: list[Path], seed: str,
-                 clock: Callable[[], float]) -> tuple[int, int]:
-    """Answer every line of `source` into the `parts` files, shuffled; (succeeded, failed)."""
+def answer_lines(model_name: str, source: Path, parts: list[Path], seed: str, clock: Callable[[], float],
+                 faults: LineFaults | None = None) -> tuple[int, int]:
+    """Answer every line of `source` into the `parts` files, shuffled; (succeeded, failed).
+
+    A fault plan's `faults` may replace a line's answer by an error, drop the line or write it twice.
+    """
     rng = random.Random(seed)  # a str seed is hashed with SHA-512: the same on every run and machine
     embed = is_embedding_model(model_name)
     model_id = model_name.rsplit("/", 1)[-1]
@@ -156,10 +160,13 @@ def answer_lines(model_name: str, source: Path, parts: list[Path], seed: str,
             window.clear()
 
         with open(source, "rb") as src:
-            for raw in src:
+            for n, raw in enumerate(src):
                 line, good = answer_line(raw, model_id, embed, clock)
+                fault = faults(_identity(line, n)) if faults is not None else None
+                if fault is not None and fault.error is not None:
+                    line, good = _with_error(line, fault.error), False
                 ok, failed = ok + good, failed + (not good)
-                window.append(orjson.dumps(line) + b"\n")
+                window.extend([orjson.dumps(line) + b"\n"] * (1 if fault is None else fault.copies))
                 if len(window) >= _SHUFFLE_WINDOW:
                     flush()
         flush()
@@ -185,6 +192,20 @@ def answer_line(raw: bytes, model_id: str, embed: bool, clock: Callable[[], floa
     if embed or ("request" not in line and "content" in line):
         return _embed_line(line, model_id)
     return _generate_line(line, model_id, clock)
+
+
+def _identity(line: dict[str, Any], n: int) -> str:
+    """What a line's fault is drawn by: the labels it carries (where batchflow puts its key), else its position."""
+    labels = line.get("request", {}).get("labels") if isinstance(line.get("request"), dict) else None
+    if isinstance(labels, dict) and labels:
+        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return f"#{n}"
+
+
+def _with_error(line: dict[str, Any], error: ApiError) -> dict[str, Any]:
+    out = {k: v for k, v in line.items() if k not in ("response", "predictions")}
+    out["status"] = status_text(error)
+    return out
 
 
 def _generate_line(line: dict[str, Any], model_id: str, clock: Callable[[], float]) -> tuple[dict[str, Any], bool]:
