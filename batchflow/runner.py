@@ -57,6 +57,7 @@ class Runner:
         self._backend: Backend | None = None
         self.clock = clock
         self.sleep = sleep
+        self._transient_streak = 0  # cycles in a row that met a transient error
 
     def run(self, wait: bool = True, restart: bool = False) -> Summary:
         with self.store.lock():
@@ -120,9 +121,12 @@ class Runner:
             if plan.finished:
                 return self._summary(state)
             progressed = False
+            streak = self._transient_streak
             for step in plan.steps:
                 progressed |= self._execute(step, state)
-            if progressed:
+            if self._transient_streak == streak:
+                self._transient_streak = 0  # a cycle without a transient error ends the streak
+            if progressed and not self._transient_streak:
                 continue
             if not wait:
                 raise NotFinished(f"{self._pending(state)}; run again later")
@@ -144,7 +148,9 @@ class Runner:
                 case p.Merge():
                     return self._merge(state, output_fingerprint(self.spec))
         except TransientError as exc:
-            log.warning("transient error; will retry", step=type(step).__name__, error=str(exc))
+            self._transient_streak += 1
+            log.warning("transient error; will retry", step=type(step).__name__, error=str(exc),
+                        retry_in=self._backoff(self._transient_streak))
         return False
 
     def _submit(self, state: State, shard: Shard, job: Job) -> bool:
@@ -264,6 +270,8 @@ class Runner:
         return Path(path).exists()
 
     def _pause(self, plan: p.Plan, now: float) -> float:
+        if self._transient_streak:  # the backend is struggling: back off, more each time in a row
+            return self._backoff(self._transient_streak)
         interval = self.spec.jobs.poll_interval
         cap = self.backend.poll_interval_cap if self._backend is not None else None
         if cap is not None:
