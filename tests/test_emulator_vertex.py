@@ -152,9 +152,10 @@ def test_raw_resource_echoes_configs_and_labels_with_int64_counts_as_strings(
 
 def test_globbed_inputs_are_all_read(client: genai.Client, fs: Any, bucket: str) -> None:
     _put(fs, f"{bucket}/in/a.jsonl", [_line(0), _line(1)])
-    _put(fs, f"{bucket}/in/b.jsonl", [_line(2)])
+    crlf_without_final_newline = f"{json.dumps(_line(2))}\r\n\r\n{json.dumps(_line(3))}"
+    fs.pipe(f"{bucket}/in/b.jsonl", crlf_without_final_newline.encode())
     job = _wait(client, _create(client, f"gs://{bucket}/in/*.jsonl", f"gs://{bucket}/out"))
-    assert job.completion_stats and job.completion_stats.successful_count == 3
+    assert job.completion_stats and job.completion_stats.successful_count == 4
 
 
 def test_missing_input_ends_failed_with_an_error(client: genai.Client, bucket: str) -> None:

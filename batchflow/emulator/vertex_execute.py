@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +34,7 @@ _SHUFFLE_WINDOW = 4096  # lines shuffled together: bounds memory on a job of any
 _MAX_EMBED_TOKENS = 2048  # text-embedding-005's input limit; longer text is truncated, as the service does
 _EMBED_DIMENSIONS = {"gemini-embedding": 3072}  # model-name prefix -> default size; others: model's default
 _GLOB_CHARS = frozenset("*?[")
+_READ_CHUNK = 1 << 22
 
 
 class InputError(Exception):
@@ -121,13 +122,24 @@ def _copy_lines(fs: Any, path: str, out: Any) -> int:
     count = 0
     try:
         with fs.open(path, "rb") as src:
-            for raw in src:
+            for raw in _lines(src):
                 if raw.strip():
                     out.write(raw.rstrip(b"\r\n") + b"\n")  # the last line of a file may lack its newline
                     count += 1
     except FileNotFoundError:
         raise InputError(5, f"Failed to read the input gs://{path}: no such object.") from None
     return count
+
+
+def _lines(src: Any) -> Iterator[bytes]:
+    """The lines of a binary stream, read in large chunks: a remote file's own readline is ~30x slower."""
+    rest = b""
+    while chunk := src.read(_READ_CHUNK):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
 
 
 def part_count(lines: int) -> int:
