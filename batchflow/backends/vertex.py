@@ -9,6 +9,7 @@ matches no request the job sent is refused by ``collect``: never a silent misali
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from collections import defaultdict
 from collections.abc import Iterator
@@ -93,7 +94,8 @@ class VertexBackend(SdkBackend):
         matcher = _Matcher(sent, self.task)
         fs, directory = url_to_fs(job.output)
         for name in sorted(fs.glob(f"{directory}/predictions*.jsonl")):
-            with fs.open(name, "rb") as fh:
+            # a remote file's own readline makes many small reads: ~400x slower than a local buffer over it
+            with fs.open(name, "rb") as remote, io.BufferedReader(remote, 1 << 20) as fh:
                 for line in fh:
                     if line.strip():
                         yield matcher.result(orjson.loads(line))
