@@ -49,6 +49,10 @@ class SourceSpec:
     records: tuple[Mapping[str, Any], ...] | None = None  # inline
     table: str | None = None  # bigquery
     query: str | None = None  # bigquery
+    order_by: str | None = None  # bigquery: SQL ORDER BY list; load_spec fills it from a one-column key
+    native: bool = False  # bigquery + vertex + bigquery output: requests built and joined inside BigQuery
+    project: str | None = None  # bigquery: the project that runs the queries (default: the table's)
+    location: str | None = None  # bigquery: where the queries run (default: the client's)
     on_bad_record: str = "fail"  # fail | skip
 
 
@@ -80,10 +84,15 @@ class OutputSpec:
     path: str | None = None  # files: resolved against the spec's dir
     format: str | None = None  # jsonl | csv | parquet; None: from the extension
     table: str | None = None  # bigquery
+    write: str | None = None  # bigquery: truncate | append (required: replacing a table is never implicit)
+    location: str | None = None  # bigquery: where the load and merge jobs run (default: the dataset's)
     parse: str = "text"  # text | json
     include_record: bool = True
     include_response: bool = False
     max_failed: int | float = 0  # an int is a count; a float in [0, 1] is a share ("1%" -> 0.01)
+    # filled in by load_spec for typed destinations (bigquery), which make their columns from them:
+    task: str = "generate"
+    response_schema: Mapping[str, Any] | None = None  # generation_config's (or request's) response_schema
 
 
 @dataclass(frozen=True)
@@ -423,6 +432,7 @@ def _to_spec(path: Path, label: str, doc: _Reader) -> Spec:
                 **source,
                 "path": _resolve(source.get("path"), base),
                 "records": None if records is None else tuple(records),
+                "order_by": _order_by(source, data.get("key")),
             }
         ),
         output=OutputSpec(
@@ -430,6 +440,8 @@ def _to_spec(path: Path, label: str, doc: _Reader) -> Spec:
                 **output,
                 "path": _resolve(output.get("path"), base),
                 "max_failed": parse_share(output.get("max_failed", 0)),
+                "task": data.get("task", "generate"),
+                "response_schema": _response_schema(data.get("generation_config"), data.get("request")),
             }
         ),
         state_dir=Path(_resolve(data.get("state", {}).get("dir", ".batchflow"), base) or base),
@@ -444,6 +456,30 @@ def _to_spec(path: Path, label: str, doc: _Reader) -> Spec:
         raw=data,
         **{k: data[k] for k in _TEMPLATES if k in data},
     )
+
+
+_COLUMN_KEY = re.compile(r"^\s*\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*$")
+
+
+def _order_by(source: Mapping[str, Any], key: str | None) -> str | None:
+    """A bigquery source's row order: as given, else the key's column when the key is ``{{ column }}``."""
+    if source.get("type") != "bigquery" or source.get("order_by"):
+        return source.get("order_by")
+    found = _COLUMN_KEY.match(key or "")
+    return f"`{found.group(1)}`" if found else None
+
+
+def _response_schema(generation_config: Any, request: Any) -> Mapping[str, Any] | None:
+    """The response schema the spec asks for, under either spelling, in ``generation_config`` or ``request``."""
+    configs = [generation_config]
+    if isinstance(request, Mapping):
+        configs += [request.get("generation_config"), request.get("generationConfig")]
+    for config in configs:
+        if isinstance(config, Mapping):
+            found = config.get("response_schema") or config.get("responseSchema")
+            if isinstance(found, Mapping):
+                return found
+    return None
 
 
 def _retry(retry: Mapping[str, Any]) -> RetrySpec:

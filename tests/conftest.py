@@ -71,3 +71,20 @@ def gcs_emulator() -> Iterator[str]:
             yield emulator.url
         finally:
             emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator() -> Iterator[str]:
+    """A real BigQuery emulator for the session (`@pytest.mark.bigquery` tests): its URL, also in
+    BIGQUERY_EMULATOR_HOST, where batchflow (and google-cloud-bigquery) find it. Its default project is `test`."""
+    from bq import installed, start_bigquery_emulator
+
+    if not installed():
+        pytest.skip("bqemulator or google-cloud-bigquery is not installed")
+    emulator = start_bigquery_emulator()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BIGQUERY_EMULATOR_HOST", emulator.url)
+        try:
+            yield emulator.url
+        finally:
+            emulator.stop()

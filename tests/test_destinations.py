@@ -196,8 +196,8 @@ def test_format_comes_from_the_extension_or_is_a_spec_error(tmp_path: Path) -> N
 
 
 def test_unsupported_destination_type_is_a_spec_error_naming_it() -> None:
-    with pytest.raises(SpecError, match=r"output\.type 'bigquery' is not supported"):
-        open_destination(OutputSpec(type="bigquery", table="p.d.t"))
+    with pytest.raises(SpecError, match=r"output\.type 'spanner' is not supported"):
+        open_destination(OutputSpec(type="spanner", table="p.d.t"))
 
 
 def test_any_fsspec_url_is_written_without_new_code() -> None:

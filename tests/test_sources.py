@@ -203,8 +203,8 @@ def test_format_comes_from_the_extension_or_is_a_spec_error(tmp_path: Path) -> N
 
 
 def test_unsupported_source_type_is_a_spec_error_naming_it() -> None:
-    with pytest.raises(SpecError, match=r"source\.type 'bigquery' is not supported"):
-        open_source(SourceSpec(type="bigquery", table="p.d.t"))
+    with pytest.raises(SpecError, match=r"source\.type 'spanner' is not supported"):
+        open_source(SourceSpec(type="spanner", table="p.d.t"))
 
 
 def test_unknown_on_bad_record_is_a_spec_error() -> None:

@@ -236,8 +236,8 @@ def test_schema_rules(tmp_path: Path, extra: str, expected: str) -> None:
 
 
 def test_vertex_with_bigquery_in_and_out_needs_no_staging(tmp_path: Path) -> None:
-    text = MINIMAL.replace("{type: inline, records: [{text: hi}]}", "{type: bigquery, table: p.d.t}")
-    text = text.replace("{path: out.jsonl}", "{type: bigquery, table: p.d.out}")
+    text = MINIMAL.replace("{type: inline, records: [{text: hi}]}", "{type: bigquery, table: p.d.t, native: true}")
+    text = text.replace("{path: out.jsonl}", "{type: bigquery, table: p.d.out, write: truncate}")
     spec = load_spec(write(tmp_path, text + "backend: {type: vertex, project: p, location: l}\n"), environ={})
     assert (spec.backend.type, spec.source.table, spec.output.table) == ("vertex", "p.d.t", "p.d.out")
 

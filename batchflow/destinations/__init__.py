@@ -36,8 +36,9 @@ def open_destination(spec: OutputSpec) -> Destination:
 
 
 # The implementations import the types above, so they are registered after them.
+from batchflow.destinations.bigquery import BigQueryDestination  # noqa: E402
 from batchflow.destinations.files import FilesDestination  # noqa: E402
 
-DESTINATIONS: dict[str, DestinationFactory] = {"files": FilesDestination}
+DESTINATIONS: dict[str, DestinationFactory] = {"files": FilesDestination, "bigquery": BigQueryDestination}
 
-__all__ = ["DESTINATIONS", "Destination", "FilesDestination", "Rows", "open_destination"]
+__all__ = ["DESTINATIONS", "BigQueryDestination", "Destination", "FilesDestination", "Rows", "open_destination"]

@@ -86,14 +86,16 @@ def open_source(spec: SourceSpec, reject: Reject | None = None) -> Source:
 
 
 # The implementations import the types above, so they are registered after them.
+from batchflow.sources.bigquery import BigQuerySource  # noqa: E402
 from batchflow.sources.files import FilesSource  # noqa: E402
 from batchflow.sources.inline import InlineSource  # noqa: E402
 
-SOURCES: dict[str, SourceFactory] = {"files": FilesSource, "inline": InlineSource}
+SOURCES: dict[str, SourceFactory] = {"files": FilesSource, "inline": InlineSource, "bigquery": BigQuerySource}
 
 __all__ = [
     "SOURCES",
     "BadRecord",
+    "BigQuerySource",
     "FilesSource",
     "InlineSource",
     "Reject",
