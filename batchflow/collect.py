@@ -28,14 +28,30 @@ _NL = orjson.OPT_APPEND_NEWLINE
 
 @dataclass
 class Outcome:
-    """Where a record stands: its latest result (an ok one wins) and how many results it has had."""
+    """Where a record stands: its latest result (an ok one wins), how many answers it had, how many of the jobs
+    it was sent in ended (failed, expired, cancelled) before answering it."""
 
     result: dict[str, Any]
-    attempts: int
+    attempts: int = 0
+    job_failures: int = 0
 
     @property
     def ok(self) -> bool:
         return "response" in self.result
+
+    @property
+    def sent(self) -> int:
+        """How many jobs the record was sent in."""
+        return self.attempts + self.job_failures
+
+    def add(self, line: dict[str, Any]) -> None:
+        if "job_error" in line:
+            self.job_failures += 1
+            line = {"error": line["job_error"]}
+        else:
+            self.attempts += 1
+        if not self.ok:
+            self.result = line
 
 
 def input_keys(path: Path) -> list[str]:
@@ -51,9 +67,11 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     out.parent.mkdir(exist_ok=True)
     where = f"job {info.name} (shard {shard.index})"
     lines = _match(backend.results(info, out.parent, root / job.input), set(sent), where)
-    if job.status == SUCCEEDED:
-        for key in sent:  # the backend ran the job but gave this request no line
+    for key in sent:
+        if job.status == SUCCEEDED:  # the backend ran the job but gave this request no line
             lines.setdefault(key, {"error": {"code": None, "message": f"no result in the output of {info.name}"}})
+        else:  # the job failed, expired or was cancelled before answering this request
+            lines.setdefault(key, {"job_error": {"code": None, "message": _ended(info)}})
     tmp = out.with_suffix(".tmp")
     with open(tmp, "wb", buffering=1 << 20) as fh:
         for key in sent:
@@ -63,6 +81,10 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     job.ok = sum("response" in r for r in lines.values())
     job.failed = len(lines) - job.ok
     return out
+
+
+def _ended(info: JobInfo) -> str:
+    return f"job {info.name} ended {info.status}" + (f": {info.error}" if info.error else "")
 
 
 def _match(results: Iterable[Result], sent: set[str], where: str) -> dict[str, dict[str, Any]]:
@@ -82,7 +104,7 @@ def _match(results: Iterable[Result], sent: set[str], where: str) -> dict[str, d
 
 
 def outcomes(root: Path, shard: Shard) -> dict[str, Outcome]:
-    """Every key of the shard that has a result, from all its collected jobs (later ones win, ok wins)."""
+    """Every key of the shard that was sent, from all its collected jobs (later ones win, an ok one wins)."""
     found: dict[str, Outcome] = {}
     for job in shard.jobs:
         if not job.results:
@@ -91,13 +113,10 @@ def outcomes(root: Path, shard: Shard) -> dict[str, Outcome]:
             for line in fh:
                 item = orjson.loads(line)
                 key = item.pop("key")
-                prev = found.get(key)
-                if prev is None:
-                    found[key] = Outcome(item, 1)
-                else:
-                    prev.attempts += 1
-                    if not prev.ok:
-                        prev.result = item
+                outcome = found.get(key)
+                if outcome is None:
+                    outcome = found[key] = Outcome({"error": None})
+                outcome.add(item)
     return found
 
 

@@ -66,7 +66,7 @@ def make_row(spec: Spec, key: str, record: Any, outcome: Outcome | None,
         row.update(_embedding(response) if spec.task == "embed" else _generated(response, spec.output.parse))
         if spec.output.include_response:
             row["response"] = response
-    row["attempts"] = outcome.attempts if outcome else 0
+    row["attempts"] = outcome.sent if outcome else 0
     if spec.output.include_record:
         row["record"] = record
     return row

@@ -14,7 +14,7 @@ import structlog
 from batchflow import plan as p
 from batchflow import state as st
 from batchflow.backends import Backend, BackendFactory, JobInfo, open_backend
-from batchflow.collect import collect, input_keys, outcomes, subset
+from batchflow.collect import collect, outcomes, subset
 from batchflow.destinations import open_destination
 from batchflow.errors import BackendError, BatchflowError, DataError, RunFailed, StateError, TransientError
 from batchflow.merge import Tally, output_fingerprint, rows
@@ -228,13 +228,10 @@ class Runner:
         return True
 
     def _to_retry(self, shard: Shard) -> set[str]:
+        """Keys without an answer yet that have attempts left: of requests, and of jobs that ended unanswered."""
         retry = self.spec.retry
-        found = outcomes(self.root, shard)
-        failures = sum(j.ended in (st.FAILED, st.EXPIRED, st.CANCELLED) for j in shard.jobs)
-        if shard.jobs[-1].ended != st.SUCCEEDED and failures >= retry.job_attempts:
-            return set()
-        return {k for k in input_keys(self.root / shard.requests)
-                if (o := found.get(k)) is None or (not o.ok and o.attempts < retry.request_attempts)}
+        return {k for k, o in outcomes(self.root, shard).items()
+                if not o.ok and o.attempts < retry.request_attempts and o.job_failures < retry.job_attempts}
 
     def _backoff(self, k: int) -> float:
         b = self.spec.retry.backoff
