@@ -233,9 +233,9 @@ def test_restarted_emulator_keeps_vertex_jobs_and_finishes_them(tmp_path: Path, 
 
 
 @pytest.mark.parametrize(("change", "needle"), [
-    ({"inputConfig": {"instancesFormat": "bigquery", "bigquerySource": {"inputUri": "bq://p.d.t"}}}, "not supported"),
-    ({"outputConfig": {"predictionsFormat": "bigquery", "bigqueryDestination": {"outputUri": "bq://p.d.o"}}},
-     "not supported"),
+    ({"inputConfig": {"instancesFormat": "bigquery", "bigquerySource": {"inputUri": "bq://p.t"}}}, "bq://"),
+    ({"outputConfig": {"predictionsFormat": "jsonl", "bigqueryDestination": {"outputUri": "bq://p.d.o"}}},
+     "predictions_format"),
     ({"displayName": None}, "display_name"),
     ({"model": "gemini"}, "model"),
     ({"inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": ["/local/file.jsonl"]}}}, "gs://"),

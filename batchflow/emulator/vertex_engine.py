@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from batchflow.emulator import vertex_execute, vertex_jobs
+from batchflow.emulator import vertex_bigquery, vertex_execute, vertex_jobs
 from batchflow.emulator.errors import not_found
 from batchflow.emulator.faults import FaultPlan
 from batchflow.emulator.jobs import LIVE
@@ -60,7 +60,8 @@ class VertexJobs:
         """Create a job from a create body; returns its resource."""
         now = self._clock()
         job = vertex_jobs.parse_create(body, vertex_jobs.new_job_id(), 0, project, location, now, self.job_seconds)
-        vertex_execute.filesystem()  # refuse the job now, not later, when gcsfs is missing
+        if not vertex_bigquery.is_bigquery(job.input_config):
+            vertex_execute.filesystem()  # refuse the job now, not later, when gcsfs is missing
         with self._lock:
             self._seq += 1
             job.seq = self._seq
@@ -174,6 +175,9 @@ class VertexJobs:
 
     def _run(self, job: VertexJob) -> vertex_execute.JobResult:
         try:
+            if vertex_bigquery.is_bigquery(job.input_config):
+                return vertex_bigquery.run_job(job.input_config, job.model, job.output_dir, self._clock,
+                                               lambda: self._is_live(job))
             return vertex_execute.run_job(job.id, job.model, job.input_uris, job.output_dir, self._dir,
                                           self._clock, lambda: self._is_live(job),
                                           self._host.faults.line_faults(job.id, job.display_name))

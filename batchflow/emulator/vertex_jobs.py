@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchflow.emulator.errors import ApiError, invalid_argument
+from batchflow.emulator import vertex_bigquery
+from batchflow.emulator.errors import invalid_argument
 from batchflow.emulator.jobs import LIVE, TERMINAL
 from batchflow.emulator.store import read_json, rfc3339, write_json_atomic
 from batchflow.emulator.validate import field as proto_field
@@ -27,7 +28,6 @@ from batchflow.emulator.validate import field as proto_field
 _PENDING_SHARE = 0.25
 _GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{2,221}(/.*)?$")
 _MODEL = re.compile(r"^(projects/[^/]+/locations/[^/]+/)?(publishers/[^/]+/)?models/[^/]+$")
-_BQ_LATER = "is not supported by this emulator yet (BigQuery input and output come in a later version)"
 
 
 @dataclass
@@ -100,10 +100,11 @@ def parse_create(body: Any, job_id: str, seq: int, project: str, location: str, 
         raise invalid_argument(f"batch_prediction_job.model: expected publishers/google/models/MODEL, got {model!r}")
     input_config = _input_config(proto_field(body, "inputConfig"))
     output_config = _output_config(proto_field(body, "outputConfig"))
-    prefix = proto_field(proto_field(output_config, "gcsDestination"), "outputUriPrefix").rstrip("/")
+    prefix = str(proto_field(proto_field(output_config, "gcsDestination"), "outputUriPrefix") or "").rstrip("/")
     return VertexJob(id=job_id, seq=seq, project=project, location=location, display_name=display_name,
                      model=model, input_config=input_config, output_config=output_config,
-                     output_dir=f"{prefix}/prediction-model-{rfc3339(now)}", create_time=now,
+                     output_dir=vertex_bigquery.output_table(output_config, now)
+                     or f"{prefix}/prediction-model-{rfc3339(now)}", create_time=now,
                      due_time=now + job_seconds, update_time=now, labels=_labels(proto_field(body, "labels")))
 
 
@@ -111,7 +112,7 @@ def _input_config(config: Any) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise invalid_argument("batch_prediction_job.input_config: required field is not set")
     if proto_field(config, "bigquerySource") is not None:
-        raise ApiError(400, "INVALID_ARGUMENT", f"input_config.bigquery_source {_BQ_LATER}")
+        return vertex_bigquery.input_config(config)
     fmt = proto_field(config, "instancesFormat")
     if fmt != "jsonl":
         raise invalid_argument(f"input_config.instances_format: only 'jsonl' is supported, got {fmt!r}")
@@ -130,7 +131,7 @@ def _output_config(config: Any) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise invalid_argument("batch_prediction_job.output_config: required field is not set")
     if proto_field(config, "bigqueryDestination") is not None:
-        raise ApiError(400, "INVALID_ARGUMENT", f"output_config.bigquery_destination {_BQ_LATER}")
+        return vertex_bigquery.output_config(config)
     fmt = proto_field(config, "predictionsFormat")
     if fmt != "jsonl":
         raise invalid_argument(f"output_config.predictions_format: only 'jsonl' is supported, got {fmt!r}")
@@ -163,7 +164,9 @@ def resource(job: VertexJob, now: float) -> dict[str, Any]:
     if started:
         body["startTime"] = rfc3339(job.start_time)
     if state in ("RUNNING", "SUCCEEDED"):
-        body["outputInfo"] = {"gcsOutputDirectory": job.output_dir}
+        bigquery = vertex_bigquery.is_bigquery(job.input_config)
+        body["outputInfo"] = vertex_bigquery.output_info(job.output_dir) if bigquery else \
+            {"gcsOutputDirectory": job.output_dir}
     if state in TERMINAL:
         if job.end_time is not None:
             body["endTime"] = rfc3339(job.end_time)
