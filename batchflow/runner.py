@@ -25,6 +25,8 @@ from batchflow.state import Job, Shard, State, StateStore
 
 log = structlog.get_logger(__name__)
 
+_FIRST_POLL = 1.0
+
 
 class NotFinished(BatchflowError):
     """``--no-wait`` left jobs running (or waiting out a backoff): run again later."""
@@ -58,6 +60,7 @@ class Runner:
         self.clock = clock
         self.sleep = sleep
         self._transient_streak = 0  # cycles in a row that met a transient error
+        self._poll_ramp = _FIRST_POLL  # seconds until the next poll, doubling while nothing changes
 
     def run(self, wait: bool = True, restart: bool = False) -> Summary:
         with self.store.lock():
@@ -127,6 +130,7 @@ class Runner:
             if self._transient_streak == streak:
                 self._transient_streak = 0  # a cycle without a transient error ends the streak
             if progressed and not self._transient_streak:
+                self._poll_ramp = _FIRST_POLL
                 continue
             if not wait:
                 raise NotFinished(f"{self._pending(state)}; run again later")
@@ -269,7 +273,10 @@ class Runner:
     def _pause(self, plan: p.Plan, now: float) -> float:
         if self._transient_streak:  # the backend is struggling: back off, more each time in a row
             return self._backoff(self._transient_streak)
-        interval = self.spec.jobs.poll_interval
+        # Poll soon after something changed, then less and less often, up to jobs.poll_interval: a small job is
+        # collected within seconds, a long one costs a handful of extra polls.
+        interval = min(self.spec.jobs.poll_interval, self._poll_ramp)
+        self._poll_ramp = min(self._poll_ramp * 2, self.spec.jobs.poll_interval)
         cap = self.backend.poll_interval_cap if self._backend is not None else None
         if cap is not None:
             interval = min(interval, cap)

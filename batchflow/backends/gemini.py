@@ -23,10 +23,12 @@ class GeminiBackend(SdkBackend):
     def from_spec(cls, spec: Spec) -> GeminiBackend:
         env = spec.backend.api_key_env or "GEMINI_API_KEY"
         key = os.environ.get(env)
-        if not key and not spec.backend.base_url:
+        # google-genai itself reads GOOGLE_GEMINI_BASE_URL: a stand-in named either way needs no real key
+        base_url = spec.backend.base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL")
+        if not key and not base_url:
             raise SpecError(f"{spec.where('backend')}: backend: the environment variable {env} "
                             "(backend.api_key_env) is not set")
-        return cls(make_client(key or "emulator", spec.backend.base_url))
+        return cls(make_client(key or "emulator", base_url))
 
     def stage(self, path: Path, display_name: str) -> str:
         from google.genai import types

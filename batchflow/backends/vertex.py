@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterator
@@ -64,7 +65,9 @@ class VertexBackend(SdkBackend):
         b = spec.backend
         if not (b.project and b.location and b.staging):
             raise SpecError(f"{spec.where('backend')}: backend: vertex needs project, location and staging")
-        return cls(make_vertex_client(b.project, b.location, b.base_url), f"{b.staging}/{spec.name}", spec.task)
+        # google-genai itself reads GOOGLE_VERTEX_BASE_URL; either way a base URL means a stand-in (fixed token)
+        base_url = b.base_url or os.environ.get("GOOGLE_VERTEX_BASE_URL")
+        return cls(make_vertex_client(b.project, b.location, base_url), f"{b.staging}/{spec.name}", spec.task)
 
     def stage(self, path: Path, display_name: str) -> str:
         uri = f"{self.staging}/{display_name}/input.jsonl"

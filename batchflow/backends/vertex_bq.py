@@ -1,0 +1,45 @@
+"""Vertex AI batch jobs that read a ``bq://`` table of requests and write a ``bq://`` table of results.
+
+The native path (``batchflow.native``) uses this instead of the ``Backend`` protocol: there is nothing to stage
+or download, the tables stay in BigQuery. Lookups, polling and cancelling are the other Vertex jobs' own
+(``SdkBackend``); the key travels as a passthrough column of the tables, so no label is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchflow.backends import JobInfo
+from batchflow.backends.sdk import SdkBackend, api_errors
+from batchflow.backends.vertex import make_vertex_client
+from batchflow.errors import SpecError
+from batchflow.spec import Spec
+
+
+class VertexTableJobs(SdkBackend):
+    """Creates, finds, polls and cancels Vertex batch jobs over BigQuery tables."""
+
+    @classmethod
+    def from_spec(cls, spec: Spec) -> VertexTableJobs:
+        b = spec.backend
+        if not (b.project and b.location):
+            raise SpecError(f"{spec.where('backend')}: backend: vertex needs project and location")
+        return cls(make_vertex_client(b.project, b.location, b.base_url))
+
+    def create_job(self, model: str, source: str, dest: str, display_name: str) -> JobInfo:
+        """One job from table ``source`` into table ``dest`` (both ``bq://project.dataset.table``)."""
+        from google.genai import types
+
+        config = types.CreateBatchJobConfig(display_name=display_name, dest=dest)
+        with api_errors(f"create {display_name}"):
+            return self._info(self.client.batches.create(model=model, src=source, config=config))
+
+    def _output(self, job: Any) -> str | None:
+        info = job.output_info
+        if info is not None and info.bigquery_output_dataset and info.bigquery_output_table:
+            return f"{info.bigquery_output_dataset}.{info.bigquery_output_table}"
+        dest = job.dest
+        return dest.bigquery_uri if dest is not None else None
+
+    def _find_filter(self, display_name: str) -> str | None:
+        return f'display_name="{display_name}"'
