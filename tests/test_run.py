@@ -199,3 +199,19 @@ def test_a_finished_spec_whose_input_was_removed_still_reruns_as_a_no_op(tmp_pat
     again = cli("run", str(spec))
     assert again.exit_code == 0, again.stderr
     assert "the input is gone" in again.stderr
+
+
+def test_nothing_in_a_record_chooses_a_path_the_runner_writes_to(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    hostile = ["../../escape", "/tmp/absolute-escape", "a/../../b", "..", "shards/../../x", "C:\\\\evil"]
+    write_jsonl(work / "data/in.jsonl", [{"id": k, "text": k, "path": k} for k in hostile])
+    spec = write_spec(work, output={"type": "files", "path": "out/result.jsonl"})
+    before = {p for p in tmp_path.parent.rglob("*") if "escape" in p.name or p.name in {"b", "x"}}
+    result = cli("run", str(spec))
+    assert result.exit_code == 0, result.stderr
+    assert [r["key"] for r in read_rows(work / "out/result.jsonl")] == hostile
+    after = {p for p in tmp_path.parent.rglob("*") if "escape" in p.name or p.name in {"b", "x"}}
+    assert after == before
+    assert not Path("/tmp/absolute-escape").exists()
+    written = {p.relative_to(work).parts[0] for p in work.rglob("*") if p.is_file()}
+    assert written == {"data", "out", ".batchflow", "t.yaml"}
