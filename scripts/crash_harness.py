@@ -1,0 +1,261 @@
+#!/usr/bin/env python
+"""Crash harness: SIGKILL `batchflow run` at seeded random moments; check nothing is lost or created twice.
+
+    python scripts/crash_harness.py --kills 100 --seed 1 --records 5000 --jobs 5 [--faults plan.yaml] [--spawn]
+
+One `batchflow emulator` (a subprocess) serves every run. A first round runs a fresh spec to its end without a kill,
+which checks the set-up and measures how long a whole run takes (T). Each later round is a fresh spec
+(`crash-rNNN`, its own state) run again and again, each run SIGKILLed after a delay drawn uniformly from [0, T] by
+a `random.Random(seed)`, until a run ends on its own. Once the kill budget is spent, the round in progress runs to
+its end without kills. After every round the harness checks:
+
+- the output has exactly one row per input key, in input order, every row ok (with `--faults`, rows may carry
+  errors unless `--strict`, but never be missing or doubled);
+- the emulator counted at most one create per display name of the round (`GET /_emulator/stats`), and every
+  created job is known to the state (no orphan job paid for and forgotten);
+- a run after the end submits nothing and exits 0.
+
+At each kill the harness reads the state file and names the phase the run was in: the first step of the plan (the
+same `make_plan` the runner executes) the run had yet to finish — prepare (before the first state was saved),
+upload, create, poll, collect, settle, merge, exit (merged, not yet exited). Timing varies from machine to machine,
+so a seed reproduces the delays, not the phases hit.
+
+Runs are forked from this process, which has imported batchflow and google-genai beforehand, so that a run starts
+in milliseconds rather than after ~1.3 s of imports and kills land on work; `--spawn` starts each run as a fresh
+`python -m batchflow run` instead. Exit status: 0 every check passed, 1 a violation (each is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+from crash_run import Run, phase_from_state
+
+from batchflow import state as st
+from batchflow.errors import StateError
+from batchflow.spec import load_spec
+
+PHASES = ("startup", "prepare", "upload", "create", "adopt", "poll", "wait", "collect", "settle", "merge", "exit")
+
+
+class Aborted(Exception):
+    """A violation after which going on would only repeat it."""
+
+
+class Harness:
+    def __init__(self, args: argparse.Namespace, work: Path, url: str) -> None:
+        self.args, self.work, self.url = args, work, url
+        self.rng = random.Random(args.seed)
+        self.keys = [f"r{i:06d}" for i in range(args.records)]
+        self.phases: Counter[str] = Counter()
+        self.problems: list[str] = []
+        self.runs = self.kills = 0
+        self.display_names = self.rounds = 0
+        self.bad_rows: Counter[str] = Counter()
+        self.full_run = 0.0
+
+    def main(self) -> None:
+        self.full_run = self.round(0, kills=False)
+        number = 0
+        while self.kills < self.args.kills:
+            number += 1
+            self.round(number, kills=True)
+
+    def round(self, number: int, kills: bool) -> float:
+        """Run one fresh spec to its end (killing runs while the budget lasts), then check it; its last run's time."""
+        name = f"crash-r{number:03d}"
+        self.rounds += 1
+        spec_path = self.write_spec(name)
+        spec = load_spec(spec_path)
+        while True:
+            delay = self.rng.uniform(0, self.full_run) if kills and self.kills < self.args.kills else None
+            started = time.time()
+            code, elapsed, run = self.attempt(spec_path, self.work / "logs" / f"{name}-{self.runs + 1:04d}.log",
+                                              delay)
+            if code is not None:
+                break
+            self.kills += 1
+            self.phases[self.phase(spec, started, run)] += 1
+        if code != 0:  # max_failed allows every record to fail: a non-zero exit is the run's own failure
+            raise Aborted(f"{name}: a run without a kill exited {code}; see {self.work / 'logs'} (run {self.runs})")
+        self.check(name, spec)
+        before = self.creates(name)
+        again, _, _ = self.attempt(spec_path, self.work / "logs" / f"{name}-again.log", None)
+        if again != 0 or self.creates(name) != before:
+            raise Aborted(f"{name}: a run after the end exited {again} or created jobs")
+        return elapsed
+
+    def attempt(self, spec: Path, log: Path, delay: float | None) -> tuple[int | None, float, Run]:
+        """(exit code, or None when killed; seconds it ran; the run)."""
+        self.runs += 1
+        start = time.monotonic()
+        run = Run(spec, log, self.args.spawn)
+        deadline = start + (delay if delay is not None else self.args.run_timeout)
+        while (code := run.poll()) is None:
+            if time.monotonic() >= deadline:
+                run.kill()
+                if delay is None:
+                    raise SystemExit(f"FAILED: {spec.stem} did not finish within {self.args.run_timeout} s ({log})")
+                break
+            time.sleep(0.002)
+        return code, time.monotonic() - start, run
+
+    def phase(self, spec: Any, started: float, run: Run) -> str:
+        """What the killed run was doing: its last marker, else a guess from its state; the state must load."""
+        try:
+            guess = phase_from_state(spec, started)
+        except StateError as exc:
+            self.problems.append(f"{spec.name}: a kill left a state the next run cannot read: {exc}")
+            return "corrupt"
+        return run.last_mark() or guess
+
+    def check(self, name: str, spec: Any) -> None:
+        out = Path(spec.output.path)
+        rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+        got = [r["key"] for r in rows]
+        if got != self.keys:
+            counts = Counter(got)
+            missing = len(set(self.keys) - counts.keys())
+            doubled = sum(n > 1 for n in counts.values())
+            self.problems.append(f"{name}: {len(rows)} rows for {len(self.keys)} keys: {missing} missing, "
+                                 f"{doubled} doubled, order {'ok' if sorted(got) == got else 'broken'}")
+        bad = Counter(r["status"] for r in rows if r["status"] != "ok")
+        if bad and (self.args.strict or not self.args.faults):
+            self.problems.append(f"{name}: rows not ok: {dict(bad)}")
+        self.bad_rows += bad
+        creates = self.creates(name)
+        self.display_names += len(creates)
+        for display, n in sorted(creates.items()):
+            if n > 1:
+                self.problems.append(f"{name}: {display} was created {n} times")
+        state = st.StateStore(spec.state_dir / spec.name).load()
+        known = {j.display_name for _, j in state.jobs() if j.name} if state else set()
+        for display in sorted(set(creates) - known):
+            self.problems.append(f"{name}: {display} was created but the state does not know it (an orphan job)")
+
+    def creates(self, name: str) -> dict[str, int]:
+        made: dict[str, int] = self.stats()["creates_by_display_name"]
+        return {d: n for d, n in made.items() if d.startswith(f"batchflow-{name}-")}
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/_emulator/stats", timeout=30) as resp:
+            stats: dict[str, Any] = json.load(resp)
+        return stats
+
+    def write_spec(self, name: str) -> Path:
+        a = self.args
+        attempts = 6 if a.faults else 3
+        spec = {
+            "version": 1, "name": name, "backend": {"type": "gemini", "base_url": self.url},
+            "model": "gemini-2.5-flash", "source": {"type": "files", "path": "data/in.jsonl"}, "key": "{{ id }}",
+            "prompt": "Say something about {{ text }}",
+            "jobs": {"max_requests": math.ceil(a.records / a.jobs), "max_concurrent": a.jobs, "poll_interval": "0.05s"},
+            "retry": {"job_attempts": attempts, "request_attempts": attempts,
+                      "backoff": {"initial": "0.05s", "max": "0.2s"}},
+            "output": {"type": "files", "path": f"out/{name}.jsonl", "include_record": False,
+                       "max_failed": a.records if a.faults else 0},
+        }
+        path = self.work / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        return path
+
+    def summary(self, wall: float) -> str:
+        a = self.args
+        phases = ", ".join(f"{ph} {self.phases[ph]}" for ph in (*PHASES, "corrupt") if self.phases[ph])
+        rows = "all ok" if not sum(self.bad_rows.values()) else f"not ok: {dict(self.bad_rows)}"
+        lines = [
+            f"crash harness: seed {a.seed}, {self.kills} kills over {self.rounds} rounds (1 without kills), "
+            f"{a.records} records in {a.jobs} jobs per round, {'spawned' if a.spawn else 'forked'} runs",
+            f"  kills by phase ({'guessed from the state file' if a.spawn else 'as the run reported it'}): "
+            f"{phases or 'none'}",
+            f"  creates: {self.display_names} display names, at most 1 create each"
+            if not any("created" in pr for pr in self.problems) else "  creates: VIOLATED",
+            f"  rows: {rows}; one per key in input order in every round"
+            if not any("rows" in pr for pr in self.problems) else "  rows: VIOLATED",
+            f"  runs: {self.runs} ({self.kills} killed); a whole run takes {self.full_run:.2f} s; "
+            f"wall time {wall:.1f} s",
+        ]
+        faults = self.stats().get("faults")
+        if faults:
+            lines.append(f"  faults injected: {json.dumps(faults, sort_keys=True)}")
+        return "\n".join(lines)
+
+
+def start_emulator(work: Path, args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-m", "batchflow", "emulator", "--host", "127.0.0.1", "--port", "0",
+           "--data-dir", str(work / "emulator"), "--job-seconds", str(args.job_seconds)]
+    if args.faults:
+        cmd += ["--faults", str(args.faults)]
+    with open(work / "emulator.log", "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    first = proc.stdout.readline().split()
+    if not first:
+        proc.wait()
+        raise SystemExit(f"the emulator did not start: {(work / 'emulator.log').read_text().strip()}")
+    return proc, first[0]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--kills", type=int, default=100, help="how many runs to SIGKILL")
+    ap.add_argument("--seed", type=int, default=1, help="seeds the kill delays")
+    ap.add_argument("--records", type=int, default=5000)
+    ap.add_argument("--jobs", type=int, default=5, help="jobs (shards) per round")
+    ap.add_argument("--job-seconds", type=float, default=0.5, help="the emulator's job duration")
+    ap.add_argument("--faults", type=Path, help="a fault plan for the emulator (batchflow emulator --faults)")
+    ap.add_argument("--strict", action="store_true", help="with --faults, still require every row ok")
+    ap.add_argument("--spawn", action="store_true", help="start runs as fresh interpreters instead of forks")
+    ap.add_argument("--run-timeout", type=float, default=300, help="seconds a run without a kill may take")
+    ap.add_argument("--workdir", type=Path, help="keep everything here (default: a temporary dir, removed if OK)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="crash-harness-"))
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(exist_ok=True)
+    with open(work / "data" / "in.jsonl", "w") as fh:
+        for i in range(args.records):
+            fh.write(json.dumps({"id": f"r{i:06d}", "text": f"record {i}"}) + "\n")
+    started = time.monotonic()
+    emulator, url = start_emulator(work, args)
+    try:
+        harness = Harness(args, work, url)
+        try:
+            harness.main()
+        except Aborted as exc:
+            harness.problems.append(f"{exc} (stopped there)")
+        print(harness.summary(time.monotonic() - started))
+    finally:
+        emulator.terminate()
+        emulator.wait(10)
+    for problem in harness.problems:
+        print(f"  VIOLATION: {problem}")
+    if harness.problems:
+        print(f"FAILED: {len(harness.problems)} violation(s); everything is kept in {work}")
+        return 1
+    print("OK")
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

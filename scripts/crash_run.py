@@ -1,0 +1,154 @@
+"""One `batchflow run` for the crash harness: started (forked or spawned), SIGKILLed, and what it was doing.
+
+A forked run writes a marker line to a file before each thing it does (observation only: the runner's and the
+backend's methods are wrapped to write a line, then called unchanged), so the harness knows the phase a kill landed
+in. A spawned run has no markers: its phase is guessed from the state file it left (`phase_from_state`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# imported before forking, so that forked runs start at once
+import google.genai.batches
+import google.genai.files  # noqa: F401
+
+import batchflow.backends.gemini
+import batchflow.runner
+from batchflow import plan as p
+from batchflow import state as st
+from batchflow.cli import main as cli_main
+from batchflow.merge import output_fingerprint
+from batchflow.spec import Spec
+
+# marker written before each method: (owner, attribute, phase)
+_MARKED: tuple[tuple[Any, str, str], ...] = (
+    (batchflow.runner.Runner, "load_or_prepare", "startup"),
+    (batchflow.runner, "prepare", "prepare"),
+    (batchflow.backends.gemini.GeminiBackend, "stage", "upload"),
+    (batchflow.backends.gemini.GeminiBackend, "create", "create"),
+    (batchflow.runner.Runner, "_adopt", "adopt"),
+    (batchflow.runner.Runner, "_poll", "poll"),
+    (batchflow.runner.Runner, "_pause", "wait"),
+    (batchflow.runner.Runner, "_collect", "collect"),
+    (batchflow.runner.Runner, "_settle", "settle"),
+    (batchflow.runner.Runner, "_merge", "merge"),
+)
+
+
+class Run:
+    """One `batchflow run SPEC`, its stdout and stderr in `log`."""
+
+    def __init__(self, spec: Path, log: Path, spawn: bool) -> None:
+        args = ["--log-format", "json", "run", str(spec)]
+        self.marks = log.with_suffix(".marks")
+        self.proc: subprocess.Popen[bytes] | None = None
+        if spawn:
+            with open(log, "wb") as out:
+                self.proc = subprocess.Popen([sys.executable, "-m", "batchflow", *args], stdout=out, stderr=out)
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: run the CLI with stdout and stderr in the log; never returns
+            code = 1
+            try:
+                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                _instrument(self.marks)
+                cli_main.main(args, prog_name="batchflow")
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+
+    def poll(self) -> int | None:
+        """The exit code once the run has ended, else None."""
+        if self.proc is not None:
+            return self.proc.poll()
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        return None if pid == 0 else os.waitstatus_to_exitcode(status)
+
+    def kill(self) -> None:
+        """SIGKILL, and reap."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        else:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+
+    def last_mark(self) -> str | None:
+        """The phase the run last said it entered (forked runs only)."""
+        try:
+            lines = self.marks.read_text().split()
+        except FileNotFoundError:
+            return None
+        return lines[-1] if lines else None
+
+
+def _instrument(marks: Path) -> None:
+    fd = os.open(marks, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+
+    def mark(phase: str) -> None:
+        os.write(fd, phase.encode() + b"\n")
+
+    def marked(fn: Callable[..., Any], phase: str) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            mark(phase)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    mark("startup")
+    for owner, attr, phase in _MARKED:
+        if hasattr(owner, attr):  # a renamed method only costs its marker
+            setattr(owner, attr, marked(getattr(owner, attr), phase))
+    run = batchflow.runner.Runner.run
+
+    def run_then_exit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = run(self, *args, **kwargs)
+        mark("exit")
+        return result
+
+    batchflow.runner.Runner.run = run_then_exit  # type: ignore[method-assign]
+
+
+def phase_from_state(spec: Spec, started: float) -> str:
+    """A guess at what a killed run was doing: the first step of the plan it had yet to finish."""
+    root = spec.state_dir / spec.name
+    state = st.StateStore(root).load()  # a StateError here is a finding: the caller reports it
+    if state is None:
+        tmp = root / "shards.tmp"
+        return "prepare" if tmp.exists() and tmp.stat().st_mtime >= started else "startup"
+    if state.merged is not None:
+        return "exit"
+    plan = p.make_plan(state, time.time(), spec.jobs.max_concurrent, output_fingerprint(spec),
+                       Path(spec.output.path or "").exists())
+    for step in plan.steps:
+        match step:
+            case p.Adopt():
+                return "adopt"
+            case p.Submit(shard, n):
+                return "upload" if state.shards[shard].jobs[n - 1].status == st.WRITTEN else "create"
+            case p.Collect():
+                return "collect"
+            case p.Settle():
+                return "settle"
+            case p.Merge():
+                return "merge"
+    return "poll" if plan.steps else "wait"
