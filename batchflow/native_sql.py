@@ -165,7 +165,7 @@ def requests_sql(sql: NativeSql, table: TableId, per_job: int) -> str:
     """Build the request table: key, request (JSON), and the partition (one Vertex job each)."""
     return (f"CREATE OR REPLACE TABLE {table.sql} AS\n"
             f"SELECT {KEY}, PARSE_JSON(request) AS request, "
-            f"DIV(ROW_NUMBER() OVER (ORDER BY {KEY}) - 1, {per_job}) AS batchflow_part\n"
+            f"CAST(FLOOR((ROW_NUMBER() OVER (ORDER BY {KEY}) - 1) / {per_job}) AS INT64) AS batchflow_part\n"
             f"FROM (SELECT {sql.key} AS {KEY}, {sql.request} AS request FROM {sql.source} AS src)")
 
 

@@ -35,6 +35,10 @@ def validate_one(path: Path, records: int) -> str:
     """Schema, templates, limits and the first records rendered; raises on the first problem."""
     spec = load_spec(path)
     _size(spec)
+    if spec.source.native:  # the templates must be SQL: checked now, with no network
+        from batchflow.native_sql import compile_spec
+
+        compile_spec(spec)
     if not _reads_locally(spec):
         return f"ok: {path} (the {spec.source.type} source is not read by validate)"
     sample = list(itertools.islice(rendered(spec), records))

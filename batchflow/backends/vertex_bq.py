@@ -35,11 +35,11 @@ class VertexTableJobs(SdkBackend):
             return self._info(self.client.batches.create(model=model, src=source, config=config))
 
     def _output(self, job: Any) -> str | None:
-        info = job.output_info
-        if info is not None and info.bigquery_output_dataset and info.bigquery_output_table:
-            return f"{info.bigquery_output_dataset}.{info.bigquery_output_table}"
+        # The SDK keeps only `outputInfo.bigqueryOutputTable` (a bare table name): the table asked for is the one
+        # written (a job given a dataset only would name its own), so the asked-for URI is the answer.
         dest = job.dest
-        return dest.bigquery_uri if dest is not None else None
+        uri = dest.bigquery_uri if dest is not None else None
+        return uri.removeprefix("bq://") if uri else None
 
     def _find_filter(self, display_name: str) -> str | None:
         return f'display_name="{display_name}"'

@@ -123,7 +123,7 @@ class BigQueryDestination:
                     out.write(orjson.dumps(table_row(row, self._parsed), option=orjson.OPT_APPEND_NEWLINE))
                     count += 1
             self._load(path)
-            self._move()
+            self.publish()
             return count
         finally:
             os.unlink(path)
@@ -137,19 +137,16 @@ class BigQueryDestination:
             # No size given: a resumable upload, which streams the file in chunks whatever its size.
             self.client.load_table_from_file(fh, str(self.staging), job_config=config).result()
 
-    def _move(self) -> None:
+    def publish(self) -> None:
+        """Move the staging table's rows into the output in one statement (module doc), then drop it."""
         with bq.api_errors(f"output {self.table}: {self.spec.write}"):
             if self.spec.write == "truncate":
                 self._query(f"CREATE OR REPLACE TABLE {self.table.sql} AS SELECT * FROM {self.staging.sql}")
             else:
-                self._merge()
+                self._query(f"CREATE TABLE IF NOT EXISTS {self.table.sql} LIKE {self.staging.sql}")
+                names = [f.name for f in self.client.get_table(str(self.staging)).schema]
+                self._query(merge_sql(self.table.sql, self.staging.sql, names))
             self.client.delete_table(str(self.staging), not_found_ok=True)
-
-    def _merge(self) -> None:
-        from google.cloud import bigquery
-
-        self.client.create_table(bigquery.Table(str(self.table), schema=schema_fields(self.columns)), exists_ok=True)
-        self._query(merge_sql(self.table.sql, self.staging.sql, [c[0] for c in self.columns]))
 
     def _query(self, sql: str) -> None:
         self.client.query(sql).result()
