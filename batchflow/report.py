@@ -50,6 +50,9 @@ def plan_report(spec: Spec) -> str:
     """The saved state's next steps, or, before the first run, what preparing would make."""
     store = state_store(spec)
     state = store.load()
+    if spec.source.native:  # the records stay in BigQuery: the plan is the state's, never a read of the input
+        return _plan_of(spec, state) if state else (f"spec {spec.name}: nothing run yet; `run` builds the requests "
+                                                    "in BigQuery and submits one Vertex job per partition")
     if state is not None and state.fingerprint == fingerprint(spec, open_source(spec.source).fingerprint()):
         return _plan_of(spec, state)
     return _dry_plan(spec)
