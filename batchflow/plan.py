@@ -85,7 +85,9 @@ def make_plan(state: State, now: float, max_concurrent: int, output_fingerprint:
         if shard.done or job is None:
             continue
         in_flight += job.status in st.IN_FLIGHT
-        if job.status == st.SUBMITTING:
+        if job.status == st.SUBMITTING and job.not_before > now:
+            backoffs.append(job.not_before)  # looked up once and not found: look again before creating
+        elif job.status == st.SUBMITTING:
             adopt.append(Adopt(shard.index, job.n))
         elif job.status in st.REMOTE:
             remote.append((shard.index, job.n))

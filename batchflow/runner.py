@@ -26,6 +26,7 @@ from batchflow.state import Job, Shard, State, StateStore
 log = structlog.get_logger(__name__)
 
 _FIRST_POLL = 1.0
+_ADOPT_RECHECK = 10.0  # seconds between the two lookups of a job that may have been created
 
 
 class NotFinished(BatchflowError):
@@ -180,8 +181,13 @@ class Runner:
 
     def _adopt(self, state: State, job: Job) -> bool:
         info = self.backend.find(job.display_name)
-        if info is None:
-            job.status = st.STAGED if job.file else st.WRITTEN
+        if info is None and job.lookups == 0:
+            # A create sent just before a crash may land, or a list may lag: look once more before creating.
+            job.lookups = 1
+            log.info("job not found; looking again before creating it", display_name=job.display_name)
+            job.not_before = self.clock() + self._poll_cap(min(_ADOPT_RECHECK, self.spec.jobs.poll_interval))
+        elif info is None:
+            job.status, job.lookups = (st.STAGED if job.file else st.WRITTEN), 0
         else:
             log.info("job adopted", job=info.name, display_name=job.display_name)
             self._record(job, info)
@@ -275,16 +281,18 @@ class Runner:
             return self._backoff(self._transient_streak)
         # Poll soon after something changed, then less and less often, up to jobs.poll_interval: a small job is
         # collected within seconds, a long one costs a handful of extra polls.
-        interval = min(self.spec.jobs.poll_interval, self._poll_ramp)
+        interval = self._poll_cap(min(self.spec.jobs.poll_interval, self._poll_ramp))
         self._poll_ramp = min(self._poll_ramp * 2, self.spec.jobs.poll_interval)
-        cap = self.backend.poll_interval_cap if self._backend is not None else None
-        if cap is not None:
-            interval = min(interval, cap)
         if plan.wait_until is not None and not plan.steps:
             return max(0.0, plan.wait_until - now)
         if plan.wait_until is not None:
             return max(0.0, min(interval, plan.wait_until - now))
         return interval
+
+    def _poll_cap(self, seconds: float) -> float:
+        """A backend whose jobs finish in moments (the embedded emulator) is waited on for less."""
+        cap = self.backend.poll_interval_cap if self._backend is not None else None
+        return seconds if cap is None else min(seconds, cap)
 
     def _pending(self, state: State) -> str:
         busy = sum(j.status in st.IN_FLIGHT for _, j in state.jobs())

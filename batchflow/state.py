@@ -64,7 +64,8 @@ class Job:
     output: str | None = None  # where the backend put the results
     error: str | None = None
     ended: str | None = None  # the final job state (succeeded, failed, ...) once finished; kept after collection
-    not_before: float = 0.0  # epoch seconds: backoff before staging
+    not_before: float = 0.0  # epoch seconds: backoff before staging, or before looking a job up again
+    lookups: int = 0  # times a job left "submitting" was looked up and not found
     results: str | None = None  # collected lines, relative to the state dir
     ok: int = 0
     failed: int = 0

@@ -119,3 +119,26 @@ def test_a_gemini_spec_without_its_key_variable_exits_2_with_nothing_submitted(t
     done = cli_process("run", str(spec), env=env)
     assert done.returncode == 2
     assert "UNSET_KEY_VAR" in done.stderr.strip().splitlines()[-1]
+
+
+def test_a_job_left_submitting_but_never_created_is_looked_up_twice_then_created_once(
+        tmp_path: Path, emulator_url: str) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", ({"id": f"n{i}", "text": "x"} for i in range(5)))
+    spec = write_spec(tmp_path, name="never", backend={"type": "gemini", "base_url": emulator_url})
+    store = StateStore(tmp_path / ".batchflow/never")
+    assert cli_process("plan", str(spec)).returncode == 0
+    first = cli_process("run", "--no-wait", str(spec))
+    assert first.returncode == 75
+    state = store.load()
+    assert state is not None
+    job = state.shards[0].jobs[0]
+    job.status, job.name, job.display_name = "submitting", None, job.display_name + "-x"  # as if create never ran
+    store.save(state)
+    done = cli_process("run", str(spec))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count('"job not found; looking again before creating it"') == 1
+    assert '"job adopted"' not in done.stderr
+    assert _creates(emulator_url, "never") == {state.shards[0].jobs[0].display_name[:-2]: 1,
+                                               state.shards[0].jobs[0].display_name: 1}
+    saved = store.load()
+    assert saved is not None and saved.shards[0].jobs[0].lookups == 0

@@ -61,3 +61,10 @@ def test_done_state_merges_once_then_is_finished() -> None:
     assert p.make_plan(state, 0, 4, "o").finished
     assert p.make_plan(state, 0, 4, "other").steps == (p.Merge(),), "a changed output is merged again"
     assert p.make_plan(state, 0, 4, "o", output_exists=False).steps == (p.Merge(),), "a deleted output too"
+
+
+def test_a_job_not_found_once_is_looked_up_again_only_after_its_wait() -> None:
+    state = _state(st.SUBMITTING, not_before=50.0)
+    assert p.make_plan(state, now=10, max_concurrent=4, output_fingerprint="o").wait_until == 50.0
+    assert p.make_plan(state, now=10, max_concurrent=4, output_fingerprint="o").steps == ()
+    assert p.make_plan(state, now=50, max_concurrent=4, output_fingerprint="o").steps == (p.Adopt(0, 1),)
