@@ -76,7 +76,7 @@ def test_a_job_that_keeps_failing_ends_its_records_in_error_after_job_attempts(t
     assert stats["faults"]["job_failed"] == 2
     rows = read_rows(tmp_path / "out/result.jsonl")
     assert len(rows) == 50 and all(r["status"] == "error" for r in rows)
-    assert "ended failed" in rows[0]["error"]["message"]
+    assert "ended failed: " in rows[0]["error"]["message"], "the job's own error is kept"
 
 
 def test_a_create_that_succeeds_but_answers_503_is_adopted_not_repeated(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import orjson
 
 from batchflow.backends import JobInfo, Result
 from batchflow.backends.sdk import SdkBackend, api_errors
-from batchflow.errors import BackendError, SpecError
+from batchflow.errors import BackendError, SpecError, TransientError
 from batchflow.spec import Spec
 
 
@@ -65,6 +66,22 @@ class GeminiBackend(SdkBackend):
 
     def _output(self, job: Any) -> str | None:
         return job.dest.file_name if job.dest is not None else None
+
+    def _info(self, job: Any) -> JobInfo:
+        info = super()._info(job)
+        if info.status in ("failed", "expired") and info.error is None:
+            info = replace(info, error=self._raw_error(info.name))
+        return info
+
+    def _raw_error(self, name: str) -> str | None:
+        """Why a job failed: google-genai drops the Operation's ``error`` for this API, the raw resource keeps it."""
+        try:
+            with api_errors(f"get {name}"):
+                raw = orjson.loads(self.client._api_client.request("get", name, {}).body or b"{}")
+        except (TransientError, BackendError, orjson.JSONDecodeError):
+            return None  # the reason is a nicety; the job's state is what counts
+        error = raw.get("error") or {}
+        return f"{error.get('code', '')} {error.get('message', '')}".strip() or None
 
 
 def make_client(api_key: str, base_url: str | None) -> Any:
