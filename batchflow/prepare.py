@@ -14,9 +14,10 @@ import orjson
 import structlog
 
 from batchflow.errors import DataError
+from batchflow.keys import KeyHashes, first_duplicate
 from batchflow.limits import spec_job_size
-from batchflow.sharding import ShardInfo, ShardWriter
-from batchflow.sources import SourceRecord, open_source
+from batchflow.sharding import ShardInfo, ShardWriter, too_large
+from batchflow.sources import Source, SourceRecord, open_source
 from batchflow.spec import Spec
 from batchflow.state import Job, Shard, State, StateStore
 from batchflow.templating import Renderer
@@ -47,15 +48,16 @@ def fingerprint(spec: Spec, source_fingerprint: str) -> str:
 
 
 def rendered(spec: Spec, rejects: IO[bytes] | None = None) -> Iterator[Rendered]:
-    """Every record of the source with its key and request; a duplicate key is an error naming both."""
+    """Every record of the source with its key and request; a duplicate key is an error naming both.
+
+    For ``validate`` and ``plan``; ``prepare`` has its own loop, faster and flat in memory."""
     renderer = Renderer(spec)
     seen: dict[str, int] = {}
     for rec in open_source(spec.source, _rejecter(rejects) if rejects else None).records():
         key, request = renderer.render(rec.record, rec.ordinal, rec.where)
         first = seen.setdefault(key, rec.ordinal)
         if first != rec.ordinal:
-            raise DataError(f"{rec.where}: record {rec.ordinal}: duplicate key {key!r} "
-                            f"(record {first} has it too); keys must be unique ({spec.where('key')})")
+            raise DataError(_duplicate(rec.where, rec.ordinal, key, first, spec))
         yield Rendered(rec, key, request)
 
 
@@ -85,26 +87,66 @@ def prepare(spec: Spec, store: StateStore, source_fingerprint: str) -> State:
 
 
 def _write_shards(spec: Spec, writer: ShardWriter, rejects_path: Path) -> int:
-    records = 0
+    keys = KeyHashes((writer.dir or rejects_path.parent) / "keys.tmp")  # inside shards.tmp: gone with it on error
     try:
         with open(rejects_path, "wb") as rejects:
-            for item in rendered(spec, rejects):
-                writer.add(_request_line(item), orjson.dumps({"key": item.key, "record": item.record.record},
-                                                             option=_NL), item.record.where)
-                records += 1
+            records = _render_all(spec, writer, keys, open_source(spec.source, _rejecter(rejects)))
     finally:
         if rejects_path.stat().st_size == 0:
             rejects_path.unlink()
     writer.close()
+    suspects = keys.repeated()
+    if suspects:
+        _name_duplicate(spec, [writer.dir / s.manifest for s in writer.shards] if writer.dir else [], suspects)
     return records
 
 
-def _request_line(item: Rendered) -> bytes:
-    try:
-        return orjson.dumps({"key": item.key, "request": item.request}, option=_NL)
-    except TypeError as exc:
-        raise DataError(f"{item.record.where}: record {item.record.ordinal} (key {item.key!r}): "
-                        f"the request is not JSON: {exc}") from exc
+def _render_all(spec: Spec, writer: ShardWriter, keys: KeyHashes, source: Source) -> int:
+    """The hot loop: once per record, so what can be hoisted out of it is (bound methods, limits, options)."""
+    renderer = Renderer(spec)
+    render, fast = renderer.render, renderer.fast or _no_fast_path
+    dumps, append, add_hash = orjson.dumps, writer.append, keys.add
+    max_bytes, records = writer.size.max_bytes, 0
+    for rec in source.records():
+        record = rec.record
+        try:
+            key, request = fast(record, rec.ordinal)
+        except Exception:  # what the fast path cannot render, render does (or says why it cannot)
+            key, request = render(record, rec.ordinal, rec)
+        try:
+            line = dumps({"key": key, "request": request}, option=_NL)
+            manifest = dumps({"key": key, "record": record}, option=_NL)
+        except TypeError as exc:
+            render(record, rec.ordinal, rec)  # a record with a field name that is not a string: its error
+            raise DataError(f"{rec.where}: record {rec.ordinal} (key {key!r}): "
+                            f"the request is not JSON: {exc}") from exc
+        if len(line) > max_bytes:
+            raise too_large(rec.where, len(line), max_bytes)
+        append(line, manifest)
+        add_hash(hash(key))
+        records += 1
+        if not records & 0xFFF:
+            keys.spill_if_full()
+    return records
+
+
+def _no_fast_path(record: dict[str, Any], ordinal: int) -> tuple[str, dict[str, Any]]:
+    raise NotImplementedError
+
+
+def _name_duplicate(spec: Spec, manifests: list[Path], suspects: set[int]) -> None:
+    """Raise the duplicate-key error naming both records (a rare, slow path: it reads the input again)."""
+    found = first_duplicate(iter(manifests), suspects)
+    if found is None:
+        return  # different keys whose hashes met: no duplicate
+    key, first, repeat = found
+    where = next(r.where for r in open_source(spec.source).records() if r.ordinal == repeat)
+    raise DataError(_duplicate(where, repeat, key, first, spec))
+
+
+def _duplicate(where: str, ordinal: int, key: str, first: int, spec: Spec) -> str:
+    return (f"{where}: record {ordinal}: duplicate key {key!r} (record {first} has it too); "
+            f"keys must be unique ({spec.where('key')})")
 
 
 def _shard(spec: Spec, info: ShardInfo) -> Shard:

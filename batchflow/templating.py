@@ -17,6 +17,11 @@ Request shapes (``task: generate``)::
 A string leaf of ``request``, ``generation_config`` or ``embed_config`` that is exactly one ``{{ expression }}``
 takes the expression's value with its type; any other string leaf renders to a string. ``prompt``, ``system``
 and ``content`` always render to strings.
+
+Templates in the simple subset (text and ``{{ field }}`` / ``{{ field.attr }}``, see ``fast_templates``) are also
+compiled into one function of the record that gives the same key and request without Jinja; a record it fails on,
+and every record of a spec with a template outside the subset in a place it cannot call out to, renders through
+Jinja. The parts of such a request that hold no template are shared by every request: treat it as read-only.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchflow.errors import DataError
+from batchflow.fast_templates import Code, Whole
+from batchflow.sources import SourceRecord
 from batchflow.spec import InvalidSpec, Spec
 
 _Build = Callable[[dict[str, Any]], Any]
 # the tokens an expression is made of: anything else (text, a second {{ }}, {% %}) makes a leaf a string template
 _EXPRESSION_TOKENS = frozenset({"whitespace", "name", "operator", "string", "integer", "float"})
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 class _Bad(Exception):
@@ -53,19 +60,35 @@ class _LeafError(Exception):
 class Renderer:
     """Turns records into ``(key, request)`` pairs with the spec's templates, compiled once."""
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, *, fast: bool = True) -> None:
         self._spec = spec
         self._env = ImmutableSandboxedEnvironment(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
         )
         self._problems: list[str] = []
+        self._gen = Code(self._env, _json_value)
+        self._codes: dict[int, str] = {}  # id(builder) -> its fast-path expression
+        self._request_code: str | None = None
         self._key = None if spec.key is None else self._leaf(spec.key, "key", typed=True)
         self._request = self._embed() if spec.task == "embed" else self._generate()
         if self._problems:
             raise InvalidSpec(self._problems)
+        self.fast: Whole | None = self._compile() if fast else None  # fast=False: Jinja only (the reference)
+        """The fast path, when the spec has one: ``(record, ordinal) -> (key, request)`` without Jinja; it raises
+        (anything) on a record it cannot render, and then ``render`` must. It does not check that the record is a
+        dict with string field names, as ``render`` does: that is the caller's to know (JSON gives nothing else)."""
 
-    def render(self, record: Mapping[str, Any], ordinal: int, where: str) -> tuple[str, dict[str, Any]]:
-        """The record's key and request; a ``DataError`` naming the record and the template if one fails."""
+    def render(self, record: Mapping[str, Any], ordinal: int,
+               where: str | SourceRecord) -> tuple[str, dict[str, Any]]:
+        """The record's key and request; a ``DataError`` naming the record and the template if one fails.
+
+        ``where`` is the record's place, or its ``SourceRecord`` (whose place is formatted only for an error)."""
+        if self.fast is not None and type(record) is dict:
+            try:
+                "".join(record)  # the field names are all strings (as _context checks), in one C call
+                return self.fast(record, ordinal)
+            except Exception:  # a lookup missed or a value is odd: Jinja gives the value or the error
+                pass
         key: str | None = None
         try:
             context = _context(record, ordinal)
@@ -78,24 +101,51 @@ class Renderer:
     def _render_key(self, context: dict[str, Any], ordinal: int) -> str:
         if self._key is None:
             return str(ordinal)
-        value = self._key(context)
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise _LeafError("key", _Bad(f"the key must be a string or a number, got {_kind(value)}"))
-        key = str(value).strip()
-        if not key:
-            raise _LeafError("key", _Bad("the key is empty"))
-        return key
+        try:
+            return _key_of(self._key(context))
+        except _Bad as exc:
+            raise _LeafError("key", exc) from None
+
+    def _compile(self) -> Whole | None:
+        """The fast path: one function of the record for the key and the request, where the spec allows one."""
+        if self._request_code is None:
+            return None
+        gen = self._gen
+        key = gen.call(str, "o")
+        if self._key is not None:
+            text = str(self._spec.key)
+            typed = _single_expression(self._env, text) is not None
+            key = (gen.key(text.strip(), _key_of) if typed else None) or gen.call(_key_of, self._code(self._key))
+        return gen.compile(key, self._request_code)
+
+    def _code(self, build: _Build) -> str:
+        """``build``'s fast-path expression; for a template outside the subset, a call of its Jinja builder."""
+        code = self._codes.get(id(build))
+        return code if code is not None else self._gen.call(build, self._gen.call(_context, "r", "o"))
+
+    def _coded(self, build: _Build, code: str | None) -> _Build:
+        if code is not None:
+            self._codes[id(build)] = code
+        return build
 
     def _generate(self) -> _Build:
         spec = self._spec
         extras: list[tuple[str, _Build]] = []
         if spec.system is not None:
-            extras.append(("system_instruction", _text_parts(self._leaf(spec.system, "system", typed=False))))
+            extras.append(("system_instruction", self._text_parts(self._leaf(spec.system, "system", typed=False))))
         if spec.generation_config is not None:
             extras.append(("generation_config", self._tree(spec.generation_config, "generation_config")))
         if spec.request is not None:
-            return _with_defaults(self._tree(spec.request, "request"), extras)
-        prompt = _text_parts(self._leaf(spec.prompt or "", "prompt", typed=False))
+            body = self._tree(spec.request, "request")
+            if not extras:  # filling in system / generation_config depends on the request: Jinja's path does it
+                self._request_code = f"{self._gen.const(_mapping)}({self._code(body)})"
+            return _with_defaults(body, extras)
+        text = self._leaf(spec.prompt or "", "prompt", typed=False)
+        prompt = _text_parts(text)
+        gen = self._gen
+        user = gen.mapping([("role", gen.const("user")), ("parts", gen.parts(self._code(text)))])
+        self._request_code = gen.mapping([("contents", gen.sequence([user]))]
+                                         + [(name, self._code(part)) for name, part in extras])
 
         def build(context: dict[str, Any]) -> dict[str, Any]:
             request: dict[str, Any] = {"contents": [{"role": "user", **prompt(context)}]}
@@ -106,8 +156,10 @@ class Renderer:
         return build
 
     def _embed(self) -> _Build:
-        content = _text_parts(self._leaf(self._spec.content or "", "content", typed=False))
+        content = self._text_parts(self._leaf(self._spec.content or "", "content", typed=False))
         config = [(k, self._tree(v, f"embed_config.{k}")) for k, v in (self._spec.embed_config or {}).items()]
+        self._request_code = self._gen.mapping([("content", self._code(content))]
+                                               + [(k, self._code(part)) for k, part in config])
 
         def build(context: dict[str, Any]) -> dict[str, Any]:
             request: dict[str, Any] = {"content": content(context)}
@@ -121,29 +173,38 @@ class Renderer:
         """A builder for a request subtree: string leaves are templates; containers are rebuilt per record."""
         if isinstance(value, str):
             return self._leaf(value, dotted, typed=True)
+        gen = self._gen
         if isinstance(value, Mapping):
             items = [(k, self._tree(v, f"{dotted}.{k}")) for k, v in value.items()]
-            return lambda context: {k: build(context) for k, build in items}
+            code = gen.const(value) if _static(value) else gen.mapping([(k, self._code(b)) for k, b in items])
+            return self._coded(lambda context: {k: build(context) for k, build in items}, code)
         if isinstance(value, list):
             builds = [self._tree(v, f"{dotted}.{i}") for i, v in enumerate(value)]
-            return lambda context: [build(context) for build in builds]
-        return lambda context: value  # numbers, booleans, null: immutable, so shared
+            code = gen.const(value) if _static(value) else gen.sequence([self._code(b) for b in builds])
+            return self._coded(lambda context: [build(context) for build in builds], code)
+        return self._coded(lambda context: value, gen.const(value))  # numbers, booleans, null: immutable
 
     def _leaf(self, text: str, dotted: str, *, typed: bool) -> _Build:
-        if not any(mark in text for mark in ("{{", "{%", "{#")):
-            return lambda context: text
+        if not _templated(text):
+            return self._coded(lambda context: text, self._gen.const(text))
         try:
             expression = _single_expression(self._env, text) if typed else None
             if expression is not None:
                 compiled = self._env.compile_expression(expression, undefined_to_none=False)
-                return _guard(dotted, lambda context: _to_json(compiled(context)))
-            return _guard(dotted, self._env.from_string(text).render)
+                build = _guard(dotted, lambda context: _to_json(compiled(context)))
+                return self._coded(build, self._gen.value(text.strip()))
+            build = _guard(dotted, self._env.from_string(text).render)
+            return self._coded(build, self._gen.text(text))
         except TemplateSyntaxError as exc:
             line = f" (line {exc.lineno} of the template)" if "\n" in text.strip() else ""
             self._problems.append(f"{self._spec.where(dotted)}: {dotted}: template syntax error: {exc.message}{line}")
             return lambda context: None
 
-    def _explain(self, exc: _LeafError, where: str, ordinal: int, key: str | None) -> str:
+    def _text_parts(self, text: _Build) -> _Build:
+        gen = self._gen
+        return self._coded(_text_parts(text), gen.mapping([("parts", gen.parts(self._code(text)))]))
+
+    def _explain(self, exc: _LeafError, where: str | SourceRecord, ordinal: int, key: str | None) -> str:
         cause = exc.cause
         if isinstance(cause, SecurityError):
             what = f"refused by the sandbox: {cause}"
@@ -153,7 +214,8 @@ class Renderer:
             what = f"{type(cause).__name__}: {cause}"
         record = f"record {ordinal}" + (f" (key '{key}')" if key and self._key else "")
         template = f"{self._spec.where(exc.dotted)}: {exc.dotted}: " if exc.dotted else ""
-        return f"{where}: {record}: {template}{what}".replace("\n", "\\n")
+        place = where if isinstance(where, str) else where.where
+        return f"{place}: {record}: {template}{what}".replace("\n", "\\n")
 
 
 def _context(record: Mapping[str, Any], ordinal: int) -> dict[str, Any]:
@@ -246,3 +308,38 @@ def _to_json(value: Any) -> Any:
 
 def _kind(value: Any) -> str:
     return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _key_of(value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise _Bad(f"the key must be a string or a number, got {_kind(value)}")
+    key = str(value).strip()
+    if not key:
+        raise _Bad("the key is empty")
+    return key
+
+
+def _json_value(value: Any) -> Any:
+    """``_to_json`` with the common case first."""
+    return value if type(value) in _SCALARS else _to_json(value)
+
+
+def _mapping(request: Any) -> dict[str, Any]:
+    if not isinstance(request, dict):
+        raise _Bad("not a mapping")  # the Jinja path explains
+    return request
+
+
+def _templated(text: str) -> bool:
+    return any(mark in text for mark in ("{{", "{%", "{#"))
+
+
+def _static(value: Any) -> bool:
+    """Whether a part of the spec holds no template at all (so one copy of it serves every request)."""
+    if isinstance(value, str):
+        return not _templated(value)
+    if isinstance(value, Mapping):
+        return all(_static(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_static(v) for v in value)
+    return True

@@ -38,17 +38,22 @@ Reader = Callable[[BinaryIO, str, Iterator[int], BadRecord], Iterator[SourceReco
 """(binary file, its display name, the shared ordinal counter, the bad-record handler) -> records."""
 
 
-def _lines(f: BinaryIO) -> Iterator[bytes]:
-    """The file's lines without b"\\n" (nor a leading BOM), read in large chunks: flat memory, few calls."""
+def _line_lists(f: BinaryIO) -> Iterator[list[bytes]]:
+    """The file's lines without b"\\n" (nor a leading BOM), a list per chunk read: flat memory, few calls."""
     rest = b""
     chunk = f.read(_CHUNK).removeprefix(_BOM)
     while chunk:
         lines = (rest + chunk).split(b"\n")
         rest = lines.pop()
-        yield from lines
+        yield lines
         chunk = f.read(_CHUNK)
     if rest:
-        yield rest
+        yield [rest]
+
+
+def _lines(f: BinaryIO) -> Iterator[bytes]:
+    for lines in _line_lists(f):
+        yield from lines
 
 
 def _json_error(exc: JSONDecodeError) -> str:
@@ -59,18 +64,19 @@ def read_jsonl(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) 
     """Records of a JSON Lines file; each line must be a JSON object."""
     line = 0
     parse, make, ordinal = loads, SourceRecord, ordinals.__next__  # locals: this loop runs once per record
-    for raw in _lines(f):
-        line += 1
-        try:
-            record = parse(raw)
-        except JSONDecodeError as exc:
-            if raw.strip():  # blank lines are rare: they cost only on this slow path
-                bad(f"{name}:{line}", _json_error(exc), raw)
-            continue
-        if type(record) is not dict:
-            bad(f"{name}:{line}", f"expected an object, got {type_name(record)}", raw)
-            continue
-        yield make(ordinal(), f"{name}:{line}", record)
+    for lines in _line_lists(f):  # a loop per chunk, not a generator per line: one resumption less per record
+        for raw in lines:
+            line += 1
+            try:
+                record = parse(raw)
+            except JSONDecodeError as exc:
+                if raw.strip():  # blank lines are rare: they cost only on this slow path
+                    bad(f"{name}:{line}", _json_error(exc), raw)
+                continue
+            if type(record) is not dict:
+                bad(f"{name}:{line}", f"expected an object, got {type_name(record)}", raw)
+                continue
+            yield make(ordinal(), name, record, line)
 
 
 def read_json(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) -> Iterator[SourceRecord]:
