@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from batchflow.collect import Outcome, outcomes
+from batchflow.hotloop import relaxed_gc
 from batchflow.spec import Spec
 from batchflow.state import State
 
@@ -35,18 +36,21 @@ def output_fingerprint(spec: Spec) -> str:
 def rows(spec: Spec, state: State, root: Path, tally: Tally) -> Iterator[dict[str, Any]]:
     """The output rows, shard by shard (so only one shard's results are in memory); counts into ``tally``."""
     tally.rows = tally.ok = 0
-    for shard in state.shards:
-        found = outcomes(root, shard)
-        fallback = _job_error(shard.current.name if shard.current else None,
-                              shard.current.status if shard.current else "?",
-                              shard.current.error if shard.current else None)
-        with open(root / shard.manifest, "rb") as fh:
-            for line in fh:
-                item = orjson.loads(line)
-                row = make_row(spec, item["key"], item["record"], found.get(item["key"]), fallback)
-                tally.rows += 1
-                tally.ok += row["status"] == "ok"
-                yield row
+    make, loads = _row_maker(spec), orjson.loads
+    with relaxed_gc():  # a shard's results stay in memory while its rows are made: see hotloop
+        for shard in state.shards:
+            found = outcomes(root, shard).get
+            fallback = _job_error(shard.current.name if shard.current else None,
+                                  shard.current.status if shard.current else "?",
+                                  shard.current.error if shard.current else None)
+            with open(root / shard.manifest, "rb") as fh:
+                for line in fh:
+                    item = loads(line)
+                    key = item["key"]
+                    row = make(key, item["record"], found(key), fallback)
+                    tally.rows += 1
+                    tally.ok += row["status"] == "ok"
+                    yield row
 
 
 def _job_error(name: str | None, status: str, error: str | None) -> dict[str, Any]:
@@ -56,20 +60,33 @@ def _job_error(name: str | None, status: str, error: str | None) -> dict[str, An
 def make_row(spec: Spec, key: str, record: Any, outcome: Outcome | None,
              job_error: dict[str, Any]) -> dict[str, Any]:
     """One output row (DESIGN.md, "An output row")."""
-    row: dict[str, Any] = {"key": key}
-    if outcome is None:
-        row.update(status="error", error=job_error)
-    elif not outcome.ok:
-        row.update(status="error", error=outcome.result["error"])
-    else:
-        response = outcome.result["response"] or {}
-        row.update(_embedding(response) if spec.task == "embed" else _generated(response, spec.output.parse))
-        if spec.output.include_response:
-            row["response"] = response
-    row["attempts"] = outcome.sent if outcome else 0
-    if spec.output.include_record:
-        row["record"] = record
-    return row
+    return _row_maker(spec)(key, record, outcome, job_error)
+
+
+_MakeRow = Callable[[str, Any, "Outcome | None", dict[str, Any]], dict[str, Any]]
+
+
+def _row_maker(spec: Spec) -> _MakeRow:
+    """``make_row`` for one spec: what the spec decides is decided once, not once per row."""
+    embed, parse = spec.task == "embed", spec.output.parse
+    with_response, with_record = spec.output.include_response, spec.output.include_record
+
+    def make(key: str, record: Any, outcome: Outcome | None, job_error: dict[str, Any]) -> dict[str, Any]:
+        if outcome is None:
+            row = {"key": key, "status": "error", "error": job_error, "attempts": 0}
+        elif not outcome.ok:
+            row = {"key": key, "status": "error", "error": outcome.result["error"], "attempts": outcome.sent}
+        else:
+            response = outcome.result["response"] or {}
+            row = {"key": key, **(_embedding(response) if embed else _generated(response, parse))}
+            if with_response:
+                row["response"] = response
+            row["attempts"] = outcome.sent
+        if with_record:
+            row["record"] = record
+        return row
+
+    return make
 
 
 def _generated(response: dict[str, Any], parse: str) -> dict[str, Any]:
@@ -79,7 +96,10 @@ def _generated(response: dict[str, Any], parse: str) -> dict[str, Any]:
         return {"status": "error", "error": {"code": None, "message": f"no answer: {reason}"}}
     first = candidates[0]
     parts = (first.get("content") or {}).get("parts") or []
-    text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+    if len(parts) == 1 and not parts[0].get("thought") and type(text := parts[0].get("text", "")) is str:
+        pass  # the usual answer, one text part: what the join below gives, without it
+    else:
+        text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
     row: dict[str, Any] = {"status": "ok", "text": text}
     if parse == "json":
         try:

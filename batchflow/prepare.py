@@ -14,6 +14,7 @@ import orjson
 import structlog
 
 from batchflow.errors import DataError
+from batchflow.hotloop import relaxed_gc
 from batchflow.keys import KeyHashes, first_duplicate
 from batchflow.limits import spec_job_size
 from batchflow.sharding import ShardInfo, ShardWriter, too_large
@@ -89,7 +90,7 @@ def prepare(spec: Spec, store: StateStore, source_fingerprint: str) -> State:
 def _write_shards(spec: Spec, writer: ShardWriter, rejects_path: Path) -> int:
     keys = KeyHashes((writer.dir or rejects_path.parent) / "keys.tmp")  # inside shards.tmp: gone with it on error
     try:
-        with open(rejects_path, "wb") as rejects:
+        with open(rejects_path, "wb") as rejects, relaxed_gc():
             records = _render_all(spec, writer, keys, open_source(spec.source, _rejecter(rejects)))
     finally:
         if rejects_path.stat().st_size == 0:

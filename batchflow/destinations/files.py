@@ -33,6 +33,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from tempfile import mkstemp
 from typing import Any, BinaryIO, Protocol
 
+import orjson
 from fsspec.compression import compr
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
@@ -104,9 +105,13 @@ Writer = Callable[[Rows, _Sink], int]
 
 def write_jsonl(rows: Rows, sink: _Sink) -> int:
     """One JSON object per line, one pass."""
-    count = 0
+    count, write, dumps = 0, sink.write, orjson.dumps
     for row in rows():
-        sink.write(dumps_line(row))
+        try:
+            line = dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:  # a record from YAML may need dumps_line's lenient path
+            line = dumps_line(row)
+        write(line)
         count += 1
     return count
 

@@ -1,0 +1,212 @@
+"""``python -m batchflow.bench --records 1000000``: batchflow's local work against its floor, side by side.
+
+It generates its own input, then measures in one run, each case in a fresh process, repetitions interleaved (so
+a noisy machine slows both sides of a ratio alike), and prints medians and ratios:
+
+1. the floor: one orjson pass over the file (parse, build the request by hand, serialise, buffered writes);
+2. batchflow's prep (read -> render -> key -> shard files, ``Runner.load_or_prepare``, what ``run`` runs) for a
+   one-field ``prompt:`` spec and a structured ``request:`` spec, each against the floor of its own request;
+3. batchflow's merge of collected results and shard manifests into the output (``run`` on a finished state)
+   against its floor (the results into a dict per shard, each manifest line joined, orjson out);
+4. the peak RSS of prep and merge at ``--records`` and at ``--big`` (5x by default) records;
+5. a no-op re-run of a finished 100-shard spec: wall time and API calls;
+6. the API calls of each poll cycle with 50 jobs in flight.
+
+No timing is asserted: ``--check`` only makes the exit status say whether the targets were met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from batchflow import bench_api, bench_data
+from batchflow.bench_cases import finish
+
+TARGETS = {"prep": 2.0, "merge": 2.0, "rss_mb": 200.0, "rss_growth": 1.10, "noop_s": 1.0, "per_cycle": 2.0}
+
+
+def machine() -> str:
+    """One line: CPU model and count, memory, OS, Python, and the load when asked (the machine may be shared)."""
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "?")
+        with open("/proc/meminfo") as fh:
+            mem = f"{int(fh.readline().split()[1]) / 2**20:.0f} GiB"
+    except OSError:
+        mem = "?"
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{model}, {os.cpu_count()} cores, {mem}; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}; load average {load}")
+
+
+def case(name: str, **params: Any) -> dict[str, float]:
+    """Run one case in a fresh process; its wall and CPU seconds and peak RSS."""
+    out = subprocess.run([sys.executable, "-m", "batchflow.bench_cases", name, json.dumps(params, default=str)],
+                         check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _median(runs: list[dict[str, float]], field: str) -> float:
+    return statistics.median(r[field] for r in runs)
+
+
+def _progress(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, work: Path, records: int, big: int, repeat: int, quick: bool) -> None:
+        self.work, self.records, self.big, self.repeat, self.quick = work, records, big, repeat, quick
+        self.results: dict[str, Any] = {"records": records, "big": big, "repeat": repeat}
+
+    def data(self, records: int) -> tuple[Path, dict[str, Path]]:
+        directory = self.work / f"n{records}"
+        directory.mkdir(exist_ok=True)
+        data = directory / "reviews.jsonl"
+        if not data.exists():
+            _progress(f"writing {records:,} records")
+            size = bench_data.write_records(data, records)
+            self.results.setdefault("input_mb", {})[records] = round(size / 1e6, 1)
+        specs = {kind: bench_data.write_spec(directory, kind, data, kind) for kind in ("prompt", "request")}
+        return data, specs
+
+    def prep(self) -> None:
+        data, specs = self.data(self.records)
+        runs: dict[str, list[dict[str, float]]] = {k: [] for k in
+                                                   ("floor prompt", "prep prompt", "floor request", "prep request")}
+        for rep in range(self.repeat):
+            _progress(f"prep, repetition {rep + 1} of {self.repeat}")
+            for kind in ("prompt", "request"):
+                runs[f"floor {kind}"].append(case("floor", kind=kind, data=data, dir=data.parent))
+                runs[f"prep {kind}"].append(case("prep", spec=specs[kind]))
+        self.results["prep"] = runs
+
+    def merge(self) -> None:
+        data, specs = self.data(self.records)
+        _progress("preparing a finished state to merge")
+        root = finish(specs["prompt"])
+        runs: dict[str, list[dict[str, float]]] = {"merge floor": [], "merge": []}
+        for rep in range(self.repeat):
+            _progress(f"merge, repetition {rep + 1} of {self.repeat}")
+            runs["merge floor"].append(case("merge-floor", root=root, dir=data.parent))
+            runs["merge"].append(case("merge", spec=specs["prompt"]))
+        self.results["merge"] = runs
+
+    def big_rss(self) -> None:
+        if not self.big:
+            return
+        _, specs = self.data(self.big)
+        _progress(f"prep and merge at {self.big:,} records (peak RSS)")
+        prep = case("prep", spec=specs["prompt"])
+        finish(specs["prompt"])
+        self.results["big_rss"] = {"prep": prep, "merge": case("merge", spec=specs["prompt"])}
+
+    def naive(self) -> None:
+        data, _ = self.data(self.records)
+        _progress("the hand-written json + Jinja2 script (once)")
+        self.results["naive"] = case("naive", data=data, dir=data.parent)
+
+    def api(self) -> None:
+        _progress("no-op re-run of a finished 100-shard spec")
+        self.results["noop"] = bench_api.noop_rerun(self.work / "api", per_shard=2 if self.quick else 20)
+        _progress("a poll cycle with 50 jobs in flight")
+        self.results["poll"] = bench_api.poll_cycle(self.work / "api", cycles=2 if self.quick else 5)
+
+
+def report(r: dict[str, Any], where: str) -> tuple[str, bool]:
+    """The table, and whether every target was met."""
+    lines = [f"batchflow bench: {r['records']:,} records ({r.get('input_mb', {}).get(r['records'], '?')} MB), "
+             f"medians of {r['repeat']}", f"machine: {where}", "",
+             f"{'case':<16}{'wall s':>9}{'cpu s':>9}{'rss MB':>9}{'ratio':>8}  target"]
+    ok = True
+
+    def row(name: str, runs: list[dict[str, float]], floor: list[dict[str, float]] | None, target: str) -> None:
+        nonlocal ok
+        wall = _median(runs, "wall")
+        ratio = f"{wall / _median(floor, 'wall'):.2f}x" if floor else ""
+        if floor and target:
+            ok &= wall / _median(floor, "wall") <= float(target.strip("<=x "))
+        lines.append(f"{name:<16}{wall:>9.2f}{_median(runs, 'cpu'):>9.2f}{_median(runs, 'rss_mb'):>9.0f}"
+                     f"{ratio:>8}  {target}")
+
+    prep, merge = r["prep"], r["merge"]
+    for kind in ("prompt", "request"):
+        row(f"floor {kind}", prep[f"floor {kind}"], None, "")
+        row(f"prep {kind}", prep[f"prep {kind}"], prep[f"floor {kind}"], "<= 2.0x")
+    row("merge floor", merge["merge floor"], None, "")
+    row("merge", merge["merge"], merge["merge floor"], "<= 2.0x")
+    if "naive" in r:
+        n = r["naive"]
+        lines.append(f"{'json+jinja2':<16}{n['wall']:>9.2f}{n['cpu']:>9.2f}{n['rss_mb']:>9.0f}"
+                     f"{n['wall'] / _median(prep['floor prompt'], 'wall'):>7.2f}x  (the script by hand, once)")
+    lines.append("")
+    for stage, runs in (("prep", prep["prep prompt"]), ("merge", merge["merge"])):
+        small = max(x["rss_mb"] for x in runs)
+        text = f"peak RSS {stage:<6}{small:>6.0f} MB at {r['records']:,}"
+        ok &= small < TARGETS["rss_mb"]
+        if "big_rss" in r:
+            large = r["big_rss"][stage]["rss_mb"]
+            ok &= large <= small * TARGETS["rss_growth"]
+            text += f", {large:.0f} MB at {r['big']:,} ({large / small - 1:+.0%}; {r['big_rss'][stage]['wall']:.1f} s)"
+        lines.append(text + "   target < 200 MB, <= +10 %")
+    noop, poll = r["noop"], r["poll"]
+    ok &= noop["cli_s"] < TARGETS["noop_s"] and noop["mutating_calls"] == 0
+    ok &= poll["per_cycle"] <= TARGETS["per_cycle"]
+    lines += [f"no-op re-run of a finished {noop['shards']}-shard spec: {noop['cli_s']:.2f} s as a command "
+              f"({noop['in_process_s'] * 1000:.0f} ms in process), {noop['calls']} API calls in {noop['runs']} runs "
+              f"({noop['mutating_calls']} mutating)   target < 1 s, 0 mutating",
+              f"poll cycle with {poll['jobs']} jobs in flight: {poll['per_cycle']:.1f} API calls "
+              f"({poll['calls']} over {poll['cycles']} cycles)   target <= 2",
+              "", "targets met" if ok else "TARGETS MISSED"]
+    return "\n".join(lines), ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m batchflow.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--big", type=int, default=None, help="records for the second RSS point (5x; 0: none)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions of each timed case (medians)")
+    parser.add_argument("--quick", action="store_true", help="fewer records per no-op shard, fewer poll cycles")
+    parser.add_argument("--naive", action="store_true", help="also time the json + Jinja2 script, once")
+    parser.add_argument("--dir", type=Path, help="work directory (kept); default: a temporary one")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    args = parser.parse_args(argv)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # the API cases
+    big = 5 * args.records if args.big is None else args.big
+    with tempfile.TemporaryDirectory(prefix="batchflow-bench-") as tmp:
+        work = args.dir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        bench = Bench(work, args.records, big, args.repeat, args.quick)
+        started, where = time.perf_counter(), machine()
+        bench.prep()
+        bench.merge()
+        if args.naive:
+            bench.naive()
+        bench.big_rss()
+        bench.api()
+    text, ok = report(bench.results, where)
+    print(text + f"\n({time.perf_counter() - started:.0f} s in all; load average at the end "
+                 f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    if args.json:
+        args.json.write_text(json.dumps(bench.results, indent=1, default=str))
+    return 0 if ok or not args.check else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The benchmark's API cases, against an emulator whose ``/_emulator/stats`` counts every call by endpoint.
+
+- ``noop_rerun``: a spec of 100 shards run to the end, then run again: the second run's wall time (as a user
+  runs it, ``python -m batchflow run``, interpreter start included; and in-process) and the calls it makes.
+- ``poll_cycle``: 50 jobs in flight (the emulator keeps them running): the calls of each poll cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from batchflow import bench_data
+from batchflow.emulator import start_in_thread
+from batchflow.runner import NotFinished, Runner
+
+_READS = (".get", ".list", ".download")  # endpoints that change nothing
+
+
+def _stats(url: str) -> Counter[str]:
+    calls = httpx.get(f"{url}/_emulator/stats").json()["calls_by_endpoint"]
+    return Counter({k: v for k, v in calls.items() if k != "emulator.stats"})
+
+
+def _mutating(calls: Counter[str]) -> int:
+    return sum(n for endpoint, n in calls.items() if not endpoint.endswith(_READS))
+
+
+def _spec(work: Path, name: str, url: str, shards: int, per_shard: int, **jobs: Any) -> Path:
+    data = work / f"{name}.jsonl"
+    bench_data.write_records(data, shards * per_shard)
+    return bench_data.write_spec(work, name, data, "prompt", backend={"type": "gemini", "base_url": url},
+                                 jobs={"max_requests": per_shard, "poll_interval": "0.05s", **jobs})
+
+
+def noop_rerun(work: Path, shards: int = 100, per_shard: int = 20, repeat: int = 3) -> dict[str, Any]:
+    """Run a 100-shard spec to the end, then time runs of the finished spec and count their calls."""
+    with start_in_thread(work / "emulator-noop", job_seconds=0.0) as emulator:
+        path = _spec(work, "noop", emulator.base_url, shards, per_shard, max_concurrent=shards)
+        Runner(bench_data.load(path)).run()
+        before = _stats(emulator.base_url)
+        env = {**os.environ, "GEMINI_API_KEY": "unused"}
+        cli, inproc = [], []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "batchflow", "--log-format", "json", "run", str(path)],
+                           check=True, capture_output=True, env=env)
+            cli.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            Runner(bench_data.load(path)).run()
+            inproc.append(time.perf_counter() - start)
+        calls = _stats(emulator.base_url) - before
+    return {"shards": shards, "cli_s": statistics.median(cli), "in_process_s": statistics.median(inproc),
+            "calls": sum(calls.values()), "mutating_calls": _mutating(calls), "runs": 2 * repeat}
+
+
+class _Stop(Exception):
+    pass
+
+
+def poll_cycle(work: Path, jobs: int = 50, cycles: int = 5) -> dict[str, Any]:
+    """Submit ``jobs`` jobs that stay running, then count the calls of ``cycles`` poll cycles of ``run``."""
+    with start_in_thread(work / "emulator-poll", job_seconds=3600.0) as emulator:
+        path = _spec(work, "poll", emulator.base_url, jobs, 5, max_concurrent=jobs)
+        with contextlib.suppress(NotFinished):  # it stages and submits every job, then exits 75
+            Runner(bench_data.load(path)).run(wait=False)
+        before = _stats(emulator.base_url)
+        slept = 0
+
+        def sleep(_seconds: float) -> None:
+            nonlocal slept
+            slept += 1
+            if slept == cycles:
+                raise _Stop
+
+        with contextlib.suppress(_Stop):
+            Runner(bench_data.load(path), sleep=sleep).run()
+        calls = _stats(emulator.base_url) - before
+    return {"jobs": jobs, "cycles": slept, "calls": dict(calls),
+            "per_cycle": sum(calls.values()) / slept, "mutating_calls": _mutating(calls)}

@@ -1,0 +1,143 @@
+"""The benchmark's cases, each run alone in a fresh process: ``python -m batchflow.bench_cases CASE PARAMS``.
+
+A case prints one JSON line: ``wall`` and ``cpu`` seconds of the measured work (imports and setup excluded,
+alike for batchflow and its floor) and ``rss_mb``, the process's peak resident memory (its threads included).
+The floors are what a careful user would write by hand with orjson; batchflow's cases run the code ``run`` runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchflow import bench_data
+from batchflow.runner import Runner, state_store
+from batchflow.state import StateStore
+
+_NL = orjson.OPT_APPEND_NEWLINE
+_FLUSH = 1 << 20
+
+
+def floor(p: dict[str, Any]) -> None:
+    """Parse each line, build the request by hand, serialise it: one pass, large buffered writes."""
+    make, loads, dumps, buf = bench_data.floor_request, orjson.loads, orjson.dumps, bytearray()
+    kind = p["kind"]
+    with open(p["data"], "rb") as src, open(Path(p["dir"]) / "floor.jsonl", "wb") as out:
+        for line in src:
+            buf += dumps(make(kind, loads(line)), option=_NL)
+            if len(buf) > _FLUSH:
+                out.write(buf)
+                buf.clear()
+        out.write(buf)
+
+
+def naive(p: dict[str, Any]) -> None:
+    """The script a user would write by hand: json, a Jinja2 ``Template.render`` per record, json.dumps."""
+    import jinja2
+
+    template = jinja2.Template(bench_data.PROMPT)
+    with open(p["data"], encoding="utf-8") as src, open(Path(p["dir"]) / "naive.jsonl", "w") as out:
+        for line in src:
+            record = json.loads(line)
+            request = {"contents": [{"role": "user", "parts": [{"text": template.render(**record)}]}]}
+            out.write(json.dumps({"key": record["id"], "request": request}) + "\n")
+
+
+def prep(p: dict[str, Any]) -> None:
+    """Read -> render -> key -> shard files, exactly as ``batchflow run`` does before it submits anything."""
+    Runner(bench_data.load(Path(p["spec"]))).load_or_prepare()
+
+
+def _prep_setup(p: dict[str, Any]) -> None:
+    shutil.rmtree(state_store(bench_data.load(Path(p["spec"]))).dir, ignore_errors=True)
+
+
+def merge_floor(p: dict[str, Any]) -> None:
+    """Per shard: the results into a dict by key, then each manifest line joined to its result and written."""
+    root = Path(p["root"])
+    loads, dumps, buf = orjson.loads, orjson.dumps, bytearray()
+    with open(Path(p["dir"]) / "merge-floor.jsonl", "wb") as out:
+        for shard in sorted((root / "shards").glob("*.manifest.jsonl")):
+            results = {}
+            with open(root / "results" / shard.name.replace(".manifest", "-j1"), "rb") as fh:
+                for line in fh:
+                    item = loads(line)
+                    results[item["key"]] = item["response"]
+            with open(shard, "rb") as fh:
+                for line in fh:
+                    item = loads(line)
+                    response = results[item["key"]]
+                    first, meta = response["candidates"][0], response["usageMetadata"]
+                    buf += dumps({"key": item["key"], "status": "ok", "text": first["content"]["parts"][0]["text"],
+                                  "finish_reason": first["finishReason"],
+                                  "usage": {"prompt_tokens": meta["promptTokenCount"],
+                                            "output_tokens": meta["candidatesTokenCount"],
+                                            "total_tokens": meta["totalTokenCount"]},
+                                  "attempts": 1, "record": item["record"]}, option=_NL)
+                    if len(buf) > _FLUSH:
+                        out.write(buf)
+                        buf.clear()
+        out.write(buf)
+
+
+def merge(p: dict[str, Any]) -> None:
+    """A finished, collected state merged into the output: ``batchflow run``'s last step (no API call)."""
+    Runner(bench_data.load(Path(p["spec"]))).run()
+
+
+def _merge_setup(p: dict[str, Any]) -> None:
+    spec = bench_data.load(Path(p["spec"]))
+    store = state_store(spec)
+    state = store.load()
+    assert state is not None and state.done, "merge needs a finished state (bench prepares one)"
+    state.merged = None
+    store.save(state)
+    Path(str(spec.output.path)).unlink(missing_ok=True)
+
+
+CASES: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any]], None] | None]] = {
+    "floor": (floor, None),
+    "naive": (naive, None),
+    "prep": (prep, _prep_setup),
+    "merge-floor": (merge_floor, None),
+    "merge": (merge, _merge_setup),
+}
+
+
+def finish(spec_path: Path) -> Path:
+    """Prepare ``spec_path`` and fake every job done with a result line per request; returns the state dir."""
+    spec = bench_data.load(spec_path)
+    store = state_store(spec)
+    shutil.rmtree(store.dir, ignore_errors=True)
+    state = Runner(spec).load_or_prepare()
+    bench_data.finish_state(spec, state)
+    return StateStore(store.dir).dir
+
+
+def main() -> None:
+    case, params = sys.argv[1], json.loads(sys.argv[2])
+    run, setup = CASES[case]
+    if setup:
+        setup(params)
+    if case in ("floor", "merge-floor"):
+        # The floors get what batchflow's loops get (hotloop): without it a floor holding a shard's results in a
+        # dict spends half its time in the garbage collector, and would flatter batchflow's ratio.
+        gc.set_threshold(1_000_000, 10, 10)
+    wall, cpu = time.perf_counter(), time.process_time()
+    run(params)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall": wall, "cpu": cpu, "rss_mb": rss}))
+
+
+if __name__ == "__main__":
+    main()
