@@ -74,11 +74,10 @@ def main(log_format: str, verbose: bool, debug: bool) -> None:
 @_expected_errors
 def run(spec: Path, no_wait: bool, restart: bool) -> None:
     """Plan, submit, poll, retry and merge; resumes from the state."""
-    from batchflow.execution import execution
+    from batchflow.runner import Runner
     from batchflow.spec import load_spec
 
-    loaded = load_spec(spec)
-    summary = execution(loaded).runner(loaded).run(wait=not no_wait, restart=restart)
+    summary = Runner(load_spec(spec)).run(wait=not no_wait, restart=restart)
     click.echo(f"{summary.records:,} records: {summary.ok:,} ok, {summary.failed:,} failed -> {summary.output}")
 
 
@@ -128,11 +127,10 @@ def status(spec: Path) -> None:
 @_expected_errors
 def cancel(spec: Path) -> None:
     """Cancel the spec's running jobs."""
-    from batchflow.execution import execution
+    from batchflow.runner import cancel as cancel_jobs
     from batchflow.spec import load_spec
 
-    loaded = load_spec(spec)
-    click.echo(f"cancelled {execution(loaded).cancel(loaded)} job(s)")
+    click.echo(f"cancelled {cancel_jobs(load_spec(spec))} job(s)")
 
 
 @main.command()

@@ -1,54 +1,119 @@
-"""Which execution path runs a spec, looked up by name in ``EXECUTIONS``.
+"""Execution paths: what each step of a run does with records, shards and results, looked up in ``PATHS``.
 
-``shards``: the default: records read by batchflow, rendered into shard files, jobs staged, results merged
-(``runner.py``). ``bigquery-native``: ``source.native: true``: requests built, run and joined inside BigQuery,
-no record passing through batchflow (``native.py``).
+The ``Runner`` (runner.py) owns everything the paths share: the lock, the state, the plan, the "submitting
+before create" rule, adoption, polling, retry bookkeeping and backoff. A path owns what touches the records:
+
+- ``shards`` (shards.py), the default: records read by batchflow, rendered into shard files, jobs staged, results
+  collected and merged locally;
+- ``bigquery-native`` (native.py), ``source.native: true``: requests built, run and joined inside BigQuery, no
+  record passing through batchflow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from batchflow.backends import JobInfo
 from batchflow.spec import Spec
-
-if TYPE_CHECKING:
-    from batchflow.runner import Summary
+from batchflow.state import Job, Shard, State, StateStore
 
 
-class Runs(Protocol):
-    def run(self, wait: bool = True, restart: bool = False) -> Summary:
-        """Drive the spec to the end, or as far as it goes without waiting; returns a summary."""
-        ...
+class JobClient(Protocol):
+    """The job calls the runner makes itself; every backend has them."""
+
+    poll_interval_cap: float | None
+
+    def find(self, display_name: str) -> JobInfo | None: ...
+
+    def poll(self, names: Sequence[str]) -> dict[str, JobInfo]: ...
+
+    def cancel(self, name: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
-class Execution:
-    runner: Callable[[Spec], Runs]
-    cancel: Callable[[Spec], int]
+class NextJob:
+    """The input of a shard's next job: the requests that still need an answer."""
+
+    input: str  # relative to the state dir (shards) or a table (native)
+    count: int
+    digest: str
+    file: str | None = None  # already staged (a table the backend reads as it is)
 
 
-def _shards() -> Execution:
-    from batchflow import runner
+class ExecutionPath(Protocol):
+    """What a run does at the steps that touch records; every method may raise Transient/BackendError."""
 
-    return Execution(runner.Runner, runner.cancel)
+    @property
+    def jobs(self) -> JobClient:
+        """The backend's job calls, connected on first use."""
+        ...
+
+    def fingerprint(self) -> str:
+        """Identity of the requests as the spec and its input make them now; DataError when the input is gone."""
+        ...
+
+    def check_output(self) -> None:
+        """Fail (exit 2) before anything is spent if the output could not be written."""
+        ...
+
+    def prepare(self, store: StateStore, fingerprint: str) -> State:
+        """Every shard made and the state saved; nothing submitted."""
+        ...
+
+    def stage(self, job: Job) -> str:
+        """Put the job's input where the backend reads it; return that reference."""
+        ...
+
+    def create(self, shard: Shard, job: Job) -> JobInfo:
+        """Create the job (once: the runner adopts instead of retrying)."""
+        ...
+
+    def collect(self, shard: Shard, job: Job) -> None:
+        """Keep a finished job's results (``job.results``, ``job.ok``, ``job.failed``)."""
+        ...
+
+    def next_job(self, shard: Shard, n: int) -> NextJob | None:
+        """The input of the shard's job ``n``: what still needs an answer within the retry policy; None: done."""
+        ...
+
+    def merge(self, state: State) -> tuple[int, int]:
+        """Write the output rows; returns (rows, ok)."""
+        ...
+
+    def output_name(self) -> str: ...
+
+    def output_exists(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
-def _native() -> Execution:
-    from batchflow import native
-
-    return Execution(native.NativeRunner, native.cancel)
+PathFactory = Callable[[Spec, StateStore], ExecutionPath]
 
 
-EXECUTIONS: dict[str, Callable[[], Execution]] = {"shards": _shards, "bigquery-native": _native}
+def _shards(spec: Spec, store: StateStore) -> ExecutionPath:
+    from batchflow.shards import ShardsPath
+
+    return ShardsPath(spec, store.dir)
 
 
-def execution_name(spec: Spec) -> str:
+def _native(spec: Spec, store: StateStore) -> ExecutionPath:
+    from batchflow.native import NativePath
+
+    return NativePath(spec)
+
+
+PATHS: dict[str, PathFactory] = {"shards": _shards, "bigquery-native": _native}
+
+
+def path_name(spec: Spec) -> str:
     """The name of the path that runs ``spec``."""
     return "bigquery-native" if spec.source.native else "shards"
 
 
-def execution(spec: Spec) -> Execution:
+def open_path(spec: Spec, store: StateStore) -> ExecutionPath:
     """The path that runs ``spec``."""
-    return EXECUTIONS[execution_name(spec)]()
+    return PATHS[path_name(spec)](spec, store)

@@ -17,8 +17,9 @@ from batchflow.errors import DataError
 from batchflow.hotloop import relaxed_gc
 from batchflow.keys import KeyHashes, first_duplicate
 from batchflow.limits import spec_job_size
-from batchflow.sharding import ShardInfo, ShardWriter, too_large
-from batchflow.sources import Source, SourceRecord, open_source
+from batchflow.prep_pool import pooled, render_pooled, render_records
+from batchflow.sharding import ShardInfo, ShardWriter
+from batchflow.sources import FilesSource, Source, SourceRecord, open_source
 from batchflow.spec import Spec
 from batchflow.state import Job, Shard, State, StateStore
 from batchflow.templating import Renderer
@@ -62,8 +63,9 @@ def rendered(spec: Spec, rejects: IO[bytes] | None = None) -> Iterator[Rendered]
         yield Rendered(rec, key, request)
 
 
-def prepare(spec: Spec, store: StateStore, source_fingerprint: str) -> State:
-    """Write every shard, then the state: a bad record stops this with nothing submitted and no state saved."""
+def prepare(spec: Spec, store: StateStore, planned_from: str) -> State:
+    """Write every shard, then the state (recording ``planned_from``, the spec and input fingerprint): a bad
+    record stops this with nothing submitted and no state saved."""
     tmp = store.dir / "shards.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -80,7 +82,7 @@ def prepare(spec: Spec, store: StateStore, source_fingerprint: str) -> State:
     final = store.dir / "shards"
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    state = State(spec.name, fingerprint(spec, source_fingerprint), records=records,
+    state = State(spec.name, planned_from, records=records,
                   shards=[_shard(spec, info) for info in shards])
     store.save(state)
     log.info("prepared", records=records, shards=len(shards))
@@ -103,36 +105,10 @@ def _write_shards(spec: Spec, writer: ShardWriter, rejects_path: Path) -> int:
 
 
 def _render_all(spec: Spec, writer: ShardWriter, keys: KeyHashes, source: Source) -> int:
-    """The hot loop: once per record, so what can be hoisted out of it is (bound methods, limits, options)."""
-    renderer = Renderer(spec)
-    render, fast = renderer.render, renderer.fast or _no_fast_path
-    dumps, append, add_hash = orjson.dumps, writer.append, keys.add
-    max_bytes, records = writer.size.max_bytes, 0
-    for rec in source.records():
-        record = rec.record
-        try:
-            key, request = fast(record, rec.ordinal)
-        except Exception:  # what the fast path cannot render, render does (or says why it cannot)
-            key, request = render(record, rec.ordinal, rec)
-        try:
-            line = dumps({"key": key, "request": request}, option=_NL)
-            manifest = dumps({"key": key, "record": record}, option=_NL)
-        except TypeError as exc:
-            render(record, rec.ordinal, rec)  # a record with a field name that is not a string: its error
-            raise DataError(f"{rec.where}: record {rec.ordinal} (key {key!r}): "
-                            f"the request is not JSON: {exc}") from exc
-        if len(line) > max_bytes:
-            raise too_large(rec.where, len(line), max_bytes)
-        append(line, manifest)
-        add_hash(hash(key))
-        records += 1
-        if not records & 0xFFF:
-            keys.spill_if_full()
-    return records
-
-
-def _no_fast_path(record: dict[str, Any], ordinal: int) -> tuple[str, dict[str, Any]]:
-    raise NotImplementedError
+    workers = pooled(spec, source)
+    if workers and isinstance(source, FilesSource):
+        return render_pooled(spec, source, writer, keys, workers)
+    return render_records(Renderer(spec), source.records(), writer.size.max_bytes, writer.append, keys.add)
 
 
 def _name_duplicate(spec: Spec, manifests: list[Path], suspects: set[int]) -> None:

@@ -1,4 +1,7 @@
-"""Executes the plan, cycle after cycle: stage, submit, adopt, poll, collect, settle (retry), merge."""
+"""Executes the plan, cycle after cycle: stage, submit, adopt, poll, collect, settle (retry), merge.
+
+What the steps share lives here; what touches records is the execution path's (execution.py).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +10,16 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
 from batchflow import plan as p
 from batchflow import state as st
-from batchflow.backends import Backend, BackendFactory, JobInfo, open_backend
-from batchflow.collect import collect, outcomes, subset
-from batchflow.destinations import open_destination
+from batchflow.backends import JobInfo
 from batchflow.errors import BackendError, BatchflowError, DataError, RunFailed, StateError, TransientError
-from batchflow.merge import Tally, output_fingerprint, rows
-from batchflow.prepare import display_name, fingerprint, prepare
-from batchflow.sources import open_source
+from batchflow.execution import ExecutionPath, open_path
+from batchflow.merge import output_fingerprint
+from batchflow.prepare import display_name
 from batchflow.spec import Spec
 from batchflow.state import Job, Shard, State, StateStore
 
@@ -51,13 +51,12 @@ def state_store(spec: Spec) -> StateStore:
 class Runner:
     """Drives one spec to the end (or, with ``wait=False``, as far as it goes without waiting)."""
 
-    def __init__(self, spec: Spec, backends: BackendFactory = open_backend,
+    def __init__(self, spec: Spec, path: ExecutionPath | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
         self.spec = spec
         self.store = state_store(spec)
         self.root = self.store.dir
-        self._backends = backends
-        self._backend: Backend | None = None
+        self.path = path or open_path(spec, self.store)
         self.clock = clock
         self.sleep = sleep
         self._transient_streak = 0  # cycles in a row that met a transient error
@@ -71,36 +70,23 @@ class Runner:
             try:
                 return self._drive(state, wait)
             finally:
-                if self._backend is not None:
-                    self._backend.close()
+                self.path.close()
 
     def load_or_prepare(self) -> State:
-        """The saved state if it was planned from this spec and input; else every shard, written now."""
+        """The saved state if it was planned from this spec and input; else every shard, made now."""
         state = self.store.load()
         if state is None:
-            self._check_output()
-            return prepare(self.spec, self.store, open_source(self.spec.source).fingerprint())
+            self.path.check_output()
+            return self.path.prepare(self.store, self.path.fingerprint())
         try:
-            source_fp = open_source(self.spec.source).fingerprint()
+            current = self.path.fingerprint()
         except DataError as exc:  # the shards hold every request already: the input is not needed again
             log.warning("the input is gone; going on from the saved state", error=str(exc))
             return state
-        if state.fingerprint != fingerprint(self.spec, source_fp):
+        if state.fingerprint != current:
             raise StateError(f"{self.root}: the state was planned from another version of this spec or of its "
                              "input; run with --restart to start over (the old state is kept beside it)")
         return state
-
-    def _check_output(self) -> None:
-        try:
-            open_destination(self.spec.output).check()
-        except BatchflowError as exc:  # found before anything is spent: the user fixes the spec or the disk
-            raise DataError(f"{exc} ({self.spec.where('output.path')})") from exc
-
-    @property
-    def backend(self) -> Backend:
-        if self._backend is None:
-            self._backend = self._backends(self.spec, self.root)
-        return self._backend
 
     def _archive(self) -> None:
         state = self.store.load()
@@ -121,7 +107,7 @@ class Runner:
         out_fp = output_fingerprint(self.spec)
         while True:
             now = self.clock()
-            plan = p.make_plan(state, now, self.spec.jobs.max_concurrent, out_fp, self._output_exists())
+            plan = p.make_plan(state, now, self.spec.jobs.max_concurrent, out_fp, self.path.output_exists())
             if plan.finished:
                 return self._summary(state)
             progressed = False
@@ -160,13 +146,13 @@ class Runner:
 
     def _submit(self, state: State, shard: Shard, job: Job) -> bool:
         if job.status == st.WRITTEN:
-            job.file = self.backend.stage(self.root / job.input, job.display_name)
+            job.file = self.path.stage(job)
             job.status = st.STAGED
             self.store.save(state)
         job.status = st.SUBMITTING  # saved before create: a crash from here on adopts instead of creating
         self.store.save(state)
         try:
-            info = self.backend.create(self.spec.model, self.spec.task, str(job.file), job.display_name)
+            info = self.path.create(shard, job)
         except BackendError:
             job.status = st.STAGED
             self.store.save(state)
@@ -180,7 +166,7 @@ class Runner:
         return True
 
     def _adopt(self, state: State, job: Job) -> bool:
-        info = self.backend.find(job.display_name)
+        info = self.path.jobs.find(job.display_name)
         if info is None and job.lookups == 0:
             # A create sent just before a crash may land, or a list may lag: look once more before creating.
             job.lookups = 1
@@ -195,16 +181,13 @@ class Runner:
         return True
 
     def _poll(self, state: State, jobs: list[Job]) -> bool:
-        infos = self.backend.poll([str(j.name) for j in jobs])
-        changed = False
-        for job in jobs:
-            info = infos[str(job.name)]
-            if info.status != job.status:
-                self._record(job, info)
-                changed = True
+        infos = self.path.jobs.poll([str(j.name) for j in jobs])
+        changed = [job for job in jobs if infos[str(job.name)].status != job.status]
+        for job in changed:
+            self._record(job, infos[str(job.name)])
         if changed:
             self.store.save(state)
-        return changed
+        return bool(changed)
 
     def _record(self, job: Job, info: JobInfo) -> None:
         job.name, job.status, job.output, job.error = info.name, info.status, info.output, info.error
@@ -214,67 +197,48 @@ class Runner:
             log.info("job finished", job=info.name, state=info.status, error=info.error)
 
     def _collect(self, state: State, shard: Shard, job: Job) -> bool:
-        info = JobInfo(str(job.name), job.display_name, job.status, job.error, job.output)
-        path = collect(self.backend, self.root, shard, job, info)
-        job.results = str(path.relative_to(self.root))
+        self.path.collect(shard, job)
         job.status = st.COLLECTED
         log.info("job collected", shard=shard.index, job=job.name, ok=job.ok, failed=job.failed)
         self.store.save(state)
         return True
 
     def _settle(self, state: State, shard: Shard) -> bool:
-        retry = self._to_retry(shard)
-        if not retry:
+        n = len(shard.jobs) + 1
+        nxt = self.path.next_job(shard, n)
+        if nxt is None:
             shard.done = True
         else:
-            n = len(shard.jobs) + 1
-            rel, count, digest = subset(self.root, shard, retry, n)
             kind = "retry" if shard.jobs[-1].ended == st.SUCCEEDED else "resubmit"
-            shard.jobs.append(Job(n=n, input=rel, count=count, digest=digest, kind=kind,
-                                  display_name=display_name(self.spec.name, shard.index, n, digest),
+            shard.jobs.append(Job(n=n, input=nxt.input, count=nxt.count, digest=nxt.digest, kind=kind,
+                                  file=nxt.file, status=st.STAGED if nxt.file else st.WRITTEN,
+                                  display_name=display_name(self.spec.name, shard.index, n, nxt.digest),
                                   not_before=self.clock() + self._backoff(n - 1)))
-            log.info("retrying requests", shard=shard.index, requests=count, kind=kind, attempt=n)
+            log.info("retrying requests", shard=shard.index, requests=nxt.count, kind=kind, attempt=n)
         self.store.save(state)
         return True
-
-    def _to_retry(self, shard: Shard) -> set[str]:
-        """Keys without an answer yet that have attempts left: of requests, and of jobs that ended unanswered."""
-        retry = self.spec.retry
-        return {k for k, o in outcomes(self.root, shard).items()
-                if not o.ok and o.attempts < retry.request_attempts and o.job_failures < retry.job_attempts}
 
     def _backoff(self, k: int) -> float:
         b = self.spec.retry.backoff
         return float(min(b.max, b.initial * b.multiplier ** (k - 1)))
 
     def _merge(self, state: State, out_fp: str) -> bool:
-        tally = Tally()
-        open_destination(self.spec.output).write(lambda: rows(self.spec, state, self.root, tally))
-        state.merged = {"output": out_fp, "rows": tally.rows, "ok": tally.ok, "failed": tally.failed,
-                        "at": self.clock()}
+        records, ok = self.path.merge(state)
+        state.merged = {"output": out_fp, "rows": records, "ok": ok, "failed": records - ok, "at": self.clock()}
         self.store.save(state)
-        log.info("merged", output=self._output_name(), rows=tally.rows, ok=tally.ok, failed=tally.failed)
+        log.info("merged", output=self.path.output_name(), rows=records, ok=ok, failed=records - ok)
         return True
 
     def _summary(self, state: State) -> Summary:
         merged = state.merged or {}
         summary = Summary(merged.get("rows", 0), merged.get("ok", 0), merged.get("failed", 0),
-                          self._output_name())
+                          self.path.output_name())
         limit = self.spec.output.max_failed
         allowed = math.floor(limit * summary.records) if isinstance(limit, float) else limit
         if summary.failed > allowed:
             raise RunFailed(f"{summary.failed:,} of {summary.records:,} records failed (output.max_failed allows "
                             f"{allowed:,}); their rows in {summary.output} carry the errors")
         return summary
-
-    def _output_name(self) -> str:
-        return self.spec.output.path or self.spec.output.table or "?"
-
-    def _output_exists(self) -> bool:
-        path = self.spec.output.path
-        if not path or "://" in path:
-            return True  # not worth a network call on every cycle
-        return Path(path).exists()
 
     def _pause(self, plan: p.Plan, now: float) -> float:
         if self._transient_streak:  # the backend is struggling: back off, more each time in a row
@@ -291,7 +255,7 @@ class Runner:
 
     def _poll_cap(self, seconds: float) -> float:
         """A backend whose jobs finish in moments (the embedded emulator) is waited on for less."""
-        cap = self.backend.poll_interval_cap if self._backend is not None else None
+        cap = self.path.jobs.poll_interval_cap
         return seconds if cap is None else min(seconds, cap)
 
     def _pending(self, state: State) -> str:
@@ -300,7 +264,7 @@ class Runner:
         return f"{busy} job(s) in flight, {max(0, waiting)} shard(s) waiting"
 
 
-def cancel(spec: Spec, backends: BackendFactory = open_backend) -> int:
+def cancel(spec: Spec) -> int:
     """Cancel the spec's running jobs and mark the run cancelled; returns how many jobs were cancelled."""
     store = state_store(spec)
     with store.lock():
@@ -308,15 +272,13 @@ def cancel(spec: Spec, backends: BackendFactory = open_backend) -> int:
         if state is None:
             return 0
         live = [j for _, j in state.jobs() if j.name and j.status in st.IN_FLIGHT]
-        if live:
-            backend = backends(spec, store.dir)
-            try:
-                for job in live:
-                    backend.cancel(str(job.name))
-                    log.info("job cancelled", job=job.name)
-            finally:
-                backend.close()
+        path = open_path(spec, store)
+        try:
+            for job in live:
+                path.jobs.cancel(str(job.name))
+                log.info("job cancelled", job=job.name)
+        finally:
+            path.close()
         state.cancelled_at = time.time()
         store.save(state)
         return len(live)
-

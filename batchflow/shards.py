@@ -1,0 +1,82 @@
+"""The default execution path: records read and rendered by batchflow into shard files, jobs staged through a
+backend, results collected into the state dir and merged locally into the output, in input order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batchflow.backends import Backend, BackendFactory, JobInfo, open_backend
+from batchflow.collect import collect, outcomes, subset
+from batchflow.destinations import open_destination
+from batchflow.errors import BatchflowError, DataError
+from batchflow.execution import NextJob
+from batchflow.merge import Tally, rows
+from batchflow.prepare import fingerprint, prepare
+from batchflow.sources import open_source
+from batchflow.spec import Spec
+from batchflow.state import Job, Shard, State, StateStore
+
+
+class ShardsPath:
+    """Shards in ``<state dir>/shards``, results in ``<state dir>/results``, one backend by ``backend.type``."""
+
+    def __init__(self, spec: Spec, root: Path, backends: BackendFactory = open_backend) -> None:
+        self.spec = spec
+        self.root = root
+        self._backends = backends
+        self._backend: Backend | None = None
+
+    @property
+    def jobs(self) -> Backend:
+        if self._backend is None:
+            self._backend = self._backends(self.spec, self.root)
+        return self._backend
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.spec, open_source(self.spec.source).fingerprint())
+
+    def check_output(self) -> None:
+        try:
+            open_destination(self.spec.output).check()
+        except BatchflowError as exc:  # found before anything is spent: the user fixes the spec or the disk
+            raise DataError(f"{exc} ({self.spec.where('output.path')})") from exc
+
+    def prepare(self, store: StateStore, fingerprint: str) -> State:
+        return prepare(self.spec, store, fingerprint)
+
+    def stage(self, job: Job) -> str:
+        return self.jobs.stage(self.root / job.input, job.display_name)
+
+    def create(self, shard: Shard, job: Job) -> JobInfo:
+        return self.jobs.create(self.spec.model, self.spec.task, str(job.file), job.display_name)
+
+    def collect(self, shard: Shard, job: Job) -> None:
+        info = JobInfo(str(job.name), job.display_name, job.status, job.error, job.output)
+        job.results = str(collect(self.jobs, self.root, shard, job, info).relative_to(self.root))
+
+    def next_job(self, shard: Shard, n: int) -> NextJob | None:
+        retry = self.spec.retry
+        keys = {k for k, o in outcomes(self.root, shard).items()
+                if not o.ok and o.attempts < retry.request_attempts and o.job_failures < retry.job_attempts}
+        if not keys:
+            return None
+        rel, count, digest = subset(self.root, shard, keys, n)
+        return NextJob(rel, count, digest)
+
+    def merge(self, state: State) -> tuple[int, int]:
+        tally = Tally()
+        open_destination(self.spec.output).write(lambda: rows(self.spec, state, self.root, tally))
+        return tally.rows, tally.ok
+
+    def output_name(self) -> str:
+        return self.spec.output.path or self.spec.output.table or "?"
+
+    def output_exists(self) -> bool:
+        path = self.spec.output.path
+        if not path or "://" in path:
+            return True  # not worth a network call on every cycle
+        return Path(path).exists()
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
