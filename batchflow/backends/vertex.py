@@ -62,12 +62,9 @@ class VertexBackend(SdkBackend):
 
     @classmethod
     def from_spec(cls, spec: Spec) -> VertexBackend:
-        b = spec.backend
-        if not (b.project and b.location and b.staging):
-            raise SpecError(f"{spec.where('backend')}: backend: vertex needs project, location and staging")
-        # google-genai itself reads GOOGLE_VERTEX_BASE_URL; either way a base URL means a stand-in (fixed token)
-        base_url = b.base_url or os.environ.get("GOOGLE_VERTEX_BASE_URL")
-        return cls(make_vertex_client(b.project, b.location, base_url), f"{b.staging}/{spec.name}", spec.task)
+        if not spec.backend.staging:
+            raise SpecError(f"{spec.where('backend')}: backend: vertex needs staging (gs://bucket/prefix)")
+        return cls(vertex_client(spec), f"{spec.backend.staging}/{spec.name}", spec.task)
 
     def stage(self, path: Path, display_name: str) -> str:
         uri = f"{self.staging}/{display_name}/input.jsonl"
@@ -157,6 +154,15 @@ class _Matcher:
     def _pop(self, sent: Any) -> str | None:
         keys = self.by_digest.get(_digest(sent))
         return keys.pop() if keys else None
+
+
+def vertex_client(spec: Spec) -> Any:
+    """The spec's Vertex client; a base URL (``backend.base_url`` or, as google-genai itself reads it,
+    ``GOOGLE_VERTEX_BASE_URL``) means a stand-in, reached with a fixed token."""
+    b = spec.backend
+    if not (b.project and b.location):
+        raise SpecError(f"{spec.where('backend')}: backend: vertex needs project and location")
+    return make_vertex_client(b.project, b.location, b.base_url or os.environ.get("GOOGLE_VERTEX_BASE_URL"))
 
 
 def make_vertex_client(project: str, location: str, base_url: str | None) -> Any:

@@ -11,8 +11,7 @@ from typing import Any
 
 from batchflow.backends import JobInfo
 from batchflow.backends.sdk import SdkBackend, api_errors
-from batchflow.backends.vertex import make_vertex_client
-from batchflow.errors import SpecError
+from batchflow.backends.vertex import vertex_client
 from batchflow.spec import Spec
 
 
@@ -21,10 +20,7 @@ class VertexTableJobs(SdkBackend):
 
     @classmethod
     def from_spec(cls, spec: Spec) -> VertexTableJobs:
-        b = spec.backend
-        if not (b.project and b.location):
-            raise SpecError(f"{spec.where('backend')}: backend: vertex needs project and location")
-        return cls(make_vertex_client(b.project, b.location, b.base_url))
+        return cls(vertex_client(spec))
 
     def create_job(self, model: str, source: str, dest: str, display_name: str) -> JobInfo:
         """One job from table ``source`` into table ``dest`` (both ``bq://project.dataset.table``)."""
