@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs batchflow with its test extras into .venv (when missing) and runs every check CI runs:
-# lint, types, the emulator conformance suite and the tests. Usage: bash scripts/test.sh [pytest args]
+# lint, types, a small benchmark run, the emulator conformance suite and the tests.
+# Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -8,6 +9,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 export PATH="$PWD/.venv/bin:$PATH"
-ruff check batchflow tests
+ruff check batchflow tests scripts
 mypy
+# the benchmark at a small size, as a smoke test: every case runs, nothing is timed against a target
+python -m batchflow.bench --records 20000 --repeat 1 --quick
 pytest "$@"

@@ -28,6 +28,7 @@ class SourceRecord:
     place: str  # ``where`` itself, or the file's name when ``line`` is given
     record: dict[str, Any]
     line: int = 0
+    raw: bytes | None = None  # the JSON text the record was parsed from, when it was (a JSON Lines line)
 
     @property
     def where(self) -> str:

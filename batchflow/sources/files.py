@@ -76,7 +76,7 @@ def read_jsonl(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) 
             if type(record) is not dict:
                 bad(f"{name}:{line}", f"expected an object, got {type_name(record)}", raw)
                 continue
-            yield make(ordinal(), name, record, line)
+            yield make(ordinal(), name, record, line, raw)
 
 
 def read_json(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) -> Iterator[SourceRecord]:
