@@ -80,8 +80,8 @@ class Bench:
         data = directory / "reviews.jsonl"
         if not data.exists():
             _progress(f"writing {records:,} records")
-            size = bench_data.write_records(data, records)
-            self.results.setdefault("input_mb", {})[records] = round(size / 1e6, 1)
+            bench_data.write_records(data, records)
+        self.results.setdefault("input_mb", {})[records] = round(data.stat().st_size / 1e6, 1)
         specs = {kind: bench_data.write_spec(directory, kind, data, kind) for kind in ("prompt", "request")}
         return data, specs
 

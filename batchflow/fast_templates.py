@@ -155,3 +155,38 @@ def _get(record: Mapping[str, Any], ordinal: int, path: Path) -> Any:
             raise Miss(attr)
         value = value[attr]
     return value
+
+
+# The shape of a template, as the Renderer decides it (these decide what Jinja does, not only the fast path).
+
+# the tokens an expression is made of: anything else (text, a second {{ }}, {% %}) makes a leaf a string template
+_EXPRESSION_TOKENS = frozenset({"whitespace", "name", "operator", "string", "integer", "float"})
+
+
+def single_expression(env: Environment, text: str) -> str | None:
+    """The expression if ``text`` is exactly one ``{{ expression }}`` (whitespace around it allowed)."""
+    stripped = text.strip()
+    if not (stripped.startswith("{{") and stripped.endswith("}}")):
+        return None
+    tokens = list(env.lex(stripped))
+    if tokens[0][1] != "variable_begin" or tokens[-1][1] != "variable_end":
+        return None
+    if any(kind not in _EXPRESSION_TOKENS for _, kind, _ in tokens[1:-1]):
+        return None
+    return stripped[len(tokens[0][2]) : len(stripped) - len(tokens[-1][2])]
+
+
+def templated(text: str) -> bool:
+    """Whether ``text`` holds a Jinja tag at all (else it is a constant)."""
+    return any(mark in text for mark in ("{{", "{%", "{#"))
+
+
+def static(value: Any) -> bool:
+    """Whether a part of the spec holds no template at all (so one copy of it serves every request)."""
+    if isinstance(value, str):
+        return not templated(value)
+    if isinstance(value, Mapping):
+        return all(static(v) for v in value.values())
+    if isinstance(value, list):
+        return all(static(v) for v in value)
+    return True

@@ -34,13 +34,11 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchflow.errors import DataError
-from batchflow.fast_templates import Code, Whole
+from batchflow.fast_templates import Code, Whole, single_expression, static, templated
 from batchflow.sources import SourceRecord
 from batchflow.spec import InvalidSpec, Spec
 
 _Build = Callable[[dict[str, Any]], Any]
-# the tokens an expression is made of: anything else (text, a second {{ }}, {% %}) makes a leaf a string template
-_EXPRESSION_TOKENS = frozenset({"whitespace", "name", "operator", "string", "integer", "float"})
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
@@ -114,7 +112,7 @@ class Renderer:
         key = gen.call(str, "o")
         if self._key is not None:
             text = str(self._spec.key)
-            typed = _single_expression(self._env, text) is not None
+            typed = single_expression(self._env, text) is not None
             key = (gen.key(text.strip(), _key_of) if typed else None) or gen.call(_key_of, self._code(self._key))
         return gen.compile(key, self._request_code)
 
@@ -176,19 +174,19 @@ class Renderer:
         gen = self._gen
         if isinstance(value, Mapping):
             items = [(k, self._tree(v, f"{dotted}.{k}")) for k, v in value.items()]
-            code = gen.const(value) if _static(value) else gen.mapping([(k, self._code(b)) for k, b in items])
+            code = gen.const(value) if static(value) else gen.mapping([(k, self._code(b)) for k, b in items])
             return self._coded(lambda context: {k: build(context) for k, build in items}, code)
         if isinstance(value, list):
             builds = [self._tree(v, f"{dotted}.{i}") for i, v in enumerate(value)]
-            code = gen.const(value) if _static(value) else gen.sequence([self._code(b) for b in builds])
+            code = gen.const(value) if static(value) else gen.sequence([self._code(b) for b in builds])
             return self._coded(lambda context: [build(context) for build in builds], code)
         return self._coded(lambda context: value, gen.const(value))  # numbers, booleans, null: immutable
 
     def _leaf(self, text: str, dotted: str, *, typed: bool) -> _Build:
-        if not _templated(text):
+        if not templated(text):
             return self._coded(lambda context: text, self._gen.const(text))
         try:
-            expression = _single_expression(self._env, text) if typed else None
+            expression = single_expression(self._env, text) if typed else None
             if expression is not None:
                 compiled = self._env.compile_expression(expression, undefined_to_none=False)
                 build = _guard(dotted, lambda context: _to_json(compiled(context)))
@@ -275,19 +273,6 @@ def _camel(name: str) -> str:
     return head + "".join(word.capitalize() for word in rest)
 
 
-def _single_expression(env: ImmutableSandboxedEnvironment, text: str) -> str | None:
-    """The expression if ``text`` is exactly one ``{{ expression }}`` (whitespace around it allowed)."""
-    stripped = text.strip()
-    if not (stripped.startswith("{{") and stripped.endswith("}}")):
-        return None
-    tokens = list(env.lex(stripped))
-    if tokens[0][1] != "variable_begin" or tokens[-1][1] != "variable_end":
-        return None
-    if any(kind not in _EXPRESSION_TOKENS for _, kind, _ in tokens[1:-1]):
-        return None
-    return stripped[len(tokens[0][2]) : len(stripped) - len(tokens[-1][2])]
-
-
 def _to_json(value: Any) -> Any:
     """A fresh copy of an expression's value, checked to be JSON (so a request never shares a record's dicts)."""
     if type(value) in _SCALARS:
@@ -328,18 +313,3 @@ def _mapping(request: Any) -> dict[str, Any]:
     if not isinstance(request, dict):
         raise _Bad("not a mapping")  # the Jinja path explains
     return request
-
-
-def _templated(text: str) -> bool:
-    return any(mark in text for mark in ("{{", "{%", "{#"))
-
-
-def _static(value: Any) -> bool:
-    """Whether a part of the spec holds no template at all (so one copy of it serves every request)."""
-    if isinstance(value, str):
-        return not _templated(value)
-    if isinstance(value, Mapping):
-        return all(_static(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_static(v) for v in value)
-    return True
