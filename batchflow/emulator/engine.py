@@ -9,9 +9,6 @@ results are ready (a `get` of a due job waits for them), so `job_seconds=0` mean
 from __future__ import annotations
 
 import os
-import queue
-import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,9 +19,10 @@ import orjson
 
 from batchflow.emulator import jobs
 from batchflow.emulator.errors import not_found
-from batchflow.emulator.execute import count_requests, run_lines
+from batchflow.emulator.execute import LineCounts, count_requests, run_lines
 from batchflow.emulator.faults import FaultPlan, NoFaults
 from batchflow.emulator.files import FileStore
+from batchflow.emulator.job_engine import JobEngine
 from batchflow.emulator.jobs import LIVE, JobRecord
 from batchflow.emulator.store import new_id, page_token, parse_page_token, read_json, write_json_atomic
 from batchflow.emulator.submit import parse_create
@@ -34,30 +32,18 @@ OUTPUT_MIME_TYPE = "application/jsonl"
 _STATS_FILE = "stats.json"
 
 
-class Emulator:
+class Emulator(JobEngine[JobRecord, LineCounts]):
     """Jobs, files and counters of one emulator; thread-safe."""
 
     def __init__(self, data_dir: Path, job_seconds: float = 0.0, *, clock: Callable[[], float] = time.time,
                  faults: FaultPlan | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.job_seconds = job_seconds
-        self.faults: FaultPlan = faults or NoFaults()
-        self._clock = clock
-        self._jobs_dir = self.data_dir / "jobs"
-        self._jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.faults = faults or NoFaults()
         self.files = FileStore(self.data_dir, clock)
-        self._lock = threading.RLock()
-        self._jobs = jobs.load_all(self._jobs_dir)
-        self._seq = max((j.seq for j in self._jobs.values()), default=0)
-        self._compute_locks: dict[str, threading.Lock] = {}
         self._creates: Counter[str] = Counter(self._load_stats().get("creates_by_display_name", {}))
         self._calls: Counter[str] = Counter()
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._worker = threading.Thread(target=self._work, name="emulator-worker", daemon=True)
-        self._worker.start()
-        for job in self._jobs.values():
-            if job.state == LIVE and not job.computed:
-                self._queue.put(job.id)
+        super().__init__(self.data_dir / "jobs", JobRecord, clock, "emulator-worker")
         self.vertex = VertexJobs(self.data_dir / "vertex", job_seconds, clock, self)  # Vertex batchPredictionJobs
 
     # -- batches -------------------------------------------------------------------------------------------
@@ -69,14 +55,12 @@ class Emulator:
         submission.write_input(self.files, self._path(job_id, "input.jsonl"))
         request_count = count_requests(self._path(job_id, "input.jsonl"))  # outside the lock: may be large
         now = self._clock()
+        job = JobRecord(id=job_id, seq=0, kind=kind, model=f"models/{model.removeprefix('models/')}",
+                        display_name=submission.display_name, input_file=submission.file_id,
+                        request_count=request_count, create_time=now, due_time=now + self.job_seconds,
+                        update_time=now)
         with self._lock:
-            self._seq += 1
-            job = JobRecord(id=job_id, seq=self._seq, kind=kind, model=f"models/{model.removeprefix('models/')}",
-                            display_name=submission.display_name, input_file=submission.file_id,
-                            request_count=request_count, create_time=now, due_time=now + self.job_seconds,
-                            update_time=now)
-            jobs.save(self._jobs_dir, job)
-            self._jobs[job_id] = job
+            self._add(job)
             self.count_create(submission.display_name)
         self._queue.put(job_id)
         return jobs.resource(job, now, None)
@@ -136,32 +120,14 @@ class Emulator:
             self._calls[endpoint] += 1
 
     def close(self) -> None:
-        """Stop the worker (jobs in flight are picked up again by the next engine on this directory)."""
-        self._queue.put(None)
-        self._worker.join(timeout=5)
+        """Stop the workers (jobs in flight are picked up again by the next engine on this directory)."""
+        super().close()
         self.vertex.close()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
-    def _advance(self, job: JobRecord, *, block: bool) -> None:
-        if job.state != LIVE or self._clock() < job.due_time:
-            return
-        if not job.computed:
-            if not block:
-                return
-            self._compute(job.id)
-        with self._lock:
-            if job.state == LIVE and job.computed and job.id in self._jobs:
-                self._end(job, self._decide_outcome(job))
-
-    def _decide_outcome(self, job: JobRecord) -> str:
-        """The one place a due job's final state is chosen (a fault plan may force FAILED or EXPIRED)."""
-        forced = self.faults.job_outcome(job.id, job.display_name)
-        if forced == "STALL":
-            return LIVE
-        if forced in ("FAILED", "EXPIRED"):
-            job.error = {"code": 13 if forced == "FAILED" else 4, "message": f"Batch {forced.lower()}."}
-            return forced
+    def _succeed(self, job: JobRecord) -> str:
+        """A file job's output becomes a file resource (an inline job's is rendered from disk)."""
         if job.input_file is not None:
             output_id = f"batch-{job.id}"
             if not self.files.exists(output_id):
@@ -170,44 +136,20 @@ class Emulator:
             job.output_file = output_id
         return "SUCCEEDED"
 
-    def _end(self, job: JobRecord, state: str) -> None:
-        if state == LIVE:
-            return
-        now = self._clock()
-        job.state, job.end_time, job.update_time = state, now, now
-        jobs.save(self._jobs_dir, job)
+    def _run(self, job: JobRecord) -> LineCounts | None:
+        """Answer a job's lines into a temporary output file."""
+        try:
+            return run_lines(job.kind, job.model, self._path(job.id, "input.jsonl"), self._path(job.id, "output.tmp"),
+                             self.faults.line_faults(job.id, job.display_name))
+        except FileNotFoundError:  # deleted meanwhile: its input went with it
+            return None
 
-    def _compute(self, job_id: str) -> None:
-        """Answer a job's lines into its output file; a job cancelled or deleted meanwhile keeps nothing."""
-        with self._lock:
-            lock = self._compute_locks.setdefault(job_id, threading.Lock())
-        with lock:
-            with self._lock:
-                job = self._jobs.get(job_id)
-                if job is None or job.state != LIVE or job.computed:
-                    return
-            tmp = self._path(job_id, "output.tmp")
-            try:
-                counts = run_lines(job.kind, job.model, self._path(job_id, "input.jsonl"), tmp,
-                                   self.faults.line_faults(job_id, job.display_name))
-            except FileNotFoundError:  # deleted meanwhile: its input went with it
-                tmp.unlink(missing_ok=True)
-                return
-            with self._lock:
-                self._compute_locks.pop(job_id, None)
-                if self._jobs.get(job_id) is not job or job.state != LIVE:
-                    tmp.unlink(missing_ok=True)
-                    return
-                os.replace(tmp, self._path(job_id, "output.jsonl"))
-                job.computed, job.succeeded, job.failed = True, counts.succeeded, counts.failed
-                jobs.save(self._jobs_dir, job)
+    def _keep(self, job: JobRecord, result: LineCounts) -> None:
+        os.replace(self._path(job.id, "output.tmp"), self._path(job.id, "output.jsonl"))
+        job.succeeded, job.failed = result.succeeded, result.failed
 
-    def _work(self) -> None:
-        while (job_id := self._queue.get()) is not None:
-            try:
-                self._compute(job_id)
-            except Exception as exc:  # a worker that dies silently would leave every later job RUNNING
-                print(f"batchflow emulator: computing {job_id} failed: {exc!r}", file=sys.stderr, flush=True)
+    def _discard(self, job: JobRecord) -> None:
+        self._path(job.id, "output.tmp").unlink(missing_ok=True)
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -225,7 +167,7 @@ class Emulator:
         return jobs.resource(job, self._clock(), inline)
 
     def _path(self, job_id: str, suffix: str) -> Path:
-        return self._jobs_dir / f"{job_id}.{suffix}"
+        return self._dir / f"{job_id}.{suffix}"
 
     def _load_stats(self) -> dict[str, Any]:
         path = self.data_dir / _STATS_FILE

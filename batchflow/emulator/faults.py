@@ -1,8 +1,8 @@
 """Seeded, reproducible fault plans for the emulator (`batchflow emulator --faults FILE`).
 
 The engine asks the plan at three points: once per HTTP request (`request_fault`, from `http._dispatch`), once
-per due job (`job_outcome`, from `engine._decide_outcome`) and once per request line of a job while its output is
-computed (`line_faults`, from `execute.run_lines`). Without a plan, `NoFaults` answers "no fault" everywhere.
+per due job (`job_outcome`, from `JobEngine._decide_outcome`) and once per request line of a job while its output
+is computed (`line_faults`, from `execute.run_lines`). Without a plan, `NoFaults` answers "no fault" everywhere.
 
 A plan file is YAML (or JSON); every section and key is optional, unknown keys are errors::
 

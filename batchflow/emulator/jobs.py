@@ -7,11 +7,10 @@ final state is written, once, by the engine.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-from batchflow.emulator.store import read_json, rfc3339, write_json_atomic
+from batchflow.emulator.store import rfc3339
 
 LIVE = "LIVE"
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
@@ -54,23 +53,6 @@ class JobRecord:
         pending_until = self.create_time + (self.due_time - self.create_time) * _PENDING_SHARE
         # a job is PENDING at least when it is created, even when it may finish at once (job_seconds=0)
         return "PENDING" if now < pending_until or now <= self.create_time else "RUNNING"
-
-
-def save(jobs_dir: Path, job: JobRecord) -> None:
-    """Persist a job atomically."""
-    write_json_atomic(jobs_dir / f"{job.id}.json", asdict(job))
-
-
-def load_all(jobs_dir: Path) -> dict[str, JobRecord]:
-    """Every job saved under `jobs_dir`; unreadable files are skipped (a foreign file is not a job)."""
-    jobs: dict[str, JobRecord] = {}
-    for path in sorted(jobs_dir.glob("*.json")):
-        try:
-            job = JobRecord(**read_json(path))
-        except (OSError, ValueError, TypeError):
-            continue
-        jobs[job.id] = job
-    return jobs
 
 
 def resource(job: JobRecord, now: float, inline: list[dict[str, Any]] | None) -> dict[str, Any]:

@@ -6,15 +6,30 @@ import os
 import secrets
 import string
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import orjson
 
 from batchflow.emulator.errors import invalid_argument
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class Record(Protocol):
+    """What `save_record` and `load_records` keep: a dataclass with an `id`."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def id(self) -> str:
+        """The record's id, also its file name."""
+
+
+R = TypeVar("R", bound=Record)
 
 
 def new_id(length: int = 16) -> str:
@@ -40,6 +55,23 @@ def write_json_atomic(path: Path, value: Any) -> None:
 def read_json(path: Path) -> Any:
     """Parse a JSON file written by `write_json_atomic`."""
     return orjson.loads(path.read_bytes())
+
+
+def save_record(directory: Path, record: Record) -> None:
+    """Persist a job record (a dataclass with an `id`) atomically as `directory/ID.json`."""
+    write_json_atomic(directory / f"{record.id}.json", asdict(record))
+
+
+def load_records(directory: Path, make: Callable[..., R]) -> dict[str, R]:
+    """Every record saved under `directory`, by id; unreadable files are skipped (a foreign file is not a job)."""
+    found: dict[str, R] = {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            record = make(**read_json(path))
+        except (OSError, ValueError, TypeError):
+            continue
+        found[record.id] = record
+    return found
 
 
 def page_token(seq: int) -> str:

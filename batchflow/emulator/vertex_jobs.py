@@ -15,14 +15,13 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from batchflow.emulator import vertex_bigquery
 from batchflow.emulator.errors import invalid_argument
 from batchflow.emulator.jobs import LIVE, TERMINAL
-from batchflow.emulator.store import read_json, rfc3339, write_json_atomic
+from batchflow.emulator.store import rfc3339
 from batchflow.emulator.validate import field as proto_field
 
 _PENDING_SHARE = 0.25
@@ -177,19 +176,3 @@ def resource(job: VertexJob, now: float) -> dict[str, Any]:
         body["error"] = job.error
     return body
 
-
-def save(jobs_dir: Path, job: VertexJob) -> None:
-    """Persist a job atomically."""
-    write_json_atomic(jobs_dir / f"{job.id}.json", asdict(job))
-
-
-def load_all(jobs_dir: Path) -> dict[str, VertexJob]:
-    """Every job saved under `jobs_dir`; unreadable files are skipped."""
-    found: dict[str, VertexJob] = {}
-    for path in sorted(jobs_dir.glob("*.json")):
-        try:
-            job = VertexJob(**read_json(path))
-        except (OSError, ValueError, TypeError):
-            continue
-        found[job.id] = job
-    return found

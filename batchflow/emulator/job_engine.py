@@ -1,0 +1,153 @@
+"""What the Gemini and the Vertex job engines share: a table of jobs on disk and the worker that computes them.
+
+Every job is `jobs_dir/ID.json`. A background worker does a job's work (`_run`) as soon as it is created, outside
+the lock; a job is seen finished once its time has come *and* that work is done (a blocking `_advance`, a `get`,
+waits for it). A restarted engine on the same directory queues its unfinished jobs again. Only the final state is
+written, once, and the fault plan may force it (`_decide_outcome`).
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from batchflow.emulator.faults import FaultPlan
+from batchflow.emulator.jobs import LIVE
+from batchflow.emulator.store import Record, load_records, save_record
+
+
+class Job(Record, Protocol):
+    """What the engine reads and writes of a job record (`jobs.JobRecord`, `vertex_jobs.VertexJob`)."""
+
+    seq: int
+    state: str
+    computed: bool
+    due_time: float
+    update_time: float
+    end_time: float | None
+    error: dict[str, Any] | None
+
+    @property
+    def display_name(self) -> str | None:
+        """The name the fault plan matches."""
+
+
+J = TypeVar("J", bound=Job)
+Result = TypeVar("Result")
+
+
+class JobEngine(ABC, Generic[J, Result]):
+    """Jobs of one kind, persisted and worked in the background; thread-safe. Subclasses set `faults` first."""
+
+    faults: FaultPlan
+    failed_noun = "Batch"  # "<noun> failed." / "<noun> expired." when the fault plan forces the outcome
+
+    def __init__(self, jobs_dir: Path, make: Callable[..., J], clock: Callable[[], float], worker_name: str) -> None:
+        self._dir = jobs_dir
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._jobs: dict[str, J] = load_records(self._dir, make)
+        self._seq = max((j.seq for j in self._jobs.values()), default=0)
+        self._compute_locks: dict[str, threading.Lock] = {}
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name=worker_name, daemon=True)
+        self._worker.start()
+        for job in self._jobs.values():
+            if job.state == LIVE and not job.computed:
+                self._queue.put(job.id)
+
+    def close(self) -> None:
+        """Stop the worker (unfinished work is picked up again by the next engine on this directory)."""
+        self._queue.put(None)
+        self._worker.join(timeout=5)
+
+    # -- what an engine does with its own jobs -------------------------------------------------------------
+
+    @abstractmethod
+    def _run(self, job: J) -> Result | None:
+        """A job's work, done outside the lock; None when there is nothing to keep."""
+
+    @abstractmethod
+    def _keep(self, job: J, result: Result) -> None:
+        """Record `result` on a job still live (under the lock; the engine then marks it computed and saves it)."""
+
+    def _discard(self, job: J) -> None:
+        """Throw away what `_run` left behind for a job cancelled or deleted meanwhile (or that kept nothing)."""
+
+    def _succeed(self, job: J) -> str:
+        """The final state of a due, computed job the fault plan leaves alone."""
+        return "SUCCEEDED"
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def _add(self, job: J) -> None:
+        """Number, save and register a new job (the caller queues it once the lock is let go)."""
+        with self._lock:
+            self._seq += 1
+            job.seq = self._seq
+            save_record(self._dir, job)
+            self._jobs[job.id] = job
+
+    def _advance(self, job: J, *, block: bool) -> None:
+        if job.state != LIVE or self._clock() < job.due_time:
+            return
+        if not job.computed:
+            if not block:
+                return
+            self._compute(job.id)
+        with self._lock:
+            if job.state == LIVE and job.computed and self._jobs.get(job.id) is job:
+                self._end(job, self._decide_outcome(job))
+
+    def _decide_outcome(self, job: J) -> str:
+        """The one place a due job's final state is chosen: the fault plan first (FAILED, EXPIRED, or STALL)."""
+        forced = self.faults.job_outcome(job.id, job.display_name)
+        if forced == "STALL":
+            return LIVE
+        if forced in ("FAILED", "EXPIRED"):
+            job.error = {"code": 13 if forced == "FAILED" else 4, "message": f"{self.failed_noun} {forced.lower()}."}
+            return forced
+        return self._succeed(job)
+
+    def _end(self, job: J, state: str) -> None:
+        if state == LIVE:
+            return
+        now = self._clock()
+        job.state, job.end_time, job.update_time = state, now, now
+        save_record(self._dir, job)
+
+    def _is_live(self, job: J) -> bool:
+        with self._lock:
+            return self._jobs.get(job.id) is job and job.state == LIVE
+
+    def _compute(self, job_id: str) -> None:
+        """Do a job's work once; a job cancelled or deleted meanwhile keeps nothing."""
+        with self._lock:
+            lock = self._compute_locks.setdefault(job_id, threading.Lock())
+        with lock:
+            with self._lock:
+                job = self._jobs.get(job_id)
+                if job is None or job.state != LIVE or job.computed:
+                    return
+            result = self._run(job)
+            with self._lock:
+                self._compute_locks.pop(job_id, None)
+                if result is None or not self._is_live(job):
+                    self._discard(job)
+                    return
+                self._keep(job, result)
+                job.computed = True
+                save_record(self._dir, job)
+
+    def _work(self) -> None:
+        while (job_id := self._queue.get()) is not None:
+            try:
+                self._compute(job_id)
+            except Exception as exc:  # a worker that dies silently would leave every later job RUNNING
+                print(f"batchflow emulator: computing {job_id} failed: {exc!r}", file=sys.stderr, flush=True)
