@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import batchflow_emulator
 
 # Nothing in a test may look for Google credentials on the network (a GCE metadata probe goes to a non-loopback
 # address): say we are not on GCE, and point the metadata server at a closed loopback port in case.
@@ -32,16 +31,8 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def emulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A separately started `batchflow emulator`, as a user would run one (jobs take half a second)."""
-    data = tmp_path_factory.mktemp("emulator")
-    proc = subprocess.Popen([sys.executable, "-m", "batchflow", "emulator", "--host", "127.0.0.1", "--port", "0",
-                             "--data-dir", str(data), "--job-seconds", "0.5"],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
-    url = proc.stdout.readline().split()[0]
-    yield url
-    proc.terminate()
-    proc.wait(10)
-    proc.stdout.close()
+    with batchflow_emulator(tmp_path_factory.mktemp("emulator"), job_seconds=0.5) as url:
+        yield url
 
 
 def genai_client(base_url: str) -> Any:

@@ -8,15 +8,13 @@ reading rows (`list_rows`) is made to fail: 50,000 records of ~80 bytes are ~4 M
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import cli, write_spec
+from servers import batchflow_emulator
 from test_bigquery import PROJECT, client, count, make_table
 
 pytestmark = pytest.mark.bigquery
@@ -27,17 +25,9 @@ RECORDS = 50_000
 @pytest.fixture(scope="module")
 def vertex_url(bigquery_emulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A `batchflow emulator` that reaches the BigQuery emulator (jobs take a moment)."""
-    data = tmp_path_factory.mktemp("vertex-emulator")
-    proc = subprocess.Popen([sys.executable, "-m", "batchflow", "emulator", "--host", "127.0.0.1", "--port", "0",
-                             "--data-dir", str(data), "--job-seconds", "0.2"],
-                            stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "BIGQUERY_EMULATOR_HOST": bigquery_emulator})
-    assert proc.stdout is not None
-    url = proc.stdout.readline().split()[0]
-    yield url
-    proc.terminate()
-    proc.wait(10)
-    proc.stdout.close()
+    with batchflow_emulator(tmp_path_factory.mktemp("vertex-emulator"), job_seconds=0.2,
+                            BIGQUERY_EMULATOR_HOST=bigquery_emulator) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
