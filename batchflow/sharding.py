@@ -42,7 +42,7 @@ class ShardWriter:
     """Writes request lines (and their manifest lines) to shard files; ``directory=None`` only counts.
 
     Lines are gathered in memory and handed, a MiB at a time, to a thread that hashes and writes them: both
-    release the GIL, so on a second core they cost the caller nothing (they are ~40 % of preparing a shard).
+    release the GIL, so on a second core they cost the caller nothing (over a quarter of preparing a shard).
     """
 
     def __init__(self, directory: Path | None, size: JobSize) -> None:
