@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emulator_helpers import http_json, wait_done
 from google import genai
 from google.genai import errors, types
 
 from batchflow.emulator import RunningEmulator, start_in_thread
 
 MODEL = "gemini-2.5-flash"
-DONE = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 
 
 @pytest.fixture
@@ -55,16 +55,6 @@ def _upload(client: genai.Client, tmp_path: Path, lines: list[Any], raw: tuple[s
     return uploaded.name
 
 
-def _wait(client: genai.Client, name: str, timeout: float = 30) -> types.BatchJob:
-    end = time.monotonic() + timeout
-    while True:
-        job = client.batches.get(name=name)
-        if job.state is not None and job.state.name in DONE:
-            return job
-        assert time.monotonic() < end, f"{name} still {job.state}"
-        time.sleep(0.05)
-
-
 def _results(client: genai.Client, job: types.BatchJob) -> list[dict[str, Any]]:
     assert job.dest is not None and job.dest.file_name
     data = client.files.download(file=job.dest.file_name)
@@ -72,14 +62,7 @@ def _results(client: genai.Client, job: types.BatchJob) -> list[dict[str, Any]]:
 
 
 def _raw(emulator: RunningEmulator, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(emulator.base_url + path, data=body, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
+    return http_json(method, emulator.base_url + path, body)
 
 
 def _text(line: dict[str, Any]) -> str:
@@ -91,7 +74,7 @@ def test_file_batch_round_trip_keeps_keys_in_input_order(client: genai.Client, t
     job = client.batches.create(model=MODEL, src=_upload(client, tmp_path, lines),
                                 config=types.CreateBatchJobConfig(display_name="round-trip"))
     assert job.name and job.name.startswith("batches/") and job.display_name == "round-trip"
-    done = _wait(client, job.name)
+    done = wait_done(client, job.name)
     assert done.state == types.JobState.JOB_STATE_SUCCEEDED
     assert done.create_time and done.end_time and done.model == f"models/{MODEL}"
     out = _results(client, done)
@@ -106,7 +89,7 @@ def test_invalid_lines_become_error_lines_and_count_as_failed(
              {"key": "typed", "request": {"contents": "not a list"}}]
     job = client.batches.create(model=MODEL, src=_upload(client, tmp_path, lines, raw=("{not json",)))
     assert job.name
-    out = _results(client, _wait(client, job.name))
+    out = _results(client, wait_done(client, job.name))
     assert [x.get("key") for x in out] == ["good", "empty", "typed", None]
     assert "response" in out[0]
     for bad in out[1:]:
@@ -131,7 +114,7 @@ def test_response_schema_answers_are_json_satisfying_the_schema(client: genai.Cl
              {"key": "no-mime", "request": _request("q", responseSchema=SCHEMA)}]
     job = client.batches.create(model=MODEL, src=_upload(client, tmp_path, lines))
     assert job.name
-    out = {x["key"]: x for x in _results(client, _wait(client, job.name))}
+    out = {x["key"]: x for x in _results(client, wait_done(client, job.name))}
     gemini = json.loads(_text(out["gemini"]))
     assert gemini["label"] in {"yes", "no"} and 0 <= gemini["score"] <= 1
     assert all(isinstance(t, str) for t in gemini["tags"])
@@ -144,7 +127,7 @@ def test_inline_batch_answers_in_order_with_metadata(client: genai.Client) -> No
     reqs = [types.InlinedRequest(contents=f"inline {i}", metadata={"key": f"in{i}"}) for i in range(6)]
     job = client.batches.create(model=MODEL, src=reqs)
     assert job.name
-    got = _wait(client, job.name).dest.inlined_responses or []  # type: ignore[union-attr]
+    got = wait_done(client, job.name).dest.inlined_responses or []  # type: ignore[union-attr]
     assert [r.metadata for r in got] == [{"key": f"in{i}"} for i in range(6)]
     assert all(r.response and r.response.text and f"inline {i}" in r.response.text for i, r in enumerate(got))
 
@@ -222,12 +205,12 @@ def test_embed_batches_give_unit_vectors_of_the_asked_dimension(client: genai.Cl
         inline = client.batches.create_embeddings(model="gemini-embedding-001", src={"inlined_requests": {
             "contents": ["one", "two"], "config": {"output_dimensionality": 8}}})
     assert from_file.name and inline.name
-    out = {x["key"]: x for x in _results(client, _wait(client, from_file.name))}
+    out = {x["key"]: x for x in _results(client, wait_done(client, from_file.name))}
     for key, dims in (("d", 768), ("s", 16)):
         values = out[key]["response"]["embedding"]["values"]
         assert len(values) == dims and math.isclose(math.hypot(*values), 1.0, abs_tol=1e-5)
     assert out["bad"]["error"]["code"] == 400
-    vectors = _wait(client, inline.name).dest.inlined_embed_content_responses  # type: ignore[union-attr]
+    vectors = wait_done(client, inline.name).dest.inlined_embed_content_responses  # type: ignore[union-attr]
     assert vectors and [len(v.response.embedding.values) for v in vectors] == [8, 8]  # type: ignore[union-attr,arg-type]
 
 
@@ -235,7 +218,7 @@ def test_same_request_gets_same_answer_and_different_requests_differ(client: gen
     def answers() -> list[str]:
         job = client.batches.create(model=MODEL, src=[types.InlinedRequest(contents=t) for t in ("a", "b", "a")])
         assert job.name
-        got = _wait(client, job.name).dest.inlined_responses or []  # type: ignore[union-attr]
+        got = wait_done(client, job.name).dest.inlined_responses or []  # type: ignore[union-attr]
         return [r.response.text or "" for r in got if r.response]
 
     first, second = answers(), answers()

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from emulator_helpers import wait_done
 from google import genai
 from google.genai import errors, types
 from helpers import cli
@@ -20,7 +21,6 @@ from batchflow.emulator import RunningEmulator, start_in_thread
 from batchflow.emulator.faults import FaultPlanError, load_faults
 
 MODEL = "gemini-2.5-flash"
-DONE = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 STATUS = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 
 
@@ -55,16 +55,6 @@ def _upload(client: genai.Client, tmp_path: Path, keys: list[str]) -> str:
 def _inline_job(client: genai.Client, display_name: str) -> str:
     src: Any = [{"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}]
     return str(client.batches.create(model=MODEL, src=src, config={"display_name": display_name}).name)
-
-
-def _wait(client: genai.Client, name: str, timeout: float = 20) -> types.BatchJob:
-    end = time.monotonic() + timeout
-    while True:
-        job = client.batches.get(name=name)
-        if job.state is not None and job.state.name in DONE:
-            return job
-        assert time.monotonic() < end, f"{name} still {job.state}"
-        time.sleep(0.02)
 
 
 def _lines(client: genai.Client, job: types.BatchJob) -> list[dict[str, Any]]:
@@ -133,7 +123,7 @@ def test_job_faults_fail_expire_and_stall_reproducibly_and_a_stalled_job_can_be_
         with faulty(tmp_path, {"seed": 3, "jobs": {"fail_first_attempt": 0.4, "expire": 1}}, name) as (_, client):
             names = {f"shard-{i}": _inline_job(client, f"shard-{i}") for i in range(16)}
             for job in names.values():
-                _wait(client, job)
+                wait_done(client, job)
             return {d: json.loads(client._api_client.request("get", job, {}).body) for d, job in names.items()}
 
     first = outcomes("a")
@@ -152,7 +142,7 @@ def test_job_faults_fail_expire_and_stall_reproducibly_and_a_stalled_job_can_be_
         stalled, fine = _inline_job(client, "stalled"), _inline_job(client, "fine")
         # a count takes the first jobs whose outcome is decided: this get decides `stalled` first
         assert client.batches.get(name=stalled).state == types.JobState.JOB_STATE_RUNNING
-        assert _wait(client, fine).state == types.JobState.JOB_STATE_SUCCEEDED
+        assert wait_done(client, fine).state == types.JobState.JOB_STATE_SUCCEEDED
         assert client.batches.get(name=stalled).state == types.JobState.JOB_STATE_RUNNING
         client.batches.cancel(name=stalled)
         assert client.batches.get(name=stalled).state == types.JobState.JOB_STATE_CANCELLED
@@ -167,7 +157,7 @@ def test_request_line_faults_are_drawn_per_key_and_job_so_a_retry_in_another_job
 
         def failed(display_name: str) -> set[str]:
             job = client.batches.create(model=MODEL, src=file, config={"display_name": display_name})
-            lines = _lines(client, _wait(client, str(job.name)))
+            lines = _lines(client, wait_done(client, str(job.name)))
             assert [line["key"] for line in lines] == keys
             for line in lines:
                 if "error" in line:
@@ -186,7 +176,7 @@ def test_output_lines_can_be_dropped_or_written_twice(tmp_path: Path) -> None:
     keys = [f"k{i:04d}" for i in range(400)]
     with faulty(tmp_path, {"output": {"drop": 0.1, "duplicate": 0.1}}) as (emu, client):
         job = client.batches.create(model=MODEL, src=_upload(client, tmp_path, keys), config={"display_name": "d"})
-        seen = Counter(line["key"] for line in _lines(client, _wait(client, str(job.name))))
+        seen = Counter(line["key"] for line in _lines(client, wait_done(client, str(job.name))))
         faults = emu.engine.stats()["faults"]
     dropped, doubled = set(keys) - set(seen), {k for k, n in seen.items() if n == 2}
     assert 20 <= len(dropped) <= 60 and 20 <= len(doubled) <= 60 and max(seen.values()) == 2

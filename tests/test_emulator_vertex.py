@@ -9,8 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 
 import google.oauth2.credentials
 import pytest
+from emulator_helpers import http_json, wait_done
 from google import genai
 from google.genai import errors, types
 
@@ -29,8 +28,6 @@ pytestmark = pytest.mark.gcs
 
 MODEL = "gemini-2.5-flash"
 PARENT = "projects/proj/locations/us-central1"
-DONE = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED",
-        "JOB_STATE_PARTIALLY_SUCCEEDED"}
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
@@ -81,16 +78,6 @@ def _create(client: genai.Client, src: str, dest: str, name: str = "vx", model: 
     return job.name
 
 
-def _wait(client: genai.Client, name: str, timeout: float = 20) -> types.BatchJob:
-    end = time.monotonic() + timeout
-    while True:
-        job = client.batches.get(name=name)
-        if job.state is not None and job.state.name in DONE:
-            return job
-        assert time.monotonic() < end, f"{name} still {job.state}"
-        time.sleep(0.05)
-
-
 def _outputs(fs: Any, job: types.BatchJob) -> dict[str, list[dict[str, Any]]]:
     assert job.output_info and job.output_info.gcs_output_directory
     files = sorted(fs.glob(job.output_info.gcs_output_directory.removeprefix("gs://") + "/predictions*.jsonl"))
@@ -99,14 +86,7 @@ def _outputs(fs: Any, job: types.BatchJob) -> dict[str, list[dict[str, Any]]]:
 
 def _raw(emulator: RunningEmulator, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{emulator.base_url}/v1beta1/{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
+    return http_json(method, f"{emulator.base_url}/v1beta1/{path}", data)
 
 
 def test_job_reads_gcs_and_writes_every_line_shuffled_and_split(client: genai.Client, fs: Any, bucket: str) -> None:
@@ -114,7 +94,7 @@ def test_job_reads_gcs_and_writes_every_line_shuffled_and_split(client: genai.Cl
     lines = [_line(i) for i in range(n)]
     lines[5] = {"request": {"contents": []}, "labels": {"k": "bad"}}  # labels outside the request are not echoed
     src = _put(fs, f"{bucket}/in.jsonl", lines)
-    job = _wait(client, _create(client, src, f"gs://{bucket}/out", "vx-round-trip"))
+    job = wait_done(client, _create(client, src, f"gs://{bucket}/out", "vx-round-trip"))
     assert job.state == types.JobState.JOB_STATE_SUCCEEDED  # a failed line does not fail the job
     assert job.name and job.name.startswith(f"{PARENT}/batchPredictionJobs/") and job.name.rsplit("/")[-1].isdigit()
     assert job.model == f"publishers/google/models/{MODEL}" and job.display_name == "vx-round-trip"
@@ -154,12 +134,12 @@ def test_globbed_inputs_are_all_read(client: genai.Client, fs: Any, bucket: str)
     _put(fs, f"{bucket}/in/a.jsonl", [_line(0), _line(1)])
     crlf_without_final_newline = f"{json.dumps(_line(2))}\r\n\r\n{json.dumps(_line(3))}"
     fs.pipe(f"{bucket}/in/b.jsonl", crlf_without_final_newline.encode())
-    job = _wait(client, _create(client, f"gs://{bucket}/in/*.jsonl", f"gs://{bucket}/out"))
+    job = wait_done(client, _create(client, f"gs://{bucket}/in/*.jsonl", f"gs://{bucket}/out"))
     assert job.completion_stats and job.completion_stats.successful_count == 4
 
 
 def test_missing_input_ends_failed_with_an_error(client: genai.Client, bucket: str) -> None:
-    job = _wait(client, _create(client, f"gs://{bucket}/nothing-here.jsonl", f"gs://{bucket}/out"))
+    job = wait_done(client, _create(client, f"gs://{bucket}/nothing-here.jsonl", f"gs://{bucket}/out"))
     assert job.state == types.JobState.JOB_STATE_FAILED
     assert job.error and job.error.code and "nothing-here.jsonl" in str(job.error.message)
 
@@ -168,7 +148,7 @@ def test_embeddings_use_the_seed_format_with_unit_vectors(client: genai.Client, 
     lines = [{"content": "a default sized vector", "task_type": "RETRIEVAL_DOCUMENT", "title": "t"},
              {"content": "small", "output_dimensionality": 16}, {"content": ""}]
     src = _put(fs, f"{bucket}/emb.jsonl", lines)
-    job = _wait(client, _create(client, src, f"gs://{bucket}/emb-out", model="text-embedding-005"))
+    job = wait_done(client, _create(client, src, f"gs://{bucket}/emb-out", model="text-embedding-005"))
     assert job.completion_stats and (job.completion_stats.successful_count, job.completion_stats.failed_count) == (2, 1)
     out = {x["instance"]["content"]: x for part in _outputs(fs, job).values() for x in part}
     for text, dims in (("a default sized vector", 768), ("small", 16)):
@@ -185,7 +165,7 @@ def test_embeddings_use_the_seed_format_with_unit_vectors(client: genai.Client, 
 def test_list_filters_by_state_and_display_name_and_pages(
         client: genai.Client, emulator: RunningEmulator, fs: Any, bucket: str) -> None:
     src = _put(fs, f"{bucket}/in.jsonl", [_line(0)])
-    names = [_wait(client, _create(client, src, f"gs://{bucket}/o{i}", f"list-{i % 2}")).name for i in range(4)]
+    names = [wait_done(client, _create(client, src, f"gs://{bucket}/o{i}", f"list-{i % 2}")).name for i in range(4)]
     listed = client.batches.list(config=types.ListBatchJobsConfig(filter='display_name="list-0"'))
     assert [j.name for j in listed] == [names[2], names[0]]
     both = 'state="JOB_STATE_SUCCEEDED" AND displayName="list-1"'
@@ -210,7 +190,7 @@ def test_cancel_ends_a_live_job_cancelled(tmp_path: Path, fs: Any, bucket: str) 
 
 def test_delete_answers_a_done_operation_and_the_job_is_gone(
         client: genai.Client, emulator: RunningEmulator, fs: Any, bucket: str) -> None:
-    name = _wait(client, _create(client, _put(fs, f"{bucket}/in.jsonl", [_line(0)]), f"gs://{bucket}/out")).name
+    name = wait_done(client, _create(client, _put(fs, f"{bucket}/in.jsonl", [_line(0)]), f"gs://{bucket}/out")).name
     assert name
     status, op = _raw(emulator, "DELETE", name)
     assert status == 200 and op["done"] is True and op["name"].startswith(f"{PARENT}/operations/")
@@ -291,9 +271,9 @@ def test_fault_plans_reach_vertex_lines_and_jobs(tmp_path: Path, fs: Any, bucket
     plan.write_text(json.dumps({"seed": 3, "requests": {"fail": 0.5, "codes": [503]}, "jobs": {"fail": 1}}))
     src = _put(fs, f"{bucket}/in.jsonl", [_line(i) for i in range(40)])
     with start_in_thread(tmp_path / "emu", faults=load_faults(plan)) as emu, _client(emu) as client:
-        forced = _wait(client, _create(client, src, f"gs://{bucket}/o1", "first"))
+        forced = wait_done(client, _create(client, src, f"gs://{bucket}/o1", "first"))
         assert forced.state == types.JobState.JOB_STATE_FAILED and forced.error and forced.error.code
-        job = _wait(client, _create(client, src, f"gs://{bucket}/o2", "second"))
+        job = wait_done(client, _create(client, src, f"gs://{bucket}/o2", "second"))
         assert job.state == types.JobState.JOB_STATE_SUCCEEDED and job.completion_stats
         out = [x for part in _outputs(fs, job).values() for x in part]
         faulted = [x for x in out if x["status"]]
