@@ -48,11 +48,18 @@ class JobRecord:
 
     def visible_state(self, now: float) -> str:
         """The state a client sees now (without the BATCH_STATE_ prefix)."""
-        if self.state != LIVE:
-            return self.state
-        pending_until = self.create_time + (self.due_time - self.create_time) * _PENDING_SHARE
-        # a job is PENDING at least when it is created, even when it may finish at once (job_seconds=0)
-        return "PENDING" if now < pending_until or now <= self.create_time else "RUNNING"
+        return live_state(self.create_time, self.due_time, now) if self.state == LIVE else self.state
+
+
+def start_time(create_time: float, due_time: float) -> float:
+    """When a live job turns from PENDING to RUNNING: a quarter of the way to its due time."""
+    return create_time + (due_time - create_time) * _PENDING_SHARE
+
+
+def live_state(create_time: float, due_time: float, now: float) -> str:
+    """PENDING or RUNNING: what a live job (Gemini or Vertex) looks like now."""
+    # a job is PENDING at least when it is created, even when it may finish at once (job_seconds=0)
+    return "PENDING" if now < start_time(create_time, due_time) or now <= create_time else "RUNNING"
 
 
 def resource(job: JobRecord, now: float, inline: list[dict[str, Any]] | None) -> dict[str, Any]:

@@ -20,11 +20,10 @@ from typing import Any
 
 from batchflow.emulator import vertex_bigquery
 from batchflow.emulator.errors import invalid_argument
-from batchflow.emulator.jobs import LIVE, TERMINAL
+from batchflow.emulator.jobs import LIVE, TERMINAL, live_state, start_time
 from batchflow.emulator.store import rfc3339
 from batchflow.emulator.validate import field as proto_field
 
-_PENDING_SHARE = 0.25
 _GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{2,221}(/.*)?$")
 _MODEL = re.compile(r"^(projects/[^/]+/locations/[^/]+/)?(publishers/[^/]+/)?models/[^/]+$")
 
@@ -67,13 +66,11 @@ class VertexJob:
     @property
     def start_time(self) -> float:
         """When the job starts RUNNING."""
-        return self.create_time + (self.due_time - self.create_time) * _PENDING_SHARE
+        return start_time(self.create_time, self.due_time)
 
     def visible_state(self, now: float) -> str:
         """The state a client sees now (without the JOB_STATE_ prefix)."""
-        if self.state != LIVE:
-            return self.state
-        return "PENDING" if now < self.start_time or now <= self.create_time else "RUNNING"
+        return live_state(self.create_time, self.due_time, now) if self.state == LIVE else self.state
 
 
 def parent(project: str, location: str) -> str:
