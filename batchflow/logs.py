@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 import structlog
@@ -31,3 +32,19 @@ def configure(fmt: str = "auto", verbose: bool = False) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+class Progress:
+    """Says how far long local work has come, at most every ``every`` seconds (cheap to call often)."""
+
+    def __init__(self, event: str, every: float = 5.0) -> None:
+        self.event = event
+        self.every = every
+        self._next = time.monotonic() + every
+        self._log = structlog.get_logger("batchflow.progress")
+
+    def tick(self, **fields: Any) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.every
+            self._log.info(self.event, **fields)

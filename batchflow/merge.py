@@ -13,6 +13,7 @@ import orjson
 
 from batchflow.collect import Outcome, outcomes
 from batchflow.hotloop import relaxed_gc
+from batchflow.logs import Progress
 from batchflow.spec import Spec
 from batchflow.state import State
 
@@ -37,8 +38,10 @@ def rows(spec: Spec, state: State, root: Path, tally: Tally) -> Iterator[dict[st
     """The output rows, shard by shard (so only one shard's results are in memory); counts into ``tally``."""
     tally.rows = tally.ok = 0
     make, loads = _row_maker(spec), orjson.loads
+    progress = Progress("merging")
     with relaxed_gc():  # a shard's results stay in memory while its rows are made: see hotloop
         for shard in state.shards:
+            progress.tick(rows=tally.rows, shard=shard.index, shards=len(state.shards))
             found = outcomes(root, shard).get
             fallback = _job_error(shard.current.name if shard.current else None,
                                   shard.current.status if shard.current else "?",

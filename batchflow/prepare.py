@@ -17,6 +17,7 @@ from batchflow.errors import DataError
 from batchflow.hotloop import relaxed_gc
 from batchflow.keys import KeyHashes, first_duplicate
 from batchflow.limits import spec_job_size
+from batchflow.logs import Progress
 from batchflow.sharding import ShardInfo, ShardWriter, too_large
 from batchflow.sources import Source, SourceRecord, open_source
 from batchflow.spec import Spec
@@ -113,6 +114,7 @@ def _render_all(spec: Spec, writer: ShardWriter, keys: KeyHashes, source: Source
     render, fast = renderer.render, renderer.fast or _no_fast_path
     dumps, append, add_hash = orjson.dumps, writer.append, keys.add
     max_bytes, records = writer.size.max_bytes, 0
+    progress = Progress("preparing")
     for rec in source.records():
         record = rec.record
         try:
@@ -135,6 +137,7 @@ def _render_all(spec: Spec, writer: ShardWriter, keys: KeyHashes, source: Source
         records += 1
         if not records & 0xFFF:
             keys.spill_if_full()
+            progress.tick(records=records, shards=len(writer.shards) + 1)
     return records
 
 
