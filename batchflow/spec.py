@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import functools
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -12,23 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from jsonschema import Draft202012Validator, ValidationError
-from jsonschema.exceptions import best_match
-
-from batchflow.errors import SpecError
+from batchflow.spec_check import SCHEMA_PATH, SPEC_VERSION, check_version, format_problem, schema_problems, spec_schema
+from batchflow.spec_yaml import InvalidSpec, Reader, read_text
 from batchflow.units import parse_duration, parse_share, parse_size
-
-SPEC_VERSION = 1
-SCHEMA_PATH = Path(__file__).with_name("spec.schema.json")
-
-
-class InvalidSpec(SpecError):
-    """A spec with one or more problems: ``str()`` is every line, ``problems`` the list of them."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -133,273 +116,16 @@ def load_spec(path: Path | str, environ: Mapping[str, str] | None = None) -> Spe
     """Read, expand, validate and type a spec file; raise ``InvalidSpec`` listing every problem."""
     label = str(path)
     try:
-        doc = _Reader(os.environ if environ is None else environ).read(_read_text(path, label), label)
-        _check_version(doc, label)
-        problems = doc.problems + [p for p in _schema_problems(doc) if p[2] not in doc.env_paths]
+        doc = Reader(os.environ if environ is None else environ).read(read_text(path, label), label)
+        check_version(doc, label)
+        problems = doc.problems + [p for p in schema_problems(doc) if p[2] not in doc.env_paths]
     except RecursionError:
         raise InvalidSpec([f"{label}:1:1: the spec is nested too deeply"]) from None
     if problems:
-        raise InvalidSpec([_format(label, p) for p in sorted(set(problems))])
+        raise InvalidSpec([format_problem(label, p) for p in sorted(set(problems))])
     return _to_spec(Path(os.path.abspath(path)), label, doc)
 
 
-@functools.cache
-def spec_schema() -> dict[str, Any]:
-    """The spec's JSON Schema (draft 2020-12), as shipped in ``batchflow/spec.schema.json``."""
-    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    return schema
-
-
-# --- reading YAML with positions ----------------------------------------------------------------------------
-
-_Problem = tuple[int, int, str, str]  # line, column (1-based), dotted path, message
-_MAX_NODES = 200_000  # after aliases are expanded: stops "billion laughs" before it eats the memory
-_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_TAG = "tag:yaml.org,2002:"
-_SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
-
-
-def _pos(mark: yaml.Mark) -> tuple[int, int]:
-    return mark.line + 1, mark.column + 1
-
-
-def _read_text(path: Path | str, label: str) -> str:
-    try:
-        return Path(path).read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise InvalidSpec([f"{label}: cannot read: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError as exc:
-        raise InvalidSpec([f"{label}: cannot read: not UTF-8 text (byte {exc.start})"]) from None
-
-
-class _Reader:
-    """Turns a composed YAML node tree into plain data, noting where every path was written."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-        self.loader = yaml.SafeLoader("")
-        self.values: dict[str, tuple[int, int]] = {}  # dotted path -> where its value starts
-        self.keys: dict[str, tuple[int, int]] = {}  # dotted path -> where its key is written
-        self.problems: list[_Problem] = []
-        self.env_paths: set[str] = set()
-        self.data: Any = None
-        self.label = ""
-        self._open: set[int] = set()
-        self._count = 0
-
-    def read(self, text: str, label: str) -> _Reader:
-        self.label = label
-        root = _compose(text, label)
-        self.data = None if root is None else self.build(root, "")
-        return self
-
-    def where(self, dotted: str, *, key: bool = False) -> tuple[int, int]:
-        parts = dotted.split(".") if dotted else []
-        for n in range(len(parts), -1, -1):
-            sub = ".".join(parts[:n])
-            found = (key and self.keys.get(sub)) or self.values.get(sub)
-            if found:
-                return found
-        return 1, 1
-
-    def build(self, node: yaml.Node, dotted: str) -> Any:
-        self._count += 1
-        if self._count > _MAX_NODES:
-            line, col = _pos(node.start_mark)
-            raise InvalidSpec([f"{self.label}:{line}:{col}: the spec is too large once its aliases are expanded"])
-        if id(node) in self._open:
-            return self._problem(node, dotted, "an alias refers to itself")
-        self.values.setdefault(dotted, _pos(node.start_mark))
-        if isinstance(node, yaml.ScalarNode):
-            return self._scalar(node, dotted)
-        self._open.add(id(node))
-        try:
-            if isinstance(node, yaml.SequenceNode):
-                return [self.build(item, _join(dotted, str(i))) for i, item in enumerate(node.value)]
-            return self._mapping(node, dotted)
-        finally:
-            self._open.discard(id(node))
-
-    def _mapping(self, node: yaml.Node, dotted: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        merges = []
-        for key_node, value_node in node.value:
-            if key_node.tag == _TAG + "merge":
-                merges.append(value_node)
-            elif not isinstance(key_node, yaml.ScalarNode):
-                self._problem(key_node, dotted, "a key must be a plain string")
-            else:
-                sub = _join(dotted, key_node.value)
-                if key_node.value in out:
-                    first = self.keys[sub][0]
-                    self._problem(key_node, sub, f"duplicate key '{key_node.value}' (first on line {first})")
-                self.keys.setdefault(sub, _pos(key_node.start_mark))
-                out[key_node.value] = self.build(value_node, sub)
-        for merged in merges:  # YAML "<<: *anchor": the mapping's own keys win
-            for source in merged.value if isinstance(merged, yaml.SequenceNode) else [merged]:
-                value = self.build(source, dotted)
-                if not isinstance(value, dict):
-                    self._problem(source, dotted, "'<<' must merge a mapping")
-                    continue
-                for key, item in value.items():
-                    out.setdefault(key, item)
-        return out
-
-    def _scalar(self, node: yaml.ScalarNode, dotted: str) -> Any:
-        value = self._construct(node, dotted)
-        if isinstance(value, str) and "${" in value:
-            expanded = _VAR.sub(lambda m: self._variable(m, node, dotted), value)
-            if node.style is None and expanded != value:  # a plain ${N} may stand for a number or a bool
-                tag = self.loader.resolve(yaml.ScalarNode, expanded, (True, False))  # type: ignore[no-untyped-call]
-                return self._construct(yaml.ScalarNode(tag, expanded), dotted)
-            return expanded
-        return value
-
-    def _construct(self, node: yaml.ScalarNode, dotted: str) -> Any:
-        if node.tag == _TAG + "timestamp":  # keep dates as written: JSON has no date type
-            return node.value
-        if node.tag not in _SCALAR_TAGS:
-            return self._problem(node, dotted, f"unsupported YAML tag {node.tag}")
-        try:
-            return self.loader.yaml_constructors[node.tag](self.loader, node)
-        except (ValueError, OverflowError, yaml.YAMLError):
-            return node.value
-
-    def _variable(self, match: re.Match[str], node: yaml.Node, dotted: str) -> str:
-        name = match.group(1)
-        if name is None:  # "$${" escapes a literal "${"
-            return "${"
-        if name in self.environ:
-            return self.environ[name]
-        self.env_paths.add(dotted)
-        self._problem(node, dotted, f"environment variable {name} is not set")
-        return match.group(0)
-
-    def _problem(self, node: yaml.Node, dotted: str, message: str) -> None:
-        self.problems.append((*_pos(node.start_mark), dotted, message))
-
-
-def _join(dotted: str, part: str) -> str:
-    return f"{dotted}.{part}" if dotted else part
-
-
-def _compose(text: str, label: str) -> yaml.Node | None:
-    try:
-        node: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = _pos(mark) if mark else (1, 1)
-        problem = exc.problem or exc.context or "malformed"
-        raise InvalidSpec([f"{label}:{line}:{col}: invalid YAML: {problem}"]) from None
-    except yaml.YAMLError as exc:  # the reader's errors: a character YAML does not allow
-        offset = getattr(exc, "position", 0)
-        line = text.count("\n", 0, offset) + 1
-        col = offset - (text.rfind("\n", 0, offset) + 1) + 1
-        reason = getattr(exc, "reason", "malformed")
-        raise InvalidSpec([f"{label}:{line}:{col}: invalid YAML: {reason}"]) from None
-    return node
-
-
-# --- checking -----------------------------------------------------------------------------------------------
-
-
-def _check_version(doc: _Reader, label: str) -> None:
-    if not isinstance(doc.data, dict):
-        got = "an empty file" if doc.data is None else _describe(doc.data)
-        raise InvalidSpec([f"{label}:1:1: the spec must be a mapping of keys to values, got {got}"])
-    version = doc.data.get("version")
-    if type(version) is int and version == SPEC_VERSION:
-        return
-    line, col = doc.where("version")
-    got = "no version" if "version" not in doc.data else str(version) if type(version) is int else _describe(version)
-    raise InvalidSpec([f"{label}:{line}:{col}: version: batchflow supports spec version {SPEC_VERSION}, got {got}"])
-
-
-@functools.cache
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(spec_schema())
-
-
-def _schema_problems(doc: _Reader) -> list[_Problem]:
-    return [p for error in _validator().iter_errors(doc.data) for p in _explain(error, doc)]
-
-
-def _explain(error: ValidationError, doc: _Reader) -> list[_Problem]:
-    """One schema error as problems: at the right line, with the spec's path and a message for a human."""
-    dotted = ".".join(str(p) for p in error.absolute_path)
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    hint = schema.get("errorMessage")
-    instance = error.instance
-    if error.validator == "additionalProperties" and isinstance(instance, dict):
-        allowed = list(schema.get("properties", {}))
-        extra = [_join(dotted, k) for k in instance if k not in allowed]
-        return [(*doc.where(sub, key=True), sub, _unknown(sub.rpartition(".")[2], allowed)) for sub in extra]
-    if error.validator == "required" and isinstance(instance, dict):
-        missing = [k for k in error.validator_value if k not in instance]
-        return [(*doc.where(dotted, key=True), dotted, hint or f"missing required key '{k}'") for k in missing]
-    if error.validator == "not":
-        return [(*doc.where(dotted, key=True), dotted, hint or "not allowed here")]
-    if hint:
-        got = "" if isinstance(instance, dict | list) else f", got {_describe(instance)}"
-        return [(*doc.where(dotted, key=isinstance(instance, dict)), dotted, hint + got)]
-    if error.context:  # anyOf / oneOf: the branch that came closest says the most
-        return _explain(best_match(error.context), doc)
-    return [(*doc.where(dotted, key=isinstance(instance, dict)), dotted, _message(error))]
-
-
-_TYPES = {
-    "integer": "an integer",
-    "number": "a number",
-    "string": "a string",
-    "boolean": "true or false",
-    "object": "a mapping",
-    "array": "a list",
-    "null": "null",
-}
-
-
-def _message(error: ValidationError) -> str:
-    kind, value, got = error.validator, error.validator_value, _describe(error.instance)
-    if kind == "type":
-        expected = " or ".join(_TYPES.get(t, t) for t in ([value] if isinstance(value, str) else value))
-        return f"expected {expected}, got {got}"
-    if kind == "enum":
-        close = difflib.get_close_matches(str(error.instance), [str(v) for v in value], 1, 0.6)
-        return f"expected one of {', '.join(map(str, value))}; got {got}" + (
-            f" (did you mean '{close[0]}'?)" if close else ""
-        )
-    if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        relation = {"minimum": "at least", "exclusiveMinimum": "more than", "maximum": "at most"}
-        return f"expected {relation.get(str(kind), 'less than')} {value}, got {got}"
-    if kind in ("minLength", "minItems"):
-        return "must not be empty" if value == 1 else f"must have at least {value}, got {got}"
-    if kind == "maxLength":
-        return f"must be at most {value} characters long"
-    if kind == "pattern":
-        return f"{got} does not match {value}"
-    return str(error.message)
-
-
-def _unknown(key: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, 1, 0.6)
-    if close:
-        return f"unknown key '{key}' (did you mean '{close[0]}'?)"
-    return f"unknown key '{key}' (expected one of: {', '.join(allowed)})"
-
-
-def _describe(value: Any) -> str:
-    if value is None or isinstance(value, bool):
-        return "null" if value is None else str(value).lower()
-    if isinstance(value, int | float):
-        return f"{'integer' if isinstance(value, int) else 'number'} {value}"
-    if isinstance(value, str):
-        return f"string {value if len(value) <= 40 else value[:37] + '...'!r}"
-    return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) else type(value).__name__
-
-
-def _format(label: str, problem: _Problem) -> str:
-    line, col, dotted, message = problem
-    return f"{label}:{line}:{col}: {dotted}: {message}" if dotted else f"{label}:{line}:{col}: {message}"
 
 
 # --- typing -------------------------------------------------------------------------------------------------
@@ -415,7 +141,7 @@ def _resolve(path: str | None, base: Path) -> str | None:
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
 
-def _to_spec(path: Path, label: str, doc: _Reader) -> Spec:
+def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
     data: dict[str, Any] = doc.data
     base = path.parent
     source, output = data["source"], data["output"]
@@ -494,3 +220,6 @@ def _retry(retry: Mapping[str, Any]) -> RetrySpec:
             multiplier=float(backoff.get("multiplier", defaults.multiplier)),
         ),
     )
+
+
+__all__ = ["SCHEMA_PATH", "SPEC_VERSION", "InvalidSpec", "Spec", "load_spec", "spec_schema"]
