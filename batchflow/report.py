@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 from batchflow import plan as p
+from batchflow.errors import DataError
 from batchflow.limits import JobSize, spec_job_size
 from batchflow.merge import output_fingerprint
 from batchflow.prepare import fingerprint, rendered
@@ -53,9 +54,16 @@ def plan_report(spec: Spec) -> str:
     if spec.source.native:  # the records stay in BigQuery: the plan is the state's, never a read of the input
         return _plan_of(spec, state) if state else (f"spec {spec.name}: nothing run yet; `run` builds the requests "
                                                     "in BigQuery and submits one Vertex job per partition")
-    if state is not None and state.fingerprint == fingerprint(spec, open_source(spec.source).fingerprint()):
+    if state is None:
+        return _dry_plan(spec)
+    try:
+        current = fingerprint(spec, open_source(spec.source).fingerprint())
+    except DataError:  # the input is gone: the state holds every request already, as `run` finds
         return _plan_of(spec, state)
-    return _dry_plan(spec)
+    if state.fingerprint == current:
+        return _plan_of(spec, state)
+    return (f"note: the state in {store.dir} was planned from another version of this spec or its input; `run` "
+            "refuses it until --restart, which would do this:\n" + _dry_plan(spec))
 
 
 def _dry_plan(spec: Spec) -> str:

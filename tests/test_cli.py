@@ -94,3 +94,21 @@ def test_an_unexpected_error_is_one_line_without_a_traceback(tmp_path: Path) -> 
     result = cli("run", str(tmp_path / "missing.yaml"))
     assert result.exit_code == 2
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_plan_after_a_run_whose_input_is_gone_shows_the_state(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+    spec = write_spec(tmp_path)
+    assert cli("run", str(spec)).exit_code == 0
+    (tmp_path / "data/in.jsonl").unlink()
+    result = cli("plan", str(spec))
+    assert result.exit_code == 0, result.stderr
+    assert "finished; `run` has nothing to do" in result.stdout
+
+
+def test_plan_after_the_prompt_changed_says_run_will_need_restart(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+    assert cli("run", str(write_spec(tmp_path))).exit_code == 0
+    result = cli("plan", str(write_spec(tmp_path, prompt="Other {{ text }}")))
+    assert result.exit_code == 0, result.stderr
+    assert "--restart" in result.stdout and "jobs to submit: 1" in result.stdout
