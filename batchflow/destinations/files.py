@@ -42,7 +42,7 @@ from fsspec.utils import infer_compression
 from batchflow.destinations import Rows
 from batchflow.errors import BatchflowError, SpecError
 from batchflow.jsonio import dumps_line, dumps_str
-from batchflow.sources.files import format_from_extension
+from batchflow.sources.files import format_from_extension, pick_format
 from batchflow.spec import OutputSpec
 from batchflow.storage import url_to_fs
 
@@ -193,15 +193,7 @@ _NOT_YET: dict[str, str] = {"parquet": "parquet outputs need pyarrow and are not
 
 
 def _writer(fmt: str | None, path: str) -> Writer:
-    if fmt is None:
-        raise SpecError(f"output.path {path!r}: cannot tell the format from the extension; set output.format")
-    if fmt in _NOT_YET:
-        raise SpecError(f"output.format {fmt!r}: {_NOT_YET[fmt]}")
-    try:
-        return WRITERS[fmt]
-    except KeyError:
-        known = ", ".join(WRITERS)
-        raise SpecError(f"output.format {fmt!r} is not supported (supported: {known})") from None
+    return pick_format("output", WRITERS, _NOT_YET, fmt, path)
 
 
 def _read_umask() -> int:

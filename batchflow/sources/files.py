@@ -18,9 +18,9 @@ import hashlib
 import itertools
 import os
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from io import StringIO
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from fsspec.spec import AbstractFileSystem
 from fsspec.utils import infer_compression
@@ -168,16 +168,25 @@ def format_from_extension(path: str, extensions: dict[str, str] = EXTENSIONS) ->
     return extensions.get(os.path.splitext(name)[1].lower())
 
 
-def _reader(fmt: str | None, path: str) -> Reader:
+T = TypeVar("T")
+
+
+def pick_format(section: str, table: Mapping[str, T], not_yet: Mapping[str, str], fmt: str | None,
+                path: str) -> T:
+    """The reader or writer of a format, or a SpecError naming ``section`` (source / output) and why."""
     if fmt is None:
-        raise SpecError(f"source.path {path!r}: cannot tell the format from the extension; set source.format")
-    if fmt in _NOT_YET:
-        raise SpecError(f"source.format {fmt!r}: {_NOT_YET[fmt]}")
+        raise SpecError(f"{section}.path {path!r}: cannot tell the format from the extension; set {section}.format")
+    if fmt in not_yet:
+        raise SpecError(f"{section}.format {fmt!r}: {not_yet[fmt]}")
     try:
-        return READERS[fmt]
+        return table[fmt]
     except KeyError:
-        known = ", ".join(READERS)
-        raise SpecError(f"source.format {fmt!r} is not supported (supported: {known})") from None
+        known = ", ".join(table)
+        raise SpecError(f"{section}.format {fmt!r} is not supported (supported: {known})") from None
+
+
+def _reader(fmt: str | None, path: str) -> Reader:
+    return pick_format("source", READERS, _NOT_YET, fmt, path)
 
 
 def _filesystem(path: str) -> tuple[AbstractFileSystem, str]:
