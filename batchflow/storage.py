@@ -12,6 +12,8 @@ from typing import Any
 from fsspec.core import url_to_fs as _url_to_fs
 from fsspec.spec import AbstractFileSystem
 
+from batchflow.errors import SpecError
+
 
 def storage_options(url: str) -> dict[str, Any]:
     """The fsspec options for a URL: anonymous access when a GCS emulator is named."""
@@ -25,3 +27,12 @@ def storage_options(url: str) -> dict[str, Any]:
 def url_to_fs(url: str) -> tuple[AbstractFileSystem, str]:
     """The filesystem and the path inside it, as ``fsspec.core.url_to_fs`` gives them."""
     return _url_to_fs(url, **storage_options(url))  # type: ignore[no-any-return]
+
+
+def spec_filesystem(url: str, field: str) -> tuple[AbstractFileSystem, str]:
+    """``url_to_fs`` for a path written in the spec at ``field``: an unknown protocol, or one whose package is
+    missing (gs:// without gcsfs), is a SpecError naming the field."""
+    try:
+        return url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        raise SpecError(f"{field} {url!r}: {exc}") from None

@@ -44,7 +44,7 @@ from batchflow.errors import BatchflowError, SpecError
 from batchflow.jsonio import dumps_line, dumps_str
 from batchflow.sources.files import format_from_extension, pick_format
 from batchflow.spec import OutputSpec
-from batchflow.storage import url_to_fs
+from batchflow.storage import spec_filesystem
 
 _BUFFER = 1 << 20
 
@@ -264,13 +264,6 @@ def _compressed(f: BinaryIO, path: str) -> Iterator[_Output]:
             out.close()
 
 
-def _filesystem(path: str) -> tuple[AbstractFileSystem, str]:
-    try:
-        fs, root = url_to_fs(path)
-    except (ImportError, ValueError) as exc:
-        raise SpecError(f"output.path {path!r}: {exc}") from None
-    return fs, root
-
 
 class FilesDestination:
     """Rows written to one file, in the format its spec or extension names."""
@@ -280,7 +273,7 @@ class FilesDestination:
             raise SpecError("output.path is required for output type 'files'")
         self._path = spec.path
         self._write_rows = _writer(spec.format or format_from_extension(spec.path, EXTENSIONS), spec.path)
-        self._fs, self._root = _filesystem(spec.path)
+        self._fs, self._root = spec_filesystem(spec.path, "output.path")
 
     def check(self) -> None:
         if not isinstance(self._fs, LocalFileSystem):

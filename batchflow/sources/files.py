@@ -22,14 +22,13 @@ from collections.abc import Callable, Iterator, Mapping
 from io import StringIO
 from typing import Any, BinaryIO, TypeVar
 
-from fsspec.spec import AbstractFileSystem
 from fsspec.utils import infer_compression
 
 from batchflow.errors import DataError, SpecError
 from batchflow.jsonio import ArrayError, JSONDecodeError, dumps, dumps_canonical, iter_array, loads, type_name
 from batchflow.sources import BadRecord, Reject, SourceRecord, bad_record_handler
 from batchflow.spec import SourceSpec
-from batchflow.storage import url_to_fs
+from batchflow.storage import spec_filesystem
 
 _CHUNK = 1 << 20
 _BOM = b"\xef\xbb\xbf"
@@ -189,13 +188,6 @@ def _reader(fmt: str | None, path: str) -> Reader:
     return pick_format("source", READERS, _NOT_YET, fmt, path)
 
 
-def _filesystem(path: str) -> tuple[AbstractFileSystem, str]:
-    try:
-        fs, root = url_to_fs(path)
-    except (ImportError, ValueError) as exc:
-        raise SpecError(f"source.path {path!r}: {exc}") from None
-    return fs, root
-
 
 def _version(info: dict[str, Any]) -> str:
     """What changes when the content does: a hash or generation if the filesystem has one, else mtime."""
@@ -215,7 +207,7 @@ class FilesSource:
         self._format = spec.format or format_from_extension(spec.path)
         self._read = _reader(self._format, spec.path)
         self._bad = bad_record_handler(spec.on_bad_record, reject)
-        self._fs, self._root = _filesystem(spec.path)
+        self._fs, self._root = spec_filesystem(spec.path, "source.path")
 
     def records(self) -> Iterator[SourceRecord]:
         ordinals = itertools.count(1)
