@@ -19,7 +19,7 @@ from batchflow.keys import KeyHashes, first_duplicate
 from batchflow.limits import spec_job_size
 from batchflow.logs import Progress
 from batchflow.sharding import ShardInfo, ShardWriter, too_large
-from batchflow.sources import Source, SourceRecord, open_source
+from batchflow.sources import Source, SourceRecord, open_source, where
 from batchflow.spec import Spec
 from batchflow.state import Job, Shard, State, StateStore
 from batchflow.templating import Renderer
@@ -113,32 +113,31 @@ def _render_all(spec: Spec, writer: ShardWriter, keys: KeyHashes, source: Source
     renderer = Renderer(spec)
     render, fast = renderer.render, renderer.fast or _no_fast_path
     dumps, append, add_hash = orjson.dumps, writer.append, keys.add
-    max_bytes, records = writer.size.max_bytes, 0
+    max_bytes, ordinal = writer.size.max_bytes, 0
     progress = Progress("preparing")
-    for rec in source.records():
-        record = rec.record
+    for record, raw, place, line in source.items():
+        ordinal += 1
         try:
-            key, request = fast(record, rec.ordinal)
+            key, request = fast(record, ordinal)
         except Exception:  # what the fast path cannot render, render does (or says why it cannot)
-            key, request = render(record, rec.ordinal, rec)
+            key, request = render(record, ordinal, SourceRecord(ordinal, place, record, line, raw))
         try:
-            line = dumps({"key": key, "request": request}, option=_NL)
-            raw = rec.raw  # the record's own JSON text, spliced in as it is: parsing it again gives the record
-            manifest = (b'{"key":' + dumps(key) + b',"record":' + raw + b"}\n" if raw is not None
+            request_line = dumps({"key": key, "request": request}, option=_NL)
+            # the record's own JSON text, spliced in as it is: parsing it again gives the record
+            manifest = (b"".join((b'{"key":', dumps(key), b',"record":', raw, b"}\n")) if raw is not None
                         else dumps({"key": key, "record": record}, option=_NL))
         except TypeError as exc:
-            render(record, rec.ordinal, rec)  # a record with a field name that is not a string: its error
-            raise DataError(f"{rec.where}: record {rec.ordinal} (key {key!r}): "
+            render(record, ordinal, where(place, line))  # a record with a field name that is not a string: its error
+            raise DataError(f"{where(place, line)}: record {ordinal} (key {key!r}): "
                             f"the request is not JSON: {exc}") from exc
-        if len(line) > max_bytes:
-            raise too_large(rec.where, len(line), max_bytes)
-        append(line, manifest)
+        if len(request_line) > max_bytes:
+            raise too_large(where(place, line), len(request_line), max_bytes)
+        append(request_line, manifest)
         add_hash(hash(key))
-        records += 1
-        if not records & 0xFFF:
+        if not ordinal & 0xFFF:
             keys.spill_if_full()
-            progress.tick(records=records, shards=len(writer.shards) + 1)
-    return records
+            progress.tick(records=ordinal, shards=len(writer.shards) + 1)
+    return ordinal
 
 
 def _no_fast_path(record: dict[str, Any], ordinal: int) -> tuple[str, dict[str, Any]]:

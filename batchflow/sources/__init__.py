@@ -9,15 +9,27 @@ record the way the user would find it: ``data/reviews-2.jsonl:17`` (line, counti
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from batchflow.errors import DataError, SpecError
 from batchflow.spec import SourceSpec
 
 Reject = Callable[[str, str, bytes], None]
 """Called with (where, reason, raw bytes) for each bad record skipped under ``on_bad_record: skip``."""
+
+
+Item = tuple[dict[str, Any], bytes | None, str, int]
+"""A record as ``Source.items`` yields it: ``(record, raw, place, line)``, the fields of ``SourceRecord`` bar the
+ordinal (the count of items so far). A plain tuple, because a prep reads millions: a ``SourceRecord`` built per
+record, with its ordinal, cost ~0.3 µs a record (~10 % of a prep), and the hot loop needs neither."""
+
+
+def where(place: str, line: int) -> str:
+    """"data/reviews-2.jsonl:17", "data/x.json[3]", "inline[3]": the place, with the line when there is one."""
+    return f"{place}:{line}" if line else place
 
 
 # Not frozen, and ``where`` formatted only when asked for: both cost ~0.25 µs a record, and a large input has
@@ -32,22 +44,27 @@ class SourceRecord:
 
     @property
     def where(self) -> str:
-        """"data/reviews-2.jsonl:17", "data/x.json[3]", "inline[3]"."""
-        return f"{self.place}:{self.line}" if self.line else self.place
+        return where(self.place, self.line)
 
 
-class Source(Protocol):
+class Source(ABC):
+    @abstractmethod
+    def items(self) -> Iterator[Item]:
+        """The records as ``Item`` tuples, in input order; raises ``DataError`` on a bad record unless it is
+        skipped."""
+
     def records(self) -> Iterator[SourceRecord]:
-        """The records, in input order; raises ``DataError`` on a bad record unless it is skipped."""
-        ...
+        """The records, numbered: the ordinal is 1-based, over the records yielded."""
+        for ordinal, (record, raw, place, line) in enumerate(self.items(), start=1):
+            yield SourceRecord(ordinal, place, record, line, raw)
 
+    @abstractmethod
     def fingerprint(self) -> str:
         """A cheap identity of the input as it is now, to notice it changed between runs."""
-        ...
 
+    @abstractmethod
     def describe(self) -> str:
         """One line for humans, e.g. "3 files matching data/reviews-*.jsonl"."""
-        ...
 
 
 BadRecord = Callable[[str, str, bytes], None]
@@ -107,8 +124,10 @@ __all__ = [
     "BigQuerySource",
     "FilesSource",
     "InlineSource",
+    "Item",
     "Reject",
     "Source",
     "SourceRecord",
     "open_source",
+    "where",
 ]

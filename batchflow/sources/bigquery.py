@@ -14,14 +14,13 @@ as ``batchflow.bigquery`` says (DATE/TIMESTAMP as ISO strings, NUMERIC as exact 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 from collections.abc import Iterator
 from typing import Any
 
 from batchflow import bigquery as bq
 from batchflow.errors import SpecError
-from batchflow.sources import Reject, SourceRecord
+from batchflow.sources import Item, Reject, Source
 from batchflow.spec import SourceSpec
 
 PAGE_SIZE = 5_000
@@ -55,7 +54,7 @@ def ordered_sql(spec: SourceSpec) -> str | None:
     return f"SELECT * FROM (\n{inner}\n) ORDER BY {order}"
 
 
-class BigQuerySource:
+class BigQuerySource(Source):
     """The rows of ``source.table`` or ``source.query``, in a defined order (module doc)."""
 
     def __init__(self, spec: SourceSpec, reject: Reject | None = None) -> None:
@@ -72,11 +71,9 @@ class BigQuerySource:
             self._client = bq.client(query_project(self.spec), self.spec.location)
         return self._client
 
-    def records(self) -> Iterator[SourceRecord]:
-        ordinals = itertools.count(1)
-        for row in self._rows():
-            yield SourceRecord(n := next(ordinals), f"{self.label}[{n}]",
-                               {name: bq.json_value(value) for name, value in row.items()})
+    def items(self) -> Iterator[Item]:
+        for n, row in enumerate(self._rows(), start=1):
+            yield {name: bq.json_value(value) for name, value in row.items()}, None, f"{self.label}[{n}]", 0
 
     def _rows(self) -> Iterator[Any]:
         with bq.api_errors(f"source {self.label}"):

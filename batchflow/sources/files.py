@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -26,15 +25,15 @@ from fsspec.utils import infer_compression
 
 from batchflow.errors import DataError, SpecError
 from batchflow.jsonio import ArrayError, JSONDecodeError, dumps, dumps_canonical, iter_array, loads, type_name
-from batchflow.sources import BadRecord, Reject, SourceRecord, bad_record_handler
+from batchflow.sources import BadRecord, Item, Reject, Source, bad_record_handler
 from batchflow.spec import SourceSpec
 from batchflow.storage import spec_filesystem
 
 _CHUNK = 1 << 20
 _BOM = b"\xef\xbb\xbf"
 
-Reader = Callable[[BinaryIO, str, Iterator[int], BadRecord], Iterator[SourceRecord]]
-"""(binary file, its display name, the shared ordinal counter, the bad-record handler) -> records."""
+Reader = Callable[[BinaryIO, str, BadRecord], Iterator[Item]]
+"""(binary file, its display name, the bad-record handler) -> its records."""
 
 
 def _line_lists(f: BinaryIO) -> Iterator[list[bytes]]:
@@ -59,10 +58,10 @@ def _json_error(exc: JSONDecodeError) -> str:
     return "not valid UTF-8" if "not valid UTF-8" in exc.msg else f"malformed JSON: {exc}"
 
 
-def read_jsonl(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) -> Iterator[SourceRecord]:
+def read_jsonl(f: BinaryIO, name: str, bad: BadRecord) -> Iterator[Item]:
     """Records of a JSON Lines file; each line must be a JSON object."""
     line = 0
-    parse, make, ordinal = loads, SourceRecord, ordinals.__next__  # locals: this loop runs once per record
+    parse = loads  # a local: this loop runs once per record
     for lines in _line_lists(f):  # a loop per chunk, not a generator per line: one resumption less per record
         for raw in lines:
             line += 1
@@ -75,10 +74,10 @@ def read_jsonl(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) 
             if type(record) is not dict:
                 bad(f"{name}:{line}", f"expected an object, got {type_name(record)}", raw)
                 continue
-            yield make(ordinal(), name, record, line, raw)
+            yield record, raw, name, line
 
 
-def read_json(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) -> Iterator[SourceRecord]:
+def read_json(f: BinaryIO, name: str, bad: BadRecord) -> Iterator[Item]:
     """Records of a file holding one top-level JSON array of objects (1-based ``file.json[N]``)."""
     index = 0
     elements = iter_array(f, _CHUNK)
@@ -93,7 +92,7 @@ def read_json(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) -
         if type(element) is not dict:
             bad(f"{name}[{index}]", f"expected an object, got {type_name(element)}", dumps(element))
             continue
-        yield SourceRecord(next(ordinals), f"{name}[{index}]", element)
+        yield element, None, f"{name}[{index}]", 0
 
 
 def _text_lines(f: BinaryIO, name: str) -> Iterator[str]:
@@ -127,7 +126,7 @@ def _counts(items: list[str]) -> dict[str, int]:
     return counts
 
 
-def read_csv(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) -> Iterator[SourceRecord]:
+def read_csv(f: BinaryIO, name: str, bad: BadRecord) -> Iterator[Item]:
     """Records of a CSV file with a header row; ``where`` is the line the row starts on."""
     reader = csv.reader(_text_lines(f, name))
     start = 1
@@ -143,7 +142,7 @@ def read_csv(f: BinaryIO, name: str, ordinals: Iterator[int], bad: BadRecord) ->
             if len(row) != len(header):
                 bad(where, f"expected {len(header)} fields, got {len(row)}", _csv_raw(row))
                 continue
-            yield SourceRecord(next(ordinals), where, dict(zip(header, row, strict=True)))
+            yield dict(zip(header, row, strict=True)), None, where, 0
     except csv.Error as exc:
         raise DataError(f"{name}:{start}: malformed CSV: {exc}") from None
 
@@ -197,7 +196,7 @@ def _version(info: dict[str, Any]) -> str:
     return ""
 
 
-class FilesSource:
+class FilesSource(Source):
     """Records from the files a path or glob matches, local or remote, in sorted order."""
 
     def __init__(self, spec: SourceSpec, reject: Reject | None = None) -> None:
@@ -209,13 +208,12 @@ class FilesSource:
         self._bad = bad_record_handler(spec.on_bad_record, reject)
         self._fs, self._root = spec_filesystem(spec.path, "source.path")
 
-    def records(self) -> Iterator[SourceRecord]:
-        ordinals = itertools.count(1)
+    def items(self) -> Iterator[Item]:
         for path, _info in self._match():  # the file is opened here, not in a helper generator: one frame less
             name = self._display(path)  # to resume per record (measured: ~4 % of a prep)
             try:
                 with self._fs.open(path, "rb", compression="infer") as f:
-                    yield from self._read(f, name, ordinals, self._bad)
+                    yield from self._read(f, name, self._bad)
             except (OSError, EOFError, zlib.error) as exc:
                 raise DataError(f"{name}: cannot read: {exc}") from None
 

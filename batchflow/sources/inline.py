@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from batchflow.errors import SpecError
 from batchflow.jsonio import dumps, dumps_canonical, type_name
-from batchflow.sources import Reject, SourceRecord, bad_record_handler
+from batchflow.sources import Item, Reject, Source, bad_record_handler
 from batchflow.spec import SourceSpec
 
 
-class InlineSource:
+class InlineSource(Source):
     """The records of ``source.records``, in the order written."""
 
     def __init__(self, spec: SourceSpec, reject: Reject | None = None) -> None:
@@ -22,13 +21,12 @@ class InlineSource:
         self._records: tuple[Any, ...] = spec.records
         self._bad = bad_record_handler(spec.on_bad_record, reject)
 
-    def records(self) -> Iterator[SourceRecord]:
-        ordinals = itertools.count(1)
+    def items(self) -> Iterator[Item]:
         for index, record in enumerate(self._records, start=1):
             if not isinstance(record, Mapping):
                 self._bad(f"inline[{index}]", f"expected an object, got {type_name(record)}", dumps(record))
                 continue
-            yield SourceRecord(next(ordinals), f"inline[{index}]", dict(record))
+            yield dict(record), None, f"inline[{index}]", 0
 
     def fingerprint(self) -> str:
         return hashlib.sha256(dumps_canonical(self._records)).hexdigest()
