@@ -54,7 +54,11 @@ def machine() -> str:
 
 
 def case(name: str, **params: Any) -> dict[str, float]:
-    """Run one case in a fresh process; its wall and CPU seconds and peak RSS."""
+    """Run one case in a fresh process; its wall and CPU seconds and peak RSS.
+
+    The disk is synced first: the gigabytes earlier cases wrote are otherwise written back while a later case
+    runs, by kernel threads that take a share of a two-core machine from whichever case it happens to be."""
+    os.sync()
     out = subprocess.run([sys.executable, "-m", "batchflow.bench_cases", name, json.dumps(params, default=str)],
                          check=True, capture_output=True, text=True)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])

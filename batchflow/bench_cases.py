@@ -21,6 +21,7 @@ import orjson
 
 from batchflow import bench_data
 from batchflow.runner import Runner, state_store
+from batchflow.sharding import request_key
 from batchflow.state import StateStore
 
 _NL = orjson.OPT_APPEND_NEWLINE
@@ -62,9 +63,10 @@ def _prep_setup(p: dict[str, Any]) -> None:
 
 
 def merge_floor(p: dict[str, Any]) -> None:
-    """Per shard: the results into a dict by key, then each manifest line joined to its result and written."""
+    """Per shard: the results into a dict by key, then each record joined to its result (found by the key of its
+    request line, read as cheaply as batchflow reads it) and written."""
     root = Path(p["root"])
-    loads, dumps, buf = orjson.loads, orjson.dumps, bytearray()
+    loads, dumps, key_of, buf = orjson.loads, orjson.dumps, request_key, bytearray()
     with open(Path(p["dir"]) / "merge-floor.jsonl", "wb") as out:
         for shard in sorted((root / "shards").glob("*.manifest.jsonl")):
             results = {}
@@ -72,17 +74,18 @@ def merge_floor(p: dict[str, Any]) -> None:
                 for line in fh:
                     item = loads(line)
                     results[item["key"]] = item["response"]
-            with open(shard, "rb") as fh:
-                for line in fh:
-                    item = loads(line)
-                    response = results[item["key"]]
+            with open(root / "shards" / shard.name.replace(".manifest", ""), "rb") as requests, \
+                    open(shard, "rb") as records:
+                for line, record in zip(requests, records, strict=True):
+                    key = key_of(line)
+                    response = results[key]
                     first, meta = response["candidates"][0], response["usageMetadata"]
-                    buf += dumps({"key": item["key"], "status": "ok", "text": first["content"]["parts"][0]["text"],
+                    buf += dumps({"key": key, "status": "ok", "text": first["content"]["parts"][0]["text"],
                                   "finish_reason": first["finishReason"],
                                   "usage": {"prompt_tokens": meta["promptTokenCount"],
                                             "output_tokens": meta["candidatesTokenCount"],
                                             "total_tokens": meta["totalTokenCount"]},
-                                  "attempts": 1, "record": item["record"]}, option=_NL)
+                                  "attempts": 1, "record": loads(record)}, option=_NL)
                     if len(buf) > _FLUSH:
                         out.write(buf)
                         buf.clear()

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import yaml
 
+from batchflow.sharding import request_key
 from batchflow.spec import Spec, load_spec
 from batchflow.state import COLLECTED, SUCCEEDED, State, StateStore
 
@@ -92,18 +93,18 @@ def finish_state(spec: Spec, state: State) -> State:
         job.name, job.status, job.ended = f"batches/bench-{shard.index}", COLLECTED, SUCCEEDED
         job.results = f"results/shard-{shard.index:05d}-j1.jsonl"
         job.ok = shard.count
-        _write_results(root / shard.manifest, root / job.results)
+        _write_results(root / shard.requests, root / job.results)
         shard.done = True
     state.merged = None
     StateStore(root).save(state)
     return state
 
 
-def _write_results(manifest: Path, out: Path) -> None:
+def _write_results(requests: Path, out: Path) -> None:
     buf = bytearray()
-    with open(manifest, "rb") as src, open(out, "wb") as dst:
+    with open(requests, "rb") as src, open(out, "wb") as dst:
         for n, line in enumerate(src):
-            key = orjson.loads(line)["key"]
+            key = request_key(line)
             answer = orjson.dumps({"sentiment": _SENTIMENTS[n % 3], "confidence": 0.5 + n % 50 / 100}).decode()
             buf += orjson.dumps({"key": key, "response": {
                 "candidates": [{"content": {"role": "model", "parts": [{"text": answer}]}, "finishReason": "STOP"}],

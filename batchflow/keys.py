@@ -5,7 +5,7 @@ A ``dict`` of every key seen grows with the input (~100 bytes a key: 500 MB at 5
 appended to one spill file (where each part of each batch lies is remembered). At the end each partition -- a
 ``1/_PARTITIONS`` share of the hashes -- is read back and checked on its own for a hash seen twice. Only when one
 is (a duplicate key, or one chance in ~2^64 a pair of different keys) are the keys themselves read again, from
-the shard manifests, to name the records exactly.
+the shards' request lines, to name the records exactly.
 
 Splitting a batch is one pass in Python (~0.1 µs a hash); sorting it by partition, as this did first, cost three
 times that, and a file per partition opened at every spill as much again: together ~15 % of a prep.
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import orjson
+from batchflow.sharding import request_key
 
 _PARTITIONS = 256  # 5M keys: ~20k a partition, ~1.5 MB to check one
 _MASK = _PARTITIONS - 1
@@ -95,15 +95,15 @@ def _repeated(hashes: array[int]) -> set[int]:
     return {h for h in hashes if h in seen or seen.add(h)}  # type: ignore[func-returns-value]
 
 
-def first_duplicate(manifests: Iterator[Path], suspects: set[int]) -> tuple[str, int, int] | None:
-    """``(key, first ordinal, ordinal of the repeat)`` of the earliest repeated key among the manifests' lines."""
+def first_duplicate(requests: Iterator[Path], suspects: set[int]) -> tuple[str, int, int] | None:
+    """``(key, first ordinal, ordinal of the repeat)`` of the earliest repeated key among the shards' request lines."""
     first: dict[str, int] = {}
     ordinal = 0
-    for path in manifests:
+    for path in requests:
         with open(path, "rb") as fh:
             for line in fh:
                 ordinal += 1
-                key = orjson.loads(line)["key"]
+                key = request_key(line)
                 if hash(key) in suspects:
                     if key in first:
                         return key, first[key], ordinal

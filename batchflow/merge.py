@@ -14,6 +14,7 @@ import orjson
 from batchflow.collect import Outcome, outcomes
 from batchflow.hotloop import relaxed_gc
 from batchflow.logs import Progress
+from batchflow.sharding import entries
 from batchflow.spec import Spec
 from batchflow.state import State
 
@@ -37,7 +38,7 @@ def output_fingerprint(spec: Spec) -> str:
 def rows(spec: Spec, state: State, root: Path, tally: Tally) -> Iterator[dict[str, Any]]:
     """The output rows, shard by shard (so only one shard's results are in memory); counts into ``tally``."""
     tally.rows = tally.ok = 0
-    make, loads = _row_maker(spec), orjson.loads
+    make = _row_maker(spec)
     progress = Progress("merging")
     with relaxed_gc():  # a shard's results stay in memory while its rows are made: see hotloop
         for shard in state.shards:
@@ -46,14 +47,11 @@ def rows(spec: Spec, state: State, root: Path, tally: Tally) -> Iterator[dict[st
             fallback = _job_error(shard.current.name if shard.current else None,
                                   shard.current.status if shard.current else "?",
                                   shard.current.error if shard.current else None)
-            with open(root / shard.manifest, "rb") as fh:
-                for line in fh:
-                    item = loads(line)
-                    key = item["key"]
-                    row = make(key, item["record"], found(key), fallback)
-                    tally.rows += 1
-                    tally.ok += row["status"] == "ok"
-                    yield row
+            for key, record in entries(root / shard.requests, root / shard.manifest, state.format):
+                row = make(key, record, found(key), fallback)
+                tally.rows += 1
+                tally.ok += row["status"] == "ok"
+                yield row
 
 
 def _job_error(name: str | None, status: str, error: str | None) -> dict[str, Any]:

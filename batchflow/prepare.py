@@ -100,7 +100,7 @@ def _write_shards(spec: Spec, writer: ShardWriter, rejects_path: Path) -> int:
     writer.close()
     suspects = keys.repeated()
     if suspects:
-        _name_duplicate(spec, [writer.dir / s.manifest for s in writer.shards] if writer.dir else [], suspects)
+        _name_duplicate(spec, [writer.dir / s.requests for s in writer.shards] if writer.dir else [], suspects)
     return records
 
 
@@ -123,16 +123,14 @@ def _render_all(spec: Spec, writer: ShardWriter, keys: KeyHashes, source: Source
             key, request = render(record, ordinal, SourceRecord(ordinal, place, record, line, raw))
         try:
             request_line = dumps({"key": key, "request": request}, option=_NL)
-            # the record's own JSON text, spliced in as it is: parsing it again gives the record
-            manifest = (b"".join((b'{"key":', dumps(key), b',"record":', raw, b"}\n")) if raw is not None
-                        else dumps({"key": key, "record": record}, option=_NL))
+            record_json = raw if raw is not None else dumps(record)  # a JSON Lines record's own text, as it is
         except TypeError as exc:
             render(record, ordinal, where(place, line))  # a record with a field name that is not a string: its error
             raise DataError(f"{where(place, line)}: record {ordinal} (key {key!r}): "
                             f"the request is not JSON: {exc}") from exc
         if len(request_line) > max_bytes:
             raise too_large(where(place, line), len(request_line), max_bytes)
-        append(request_line, manifest)
+        append(request_line, record_json)
         add_hash(hash(key))
         if not ordinal & 0xFFF:
             keys.spill_if_full()
@@ -144,9 +142,9 @@ def _no_fast_path(record: dict[str, Any], ordinal: int) -> tuple[str, dict[str, 
     raise NotImplementedError
 
 
-def _name_duplicate(spec: Spec, manifests: list[Path], suspects: set[int]) -> None:
+def _name_duplicate(spec: Spec, requests: list[Path], suspects: set[int]) -> None:
     """Raise the duplicate-key error naming both records (a rare, slow path: it reads the input again)."""
-    found = first_duplicate(iter(manifests), suspects)
+    found = first_duplicate(iter(requests), suspects)
     if found is None:
         return  # different keys whose hashes met: no duplicate
     key, first, repeat = found

@@ -1,4 +1,9 @@
-"""Stream request lines into shard files cut by request count and by bytes, deterministically."""
+"""Stream request lines into shard files cut by request count and by bytes, deterministically.
+
+A shard is two files, line for line: ``shard-NNNNN.jsonl``, its request lines ``{"key":K,"request":R}`` (the
+Gemini batch input format), and ``shard-NNNNN.manifest.jsonl``, the input record of each, as JSON, in the same
+order. The key is not repeated in the manifest: ``request_key`` reads it off the request line without parsing R.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,14 @@ import dataclasses
 import hashlib
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from batchflow.errors import DataError
+import orjson
+
+from batchflow.errors import DataError, StateError
 from batchflow.limits import JobSize
 
 _BUFFER = 1 << 20  # bytes gathered before a write (and a hash update): large writes, few calls
@@ -30,6 +38,39 @@ class ShardInfo:
 def shard_names(index: int) -> tuple[str, str]:
     """The request file and manifest file names of shard ``index``."""
     return f"shard-{index:05d}.jsonl", f"shard-{index:05d}.manifest.jsonl"
+
+
+_KEY_START = len(b'{"key":')
+_KEY_END = b',"request":'
+
+
+def request_key(line: bytes) -> str:
+    """The key of a request line as ``prepare`` writes it, without parsing the request (a tenth of the time).
+
+    The key is a JSON string, in which every quote is escaped, so the first ``,"request":`` ends it."""
+    end = line.find(_KEY_END, _KEY_START)
+    key = orjson.loads(line[_KEY_START:end]) if end > 0 and line.startswith(b'{"key":"') else None
+    return key if type(key) is str else str(orjson.loads(line)["key"])
+
+
+def entries(requests: Path, manifest: Path, state_format: int) -> Iterator[tuple[str, Any]]:
+    """``(key, record)`` of each request of a shard, in order.
+
+    A shard of state format 1 has ``{"key": K, "record": R}`` manifest lines (and the same keys in its request
+    file); from format 2 on, a manifest line is the record alone. Files that do not match are a ``StateError``."""
+    try:
+        with open(manifest, "rb") as records:
+            if state_format < 2:
+                for line in records:
+                    item = orjson.loads(line)
+                    yield item["key"], item["record"]
+                return
+            with open(requests, "rb") as lines:
+                for line, record in zip(lines, records, strict=True):
+                    yield request_key(line), orjson.loads(record)
+    except (ValueError, KeyError, TypeError) as exc:  # orjson's JSONDecodeError is a ValueError, as is zip's
+        raise StateError(f"{manifest}: the shard's files are corrupt ({exc}); move the state away to start "
+                         "over") from None
 
 
 def too_large(where: str, size: int, max_bytes: int) -> DataError:
@@ -64,13 +105,14 @@ class ShardWriter:
         """Close whatever is open; a shard cut short by an error is not counted."""
         self._disk.stop()
 
-    def add(self, line: bytes, manifest_line: bytes, where: str) -> None:
-        """Append one request line; starts a new shard when this one would pass a limit."""
+    def add(self, line: bytes, record: bytes, where: str) -> None:
+        """Append one request line and its record's JSON (no newline); starts a new shard when this one would pass
+        a limit."""
         if len(line) > self.size.max_bytes:
             raise too_large(where, len(line), self.size.max_bytes)
-        self.append(line, manifest_line)
+        self.append(line, record)
 
-    def append(self, line: bytes, manifest_line: bytes) -> None:
+    def append(self, line: bytes, record: bytes) -> None:
         """``add`` for a line the caller has checked is no larger than ``size.max_bytes`` (the hot path)."""
         if self._count and (self._count >= self.size.max_requests
                             or self._bytes + len(line) > self.size.max_bytes):
@@ -78,7 +120,8 @@ class ShardWriter:
         self._count += 1
         self._bytes += len(line)
         self._requests += line
-        self._manifest += manifest_line
+        self._manifest += record
+        self._manifest += b"\n"
         if len(self._requests) >= _BUFFER:
             self._flush()
 

@@ -4,7 +4,7 @@ Layout of ``<state_dir>/<spec name>/``::
 
     state.json          this file's content (below)
     lock, lock.json     the run lock and who holds it
-    shards/             shard-00000.jsonl (request lines) + shard-00000.manifest.jsonl (key + record, input order)
+    shards/             shard-00000.jsonl (request lines) + shard-00000.manifest.jsonl (the records, line for line)
     jobs/               the input of each retry job (a subset of a shard's lines)
     results/            the collected output of each job, one normalised line per request
     emulator/           the embedded emulator's data (local backend)
@@ -30,7 +30,7 @@ import filelock
 
 from batchflow.errors import LockedError, StateError
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: a manifest line is the record alone (1: key and record); both are read
 
 WRITTEN = "written"
 STAGED = "staged"

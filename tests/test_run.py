@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import orjson
 import pytest
 from helpers import cli, read_rows, write_jsonl, write_spec
 
+from batchflow.sharding import entries
 from batchflow.state import StateStore
 
 
@@ -40,6 +42,27 @@ def test_a_second_run_of_a_finished_spec_does_nothing(tmp_path: Path) -> None:
     assert again.exit_code == 0
     assert (tmp_path / ".batchflow/t/state.json").read_bytes() == before
     assert (tmp_path / "out/result.jsonl").stat().st_mtime_ns == out_before
+    assert "job submitted" not in again.stderr
+
+
+def test_a_state_of_format_1_merges_from_its_key_and_record_manifests(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", _records(12))
+    spec = write_spec(tmp_path, jobs={"max_requests": 5, "poll_interval": "0.1s"})
+    assert cli("run", str(spec)).exit_code == 0
+    expected = (tmp_path / "out/result.jsonl").read_bytes()
+    store = StateStore(tmp_path / ".batchflow/t")
+    state = store.load()
+    assert state is not None and state.format == 2
+    for shard in state.shards:  # as batchflow wrote them before format 2
+        manifest = tmp_path / ".batchflow/t" / shard.manifest
+        pairs = entries(tmp_path / ".batchflow/t" / shard.requests, manifest, 2)
+        manifest.write_bytes(b"".join(orjson.dumps({"key": k, "record": r}) + b"\n" for k, r in pairs))
+    state.format, state.merged = 1, None
+    store.save(state)
+    (tmp_path / "out/result.jsonl").unlink()
+    again = cli("run", str(spec))
+    assert again.exit_code == 0, again.stderr
+    assert (tmp_path / "out/result.jsonl").read_bytes() == expected
     assert "job submitted" not in again.stderr
 
 

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from batchflow.errors import DataError, SpecError
+from batchflow.errors import DataError, SpecError, StateError
 from batchflow.limits import JobSize, job_size
-from batchflow.sharding import ShardWriter
+from batchflow.sharding import ShardWriter, entries, request_key
 
 
 def _line(i: int, pad: int = 0) -> bytes:
@@ -16,7 +19,7 @@ def _line(i: int, pad: int = 0) -> bytes:
 def _write(tmp_path: Path, n: int, size: JobSize, pad: int = 0) -> list:
     writer = ShardWriter(tmp_path, size)
     for i in range(n):
-        writer.add(_line(i, pad), b"m%d\n" % i, f"f:{i + 1}")
+        writer.add(_line(i, pad), b'{"n":%d}' % i, f"f:{i + 1}")
     return writer.close()
 
 
@@ -25,7 +28,38 @@ def test_shards_are_cut_by_request_count(tmp_path: Path) -> None:
     assert [s.count for s in shards] == [30_000, 30_000, 10_001]
     lines = (tmp_path / shards[2].requests).read_bytes().splitlines()
     assert lines[0] == _line(60_000).rstrip() and len(lines) == 10_001
-    assert len((tmp_path / shards[2].manifest).read_bytes().splitlines()) == 10_001
+    records = (tmp_path / shards[2].manifest).read_bytes().splitlines()
+    assert records[0] == b'{"n":60000}' and len(records) == 10_001, "the manifest: each request's record, in order"
+
+
+def test_entries_pair_each_key_with_its_record_line_for_line(tmp_path: Path) -> None:
+    shard = _write(tmp_path, 5, JobSize(30_000, 10**9))[0]
+    found = list(entries(tmp_path / shard.requests, tmp_path / shard.manifest, 2))
+    assert found == [(f"k{i}", {"n": i}) for i in range(5)]
+
+
+def test_entries_read_a_format_1_manifest_of_keys_and_records(tmp_path: Path) -> None:
+    (tmp_path / "m").write_bytes(b'{"key":"a","record":{"x":1}}\n{"key":"b","record":{"x":2}}\n')
+    assert list(entries(tmp_path / "absent", tmp_path / "m", 1)) == [("a", {"x": 1}), ("b", {"x": 2})]
+
+
+def test_a_manifest_that_does_not_match_its_requests_is_a_state_error(tmp_path: Path) -> None:
+    shard = _write(tmp_path, 5, JobSize(30_000, 10**9))[0]
+    manifest = tmp_path / shard.manifest
+    manifest.write_bytes(manifest.read_bytes().split(b"\n", 1)[1])  # a line short
+    with pytest.raises(StateError, match=r"manifest.jsonl: the shard's files are corrupt"):
+        list(entries(tmp_path / shard.requests, manifest, 2))
+
+
+_JSON = st.recursive(st.none() | st.text() | st.integers(-(2**63), 2**63 - 1),
+                     lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner))
+
+
+@given(key=st.text(), request=_JSON)
+def test_request_key_reads_any_key_as_parsing_the_whole_line_would(key: str, request: object) -> None:
+    line = orjson.dumps({"key": key, "request": request}, option=orjson.OPT_APPEND_NEWLINE)
+    assert request_key(line) == key
+    assert request_key(b'{"request":{},"key":"late"}\n') == "late"
 
 
 def test_shards_are_cut_by_bytes_before_a_line_would_pass_the_limit(tmp_path: Path) -> None:
