@@ -2,10 +2,10 @@
 
 A ``dict`` of every key seen grows with the input (~100 bytes a key: 500 MB at 5M records). Instead each key's
 64-bit hash is kept: in a batch in memory, then, batch by batch, split by its low bits into ``_PARTITIONS`` parts
-appended to one spill file (where each part of each batch lies is remembered). At the end each partition -- a
-``1/_PARTITIONS`` share of the hashes -- is read back and checked on its own for a hash seen twice. Only when one
-is (a duplicate key, or one chance in ~2^64 a pair of different keys) are the keys themselves read again, from
-the shards' request lines, to name the records exactly.
+appended to one spill file (where each part of each batch starts is remembered: 8 KB a batch). At the end each
+partition -- a ``1/_PARTITIONS`` share of the hashes -- is read back and checked on its own for a hash seen twice.
+Only when one is (a duplicate key, or one chance in ~2^64 a pair of different keys) are the keys themselves read
+again, from the shards' request lines, to name the records exactly.
 
 Splitting a batch is one pass in Python (~0.1 µs a hash); sorting it by partition, as this did first, cost three
 times that, and a file per partition opened at every spill as much again: together ~15 % of a prep.
@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from batchflow.sharding import request_key
 
-_PARTITIONS = 256  # 5M keys: ~20k a partition, ~1.5 MB to check one
+_PARTITIONS = 1024  # 5M keys: ~5k a partition, ~0.4 MB to check one
 _MASK = _PARTITIONS - 1
 _BATCH = 1 << 17  # hashes held before a spill: 1 MB in an array
 
@@ -35,7 +35,7 @@ class KeyHashes:
         self.add = self._batch.append  # hash(key) in; a bound C method: ~30 ns a record
         self._file = directory / "hashes"
         self._spilled = 0  # bytes in the spill file
-        self._segments: list[list[tuple[int, int]]] = [[] for _ in range(_PARTITIONS)]  # (offset, count) each
+        self._starts: list[array[int]] = []  # per spilled batch, the offset of each part in the file, and its end
 
     def __len__(self) -> int:
         return len(self._batch)
@@ -53,8 +53,8 @@ class KeyHashes:
             self._spill()
             found = set()
             with open(self._file, "rb") as fh:
-                for segments in self._segments:
-                    found |= _repeated(_read(fh, segments))
+                for p in range(_PARTITIONS):
+                    found |= _repeated(_read(fh, [(starts[p], starts[p + 1]) for starts in self._starts]))
         del self._batch[:]
         shutil.rmtree(self.dir, ignore_errors=True)
         return found
@@ -63,12 +63,13 @@ class KeyHashes:
         parts = _partition(self._batch)
         del self._batch[:]
         self.dir.mkdir(parents=True, exist_ok=True)
+        starts = array("q", [self._spilled])
         with open(self._file, "ab") as fh:
-            for segments, part in zip(self._segments, parts, strict=True):
-                if part:
-                    part.tofile(fh)
-                    segments.append((self._spilled, len(part)))
-                    self._spilled += len(part) * part.itemsize
+            for part in parts:
+                part.tofile(fh)
+                self._spilled += len(part) * part.itemsize
+                starts.append(self._spilled)
+        self._starts.append(starts)
 
 
 def _partition(batch: array[int]) -> list[array[int]]:
@@ -80,10 +81,12 @@ def _partition(batch: array[int]) -> list[array[int]]:
 
 
 def _read(fh: BinaryIO, segments: list[tuple[int, int]]) -> array[int]:
+    """The hashes between each (start, end) offset of the spill file."""
     hashes = array("q")
-    for offset, count in segments:
-        fh.seek(offset)
-        hashes.fromfile(fh, count)
+    for start, end in segments:
+        if end > start:
+            fh.seek(start)
+            hashes.fromfile(fh, (end - start) // hashes.itemsize)
     return hashes
 
 
