@@ -52,6 +52,7 @@ def rows(spec: Spec, state: State, root: Path, tally: Tally) -> Iterator[dict[st
                 tally.rows += 1
                 tally.ok += row["status"] == "ok"
                 yield row
+            del found  # before the next shard's results are read: two shards' at once were the merge's peak
 
 
 def _job_error(name: str | None, status: str, error: str | None) -> dict[str, Any]:
