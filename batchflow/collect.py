@@ -19,6 +19,7 @@ import structlog
 
 from batchflow.backends import Backend, JobInfo, Result
 from batchflow.errors import BackendError
+from batchflow.sharding import request_key
 from batchflow.state import SUCCEEDED, Job, Shard
 
 log = structlog.get_logger(__name__)
@@ -57,7 +58,7 @@ class Outcome:
 def input_keys(path: Path) -> list[str]:
     """The keys of a job's request lines, in order."""
     with open(path, "rb") as fh:
-        return [str(orjson.loads(line)["key"]) for line in fh if line.strip()]
+        return [request_key(line) for line in fh if line.strip()]
 
 
 def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo) -> Path:
@@ -128,7 +129,7 @@ def subset(root: Path, shard: Shard, keys: set[str], n: int) -> tuple[str, int, 
     count = 0
     with open(root / shard.requests, "rb") as src, open(root / rel, "wb") as dst:
         for line in src:
-            if str(orjson.loads(line)["key"]) in keys:
+            if request_key(line) in keys:
                 dst.write(line)
                 digest.update(line)
                 count += 1
