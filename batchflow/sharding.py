@@ -90,7 +90,7 @@ def too_large(where: str, size: int, max_bytes: int) -> DataError:
 class ShardWriter:
     """Writes request lines (and their manifest lines) to shard files; ``directory=None`` only counts.
 
-    Lines are gathered in memory and handed, a MiB at a time, to a thread that hashes and writes them: both
+    Lines are gathered in memory and handed, 512 KiB at a time, to a thread that hashes and writes them: both
     release the GIL, so on a second core they cost the caller nothing (over a quarter of preparing a shard).
     """
 
