@@ -7,7 +7,6 @@ is retried (within ``retry.request_attempts``) and reported, never silently merg
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import structlog
 
 from batchflow.backends import Backend, JobInfo, Result
 from batchflow.errors import BackendError
-from batchflow.sharding import content_digest, request_key
+from batchflow.sharding import ContentDigest, request_key
 from batchflow.state import SUCCEEDED, Job, Shard
 
 log = structlog.get_logger(__name__)
@@ -125,7 +124,7 @@ def subset(root: Path, shard: Shard, keys: set[str], n: int) -> tuple[str, int, 
     """Write the shard's request lines for ``keys`` as job ``n``'s input; returns (path, count, digest)."""
     rel = f"jobs/shard-{shard.index:05d}-j{n}.jsonl"
     (root / "jobs").mkdir(exist_ok=True)
-    digest = hashlib.sha256()
+    digest = ContentDigest()
     count = 0
     with open(root / shard.requests, "rb") as src, open(root / rel, "wb") as dst:
         for line in src:
@@ -133,4 +132,4 @@ def subset(root: Path, shard: Shard, keys: set[str], n: int) -> tuple[str, int, 
                 dst.write(line)
                 digest.update(line)
                 count += 1
-    return rel, count, content_digest(digest)
+    return rel, count, digest.hexdigest()

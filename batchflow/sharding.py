@@ -30,7 +30,7 @@ class ShardInfo:
     index: int
     count: int
     bytes: int
-    digest: str  # of the request lines: ``content_digest``
+    digest: str  # of the request lines: ``ContentDigest``
     requests: str  # file names inside the shard directory
     manifest: str
 
@@ -73,12 +73,18 @@ def entries(requests: Path, manifest: Path, state_format: int) -> Iterator[tuple
                          "over") from None
 
 
-def content_digest(digest: Any) -> str:
-    """The 16 hex digits that name a job's input, of a ``hashlib.sha256()`` fed its request lines.
+class ContentDigest:
+    """The 16 hex digits that name a job's input, fed its request lines (``update`` as often as wanted).
 
     SHA-256 rather than BLAKE2b: with the CPU's SHA instructions it hashes 1.7 GB/s against 0.95 here, which is
     0.15 s of a 1M-record prep when the writing thread has to share a core."""
-    return str(digest.hexdigest()[:16])
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.update = self._hash.update
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()[:16]
 
 
 def too_large(where: str, size: int, max_bytes: int) -> DataError:
@@ -189,7 +195,7 @@ class _Disk:
 
     def _run(self) -> None:
         files: tuple[IO[bytes], IO[bytes]] | None = None
-        digest = hashlib.sha256()
+        digest = ContentDigest()
         current = -1
         try:
             while (item := self._queue.get()) is not None:
@@ -198,8 +204,8 @@ class _Disk:
                     continue  # drain, so the producer never blocks on a full queue
                 if index != current:
                     if current >= 0:
-                        self._digests.append(content_digest(digest))
-                        digest = hashlib.sha256()
+                        self._digests.append(digest.hexdigest())
+                        digest = ContentDigest()
                     files = self._open(files, index)
                     current = index
                 digest.update(requests)
@@ -207,7 +213,7 @@ class _Disk:
                     files[0].write(requests)
                     files[1].write(manifest)
             if current >= 0:
-                self._digests.append(content_digest(digest))
+                self._digests.append(digest.hexdigest())
         except BaseException as exc:  # handed to the caller at its next put() or finish()
             self._error = exc
             while self._queue.get() is not None:

@@ -59,7 +59,10 @@ _JSON = st.recursive(st.none() | st.text() | st.integers(-(2**63), 2**63 - 1),
 def test_request_key_reads_any_key_as_parsing_the_whole_line_would(key: str, request: object) -> None:
     line = orjson.dumps({"key": key, "request": request}, option=orjson.OPT_APPEND_NEWLINE)
     assert request_key(line) == key
-    assert request_key(b'{"request":{},"key":"late"}\n') == "late"
+
+
+def test_request_key_parses_a_line_whose_key_does_not_come_first() -> None:
+    assert request_key(b'{"request":{"key":"inner"},"key":"late"}\n') == "late"
 
 
 def test_shards_are_cut_by_bytes_before_a_line_would_pass_the_limit(tmp_path: Path) -> None:
