@@ -1,7 +1,8 @@
 """The command line: thin commands, documented exit codes, no traceback for expected errors.
 
 Exit codes: 0 finished (failures within ``max_failed``); 1 too many failed records, or the run failed;
-2 bad spec, bad data or bad usage (nothing submitted); 75 not finished yet (``--no-wait``, or locked).
+2 bad spec, bad data or bad usage (nothing submitted); 3 ``plan --exit-code``: ``run`` would submit jobs;
+75 not finished yet (``--no-wait``, or locked).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from batchflow.errors import EXIT_FAILED, EXIT_USAGE, BatchflowError
+from batchflow.errors import EXIT_FAILED, EXIT_USAGE, EXIT_WOULD_SUBMIT, BatchflowError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,15 +71,22 @@ def main(log_format: str, verbose: bool, debug: bool) -> None:
 @main.command()
 @_spec_arg
 @click.option("--no-wait", is_flag=True, help="advance as far as possible without waiting; exit 75 if unfinished")
-@click.option("--restart", is_flag=True, help="start over: keep the old state aside and plan anew")
+@click.option("--restart", is_flag=True,
+              help="start over: put the old state and its kept answers aside, and send every record again")
+@click.option("--retry-errors", is_flag=True,
+              help="send again the records whose kept failure would come back the same (a 400, a safety block)")
 @_expected_errors
-def run(spec: Path, no_wait: bool, restart: bool) -> None:
-    """Plan, submit, poll, retry and merge; resumes from the state."""
+def run(spec: Path, no_wait: bool, restart: bool, retry_errors: bool) -> None:
+    """Plan, submit, poll, retry and merge; resumes from the state, reuses the answers kept."""
     from batchflow.runner import Runner
     from batchflow.spec import load_spec
 
-    summary = Runner(load_spec(spec)).run(wait=not no_wait, restart=restart)
-    click.echo(f"{summary.records:,} records: {summary.ok:,} ok, {summary.failed:,} failed -> {summary.output}")
+    summary = Runner(load_spec(spec)).run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
+    if summary.archived:
+        click.echo(f"the old state and its kept answers are in {summary.archived}")
+    skipped = f" ({summary.rejected:,} bad record{'s' * (summary.rejected != 1)} skipped)" if summary.rejected else ""
+    click.echo(f"{summary.records:,} records: {summary.ok:,} ok, {summary.failed:,} failed{skipped} -> "
+               f"{summary.output}")
 
 
 @main.command()
@@ -102,13 +110,19 @@ def validate(specs: tuple[Path, ...], records: int) -> None:
 
 @main.command()
 @_spec_arg
+@click.option("--exit-code", is_flag=True,
+              help=f"exit {EXIT_WOULD_SUBMIT} when `run` would submit jobs, 0 when it would not (for CI)")
+@click.option("--retry-errors", is_flag=True, help="plan as `run --retry-errors` would")
 @_expected_errors
-def plan(spec: Path) -> None:
-    """Show what `run` would do now: records, shards, jobs, a sample request, a token estimate."""
+def plan(spec: Path, exit_code: bool, retry_errors: bool) -> None:
+    """Show what `run` would do now: new / changed / unchanged / removed records, jobs, a sample, tokens."""
     from batchflow.report import plan_report
     from batchflow.spec import load_spec
 
-    click.echo(plan_report(load_spec(spec)))
+    report = plan_report(load_spec(spec), retry_errors)
+    click.echo(report.text)
+    if exit_code and report.submits:
+        sys.exit(EXIT_WOULD_SUBMIT)
 
 
 @main.command()
@@ -126,7 +140,7 @@ def status(spec: Path) -> None:
 @_spec_arg
 @_expected_errors
 def cancel(spec: Path) -> None:
-    """Cancel the spec's running jobs."""
+    """Cancel the spec's running jobs; a later `run` collects what they answered and sends the rest."""
     from batchflow.runner import cancel as cancel_jobs
     from batchflow.spec import load_spec
 

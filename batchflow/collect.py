@@ -46,7 +46,7 @@ class Outcome:
 
     def add(self, line: dict[str, Any]) -> None:
         if "job_error" in line:
-            self.job_failures += 1
+            self.job_failures += not line.get("cancelled")  # a job the user cancelled is no failure of the job
             line = {"error": line["job_error"]}
         else:
             self.attempts += 1
@@ -63,15 +63,16 @@ def input_keys(path: Path) -> list[str]:
 def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo) -> Path:
     """Write the job's results to ``results/`` and return the file; counts go into ``job``."""
     sent = input_keys(root / job.input)
-    out = root / "results" / f"shard-{shard.index:05d}-j{job.n}.jsonl"
-    out.parent.mkdir(exist_ok=True)
+    out = root / Path(shard.requests).parent.parent / "results" / f"shard-{shard.index:05d}-j{job.n}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
     where = f"job {info.name} (shard {shard.index})"
     lines = _match(backend.results(info, out.parent, root / job.input), set(sent), where)
     for key in sent:
         if job.status == SUCCEEDED:  # the backend ran the job but gave this request no line
             lines.setdefault(key, {"error": {"code": None, "message": f"no result in the output of {info.name}"}})
         else:  # the job failed, expired or was cancelled before answering this request
-            lines.setdefault(key, {"job_error": {"code": None, "message": _ended(info)}})
+            lines.setdefault(key, {"job_error": {"code": None, "message": _ended(info)},
+                                   **({"cancelled": True} if job.cancel_requested else {})})
     tmp = out.with_suffix(".tmp")
     with open(tmp, "wb", buffering=1 << 20) as fh:
         for key in sent:
@@ -120,10 +121,10 @@ def outcomes(root: Path, shard: Shard) -> dict[str, Outcome]:
     return found
 
 
-def subset(root: Path, shard: Shard, keys: set[str], n: int) -> tuple[str, int, str]:
+def subset(root: Path, shard: Shard, keys: set[str], n: int, jobs_dir: str = "jobs") -> tuple[str, int, str]:
     """Write the shard's request lines for ``keys`` as job ``n``'s input; returns (path, count, digest)."""
-    rel = f"jobs/shard-{shard.index:05d}-j{n}.jsonl"
-    (root / "jobs").mkdir(exist_ok=True)
+    rel = f"{jobs_dir}/shard-{shard.index:05d}-j{n}.jsonl".removeprefix("./")
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
     digest = ContentDigest()
     count = 0
     with open(root / shard.requests, "rb") as src, open(root / rel, "wb") as dst:

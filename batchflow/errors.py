@@ -9,6 +9,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_WOULD_SUBMIT = 3  # plan --exit-code: run would submit jobs
 EXIT_NOT_FINISHED = 75
 
 

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from batchflow.backends import JobInfo
 from batchflow.spec import Spec
 from batchflow.state import Job, Shard, State, StateStore
+
+if TYPE_CHECKING:
+    from batchflow.prepare import Earlier
 
 
 class JobClient(Protocol):
@@ -47,21 +51,32 @@ class NextJob:
 class ExecutionPath(Protocol):
     """What a run does at the steps that touch records; every method may raise Transient/BackendError."""
 
+    recurring: bool
+    """Keeps answers per record: a changed input or spec is planned anew from them (else it is refused)."""
+
     @property
     def jobs(self) -> JobClient:
         """The backend's job calls, connected on first use."""
         ...
 
     def fingerprint(self) -> str:
-        """Identity of the requests as the spec and its input make them now; DataError when the input is gone."""
+        """Identity of the requests as the spec (and, on a path that is not ``recurring``, its input) makes them."""
+        ...
+
+    def source_stat(self) -> str:
+        """A cheap identity of the input as it is now (sizes, versions); DataError when the input is gone."""
         ...
 
     def check_output(self) -> None:
         """Fail (exit 2) before anything is spent if the output could not be written."""
         ...
 
-    def prepare(self, store: StateStore, fingerprint: str) -> State:
-        """Every shard made and the state saved; nothing submitted."""
+    def prepare(self, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool) -> State:
+        """Generation ``gen``: every part and unit made (the caller saves the state); nothing submitted."""
+        ...
+
+    def keep(self, state: State) -> dict[str, Any]:
+        """Every record's answer kept once the generation's units are settled; returns ``State.answers``."""
         ...
 
     def stage(self, job: Job) -> str:

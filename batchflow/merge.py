@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from batchflow.collect import Outcome, outcomes
+from batchflow.answers.keep import answer_lines
 from batchflow.hotloop import relaxed_gc
 from batchflow.logs import Progress
 from batchflow.sharding import entries
@@ -36,36 +36,29 @@ def output_fingerprint(spec: Spec) -> str:
 
 
 def rows(spec: Spec, state: State, root: Path, tally: Tally) -> Iterator[dict[str, Any]]:
-    """The output rows, shard by shard (so only one shard's results are in memory); counts into ``tally``."""
+    """The output rows, part by part, from the generation's kept answers (line for line with the records)."""
     tally.rows = tally.ok = 0
     make = _row_maker(spec)
     progress = Progress("merging")
-    with relaxed_gc():  # a shard's results stay in memory while its rows are made: see hotloop
-        for shard in state.shards:
-            progress.tick(rows=tally.rows, shard=shard.index, shards=len(state.shards))
-            found = outcomes(root, shard).get
-            fallback = _job_error(shard.current.name if shard.current else None,
-                                  shard.current.status if shard.current else "?",
-                                  shard.current.error if shard.current else None)
-            for key, record in entries(root / shard.requests, root / shard.manifest, state.format):
-                row = make(key, record, found(key), fallback)
+    loads = orjson.loads
+    with relaxed_gc():
+        for index, answers in answer_lines(root, state):
+            part = state.parts[index]
+            progress.tick(rows=tally.rows, part=index, parts=len(state.parts))
+            for (key, record), answer in zip(entries(root / part.requests, root / part.manifest, state.format),
+                                             answers, strict=True):
+                row = make(key, record, loads(answer))
                 tally.rows += 1
                 tally.ok += row["status"] == "ok"
                 yield row
-            del found  # before the next shard's results are read: two shards' at once were the merge's peak
 
 
-def _job_error(name: str | None, status: str, error: str | None) -> dict[str, Any]:
-    return {"code": None, "message": f"job {name} ended {status}" + (f": {error}" if error else "")}
+def make_row(spec: Spec, key: str, record: Any, answer: dict[str, Any]) -> dict[str, Any]:
+    """One output row (DESIGN.md, "An output row") from a kept answer."""
+    return _row_maker(spec)(key, record, answer)
 
 
-def make_row(spec: Spec, key: str, record: Any, outcome: Outcome | None,
-             job_error: dict[str, Any]) -> dict[str, Any]:
-    """One output row (DESIGN.md, "An output row")."""
-    return _row_maker(spec)(key, record, outcome, job_error)
-
-
-_MakeRow = Callable[[str, Any, "Outcome | None", dict[str, Any]], dict[str, Any]]
+_MakeRow = Callable[[str, Any, dict[str, Any]], dict[str, Any]]
 
 
 def _row_maker(spec: Spec) -> _MakeRow:
@@ -73,17 +66,15 @@ def _row_maker(spec: Spec) -> _MakeRow:
     embed, parse = spec.task == "embed", spec.output.parse
     with_response, with_record = spec.output.include_response, spec.output.include_record
 
-    def make(key: str, record: Any, outcome: Outcome | None, job_error: dict[str, Any]) -> dict[str, Any]:
-        if outcome is None:
-            row = {"key": key, "status": "error", "error": job_error, "attempts": 0}
-        elif not outcome.ok:
-            row = {"key": key, "status": "error", "error": outcome.result["error"], "attempts": outcome.sent}
+    def make(key: str, record: Any, answer: dict[str, Any]) -> dict[str, Any]:
+        response = answer.get("response")
+        if response is None:
+            row = {"key": key, "status": "error", "error": answer.get("error"), "attempts": answer.get("attempts", 0)}
         else:
-            response = outcome.result["response"] or {}
             row = {"key": key, **(_embedding(response) if embed else _generated(response, parse))}
             if with_response:
                 row["response"] = response
-            row["attempts"] = outcome.sent
+            row["attempts"] = answer.get("attempts", 0)
         if with_record:
             row["record"] = record
         return row

@@ -20,6 +20,7 @@ The runner reads no record: only table metadata and single aggregate rows come b
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -33,10 +34,10 @@ from batchflow.destinations.bigquery import BigQueryDestination
 from batchflow.errors import DataError
 from batchflow.execution import NextJob
 from batchflow.limits import spec_job_size
-from batchflow.prepare import display_name, fingerprint
+from batchflow.prepare import Earlier, display_name, fingerprint
 from batchflow.sources.bigquery import BigQuerySource
 from batchflow.spec import Spec
-from batchflow.state import Job, Shard, State, StateStore
+from batchflow.state import Job, Shard, State
 
 log = structlog.get_logger(__name__)
 
@@ -77,13 +78,22 @@ class NativePath:
         with bq.api_errors("BigQuery"):
             self.client.query(sql).result()
 
+    recurring = False  # the records stay in BigQuery: a changed input or spec needs --restart
+
     def fingerprint(self) -> str:
         return fingerprint(self.spec, BigQuerySource(self.spec.source).fingerprint())
+
+    def source_stat(self) -> str:
+        return BigQuerySource(self.spec.source).fingerprint()
+
+    def keep(self, state: State) -> dict[str, Any]:
+        return {"dir": None, "ok": 0, "kept_errors": 0, "retry": 0}  # answers stay in BigQuery
 
     def check_output(self) -> None:
         self.output.check()
 
-    def prepare(self, store: StateStore, fp: str) -> State:
+    def prepare(self, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool) -> State:
+        fp = self.fingerprint()
         per_job = spec_job_size(self.spec).max_requests
         requests = self.table("requests")
         self._run_sql(ns.requests_sql(self.sql, requests, per_job))
@@ -102,10 +112,9 @@ class NativePath:
             count = min(per_job, n - i * per_job)
             digest = hashlib.blake2b(f"{fp}:{i}".encode(), digest_size=8).hexdigest()
             job = Job(n=1, input=str(part), count=count, digest=digest, status=st.STAGED, file=part.uri,
-                      display_name=display_name(self.spec.name, i, 1, digest))
+                      display_name=display_name(self.spec.name, gen, i, 1, digest))
             shards.append(Shard(i, count, 0, digest, str(part), "", jobs=[job]))
-        state = State(self.spec.name, fp, records=n, shards=shards)
-        store.save(state)
+        state = State(self.spec.name, fp, records=n, shards=shards, gen=gen)
         log.info("prepared in BigQuery", records=n, jobs=parts, table=str(requests))
         return state
 

@@ -48,11 +48,16 @@ class Settle:
 
 
 @dataclass(frozen=True)
+class Keep:
+    """Every unit is done: write every record's answer, and the index the next generation plans from."""
+
+
+@dataclass(frozen=True)
 class Merge:
-    """Every shard is done: write the output rows in input order."""
+    """The answers are kept: write the output rows in input order."""
 
 
-Step = Submit | Adopt | Poll | Collect | Settle | Merge
+Step = Submit | Adopt | Poll | Collect | Settle | Keep | Merge
 
 
 @dataclass(frozen=True)
@@ -68,9 +73,16 @@ class Plan:
 
 
 def make_plan(state: State, now: float, max_concurrent: int, output_fingerprint: str,
-              output_exists: bool = True) -> Plan:
-    """The steps to take now, in the order to take them."""
+              output_exists: bool = True, settle_only: bool = False) -> Plan:
+    """The steps to take now, in the order to take them.
+
+    ``settle_only``: the plan is about to change; only follow the jobs already created (or maybe created) to
+    their collection, and create nothing. ``finished`` then means no such job is left."""
+    if settle_only:
+        return _settle_only(state, now)
     if state.done:
+        if state.answers is None:
+            return Plan((Keep(),), None, False)
         merged = state.merged is not None and state.merged.get("output") == output_fingerprint and output_exists
         return Plan(() if merged else (Merge(),), None, merged)
     adopt: list[Step] = []
@@ -106,3 +118,25 @@ def make_plan(state: State, now: float, max_concurrent: int, output_fingerprint:
     submits: list[Step] = [Submit(shard_of[id(j)], j.n) for j in (*staged, *fresh)]
     steps = (*adopt, *([Poll(tuple(remote))] if remote else []), *collect, *submits)
     return Plan(steps, min(backoffs) if backoffs and not submits else None, False)
+
+
+def _settle_only(state: State, now: float) -> Plan:
+    steps: list[Step] = []
+    remote: list[tuple[int, int]] = []
+    backoffs: list[float] = []
+    for shard in state.shards:
+        job = shard.current
+        if job is None or job.status not in st.LIVE:
+            continue
+        if job.status == st.SUBMITTING and job.not_before > now:
+            backoffs.append(job.not_before)
+        elif job.status == st.SUBMITTING:
+            steps.append(Adopt(shard.index, job.n))
+        elif job.status in st.REMOTE:
+            remote.append((shard.index, job.n))
+        else:
+            steps.append(Collect(shard.index, job.n))
+    if remote:
+        steps.insert(0, Poll(tuple(remote)))
+    live = bool(steps or backoffs)
+    return Plan(tuple(steps), min(backoffs) if backoffs and not steps else None, not live)

@@ -1,11 +1,16 @@
-"""Read -> render -> key -> shard files: all local work, done whole before anything is submitted."""
+"""Read -> render -> key -> parts, then the difference from the kept answers -> the units to send.
+
+All local work, done whole before anything is submitted: a bad record stops it with nothing spent and the state
+as it was. A generation's files are written under ``gen-N.tmp`` and moved to ``gen-N`` only once whole.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -13,23 +18,25 @@ from typing import IO, Any
 import orjson
 import structlog
 
+from batchflow.answers import request_salt
+from batchflow.answers.diff import Diff, Pointers, Spill, diff
 from batchflow.errors import DataError
 from batchflow.hotloop import relaxed_gc
 from batchflow.keys import KeyHashes, first_duplicate
 from batchflow.limits import spec_job_size
 from batchflow.logs import Progress
-from batchflow.sharding import ShardInfo, ShardWriter, too_large
+from batchflow.sharding import ShardInfo, ShardWriter, key_json, too_large
 from batchflow.sources import Source, SourceRecord, open_source, where
 from batchflow.spec import Spec
-from batchflow.state import Job, Shard, State, StateStore
+from batchflow.state import Job, Part, Shard, State
 from batchflow.templating import Renderer
 
 log = structlog.get_logger(__name__)
 
 _NL = orjson.OPT_APPEND_NEWLINE
 # The parts of a spec that decide the request lines; the rest (output, retry, polling) may change freely.
-_REQUEST_KEYS = ("model", "task", "source", "key", "prompt", "system", "generation_config", "request",
-                 "content", "embed_config")
+REQUEST_KEYS = ("model", "task", "source", "key", "prompt", "system", "generation_config", "request",
+                "content", "embed_config")
 
 
 @dataclass(frozen=True)
@@ -39,12 +46,20 @@ class Rendered:
     request: dict[str, Any]
 
 
-def fingerprint(spec: Spec, source_fingerprint: str) -> str:
-    """Identity of the request lines a spec makes from its input as the input is now."""
-    parts = {k: spec.raw.get(k) for k in _REQUEST_KEYS}
+def request_fields(spec: Spec) -> dict[str, Any]:
+    """The spec fields that decide the request lines, as JSON values (to name which changed)."""
+    parts: dict[str, Any] = {k: spec.raw.get(k) for k in REQUEST_KEYS}
     parts["jobs"] = {k: (spec.raw.get("jobs") or {}).get(k) for k in ("max_requests", "max_bytes")}
     parts["backend"] = spec.backend.type
-    parts["input"] = source_fingerprint
+    normal: dict[str, Any] = json.loads(json.dumps(parts, sort_keys=True, default=str))
+    return normal
+
+
+def fingerprint(spec: Spec, source_fingerprint: str = "") -> str:
+    """Identity of the request lines a spec makes (from its input as it is now, when that is given)."""
+    parts = request_fields(spec)
+    if source_fingerprint:
+        parts["input"] = source_fingerprint
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.blake2b(blob, digest_size=12).hexdigest()
 
@@ -52,7 +67,7 @@ def fingerprint(spec: Spec, source_fingerprint: str) -> str:
 def rendered(spec: Spec, rejects: IO[bytes] | None = None) -> Iterator[Rendered]:
     """Every record of the source with its key and request; a duplicate key is an error naming both.
 
-    For ``validate`` and ``plan``; ``prepare`` has its own loop, faster and flat in memory."""
+    For ``validate``; ``prepare`` has its own loop, faster and flat in memory."""
     renderer = Renderer(spec)
     seen: dict[str, int] = {}
     for rec in open_source(spec.source, _rejecter(rejects) if rejects else None).records():
@@ -63,64 +78,165 @@ def rendered(spec: Spec, rejects: IO[bytes] | None = None) -> Iterator[Rendered]
         yield Rendered(rec, key, request)
 
 
-def prepare(spec: Spec, store: StateStore, planned_from: str) -> State:
-    """Write every shard, then the state (recording ``planned_from``, the spec and input fingerprint): a bad
-    record stops this with nothing submitted and no state saved."""
-    tmp = store.dir / "shards.tmp"
+@dataclass(frozen=True)
+class Earlier:
+    """The answers the generation before kept (``State.answers``) and the state dir they are in."""
+
+    answers: dict[str, Any]
+    root: Path
+
+    @property
+    def index(self) -> Path:
+        return self.root / str(self.answers["index"])
+
+
+def prepare(spec: Spec, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool = False) -> State:
+    """Generation ``gen`` of the spec, its files in ``root/gen-N``; the caller saves the state it returns."""
+    final, tmp = root / f"gen-{gen}", root / f"gen-{gen}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    size = spec_job_size(spec)
+    (tmp / "shards").mkdir(parents=True)
     try:
-        with ShardWriter(tmp, size) as writer:
-            records = _write_shards(spec, writer, store.dir / "rejects.jsonl")
+        state = _prepare(spec, root, tmp, final.name, gen, earlier, retry_errors)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shards = writer.shards
-    if not shards:
-        raise DataError(f"{spec.where('source')}: source: no records to run")
-    final = store.dir / "shards"
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    state = State(spec.name, planned_from, records=records,
-                  shards=[_shard(spec, info) for info in shards])
-    store.save(state)
-    log.info("prepared", records=records, shards=len(shards))
+    log.info("prepared", gen=gen, records=state.records, parts=len(state.parts), jobs=len(state.shards),
+             **{k: v for k, v in state.diff.items() if k != "examples" and v})
     return state
 
 
-def _write_shards(spec: Spec, writer: ShardWriter, rejects_path: Path) -> int:
-    keys = KeyHashes((writer.dir or rejects_path.parent) / "keys.tmp")  # inside shards.tmp: gone with it on error
-    try:
-        with open(rejects_path, "wb") as rejects, relaxed_gc():
-            records = _render_all(spec, writer, keys, open_source(spec.source, _rejecter(rejects)))
-    finally:
-        if rejects_path.stat().st_size == 0:
-            rejects_path.unlink()
+def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Earlier | None,
+             retry_errors: bool) -> State:
+    size = spec_job_size(spec)
+    spill = Spill(tmp / "spill", earlier.answers["partitions"]) if earlier else None
+    rejects: list[tuple[int, dict[str, Any]]] = []
+    with ShardWriter(tmp / "shards", size) as writer:
+        source, records = _write_parts(spec, writer, tmp, spill, rejects)
+    if not records:
+        raise DataError(f"{spec.where('source')}: source: no records to run")
+    parts: list[Part] = []
+    starts: list[int] = []
+    for info in writer.shards:
+        first = starts[-1] + parts[-1].count if parts else 1
+        parts.append(Part(info.index, first, info.count, f"{name}/shards/{info.requests}",
+                          f"{name}/shards/{info.manifest}"))
+        starts.append(first)
+    send = bytearray(b"\x01") * (records + 1)
+    send[0] = 0
+    for ordinal, _error in rejects:
+        send[ordinal] = 0
+    changes = Diff(new=records - len(rejects), rejected=len(rejects))
+    if earlier is not None and spill is not None:
+        spill.close()
+        pointers = Pointers(tmp / "carried", starts)
+        changes = diff(earlier.index, spill, send, pointers, retry_errors)
+        changes.rejected = len(rejects)
+        for index, file in pointers.close().items():
+            parts[index].carried = f"{name}/carried/{file}"
+        shutil.rmtree(spill.dir, ignore_errors=True)
+    if rejects:
+        with open(tmp / "rejects.jsonl", "wb") as fh:
+            for ordinal, error in rejects:
+                fh.write(orjson.dumps({"ordinal": ordinal, "error": error}, option=_NL))
+    if earlier is None and not rejects:
+        units = [_unit(spec, gen, info, f"{name}/shards/{info.requests}", f"{name}/shards/{info.manifest}")
+                 for info in writer.shards]
+        for part in parts:
+            part.units = [part.index]
+    else:
+        units = _pack(spec, gen, tmp, name, parts, send)
+    return State(spec.name, fingerprint(spec), records=records, shards=units, gen=gen, parts=parts,
+                 source={"stat": source.fingerprint(), "content": source.content_digest()},
+                 spec=request_fields(spec), previous=earlier.answers if earlier else None,
+                 diff=changes.as_dict())
+
+
+def _pack(spec: Spec, gen: int, tmp: Path, name: str, parts: list[Part], send: bytearray) -> list[Shard]:
+    """The records to send, copied from the parts into units cut by count and bytes (a part's records go in one
+    unit, or in two that follow each other)."""
+    (tmp / "units").mkdir()
+    with ShardWriter(tmp / "units", spec_job_size(spec), manifests=False) as writer:
+        for part in parts:
+            if not any(send[part.first:part.first + part.count]):
+                continue
+            start = len(writer.shards)
+            with open(tmp.parent / part.requests.replace(name, tmp.name, 1), "rb") as fh:
+                for ordinal, line in enumerate(fh, start=part.first):
+                    if send[ordinal]:
+                        writer.append(line, b"")
+            part.units = list(range(start, len(writer.shards) + 1))
+        writer.close()
+    return [_unit(spec, gen, info, f"{name}/units/{info.requests}") for info in writer.shards]
+
+
+def _unit(spec: Spec, gen: int, info: ShardInfo, requests: str, manifest: str = "") -> Shard:
+    first = Job(n=1, input=requests, count=info.count, digest=info.digest,
+                display_name=display_name(spec.name, gen, info.index, 1, info.digest))
+    return Shard(info.index, info.count, info.bytes, info.digest, requests, manifest, jobs=[first])
+
+
+class _Counter:
+    """The ordinal of the next record, shared by the hot loop and the handler of bad records."""
+
+    def __init__(self) -> None:
+        self.next = itertools.count(1).__next__
+
+
+def _write_parts(spec: Spec, writer: ShardWriter, tmp: Path, spill: Spill | None,
+                 rejects: list[tuple[int, dict[str, Any]]]) -> tuple[Source, int]:
+    keys = KeyHashes(tmp / "keys.tmp")
+    counter = _Counter()
+    renderer = Renderer(spec)
+
+    def reject(place: str, reason: str, ordinal: int | None = None, key: str | None = None) -> None:
+        ordinal = counter.next() if ordinal is None else ordinal
+        key = str(ordinal) if key is None else key
+        writer.append(orjson.dumps({"key": key, "request": None}, option=_NL), b"null")
+        keys.add(hash(key))
+        rejects.append((ordinal, {"code": None, "message": f"{place}: {reason}"}))
+        log.warning("record skipped: it gets an error row", where=place, reason=reason, key=key)
+
+    source = open_source(spec.source, lambda place, reason, _raw: reject(place, reason))
+    with relaxed_gc():
+        records = _render_all(spec, renderer, writer, keys, source, spill, counter,
+                              reject if spec.source.on_bad_record == "skip" else None)
     writer.close()
     suspects = keys.repeated()
     if suspects:
         _name_duplicate(spec, [writer.dir / s.requests for s in writer.shards] if writer.dir else [], suspects)
-    return records
+    return source, records
 
 
-def _render_all(spec: Spec, writer: ShardWriter, keys: KeyHashes, source: Source) -> int:
+_Reject = Callable[..., None]
+
+
+def _render_all(spec: Spec, renderer: Renderer, writer: ShardWriter, keys: KeyHashes, source: Source,
+                spill: Spill | None, counter: _Counter, skip: _Reject | None) -> int:
     """The hot loop: once per record, so what can be hoisted out of it is (bound methods, limits, options).
 
     One process: rendering in worker processes (runs of ~1 MiB of lines, in order) was measured slower on two
     cores, 4.8-6.8 s against 3.6-4.0 s for 1M records: the ~1 GB of lines and shard bytes through pipes costs
-    more than it saves. The second core hashes and writes the shards (``ShardWriter``)."""
-    renderer = Renderer(spec)
+    more than it saves. The second core hashes and writes the shards (``ShardWriter``). With kept answers to
+    compare with (``spill``), each request's digest and key go to the spill as well."""
     render, fast = renderer.render, renderer.fast or _no_fast_path
-    dumps, append, add_hash = orjson.dumps, writer.append, keys.add
+    dumps, append, add_hash, next_ordinal = orjson.dumps, writer.append, keys.add, counter.next
     max_bytes, ordinal = writer.size.max_bytes, 0
+    salt, sha256, add_spill = request_salt(spec), hashlib.sha256, spill.add if spill else None
     progress = Progress("preparing")
     for record, raw, place, line in source.items():
-        ordinal += 1
+        ordinal = next_ordinal()
         try:
             key, request = fast(record, ordinal)
         except Exception:  # what the fast path cannot render, render does (or says why it cannot)
-            key, request = render(record, ordinal, SourceRecord(ordinal, place, record, line, raw))
+            try:
+                key, request = render(record, ordinal, SourceRecord(ordinal, place, record, line, raw))
+            except DataError as exc:
+                if skip is None:
+                    raise
+                skip(where(place, line), str(exc).split(": ", 1)[-1], ordinal, renderer.key_of(record, ordinal))
+                continue
         try:
             request_line = dumps({"key": key, "request": request}, option=_NL)
             record_json = raw if raw is not None else dumps(record)  # a JSON Lines record's own text, as it is
@@ -132,10 +248,12 @@ def _render_all(spec: Spec, writer: ShardWriter, keys: KeyHashes, source: Source
             raise too_large(where(place, line), len(request_line), max_bytes)
         append(request_line, record_json)
         add_hash(hash(key))
+        if add_spill is not None:
+            add_spill(ordinal, sha256(salt + request_line).hexdigest()[:32].encode(), key_json(request_line))
         if not ordinal & 0xFFF:
             keys.spill_if_full()
             progress.tick(records=ordinal, shards=len(writer.shards) + 1)
-    return ordinal
+    return next_ordinal() - 1
 
 
 def _no_fast_path(record: dict[str, Any], ordinal: int) -> tuple[str, dict[str, Any]]:
@@ -148,7 +266,7 @@ def _name_duplicate(spec: Spec, requests: list[Path], suspects: set[int]) -> Non
     if found is None:
         return  # different keys whose hashes met: no duplicate
     key, first, repeat = found
-    where = next(r.where for r in open_source(spec.source).records() if r.ordinal == repeat)
+    where = next((r.where for r in open_source(spec.source).records() if r.ordinal == repeat), f"record {repeat}")
     raise DataError(_duplicate(where, repeat, key, first, spec))
 
 
@@ -157,16 +275,9 @@ def _duplicate(where: str, ordinal: int, key: str, first: int, spec: Spec) -> st
             f"keys must be unique ({spec.where('key')})")
 
 
-def _shard(spec: Spec, info: ShardInfo) -> Shard:
-    requests, manifest = f"shards/{info.requests}", f"shards/{info.manifest}"
-    first = Job(n=1, input=requests, count=info.count, digest=info.digest,
-                display_name=display_name(spec.name, info.index, 1, info.digest))
-    return Shard(info.index, info.count, info.bytes, info.digest, requests, manifest, jobs=[first])
-
-
-def display_name(spec_name: str, shard: int, n: int, digest: str) -> str:
-    """The job's deterministic name: the same shard, attempt and content always give the same one."""
-    return f"batchflow-{spec_name[:60]}-s{shard:05d}-j{n}-{digest[:8]}"
+def display_name(spec_name: str, gen: int, unit: int, n: int, digest: str) -> str:
+    """The job's deterministic name: the same generation, unit, attempt and content always give the same one."""
+    return f"batchflow-{spec_name[:56]}-g{gen}-s{unit:05d}-j{n}-{digest[:8]}"
 
 
 def _rejecter(out: IO[bytes]) -> Any:

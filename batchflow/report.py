@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import itertools
+import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
 from batchflow import plan as p
+from batchflow import state as st
+from batchflow.answers.keep import keep
 from batchflow.errors import DataError
-from batchflow.limits import JobSize, spec_job_size
+from batchflow.limits import spec_job_size
 from batchflow.merge import output_fingerprint
-from batchflow.prepare import fingerprint, rendered
-from batchflow.runner import state_store
-from batchflow.sharding import ShardWriter
+from batchflow.prepare import Earlier, fingerprint, prepare, rendered
+from batchflow.runner import Runner, state_store
 from batchflow.sources import open_source
 from batchflow.spec import Spec, load_spec
 from batchflow.state import State
@@ -47,55 +48,84 @@ def validate_one(path: Path, records: int) -> str:
     return f"ok: {path} ({len(sample)} record(s) rendered: {keys})"
 
 
-def plan_report(spec: Spec) -> str:
-    """The saved state's next steps, or, before the first run, what preparing would make."""
+@dataclass(frozen=True)
+class PlanReport:
+    text: str
+    submits: bool  # run would create jobs (``plan --exit-code``)
+
+
+def plan_report(spec: Spec, retry_errors: bool = False) -> PlanReport:
+    """What ``run`` would do now: the saved generation's next steps, or the difference a new one would send."""
     store = state_store(spec)
     state = store.load()
     if spec.source.native:  # the records stay in BigQuery: the plan is the state's, never a read of the input
-        return _plan_of(spec, state) if state else (f"spec {spec.name}: nothing run yet; `run` builds the requests "
-                                                    "in BigQuery and submits one Vertex job per partition")
+        if state is None:
+            return PlanReport(f"spec {spec.name}: nothing run yet; `run` builds the requests in BigQuery and "
+                              "submits one Vertex job per partition", True)
+        return _plan_of(spec, state)
     if state is None:
-        return _dry_plan(spec)
+        return _diff_plan(spec, None, store.dir, retry_errors)
     try:
-        current = fingerprint(spec, open_source(spec.source).fingerprint())
+        stat = open_source(spec.source).fingerprint()
     except DataError:  # the input is gone: the state holds every request already, as `run` finds
         return _plan_of(spec, state)
-    if state.fingerprint == current:
+    retry = Runner.errors_to_send(state, retry_errors)
+    if state.fingerprint == fingerprint(spec) and state.source.get("stat") == stat and not retry:
         return _plan_of(spec, state)
-    return (f"note: the state in {store.dir} was planned from another version of this spec or its input; `run` "
-            "refuses it until --restart, which would do this:\n" + _dry_plan(spec))
+    return _diff_plan(spec, state, store.dir, retry_errors)
 
 
-def _dry_plan(spec: Spec) -> str:
+def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) -> PlanReport:
+    """Plan the next generation in a scratch directory, report it, and forget it."""
+    with tempfile.TemporaryDirectory(prefix=".plan-", dir=root if root.exists() else None) as scratch:
+        base = Path(scratch)
+        earlier = None
+        if state is not None:
+            kept = state.answers or keep(spec, state, root, out_root=base)
+            earlier = Earlier(kept, root if state.answers else base)
+        new = prepare(spec, base, (state.gen if state else 0) + 1, earlier, retry_errors)
+        sample = None
+        if new.shards:
+            with open(base / new.shards[0].requests, "rb") as fh:
+                sample = fh.readline().decode().rstrip("\n")
+    lines = [f"spec {spec.name}: " + ("nothing run yet" if state is None else
+                                      f"the input or the spec changed since generation {state.gen}")]
+    if state is not None:
+        changed = sorted(k for k in {*state.spec, *new.spec} if state.spec.get(k) != new.spec.get(k))
+        if changed and state.spec:
+            lines.append("  spec fields changed: " + ", ".join(changed))
+        live = sum(j.status in st.LIVE for _, j in state.jobs())
+        if live:
+            lines.append(f"  {live} job(s) already created are collected first (their answers are kept; below, "
+                         "their records count as not answered yet)")
+    d = new.diff
+    lines.append(f"  records: {new.records:,}: {d['new']:,} new, {d['changed']:,} changed, {d['unchanged']:,} "
+                 f"unchanged (answers reused), {d['retried']:,} retried after an error, {d['removed']:,} removed, "
+                 f"{d['rejected']:,} rejected")
+    for kind, keys in sorted(d.get("examples", {}).items()):
+        if kind != "unchanged":
+            more = ", ..." if d[kind] > len(keys) else ""
+            lines.append(f"    {kind}: " + ", ".join(repr(k) for k in keys) + more)
     max_requests, max_bytes = _size(spec)
-
-    writer = ShardWriter(None, JobSize(max_requests, max_bytes))
-    sample = None
-    for item in rendered(spec):
-        line = orjson.dumps({"key": item.key, "request": item.request})
-        writer.add(line, b"", item.record.where)
-        sample = sample or line
-    shards = writer.close()
-    total = sum(s.count for s in shards)
-    size = sum(s.bytes for s in shards)
-    lines = [f"spec {spec.name}: nothing run yet",
-             f"records: {total:,} from {open_source(spec.source).describe()}",
-             f"jobs to submit: {len(shards)} (" + ", ".join(f"{s.count:,}" for s in shards[:10])
-             + (", ..." if len(shards) > 10 else "") + f" requests; at most {max_requests:,} requests and "
-             f"{max_bytes:,} bytes each), {spec.jobs.max_concurrent} at a time on {spec.backend.type}",
-             f"input tokens (estimate): ~{size // _CHARS_PER_TOKEN:,}"]
+    sent = sum(s.count for s in new.shards)
+    size = sum(s.bytes for s in new.shards)
+    lines.append(f"  jobs to submit: {len(new.shards)}" + (f" ({sent:,} requests; at most {max_requests:,} "
+                 f"requests and {max_bytes:,} bytes each), {spec.jobs.max_concurrent} at a time on "
+                 f"{spec.backend.type}" if new.shards else ""))
+    lines.append(f"  input tokens (estimate): ~{size // _CHARS_PER_TOKEN:,}")
     if sample:
-        lines.append("sample request: " + sample.decode())
-    return "\n".join(lines)
+        lines.append("  sample request: " + sample)
+    return PlanReport("\n".join(lines), bool(new.shards))
 
 
-def _plan_of(spec: Spec, state: State) -> str:
+def _plan_of(spec: Spec, state: State) -> PlanReport:
     steps = p.make_plan(state, time.time(), spec.jobs.max_concurrent, output_fingerprint(spec))
     if steps.finished:
-        return f"spec {spec.name}: finished; `run` has nothing to do\n" + status_of(state)
+        return PlanReport(f"spec {spec.name}: finished; `run` has nothing to do\n" + status_of(state), False)
     names = Counter(type(s).__name__ for s in steps.steps)
     todo = ", ".join(f"{n} x {k.lower()}" for k, n in names.items()) or "wait"
-    return f"spec {spec.name}: next: {todo}\n" + status_of(state)
+    submits = any(isinstance(s, p.Submit) for s in steps.steps)
+    return PlanReport(f"spec {spec.name}: next: {todo}\n" + status_of(state), submits)
 
 
 def status_report(spec: Spec) -> str:
@@ -107,18 +137,27 @@ def status_report(spec: Spec) -> str:
 
 
 def status_of(state: State) -> str:
-    """Shards, jobs by status, counts, job errors, what is left."""
+    """The generation, what it sends and reuses, jobs by status, counts, job errors, what is left."""
     jobs = state.jobs()
     by_status = Counter(j.status for _, j in jobs)
     done = sum(s.done for s in state.shards)
-    lines = [f"  records: {state.records:,} in {len(state.shards)} shard(s), {done} done",
-             "  jobs: " + ", ".join(f"{n} {k}" for k, n in sorted(by_status.items()))]
+    d = state.diff
+    lines = [f"  generation {state.gen}: {state.records:,} records, {sum(s.count for s in state.shards):,} sent "
+             f"in {len(state.shards)} unit(s) ({done} done)"
+             + (f"; {d.get('unchanged', 0):,} answers reused, {d.get('rejected', 0):,} rejected" if d else ""),
+             "  jobs: " + (", ".join(f"{n} {k}" for k, n in sorted(by_status.items())) or "none")]
     for shard, job in jobs:
         if job.error:
             lines.append(f"  shard {shard.index} job {job.n} ({job.name}): {job.ended or job.status}: {job.error}")
+    if state.answers and state.parts:
+        a = state.answers
+        lines.append(f"  kept: {a['ok']:,} answers, {a['kept_errors']:,} failures that would come back the same; "
+                     f"{a['retry']:,} failures the next run sends again")
     if state.merged:
         m = state.merged
         lines.append(f"  merged: {m['rows']:,} rows, {m['ok']:,} ok, {m['failed']:,} failed")
-    if state.cancelled_at:
-        lines.append("  cancelled by `batchflow cancel`")
+    cancelled = sum(j.cancel_requested for _, j in jobs)
+    if cancelled:
+        lines.append(f"  {cancelled} job(s) cancelled with `batchflow cancel`; `run` collects what they answered "
+                     "and sends the rest")
     return "\n".join(lines)

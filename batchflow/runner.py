@@ -5,6 +5,7 @@ What the steps share lives here; what touches records is the execution path's (e
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import time
@@ -19,7 +20,7 @@ from batchflow.backends import JobInfo
 from batchflow.errors import BackendError, BatchflowError, DataError, RunFailed, StateError, TransientError
 from batchflow.execution import ExecutionPath, open_path
 from batchflow.merge import output_fingerprint
-from batchflow.prepare import display_name
+from batchflow.prepare import Earlier, display_name
 from batchflow.spec import Spec
 from batchflow.state import Job, Shard, State, StateStore
 
@@ -41,6 +42,8 @@ class Summary:
     ok: int
     failed: int
     output: str
+    archived: str | None = None  # where --restart put the old state
+    rejected: int = 0  # bad records skipped under on_bad_record: skip (error rows, not counted by max_failed)
 
 
 def state_store(spec: Spec) -> StateStore:
@@ -62,25 +65,65 @@ class Runner:
         self._transient_streak = 0  # cycles in a row that met a transient error
         self._poll_ramp = _FIRST_POLL  # seconds until the next poll, doubling while nothing changes
 
-    def run(self, wait: bool = True, restart: bool = False) -> Summary:
+    def run(self, wait: bool = True, restart: bool = False, retry_errors: bool = False) -> Summary:
         with self.store.lock():
-            if restart:
-                self._archive()
-            state = self.load_or_prepare()
             try:
-                return self._drive(state, wait)
+                archived = None
+                if restart:
+                    archived = self._archive(wait)
+                state = self.current(wait, retry_errors)
+                summary = self._drive(state, wait)
+                return dataclasses.replace(summary, archived=archived)
             finally:
                 self.path.close()
 
     def load_or_prepare(self) -> State:
-        """The saved state if it was planned from this spec and input; else every shard, made now."""
+        """The saved state, or the first generation, made now (the benchmark times this)."""
+        try:
+            return self.current(wait=False)
+        finally:
+            self.path.close()
+
+    def current(self, wait: bool = True, retry_errors: bool = False) -> State:
+        """The generation to drive: the saved one while it still matches the spec and the input, else a new one
+        planned from the answers kept so far (after every job already created is collected)."""
         state = self.store.load()
         if state is None:
             self.path.check_output()
-            return self.path.prepare(self.store, self.path.fingerprint())
+            return self._new_generation(None, 1, retry_errors)
+        if not self.path.recurring:
+            return self._same_input_only(state)
+        try:
+            stat = self.path.source_stat()
+        except DataError as exc:  # the parts hold every request already: the input is not needed again
+            log.warning("the input is gone; going on from the saved state", error=str(exc))
+            return state
+        retry = self.errors_to_send(state, retry_errors)
+        if state.fingerprint == self.path.fingerprint() and state.source.get("stat") == stat and not retry:
+            return state
+        state = self._settle_and_keep(state, wait)
+        new = self._new_generation(state, state.gen + 1, retry_errors, save=False)
+        if not retry and new.fingerprint == state.fingerprint and new.source["content"] == state.source.get(
+                "content") and not new.shards:
+            shutil.rmtree(self.root / new.gen_dir, ignore_errors=True)  # touched or copied, not changed
+            state.source["stat"] = stat
+            self.store.save(state)
+            return state
+        self.store.save(new)
+        log.info("planned anew", gen=new.gen, **{k: v for k, v in new.diff.items() if k != "examples" and v})
+        return new
+
+    @staticmethod
+    def errors_to_send(state: State, retry_errors: bool) -> int:
+        """Records of a finished generation whose failure may pass now (or every failure, with --retry-errors)."""
+        if state.answers is None or not state.parts:
+            return 0
+        return int(state.answers.get("retry", 0)) + (int(state.answers.get("kept_errors", 0)) if retry_errors else 0)
+
+    def _same_input_only(self, state: State) -> State:
         try:
             current = self.path.fingerprint()
-        except DataError as exc:  # the shards hold every request already: the input is not needed again
+        except DataError as exc:
             log.warning("the input is gone; going on from the saved state", error=str(exc))
             return state
         if state.fingerprint != current:
@@ -88,22 +131,49 @@ class Runner:
                              "input; run with --restart to start over (the old state is kept beside it)")
         return state
 
-    def _archive(self) -> None:
+    def _new_generation(self, state: State | None, gen: int, retry_errors: bool, save: bool = True) -> State:
+        earlier = Earlier(state.answers, self.root) if state is not None and state.answers else None
+        new = self.path.prepare(self.root, gen, earlier, retry_errors)
+        if save:
+            self.store.save(new)
+        return new
+
+    def _settle_and_keep(self, state: State, wait: bool) -> State:
+        """Collect every job already created (they are paid for), then keep the generation's answers."""
+        while True:
+            plan = p.make_plan(state, self.clock(), self.spec.jobs.max_concurrent, "", settle_only=True)
+            if plan.finished:
+                break
+            progressed = False
+            for step in plan.steps:
+                progressed |= self._execute(step, state)
+            if progressed and not self._transient_streak:
+                continue
+            if not wait:
+                raise NotFinished(f"{self._live(state)} job(s) of the previous plan still running; they are "
+                                  "collected before the spec's changes are planned; run again later")
+            self.sleep(self._pause(plan, self.clock()))
+        if state.answers is None:
+            self._keep(state)
+        return state
+
+    def _archive(self, wait: bool) -> str | None:
         state = self.store.load()
-        if state and any(j.status in st.IN_FLIGHT for _, j in state.jobs()):
-            raise StateError(f"{self.root}: jobs are still in flight; `batchflow cancel` them before --restart")
-        if self.store.path.exists():
-            old = self.root / "old" / time.strftime("%Y%m%dT%H%M%S")
-            old.mkdir(parents=True)
-            for name in ("state.json", "shards", "jobs", "results", "rejects.jsonl"):
-                if (self.root / name).exists():
-                    shutil.move(self.root / name, old / name)
-            log.info("restarting", archived=str(old))
+        if state is not None and state.live:
+            self._settle_and_keep(state, wait)  # paid for: collected before it is put aside
+        names = ["state.json", "shards", "jobs", "results", "answers", "rejects.jsonl",
+                 *(d.name for d in self.root.glob("gen-*"))]
+        present = [n for n in names if (self.root / n).exists()]
+        if not present:
+            return None
+        old = self.root / "old" / time.strftime("%Y%m%dT%H%M%S")
+        old.mkdir(parents=True, exist_ok=True)
+        for name in present:
+            shutil.move(self.root / name, old / name)
+        log.info("restarting: the old state and its kept answers are put aside", archived=str(old))
+        return str(old)
 
     def _drive(self, state: State, wait: bool) -> Summary:
-        if state.cancelled_at:
-            raise RunFailed(f"{self.root}: this run was cancelled with `batchflow cancel`; "
-                            "run with --restart to start over")
         out_fp = output_fingerprint(self.spec)
         while True:
             now = self.clock()
@@ -136,6 +206,8 @@ class Runner:
                     return self._collect(state, state.shards[shard], state.shards[shard].jobs[n - 1])
                 case p.Settle(shard):
                     return self._settle(state, state.shards[shard])
+                case p.Keep():
+                    return self._keep(state)
                 case p.Merge():
                     return self._merge(state, output_fingerprint(self.spec))
         except TransientError as exc:
@@ -212,7 +284,7 @@ class Runner:
             kind = "retry" if shard.jobs[-1].ended == st.SUCCEEDED else "resubmit"
             shard.jobs.append(Job(n=n, input=nxt.input, count=nxt.count, digest=nxt.digest, kind=kind,
                                   file=nxt.file, status=st.STAGED if nxt.file else st.WRITTEN,
-                                  display_name=display_name(self.spec.name, shard.index, n, nxt.digest),
+                                  display_name=display_name(self.spec.name, state.gen, shard.index, n, nxt.digest),
                                   not_before=self.clock() + self._backoff(n - 1)))
             log.info("retrying requests", shard=shard.index, requests=nxt.count, kind=kind, attempt=n)
         self.store.save(state)
@@ -221,6 +293,24 @@ class Runner:
     def _backoff(self, k: int) -> float:
         b = self.spec.retry.backoff
         return float(min(b.max, b.initial * b.multiplier ** (k - 1)))
+
+    def _keep(self, state: State) -> bool:
+        state.answers = self.path.keep(state)
+        self.store.save(state)
+        if state.previous:
+            self._drop_generation(int(state.previous.get("gen", 0)))
+        log.info("answers kept", gen=state.gen, ok=state.answers.get("ok"), retry=state.answers.get("retry"))
+        return True
+
+    def _drop_generation(self, gen: int) -> None:
+        """An earlier generation's files, once nothing points into them any more."""
+        names = [f"gen-{gen}"] if gen else ["shards", "jobs", "results", "answers", "rejects.jsonl"]
+        for name in names:
+            target = self.root / name
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
 
     def _merge(self, state: State, out_fp: str) -> bool:
         records, ok = self.path.merge(state)
@@ -231,13 +321,16 @@ class Runner:
 
     def _summary(self, state: State) -> Summary:
         merged = state.merged or {}
+        rejected = int(state.diff.get("rejected", 0))
         summary = Summary(merged.get("rows", 0), merged.get("ok", 0), merged.get("failed", 0),
-                          self.path.output_name())
+                          self.path.output_name(), rejected=rejected)
         limit = self.spec.output.max_failed
         allowed = math.floor(limit * summary.records) if isinstance(limit, float) else limit
-        if summary.failed > allowed:
-            raise RunFailed(f"{summary.failed:,} of {summary.records:,} records failed (output.max_failed allows "
-                            f"{allowed:,}); their rows in {summary.output} carry the errors")
+        if summary.failed - rejected > allowed:
+            retry = self.errors_to_send(state, False)
+            again = f"; the next run sends the {retry:,} that may pass again" if retry else ""
+            raise RunFailed(f"{summary.failed - rejected:,} of {summary.records:,} records failed (output.max_failed "
+                            f"allows {allowed:,}); their rows in {summary.output} carry the errors{again}")
         return summary
 
     def _pause(self, plan: p.Plan, now: float) -> float:
@@ -258,6 +351,34 @@ class Runner:
         cap = self.path.jobs.poll_interval_cap
         return seconds if cap is None else min(seconds, cap)
 
+    def cancel_jobs(self) -> int:
+        state = self.store.load()
+        if state is None:
+            return 0
+        live = [j for _, j in state.jobs() if j.status in (st.SUBMITTING, *st.REMOTE)]
+        for job in live:
+            if job.name is None:  # "submitting": it may exist; the service knows
+                info = self.path.jobs.find(job.display_name)
+                if info is None:
+                    job.status = st.STAGED if job.file else st.WRITTEN
+                    continue
+                self._record(job, info)
+            if job.status in st.REMOTE:
+                self.path.jobs.cancel(str(job.name))
+                job.cancel_requested = True
+                log.info("job cancelled", job=job.name)
+        named = [str(j.name) for j in live if j.name and j.cancel_requested]
+        if named:
+            infos = self.path.jobs.poll(named)
+            for job in live:
+                if job.name in infos:
+                    self._record(job, infos[str(job.name)])
+        self.store.save(state)
+        return sum(j.cancel_requested for j in live)
+
+    def _live(self, state: State) -> int:
+        return sum(j.status in st.LIVE for _, j in state.jobs())
+
     def _pending(self, state: State) -> str:
         busy = sum(j.status in st.IN_FLIGHT for _, j in state.jobs())
         waiting = sum(not s.done for s in state.shards) - busy
@@ -265,20 +386,15 @@ class Runner:
 
 
 def cancel(spec: Spec) -> int:
-    """Cancel the spec's running jobs and mark the run cancelled; returns how many jobs were cancelled."""
-    store = state_store(spec)
-    with store.lock():
-        state = store.load()
-        if state is None:
-            return 0
-        live = [j for _, j in state.jobs() if j.name and j.status in st.IN_FLIGHT]
-        path = open_path(spec, store)
+    """Ask the service to cancel the spec's jobs and record what it then says of each; returns how many.
+
+    Nothing is stopped for good: a later ``run`` collects what the cancelled jobs answered and sends the rest in
+    new jobs; a cancel of a finished spec changes nothing."""
+    runner = Runner(spec)
+    with runner.store.lock():
         try:
-            for job in live:
-                path.jobs.cancel(str(job.name))
-                log.info("job cancelled", job=job.name)
+            return runner.cancel_jobs()
         finally:
-            path.close()
-        state.cancelled_at = time.time()
-        store.save(state)
-        return len(live)
+            runner.path.close()
+
+

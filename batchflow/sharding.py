@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -51,6 +52,14 @@ def request_key(line: bytes) -> str:
     end = line.find(_KEY_END, _KEY_START)
     key = orjson.loads(line[_KEY_START:end]) if end > 0 and line.startswith(b'{"key":"') else None
     return key if type(key) is str else str(orjson.loads(line)["key"])
+
+
+def key_json(line: bytes) -> bytes:
+    """The key of a request line as JSON text, as ``prepare`` (orjson) wrote it: a slice, no parse."""
+    end = line.find(_KEY_END, _KEY_START)
+    if end > 0 and line.startswith(b'{"key":"'):
+        return line[_KEY_START:end]
+    return orjson.dumps(request_key(line))
 
 
 def entries(requests: Path, manifest: Path, state_format: int) -> Iterator[tuple[str, Any]]:
@@ -100,7 +109,7 @@ class ShardWriter:
     release the GIL, so on a second core they cost the caller nothing (over a quarter of preparing a shard).
     """
 
-    def __init__(self, directory: Path | None, size: JobSize) -> None:
+    def __init__(self, directory: Path | None, size: JobSize, manifests: bool = True) -> None:
         self.dir = directory
         self.size = size
         self.shards: list[ShardInfo] = []
@@ -110,7 +119,7 @@ class ShardWriter:
         # way to gather millions of short lines. The digest of the concatenation is the digest line by line.
         self._requests = bytearray()
         self._manifest = bytearray()
-        self._disk = _Disk(directory)
+        self._disk = _Disk(directory, manifests)
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -163,8 +172,9 @@ class ShardWriter:
 class _Disk:
     """The thread that hashes and writes shard data, in the order it is put; errors come back to the caller."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, manifests: bool = True) -> None:
         self._dir = directory
+        self._manifests = manifests
         self._queue: queue.Queue[tuple[int, bytearray, bytearray] | None] = queue.Queue(maxsize=_QUEUED)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -211,7 +221,8 @@ class _Disk:
                 digest.update(requests)
                 if files is not None:
                     files[0].write(requests)
-                    files[1].write(manifest)
+                    if self._manifests:
+                        files[1].write(manifest)
             if current >= 0:
                 self._digests.append(digest.hexdigest())
         except BaseException as exc:  # handed to the caller at its next put() or finish()
@@ -230,4 +241,4 @@ class _Disk:
         requests, manifest = shard_names(index)
         # held open across queue items and closed on the next shard or at the end: no context manager spans them
         return (open(self._dir / requests, "wb", buffering=0),
-                open(self._dir / manifest, "wb", buffering=0))
+                open(self._dir / manifest if self._manifests else os.devnull, "wb", buffering=0))

@@ -4,21 +4,25 @@ backend, results collected into the state dir and merged locally into the output
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from batchflow.answers.keep import keep
 from batchflow.backends import Backend, BackendFactory, JobInfo, open_backend
 from batchflow.collect import collect, outcomes, subset
 from batchflow.destinations import open_destination
 from batchflow.errors import BatchflowError, DataError
 from batchflow.execution import NextJob
 from batchflow.merge import Tally, rows
-from batchflow.prepare import fingerprint, prepare
+from batchflow.prepare import Earlier, fingerprint, prepare
 from batchflow.sources import open_source
 from batchflow.spec import Spec
-from batchflow.state import Job, Shard, State, StateStore
+from batchflow.state import Job, Shard, State
 
 
 class ShardsPath:
-    """Shards in ``<state dir>/shards``, results in ``<state dir>/results``, one backend by ``backend.type``."""
+    """Parts and units in ``<state dir>/gen-N``, one backend by ``backend.type``; answers kept per record."""
+
+    recurring = True
 
     def __init__(self, spec: Spec, root: Path, backends: BackendFactory = open_backend) -> None:
         self.spec = spec
@@ -33,7 +37,10 @@ class ShardsPath:
         return self._backend
 
     def fingerprint(self) -> str:
-        return fingerprint(self.spec, open_source(self.spec.source).fingerprint())
+        return fingerprint(self.spec)
+
+    def source_stat(self) -> str:
+        return open_source(self.spec.source).fingerprint()
 
     def check_output(self) -> None:
         try:
@@ -41,8 +48,11 @@ class ShardsPath:
         except BatchflowError as exc:  # found before anything is spent: the user fixes the spec or the disk
             raise DataError(f"{exc} ({self.spec.where('output.path')})") from exc
 
-    def prepare(self, store: StateStore, fingerprint: str) -> State:
-        return prepare(self.spec, store, fingerprint)
+    def prepare(self, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool) -> State:
+        return prepare(self.spec, root, gen, earlier, retry_errors)
+
+    def keep(self, state: State) -> dict[str, Any]:
+        return keep(self.spec, state, self.root)
 
     def stage(self, job: Job) -> str:
         return self.jobs.stage(self.root / job.input, job.display_name)
@@ -60,8 +70,12 @@ class ShardsPath:
                 if not o.ok and o.attempts < retry.request_attempts and o.job_failures < retry.job_attempts}
         if not keys:
             return None
-        rel, count, digest = subset(self.root, shard, keys, n)
+        rel, count, digest = subset(self.root, shard, keys, n, self._jobs_dir(shard))
         return NextJob(rel, count, digest)
+
+    def _jobs_dir(self, shard: Shard) -> str:
+        """Retry inputs go beside the generation's units."""
+        return str(Path(shard.requests).parent.parent / "jobs")
 
     def merge(self, state: State) -> tuple[int, int]:
         tally = Tally()

@@ -4,10 +4,19 @@ Layout of ``<state_dir>/<spec name>/``::
 
     state.json          this file's content (below)
     lock, lock.json     the run lock and who holds it
-    shards/             shard-00000.jsonl (request lines) + shard-00000.manifest.jsonl (the records, line for line)
-    jobs/               the input of each retry job (a subset of a shard's lines)
-    results/            the collected output of each job, one normalised line per request
+    gen-N/              everything one plan (a *generation*) of the spec made:
+      shards/           the input as rendered, in parts: shard-00000.jsonl (request lines), .manifest.jsonl (the
+                        records, line for line), .digests (each request's digest, 16 bytes a record)
+      carried/          per part, the records answered by an earlier generation: pointers into its answers
+      units/            the requests this generation sends, packed into jobs (the first generation sends its
+                        parts as they are)
+      jobs/             the input of each retry job (a subset of a unit's lines)
+      results/          the collected output of each job, one normalised line per request
+      answers/          once every job is settled: every record's answer, part by part, line for line, and
+                        ``index/``, the same answers addressed by key (the next generation plans from it)
     emulator/           the embedded emulator's data (local backend)
+
+A state of format 2 (one plan, ``shards/``, ``jobs/`` and ``results/`` at the top) is read as generation 0.
 
 A job moves through named states: written -> staged -> submitting -> submitted -> running -> succeeded |
 failed | expired | cancelled -> collected. "submitting" is saved *before* ``create`` is called, with the job's
@@ -30,7 +39,7 @@ import filelock
 
 from batchflow.errors import LockedError, StateError
 
-STATE_FORMAT = 2  # 2: a manifest line is the record alone (1: key and record); both are read
+STATE_FORMAT = 3  # 3: generations and kept answers; 2: a manifest line is the record alone (1: key and record)
 
 WRITTEN = "written"
 STAGED = "staged"
@@ -46,6 +55,7 @@ COLLECTED = "collected"
 IN_FLIGHT = frozenset({STAGED, SUBMITTING, SUBMITTED, RUNNING})
 REMOTE = frozenset({SUBMITTED, RUNNING})
 FINISHED = frozenset({SUCCEEDED, FAILED, EXPIRED, CANCELLED})
+LIVE = frozenset({SUBMITTING, *REMOTE, *FINISHED})  # created (or maybe created) and not yet collected
 
 
 @dataclass
@@ -71,10 +81,27 @@ class Job:
     failed: int = 0
     created_at: float | None = None
     finished_at: float | None = None
+    cancel_requested: bool = False  # `batchflow cancel` asked the service to cancel it
+
+
+@dataclass
+class Part:
+    """A slice of the input as rendered, in input order: every record, whether it is sent or carried."""
+
+    index: int
+    first: int  # the ordinal of its first record (1-based)
+    count: int
+    requests: str  # relative to the state dir
+    manifest: str
+    digests: str | None = None  # each request's digest; None in a state upgraded from format 2
+    carried: str | None = None  # pointers to earlier answers (ordinal, part, line), when any
+    units: list[int] = field(default_factory=list)  # the units its sent records went in
 
 
 @dataclass
 class Shard:
+    """A unit of work: requests sent together, in a first job and its retries."""
+
     index: int
     count: int
     bytes: int
@@ -92,20 +119,39 @@ class Shard:
 @dataclass
 class State:
     spec_name: str
-    fingerprint: str  # of everything that decides the request lines
+    fingerprint: str  # of the spec fields that decide the request lines (and, for the native path, the input)
     records: int = 0
-    shards: list[Shard] = field(default_factory=list)
+    shards: list[Shard] = field(default_factory=list)  # the units of work this generation sends
     created_at: float = field(default_factory=time.time)
-    cancelled_at: float | None = None
+    cancelled_at: float | None = None  # kept for states of format 2; a cancel no longer stops a spec
     merged: dict[str, Any] | None = None  # {"output": fingerprint, "rows", "ok", "failed", "at"}
     format: int = STATE_FORMAT
+    gen: int = 0
+    parts: list[Part] = field(default_factory=list)  # the whole input as rendered, in order
+    source: dict[str, str] = field(default_factory=dict)  # {"stat": cheap identity, "content": digest of bytes}
+    spec: dict[str, Any] = field(default_factory=dict)  # the request-deciding spec fields, to name what changed
+    previous: dict[str, Any] | None = None  # the earlier generation's answers that ``carried`` points into
+    answers: dict[str, Any] | None = None  # this generation's answers once kept: {"dir", "parts", "partitions",
+    #                                        "ok", "kept_errors", "retry"}
+    diff: dict[str, Any] = field(default_factory=dict)  # how this generation differs from the one before
 
     def jobs(self) -> list[tuple[Shard, Job]]:
         return [(s, j) for s in self.shards for j in s.jobs]
 
     @property
     def done(self) -> bool:
-        return bool(self.shards) and all(s.done for s in self.shards)
+        """Every unit is settled (a generation that sends nothing is done at once)."""
+        return all(s.done for s in self.shards) and bool(self.shards or self.parts)
+
+    @property
+    def gen_dir(self) -> str:
+        """Where this generation's files are, relative to the state dir ("" for an upgraded format-2 state)."""
+        return f"gen-{self.gen}" if self.gen else ""
+
+    @property
+    def live(self) -> bool:
+        """A job may be running at the service, or be created: it must be settled before the plan changes."""
+        return any(j.status in LIVE for _, j in self.jobs())
 
 
 class StateStore:
@@ -153,9 +199,22 @@ def _decode(path: Path, text: str) -> State:
                          f"({STATE_FORMAT}); upgrade batchflow")
     try:
         shards = [Shard(**{**s, "jobs": [Job(**j) for j in s["jobs"]]}) for s in raw.pop("shards")]
-        return State(**raw, shards=shards)
+        parts = [Part(**p) for p in raw.pop("parts", [])]
+        state = State(**raw, shards=shards, parts=parts)
     except (KeyError, TypeError) as exc:
         raise StateError(f"{path}: the state file is corrupt ({exc}); move it away to start over") from exc
+    if not state.parts and state.shards and state.format < 3:
+        _upgrade(state)
+    return state
+
+
+def _upgrade(state: State) -> None:
+    """A format-2 state is generation 0: its shards are both the input's parts and the units sent."""
+    first = 1
+    for shard in state.shards:
+        state.parts.append(Part(shard.index, first, shard.count, shard.requests, shard.manifest, units=[shard.index]))
+        first += shard.count
+    state.cancelled_at = None  # a cancel no longer stops a spec: the next run goes on
 
 
 class RunLock:

@@ -96,6 +96,13 @@ class Renderer:
             raise DataError(self._explain(exc, where, ordinal, key)) from None
         return key, request
 
+    def key_of(self, record: Mapping[str, Any], ordinal: int) -> str | None:
+        """The record's key alone, or None when even that cannot be rendered (for a bad record's error row)."""
+        try:
+            return self._render_key(_context(record, ordinal), ordinal)
+        except Exception:
+            return None
+
     def _render_key(self, context: dict[str, Any], ordinal: int) -> str:
         if self._key is None:
             return str(ordinal)

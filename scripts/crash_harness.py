@@ -13,7 +13,8 @@ its end without kills. After every round the harness checks:
   errors unless `--strict`, but never be missing or doubled);
 - the emulator counted at most one create per display name of the round (`GET /_emulator/stats`), and every
   created job is known to the state (no orphan job paid for and forgotten);
-- a run after the end submits nothing and exits 0.
+- a run after the end submits nothing and exits 0 -- unless rows ended in errors that may pass (the faults'
+  429/500/503), which a run after the end sends again, in new jobs.
 
 At each kill the harness reads the state file and names the phase the run was in: the first step of the plan (the
 same `make_plan` the runner executes) the run had yet to finish — prepare (before the first state was saved),
@@ -92,11 +93,14 @@ class Harness:
             self.phases[self.phase(spec, started, run)] += 1
         if code != 0:  # max_failed allows every record to fail: a non-zero exit is the run's own failure
             raise Aborted(f"{name}: a run without a kill exited {code}; see {self.work / 'logs'} (run {self.runs})")
-        self.check(name, spec)
+        failed = self.check(name, spec)
         before = self.creates(name)
         again, _, _ = self.attempt(spec_path, self.work / "logs" / f"{name}-again.log", None)
-        if again != 0 or self.creates(name) != before:
+        if not failed and (again != 0 or self.creates(name) != before):
             raise Aborted(f"{name}: a run after the end exited {again} or created jobs")
+        if failed and sum(self.creates(name).values()) == sum(before.values()):
+            raise Aborted(f"{name}: {failed} rows ended in errors that may pass, and a run after the end sent "
+                          "none of them again")
         return elapsed
 
     def attempt(self, spec: Path, log: Path, delay: float | None) -> tuple[int | None, float, Run]:
@@ -123,7 +127,8 @@ class Harness:
             return "corrupt"
         return run.last_mark() or guess
 
-    def check(self, name: str, spec: Any) -> None:
+    def check(self, name: str, spec: Any) -> int:
+        """Record what is wrong with the round's output and jobs; returns how many rows are not ok."""
         out = Path(spec.output.path)
         rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
         got = [r["key"] for r in rows]
@@ -146,6 +151,7 @@ class Harness:
         known = {j.display_name for _, j in state.jobs() if j.name} if state else set()
         for display in sorted(set(creates) - known):
             self.problems.append(f"{name}: {display} was created but the state does not know it (an orphan job)")
+        return sum(bad.values())
 
     def creates(self, name: str) -> dict[str, int]:
         made: dict[str, int] = self.stats()["creates_by_display_name"]

@@ -55,10 +55,11 @@ def start_server(name: str, command: list[str], port: int, probe: str, timeout: 
 
 
 @contextmanager
-def batchflow_emulator(data_dir: Path, job_seconds: float, **env: str) -> Iterator[str]:
+def batchflow_emulator(data_dir: Path, job_seconds: float, faults: Path | None = None, **env: str) -> Iterator[str]:
     """A separately started `batchflow emulator`, as a user would run one; yields the base URL it prints first."""
     proc = subprocess.Popen([sys.executable, "-m", "batchflow", "emulator", "--host", "127.0.0.1", "--port", "0",
-                             "--data-dir", str(data_dir), "--job-seconds", str(job_seconds)],
+                             "--data-dir", str(data_dir), "--job-seconds", str(job_seconds),
+                             *(["--faults", str(faults)] if faults else [])],
                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
     assert proc.stdout is not None
     try:

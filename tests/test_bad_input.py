@@ -244,14 +244,27 @@ def test_the_corpus_is_large_enough() -> None:
     assert len(CASES) >= 40
 
 
-def test_skipped_bad_records_go_to_a_rejects_file_with_their_line_numbers(tmp_path: Path) -> None:
+def test_a_skipped_bad_record_becomes_an_error_row_at_its_place(tmp_path: Path) -> None:
     spec = _spec(tmp_path, source={"type": "files", "path": "data/in.jsonl", "on_bad_record": "skip"})
     with open(tmp_path / "data/in.jsonl", "a") as fh:
         fh.write("not json\n")
         fh.write('{"id": "c", "text": "z"}\n')
     result = cli("run", str(spec))
     assert result.exit_code == 0, result.stderr
-    rejects = [json.loads(x) for x in (tmp_path / ".batchflow/t/rejects.jsonl").read_text().splitlines()]
-    assert [(r["where"], r["line"]) for r in rejects] == [(f"{tmp_path}/data/in.jsonl:2", "not json")]
-    rows = (tmp_path / "out/result.jsonl").read_text().splitlines()
-    assert [json.loads(r)["key"] for r in rows] == ["a", "c"]
+    assert "3 records: 2 ok, 1 failed (1 bad record skipped)" in result.stdout
+    rows = [json.loads(r) for r in (tmp_path / "out/result.jsonl").read_text().splitlines()]
+    assert [(r["key"], r["status"]) for r in rows] == [("a", "ok"), ("2", "error"), ("c", "ok")]
+    assert rows[1]["error"]["message"].startswith(f"{tmp_path}/data/in.jsonl:2: malformed JSON")
+    assert "1 rejected" in cli("status", str(spec)).stdout
+
+
+def test_a_record_that_fails_to_render_under_skip_keeps_its_key_and_place(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, source={"type": "files", "path": "data/in.jsonl", "on_bad_record": "skip"})
+    with open(tmp_path / "data/in.jsonl", "a") as fh:
+        fh.write('{"id": "c"}\n')  # no `text`: the prompt cannot be rendered
+        fh.write('{"id": "d", "text": "w"}\n')
+    result = cli("run", str(spec))
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(r) for r in (tmp_path / "out/result.jsonl").read_text().splitlines()]
+    assert [(r["key"], r["status"]) for r in rows] == [("a", "ok"), ("c", "error"), ("d", "ok")]
+    assert f"{tmp_path}/data/in.jsonl:2" in rows[1]["error"]["message"] and "text" in rows[1]["error"]["message"]

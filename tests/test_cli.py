@@ -60,8 +60,8 @@ def test_plan_before_a_run_counts_records_and_jobs(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"r{i}", "text": "x"} for i in range(25)])
     result = cli("plan", str(write_spec(tmp_path, jobs={"max_requests": 10})))
     assert result.exit_code == 0, result.stderr
-    assert "records: 25" in result.stdout
-    assert "jobs to submit: 3 (10, 10, 5 requests" in result.stdout
+    assert "records: 25: 25 new, 0 changed" in result.stdout
+    assert "jobs to submit: 3 (25 requests; at most 10 requests" in result.stdout
     sample = result.stdout.split("sample request: ", 1)[1].splitlines()[0]
     assert json.loads(sample)["key"] == "r0"
 
@@ -75,14 +75,14 @@ def test_plan_and_status_after_a_run_say_it_is_finished(tmp_path: Path) -> None:
     assert "1 collected" in status and "merged: 1 rows, 1 ok, 0 failed" in status
 
 
-def test_cancel_stops_the_run_until_restart(tmp_path: Path, emulator_url: str) -> None:
+def test_cancel_records_what_the_service_says_and_status_shows_it(tmp_path: Path, emulator_url: str) -> None:
     write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
     spec = write_spec(tmp_path, name="cancelme", backend={"type": "gemini", "base_url": emulator_url})
     assert cli("run", "--no-wait", str(spec)).exit_code == 75
     cancelled = cli("cancel", str(spec))
     assert cancelled.exit_code == 0 and "cancelled 1 job(s)" in cancelled.stdout
-    again = cli("run", str(spec))
-    assert again.exit_code == 1 and "--restart" in again.stderr
+    status = cli("status", str(spec)).stdout
+    assert "jobs: 1 cancelled" in status and "1 job(s) cancelled with `batchflow cancel`" in status
 
 
 def test_schema_prints_the_json_schema(repo_root: Path) -> None:
@@ -106,9 +106,11 @@ def test_plan_after_a_run_whose_input_is_gone_shows_the_state(tmp_path: Path) ->
     assert "finished; `run` has nothing to do" in result.stdout
 
 
-def test_plan_after_the_prompt_changed_says_run_will_need_restart(tmp_path: Path) -> None:
+def test_plan_after_the_prompt_changed_names_the_field_and_the_changed_records(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
     assert cli("run", str(write_spec(tmp_path))).exit_code == 0
     result = cli("plan", str(write_spec(tmp_path, prompt="Other {{ text }}")))
     assert result.exit_code == 0, result.stderr
-    assert "--restart" in result.stdout and "jobs to submit: 1" in result.stdout
+    assert "spec fields changed: prompt" in result.stdout
+    assert "records: 1: 0 new, 1 changed, 0 unchanged" in result.stdout and "changed: 'a'" in result.stdout
+    assert "jobs to submit: 1" in result.stdout

@@ -56,6 +56,8 @@ def test_a_job_in_backoff_waits_until_its_time() -> None:
 def test_done_state_merges_once_then_is_finished() -> None:
     state = _state(st.COLLECTED)
     state.shards[0].done = True
+    assert p.make_plan(state, 0, 4, "o").steps == (p.Keep(),), "answers are kept before anything is merged"
+    state.answers = {"dir": "gen-1/answers"}
     assert p.make_plan(state, 0, 4, "o").steps == (p.Merge(),)
     state.merged = {"output": "o", "rows": 10, "ok": 10, "failed": 0}
     assert p.make_plan(state, 0, 4, "o").finished

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import orjson
@@ -45,25 +46,39 @@ def test_a_second_run_of_a_finished_spec_does_nothing(tmp_path: Path) -> None:
     assert "job submitted" not in again.stderr
 
 
-def test_a_state_of_format_1_merges_from_its_key_and_record_manifests(tmp_path: Path) -> None:
+@pytest.mark.parametrize("manifest_format", [1, 2])
+def test_a_state_of_an_earlier_format_is_upgraded_and_its_answers_reused(tmp_path: Path, manifest_format: int) -> None:
     write_jsonl(tmp_path / "data/in.jsonl", _records(12))
     spec = write_spec(tmp_path, jobs={"max_requests": 5, "poll_interval": "0.1s"})
     assert cli("run", str(spec)).exit_code == 0
     expected = (tmp_path / "out/result.jsonl").read_bytes()
-    store = StateStore(tmp_path / ".batchflow/t")
-    state = store.load()
-    assert state is not None and state.format == 2
-    for shard in state.shards:  # as batchflow wrote them before format 2
-        manifest = tmp_path / ".batchflow/t" / shard.manifest
-        pairs = entries(tmp_path / ".batchflow/t" / shard.requests, manifest, 2)
-        manifest.write_bytes(b"".join(orjson.dumps({"key": k, "record": r}) + b"\n" for k, r in pairs))
-    state.format, state.merged = 1, None
-    store.save(state)
+    root = tmp_path / ".batchflow/t"
+    # lay the state out as format 2 wrote it: one plan, shards/ and results/ at the top, no generations
+    for name in ("shards", "results"):
+        shutil.move(root / "gen-1" / name, root / name)
+    shutil.rmtree(root / "gen-1")
+    raw = json.loads((root / "state.json").read_text().replace('"gen-1/', '"'))
+    for name in ("parts", "gen", "source", "spec", "previous", "answers", "diff"):
+        del raw[name]
+    raw["format"], raw["merged"] = manifest_format, None
+    for shard in raw["shards"]:
+        for job in shard["jobs"]:
+            del job["cancel_requested"]
+        if manifest_format == 1:  # as batchflow wrote manifests before format 2: key and record
+            pairs = list(entries(root / shard["requests"], root / shard["manifest"], 2))
+            (root / shard["manifest"]).write_bytes(
+                b"".join(orjson.dumps({"key": k, "record": r}) + b"\n" for k, r in pairs))
+    (root / "state.json").write_text(json.dumps(raw))
     (tmp_path / "out/result.jsonl").unlink()
     again = cli("run", str(spec))
     assert again.exit_code == 0, again.stderr
     assert (tmp_path / "out/result.jsonl").read_bytes() == expected
     assert "job submitted" not in again.stderr
+    assert not (root / "shards").exists(), "the old layout is gone once its answers are kept"
+    write_jsonl(tmp_path / "data/in.jsonl", [*_records(12), {"id": "new", "text": "n"}])
+    third = cli("run", str(spec))
+    assert third.exit_code == 0, third.stderr
+    assert third.stderr.count("job submitted") == 1 and '"requests": 1' in third.stderr
 
 
 def test_parse_json_fills_parsed_and_a_schema_answer_parses(tmp_path: Path) -> None:
@@ -133,16 +148,16 @@ def test_changing_only_the_output_merges_again_without_a_job(tmp_path: Path) -> 
     assert len(read_rows(tmp_path / "out/other.jsonl")) == 3
 
 
-def test_changing_the_prompt_after_a_run_asks_for_restart(tmp_path: Path) -> None:
+def test_restart_puts_the_state_and_its_answers_aside_and_sends_everything(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "data/in.jsonl", _records(3))
-    assert cli("run", str(write_spec(tmp_path))).exit_code == 0
-    spec = write_spec(tmp_path, prompt="Something else about {{ text }}")
-    result = cli("run", str(spec))
-    assert result.exit_code == 2
-    assert "--restart" in result.stderr
+    spec = write_spec(tmp_path)
+    assert cli("run", str(spec)).exit_code == 0
     restarted = cli("run", "--restart", str(spec))
     assert restarted.exit_code == 0, restarted.stderr
-    assert list((tmp_path / ".batchflow/t/old").iterdir()), "the old state is kept aside"
+    old = list((tmp_path / ".batchflow/t/old").iterdir())
+    assert len(old) == 1 and (old[0] / "state.json").exists() and (old[0] / "gen-1/answers").is_dir()
+    assert f"the old state and its kept answers are in {old[0]}" in restarted.stdout
+    assert restarted.stderr.count("job submitted") == 1 and '"new": 3' in restarted.stderr
 
 
 def test_a_template_failing_deep_in_the_input_stops_the_run_with_nothing_submitted(tmp_path: Path) -> None:
@@ -174,7 +189,7 @@ def test_no_wait_exits_75_until_the_jobs_are_done(tmp_path: Path, emulator_url: 
     assert first.exit_code == 75, first.stderr
     assert "1 job(s) in flight" in first.stderr
     status = cli("status", str(spec))
-    assert "records: 5 in 1 shard(s), 0 done" in status.stdout
+    assert "generation 1: 5 records, 5 sent in 1 unit(s) (0 done)" in status.stdout
     for _ in range(100):
         result = cli("run", "--no-wait", str(spec))
         if result.exit_code != 75:

@@ -1,8 +1,8 @@
 """Sources: where the records come from, looked up by ``source.type`` in ``SOURCES``.
 
-A source yields ``SourceRecord``s in input order. ``ordinal`` is 1-based and counts the records *yielded*:
-a record skipped under ``on_bad_record: skip`` takes no ordinal, so the ordinals of a run are always 1..N
-without gaps (the default key is the ordinal, and a skipped record has no output row). ``where`` names the
+A source yields ``SourceRecord``s in input order. ``ordinal`` is 1-based and counts the records *yielded*.
+(``prepare`` numbers the records itself: there a record skipped under ``on_bad_record: skip`` takes its ordinal
+and gets an error row at its place.) ``where`` names the
 record the way the user would find it: ``data/reviews-2.jsonl:17`` (line, counting blank lines),
 ``data/x.csv:5`` (the line the row starts on), ``data/x.json[3]`` (1-based element), ``inline[3]`` (1-based).
 """
@@ -61,6 +61,11 @@ class Source(ABC):
     @abstractmethod
     def fingerprint(self) -> str:
         """A cheap identity of the input as it is now, to notice it changed between runs."""
+
+    def content_digest(self) -> str:
+        """The identity of what ``items`` read, once it has read everything (a source whose records are not bytes
+        it reads says ``fingerprint``)."""
+        return self.fingerprint()
 
     @abstractmethod
     def describe(self) -> str:

@@ -196,6 +196,22 @@ def _version(info: dict[str, Any]) -> str:
     return ""
 
 
+class _Hashing:
+    """A binary file whose bytes, as they are read, also go into a digest (no second pass over the input)."""
+
+    def __init__(self, f: BinaryIO, digest: Any) -> None:
+        self._f = f
+        self._update = digest.update
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self._update(data)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
 class FilesSource(Source):
     """Records from the files a path or glob matches, local or remote, in sorted order."""
 
@@ -207,19 +223,27 @@ class FilesSource(Source):
         self._read = _reader(self._format, spec.path)
         self._bad = bad_record_handler(spec.on_bad_record, reject)
         self._fs, self._root = spec_filesystem(spec.path, "source.path")
+        self._content = hashlib.sha256()
 
     def items(self) -> Iterator[Item]:
+        self._content = hashlib.sha256()
         for path, _info in self._match():  # the file is opened here, not in a helper generator: one frame less
             name = self._display(path)  # to resume per record (measured: ~4 % of a prep)
+            self._content.update(b"\x00file\x00")  # where one file ends and the next begins; names do not count
             try:
                 with self._fs.open(path, "rb", compression="infer") as f:
-                    yield from self._read(f, name, self._bad)
+                    yield from self._read(_Hashing(f, self._content), name, self._bad)  # type: ignore[arg-type]
             except (OSError, EOFError, zlib.error) as exc:
                 raise DataError(f"{name}: cannot read: {exc}") from None
 
     def fingerprint(self) -> str:
         entries = [(self._display(path), info.get("size"), _version(info)) for path, info in self._match()]
         return hashlib.sha256(dumps_canonical(entries)).hexdigest()
+
+    def content_digest(self) -> str:
+        """The digest of the bytes ``items`` read (decompressed), file after file: touching or copying a file
+        leaves it as it is."""
+        return self._content.hexdigest()
 
     def describe(self) -> str:
         count = len(self._match())

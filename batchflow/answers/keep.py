@@ -1,0 +1,124 @@
+"""Once a generation's jobs are settled: every record's answer, part by part, and the index the next one plans from.
+
+An answer line is ``{"response": …, "attempts": n}`` or ``{"error": …, "attempts": n}``, line for line with the
+part's records. A carried record's line is copied from the earlier generation's answers as it is.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchflow.answers import RETRY, flag_of, request_digest, request_salt
+from batchflow.answers.diff import read_pointers
+from batchflow.answers.partitions import PartitionWriter, partitions_for
+from batchflow.collect import Outcome, outcomes
+from batchflow.hotloop import relaxed_gc
+from batchflow.logs import Progress
+from batchflow.sharding import key_json
+from batchflow.spec import Spec
+from batchflow.state import State
+
+_NL = orjson.OPT_APPEND_NEWLINE
+_CACHED_PARTS = 2  # earlier parts held in memory while copying carried answers (input order mostly follows)
+
+
+class AnswerReader:
+    """The answer lines of a kept generation, fetched by (part, line)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self._parts: dict[int, list[bytes]] = {}
+
+    def get(self, part: int, line: int) -> bytes:
+        lines = self._parts.get(part)
+        if lines is None:
+            if len(self._parts) >= _CACHED_PARTS:
+                del self._parts[next(iter(self._parts))]
+            with open(self.dir / answer_file(part), "rb") as fh:
+                lines = self._parts[part] = fh.readlines()
+        return lines[line]
+
+
+def answer_file(part: int) -> str:
+    return f"part-{part:05d}.jsonl"
+
+
+def read_rejects(path: Path) -> dict[int, dict[str, Any]]:
+    """ordinal -> the error of each bad record skipped under ``on_bad_record: skip``."""
+    if not path.exists():
+        return {}
+    with open(path, "rb") as fh:
+        return {item["ordinal"]: item["error"] for item in map(orjson.loads, fh)}
+
+
+def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> dict[str, Any]:
+    """Write the generation's answers and index (into place only when whole); returns what the state records.
+
+    ``out_root`` puts them in another directory (``plan`` does, to read nothing it has not written itself)."""
+    base = out_root or root
+    gen_dir = base / state.gen_dir
+    final, tmp = gen_dir / "answers", gen_dir / "answers.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    partitions = partitions_for(state.records)
+    index = PartitionWriter(tmp / "index", partitions)
+    earlier = AnswerReader(root / state.previous["dir"]) if state.previous else None
+    rejects = read_rejects(root / state.gen_dir / "rejects.jsonl")
+    salt = request_salt(spec)
+    counts = {"o": 0, "p": 0, "r": 0}
+    progress = Progress("keeping answers")
+    with relaxed_gc():
+        for part in state.parts:
+            progress.tick(part=part.index, parts=len(state.parts))
+            carried = read_pointers(root / part.carried) if part.carried else {}
+            fresh: dict[str, Outcome] = {}
+            for unit in part.units:
+                fresh.update(outcomes(root, state.shards[unit]))
+            fallback = _unanswered(state, part.units)
+            with open(tmp / answer_file(part.index), "wb") as out, open(root / part.requests, "rb") as lines:
+                for row, line in enumerate(lines):
+                    ordinal = part.first + row
+                    kj = key_json(line)
+                    if ordinal in rejects:
+                        out.write(orjson.dumps({"error": rejects[ordinal], "attempts": 0}, option=_NL))
+                        continue
+                    pointer = carried.get(ordinal)
+                    if pointer is not None and earlier is not None:
+                        out.write(earlier.get(pointer[0], pointer[1]))
+                        flag = bytes((pointer[2],))
+                    else:
+                        outcome = fresh.get(orjson.loads(kj))
+                        result = fallback if outcome is None else {**outcome.result, "attempts": outcome.sent}
+                        out.write(orjson.dumps(result, option=_NL))
+                        flag = RETRY if outcome is None else flag_of(outcome.result)
+                    counts[flag.decode()] += 1
+                    digest = request_digest(salt, line).hex().encode()
+                    index.add(kj, b"%s %s %d %d %s\n" % (digest, flag, part.index, row, kj))
+    index.flush()
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    rel = str(final.relative_to(base))
+    return {"dir": rel, "index": f"{rel}/index", "partitions": partitions, "gen": state.gen,
+            "ok": counts["o"], "kept_errors": counts["p"], "retry": counts["r"]}
+
+
+def _unanswered(state: State, units: list[int]) -> dict[str, Any]:
+    """The answer of a sent record that got no result: its unit's last job's fate."""
+    job = state.shards[units[-1]].current if units else None
+    name, status = (job.name, job.ended or job.status) if job else (None, "not sent")
+    message = f"job {name} ended {status}" + (f": {job.error}" if job and job.error else "")
+    return {"error": {"code": None, "message": message}, "attempts": 0}
+
+
+def answer_lines(root: Path, state: State) -> Iterator[tuple[int, Iterator[bytes]]]:
+    """Each part's index and its answer lines, in input order."""
+    assert state.answers is not None
+    directory = root / state.answers["dir"]
+    for part in state.parts:
+        with open(directory / answer_file(part.index), "rb") as fh:
+            yield part.index, iter(fh)
