@@ -8,9 +8,12 @@ a noisy machine slows both sides of a ratio alike), and prints medians and ratio
    one-field ``prompt:`` spec and a structured ``request:`` spec, each against the floor of its own request;
 3. batchflow's merge of collected results and shard manifests into the output (``run`` on a finished state)
    against its floor (the results into a dict per shard, each manifest line joined, orjson out);
-4. the peak RSS of prep and merge at ``--records`` and at ``--big`` (5x by default) records;
-5. a no-op re-run of a finished 100-shard spec: wall time and API calls;
-6. the API calls of each poll cycle with 50 jobs in flight.
+4. the incremental prep: a finished, kept state over ``--records`` records whose input then grew by 10 % (read
+   and digest it all, compare every record with the kept answers, write the units of the new ones), against the
+   floor of the grown file;
+5. the peak RSS of prep, merge and incremental prep at ``--records`` and at ``--big`` (5x by default) records;
+6. a no-op re-run of a finished 100-shard spec: wall time and API calls;
+7. the API calls of each poll cycle with 50 jobs in flight.
 
 No timing is asserted: ``--check`` only makes the exit status say whether the targets were met.
 """
@@ -33,9 +36,10 @@ from typing import Any
 import structlog
 
 from batchflow import bench_api, bench_data
-from batchflow.bench_cases import finish
+from batchflow.bench_cases import finish, grown
 
-TARGETS = {"prep": 2.0, "merge": 2.0, "rss_mb": 200.0, "rss_growth": 1.10, "noop_s": 1.0, "per_cycle": 2.0}
+TARGETS = {"prep": 2.0, "merge": 2.0, "incremental": 2.0, "rss_mb": 200.0, "rss_growth": 1.10, "noop_s": 1.0,
+           "per_cycle": 2.0}
 
 
 def machine() -> str:
@@ -111,6 +115,26 @@ class Bench:
             runs["merge"].append(case("merge", spec=specs["prompt"]))
         self.results["merge"] = runs
 
+    def grown(self, records: int) -> tuple[Path, Path]:
+        """A finished, kept state over ``records`` records and its input grown by 10 %: (spec, grown data)."""
+        directory = self.work / f"inc{records}"
+        directory.mkdir(exist_ok=True)
+        data = directory / "reviews.jsonl"
+        _progress(f"a finished state over {records:,} records, then 10 % more records")
+        spec = bench_data.write_spec(directory, "incremental", data, "prompt")
+        bench_data.write_records(data, records)
+        grown(spec, data, records, records // 10)
+        return spec, data
+
+    def incremental(self) -> None:
+        spec, data = self.grown(self.records)
+        runs: dict[str, list[dict[str, float]]] = {"floor grown": [], "incremental": []}
+        for rep in range(self.repeat):
+            _progress(f"incremental prep, repetition {rep + 1} of {self.repeat}")
+            runs["floor grown"].append(case("floor", kind="prompt", data=data, dir=data.parent))
+            runs["incremental"].append(case("incremental", spec=spec))
+        self.results["incremental"] = runs
+
     def big_rss(self) -> None:
         if not self.big:
             return
@@ -119,6 +143,9 @@ class Bench:
         prep = case("prep", spec=specs["prompt"])
         finish(specs["prompt"])
         self.results["big_rss"] = {"prep": prep, "merge": case("merge", spec=specs["prompt"])}
+        spec, _ = self.grown(self.big)
+        _progress(f"incremental prep at {self.big:,} records (peak RSS)")
+        self.results["big_rss"]["incremental"] = case("incremental", spec=spec)
 
     def naive(self) -> None:
         data, _ = self.data(self.records)
@@ -154,14 +181,18 @@ def report(r: dict[str, Any], where: str) -> tuple[str, bool]:
         row(f"prep {kind}", prep[f"prep {kind}"], prep[f"floor {kind}"], "<= 2.0x")
     row("merge floor", merge["merge floor"], None, "")
     row("merge", merge["merge"], merge["merge floor"], "<= 2.0x")
+    inc = r["incremental"]
+    row("floor +10 %", inc["floor grown"], None, "")
+    row("incremental", inc["incremental"], inc["floor grown"], "<= 2.0x")
     if "naive" in r:
         n = r["naive"]
         lines.append(f"{'json+jinja2':<16}{n['wall']:>9.2f}{n['cpu']:>9.2f}{n['rss_mb']:>9.0f}"
                      f"{n['wall'] / _median(prep['floor prompt'], 'wall'):>7.2f}x  (the script by hand, once)")
     lines.append("")
-    for stage, runs in (("prep", prep["prep prompt"]), ("merge", merge["merge"])):
+    for stage, runs in (("prep", prep["prep prompt"]), ("merge", merge["merge"]),
+                        ("incremental", inc["incremental"])):
         small = max(x["rss_mb"] for x in runs)
-        text = f"peak RSS {stage:<6}{small:>6.0f} MB at {r['records']:,}"
+        text = f"peak RSS {stage:<12}{small:>6.0f} MB at {r['records']:,}"
         ok &= small < TARGETS["rss_mb"]
         if "big_rss" in r:
             large = r["big_rss"][stage]["rss_mb"]
@@ -200,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         started, where = time.perf_counter(), machine()
         bench.prep()
         bench.merge()
+        bench.incremental()
         if args.naive:
             bench.naive()
         bench.big_rss()

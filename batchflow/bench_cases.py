@@ -65,7 +65,7 @@ def _prep_setup(p: dict[str, Any]) -> None:
 def merge_floor(p: dict[str, Any]) -> None:
     """Per shard: the results into a dict by key, then each record joined to its result (found by the key of its
     request line, read as cheaply as batchflow reads it) and written."""
-    root = Path(p["root"])
+    root = Path(p["root"]) / "gen-1"
     loads, dumps, key_of, buf = orjson.loads, orjson.dumps, request_key, bytearray()
     with open(Path(p["dir"]) / "merge-floor.jsonl", "wb") as out:
         for shard in sorted((root / "shards").glob("*.manifest.jsonl")):
@@ -93,7 +93,8 @@ def merge_floor(p: dict[str, Any]) -> None:
 
 
 def merge(p: dict[str, Any]) -> None:
-    """A finished, collected state merged into the output: ``batchflow run``'s last step (no API call)."""
+    """A finished, collected state merged into the output: ``batchflow run``'s last steps (no API call): every
+    record's answer kept (the answers and their index, for the next run), then the output rows."""
     Runner(bench_data.load(Path(p["spec"]))).run()
 
 
@@ -102,9 +103,31 @@ def _merge_setup(p: dict[str, Any]) -> None:
     store = state_store(spec)
     state = store.load()
     assert state is not None and state.done, "merge needs a finished state (bench prepares one)"
-    state.merged = None
+    state.merged = state.answers = None
     store.save(state)
     Path(str(spec.output.path)).unlink(missing_ok=True)
+
+
+def incremental(p: dict[str, Any]) -> None:
+    """A finished state's input grown: read it all (its content digest on the way), render, compare every record
+    with the kept answers, and write the units of what is new -- what ``run`` does before it submits."""
+    Runner(bench_data.load(Path(p["spec"]))).load_or_prepare()
+
+
+def _incremental_setup(p: dict[str, Any]) -> None:
+    root = state_store(bench_data.load(Path(p["spec"]))).dir
+    shutil.copyfile(root / "state.json.finished", root / "state.json")
+    for name in ("gen-2", "gen-2.tmp"):
+        shutil.rmtree(root / name, ignore_errors=True)
+
+
+def grown(spec_path: Path, data: Path, records: int, more: int) -> None:
+    """A finished, kept state over ``records`` records, then the input grown by ``more`` (the incremental case)."""
+    finish(spec_path)
+    merge({"spec": spec_path})
+    bench_data.write_records(data, records + more)
+    root = state_store(bench_data.load(spec_path)).dir
+    shutil.copyfile(root / "state.json", root / "state.json.finished")
 
 
 CASES: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any]], None] | None]] = {
@@ -113,6 +136,7 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any
     "prep": (prep, _prep_setup),
     "merge-floor": (merge_floor, None),
     "merge": (merge, _merge_setup),
+    "incremental": (incremental, _incremental_setup),
 }
 
 

@@ -87,11 +87,11 @@ def floor_request(kind: str, record: dict[str, Any]) -> dict[str, Any]:
 def finish_state(spec: Spec, state: State) -> State:
     """Turn a prepared state into a finished, collected one: a result line per request, as ``collect`` writes."""
     root = StateStore(spec.state_dir / spec.name).dir
-    (root / "results").mkdir(exist_ok=True)
+    (root / state.gen_dir / "results").mkdir(exist_ok=True)
     for shard in state.shards:
         job = shard.jobs[0]
         job.name, job.status, job.ended = f"batches/bench-{shard.index}", COLLECTED, SUCCEEDED
-        job.results = f"results/shard-{shard.index:05d}-j1.jsonl"
+        job.results = f"{state.gen_dir}/results/shard-{shard.index:05d}-j1.jsonl"
         job.ok = shard.count
         _write_results(root / shard.requests, root / job.results)
         shard.done = True

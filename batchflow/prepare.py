@@ -18,14 +18,14 @@ from typing import IO, Any
 import orjson
 import structlog
 
-from batchflow.answers import request_salt
+from batchflow.answers import request_digest, request_salt
 from batchflow.answers.diff import Diff, Pointers, Spill, diff
 from batchflow.errors import DataError
 from batchflow.hotloop import relaxed_gc
 from batchflow.keys import KeyHashes, first_duplicate
 from batchflow.limits import spec_job_size
 from batchflow.logs import Progress
-from batchflow.sharding import ShardInfo, ShardWriter, key_json, too_large
+from batchflow.sharding import ShardInfo, ShardWriter, too_large
 from batchflow.sources import Source, SourceRecord, open_source, where
 from batchflow.spec import Spec
 from batchflow.state import Job, Part, Shard, State
@@ -223,7 +223,7 @@ def _render_all(spec: Spec, renderer: Renderer, writer: ShardWriter, keys: KeyHa
     render, fast = renderer.render, renderer.fast or _no_fast_path
     dumps, append, add_hash, next_ordinal = orjson.dumps, writer.append, keys.add, counter.next
     max_bytes, ordinal = writer.size.max_bytes, 0
-    salt, sha256, add_spill = request_salt(spec), hashlib.sha256, spill.add if spill else None
+    salt, digest, add_spill = request_salt(spec), request_digest, spill.add if spill else None
     progress = Progress("preparing")
     for record, raw, place, line in source.items():
         ordinal = next_ordinal()
@@ -248,8 +248,9 @@ def _render_all(spec: Spec, renderer: Renderer, writer: ShardWriter, keys: KeyHa
             raise too_large(where(place, line), len(request_line), max_bytes)
         append(request_line, record_json)
         add_hash(hash(key))
-        if add_spill is not None:
-            add_spill(ordinal, sha256(salt + request_line).hexdigest()[:32].encode(), key_json(request_line))
+        if add_spill is not None:  # the key's JSON as the line holds it (orjson), its digest, its ordinal
+            kj = dumps(key)
+            add_spill(kj, b"%s %s%d\n" % (kj, digest(salt, request_line), ordinal))
         if not ordinal & 0xFFF:
             keys.spill_if_full()
             progress.tick(records=ordinal, shards=len(writer.shards) + 1)

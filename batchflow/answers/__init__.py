@@ -11,6 +11,7 @@ checked one partition at a time, so memory stays flat however large the input.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from batchflow.spec import Spec
 
@@ -24,9 +25,10 @@ def request_salt(spec: Spec) -> bytes:
     return f"{spec.backend.type}\x1f{spec.task}\x1f{spec.model}\x1f".encode()
 
 
-def request_digest(salt: bytes, line: bytes) -> bytes:
-    """16 bytes naming one request exactly (its key included: a request line carries it)."""
-    return hashlib.sha256(salt + line).digest()[:16]
+def request_digest(salt: bytes, line: bytes, _sha256: Any = hashlib.sha256) -> bytes:
+    """32 hex digits (16 bytes) naming one request exactly: its line (the key included) and the ``salt``."""
+    hexdigest: str = _sha256(salt + line).hexdigest()
+    return hexdigest[:32].encode()
 
 
 def flag_of(result: dict[str, object]) -> bytes:

@@ -1,4 +1,14 @@
-"""The current input against the answers the last generation kept: what is carried, what is sent, and why."""
+"""The current input against the answers the last generation kept: what is carried, what is sent, and why.
+
+Both sides are lines in partition files (``partitions.py``), the key's JSON first and the rest after its last
+space (a key may hold spaces; the rest never does):
+
+- the kept index (``keep.py``): ``KEY DIGEST FLAG PART:LINE`` as ``KEY <32 hex><o|p|r><part>:<line>``;
+- the current records (``Spill``, written while preparing): ``KEY <32 hex><ordinal>``.
+
+A partition of each is read at a time, the index into a dict by key: memory holds one partition, whatever the
+input's size. One split per line and no parse of what is not needed: this loop runs once per record.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +23,8 @@ from batchflow.answers import OK, PERMANENT
 from batchflow.answers.partitions import PartitionWriter, partition_lines
 
 _EXAMPLES = 5
-_FLUSH = 1 << 16  # pointers held per part before they are appended to its file
+_FLUSH = 1 << 19  # integers held over all parts (4 MB) before each part's are appended to its file
+_KINDS = ("new", "changed", "unchanged", "retried", "removed", "rejected")
 
 
 @dataclass
@@ -28,31 +39,22 @@ class Diff:
     rejected: int = 0  # bad records (on_bad_record: skip): an error row each, never sent
     examples: dict[str, list[str]] = field(default_factory=dict)
 
-    def note(self, kind: str, key_json: bytes) -> None:
-        setattr(self, kind, getattr(self, kind) + 1)
-        found = self.examples.setdefault(kind, [])
-        if len(found) < _EXAMPLES:
-            found.append(str(orjson.loads(key_json)))
-
     @property
     def sent(self) -> int:
         return self.new + self.changed + self.retried
 
     def as_dict(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in ("new", "changed", "unchanged", "retried", "removed", "rejected")} | {
-            "examples": self.examples}
+        return {k: getattr(self, k) for k in _KINDS} | {"examples": self.examples}
 
 
 class Spill:
-    """The current records' (ordinal, digest, key) by key partition, written during preparation."""
+    """The current records' (key, digest, ordinal) by key partition, written during preparation."""
 
     def __init__(self, directory: Path, partitions: int) -> None:
         self.partitions = partitions
-        self._writer = PartitionWriter(directory, partitions)
         self.dir = directory
-
-    def add(self, ordinal: int, digest_hex: bytes, key_json: bytes) -> None:
-        self._writer.add(key_json, b"%d %s %s\n" % (ordinal, digest_hex, key_json))
+        self._writer = PartitionWriter(directory, partitions)
+        self.add = self._writer.add  # (key JSON, line): the hot loop formats the line itself
 
     def close(self) -> None:
         self._writer.flush()
@@ -65,15 +67,23 @@ class Pointers:
         self.dir = directory
         self._starts = part_starts
         self._bufs: dict[int, array[int]] = {}
+        self._held = 0
         self.files: dict[int, str] = {}
         directory.mkdir(parents=True, exist_ok=True)
 
-    def add(self, ordinal: int, part: int, line: int, flag: int) -> None:
-        index = bisect.bisect_right(self._starts, ordinal) - 1
-        buf = self._bufs.setdefault(index, array("q"))
-        buf.extend((ordinal, part, line, flag))
-        if len(buf) >= _FLUSH:
-            self._flush(index)
+    def add_many(self, pointers: list[tuple[int, int, int, int]]) -> None:
+        starts, bufs, find = self._starts, self._bufs, bisect.bisect_right
+        for pointer in pointers:
+            index = find(starts, pointer[0]) - 1
+            buf = bufs.get(index)
+            if buf is None:
+                buf = bufs[index] = array("q")
+            buf.extend(pointer)
+        self._held += 4 * len(pointers)
+        if self._held >= _FLUSH:
+            for held in list(self._bufs):
+                self._flush(held)
+            self._held = 0
 
     def close(self) -> dict[int, str]:
         """Every part's pointer file name, by part index."""
@@ -99,27 +109,36 @@ def read_pointers(path: Path) -> dict[int, tuple[int, int, int]]:
 def diff(index: Path, spill: Spill, send: bytearray, pointers: Pointers, retry_errors: bool) -> Diff:
     """Compare partition by partition; ``send[ordinal]`` is cleared for every carried record."""
     result = Diff()
-    keep = (OK,) if retry_errors else (OK, PERMANENT)
+    counts = dict.fromkeys(_KINDS, 0)
+    examples: dict[str, list[bytes]] = {k: [] for k in _KINDS}
+    keep = {OK[0]} if retry_errors else {OK[0], PERMANENT[0]}
     for p in range(spill.partitions):
-        kept: dict[bytes, list[bytes]] = {}
-        for line in partition_lines(index, p):
-            digest, flag, part, row, key_json = line.rstrip(b"\n").split(b" ", 4)
-            kept[key_json] = [digest, flag, part, row]
+        kept = dict(line[:-1].rsplit(b" ", 1) for line in partition_lines(index, p))
+        carried: list[tuple[int, int, int, int]] = []
+        pop = kept.pop
         for line in partition_lines(spill.dir, p):
-            ordinal, digest, key_json = line.rstrip(b"\n").split(b" ", 2)
-            found = kept.pop(key_json, None)
+            key, current = line[:-1].rsplit(b" ", 1)
+            found = pop(key, None)
             if found is None:
-                result.note("new", key_json)
-            elif found[0] != digest:
-                result.note("changed", key_json)
-            elif found[1] not in keep:
-                result.note("retried", key_json)
+                kind = "new"
+            elif found[:32] != current[:32]:
+                kind = "changed"
+            elif found[32] not in keep:
+                kind = "retried"
             else:
-                result.note("unchanged", key_json)
-                n = int(ordinal)
-                send[n] = 0
-                pointers.add(n, int(found[2]), int(found[3]), found[1][0])
-        result.removed += len(kept)
-        for key_json in list(kept)[:_EXAMPLES - len(result.examples.get("removed", []))]:
-            result.examples.setdefault("removed", []).append(str(orjson.loads(key_json)))
+                ordinal = int(current[32:])
+                part, row = found[33:].split(b":")
+                carried.append((ordinal, int(part), int(row), found[32]))
+                send[ordinal] = 0
+                kind = "unchanged"
+            counts[kind] += 1
+            if len(examples[kind]) < _EXAMPLES:
+                examples[kind].append(key)
+        pointers.add_many(carried)
+        counts["removed"] += len(kept)
+        examples["removed"] += list(kept)[:_EXAMPLES - len(examples["removed"])]
+    for kind in _KINDS:
+        setattr(result, kind, counts[kind])
+        if examples[kind]:
+            result.examples[kind] = [str(orjson.loads(k)) for k in examples[kind]]
     return result

@@ -1,7 +1,8 @@
 """Once a generation's jobs are settled: every record's answer, part by part, and the index the next one plans from.
 
 An answer line is ``{"response": …, "attempts": n}`` or ``{"error": …, "attempts": n}``, line for line with the
-part's records. A carried record's line is copied from the earlier generation's answers as it is.
+part's records. A carried record's line is copied from the earlier generation's answers as it is. The index line
+of each record (every one but a bad record skipped) is ``KEY <digest: 32 hex><flag><part>:<line>`` (diff.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from batchflow.answers import RETRY, flag_of, request_digest, request_salt
+from batchflow.answers import OK, PERMANENT, RETRY, flag_of, request_digest, request_salt
 from batchflow.answers.diff import read_pointers
 from batchflow.answers.partitions import PartitionWriter, partitions_for
 from batchflow.collect import Outcome, outcomes
@@ -70,8 +71,10 @@ def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> 
     earlier = AnswerReader(root / state.previous["dir"]) if state.previous else None
     rejects = read_rejects(root / state.gen_dir / "rejects.jsonl")
     salt = request_salt(spec)
-    counts = {"o": 0, "p": 0, "r": 0}
+    counts = {OK: 0, PERMANENT: 0, RETRY: 0}
     progress = Progress("keeping answers")
+    dumps, loads, digest = orjson.dumps, orjson.loads, request_digest
+    add = index.add
     with relaxed_gc():
         for part in state.parts:
             progress.tick(part=part.index, parts=len(state.parts))
@@ -81,30 +84,34 @@ def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> 
                 fresh.update(outcomes(root, state.shards[unit]))
             fallback = _unanswered(state, part.units)
             with open(tmp / answer_file(part.index), "wb") as out, open(root / part.requests, "rb") as lines:
+                write = out.write
                 for row, line in enumerate(lines):
                     ordinal = part.first + row
-                    kj = key_json(line)
-                    if ordinal in rejects:
-                        out.write(orjson.dumps({"error": rejects[ordinal], "attempts": 0}, option=_NL))
+                    if rejects and ordinal in rejects:
+                        write(dumps({"error": rejects[ordinal], "attempts": 0}, option=_NL))
                         continue
-                    pointer = carried.get(ordinal)
+                    kj = key_json(line)
+                    pointer = carried.get(ordinal) if carried else None
                     if pointer is not None and earlier is not None:
-                        out.write(earlier.get(pointer[0], pointer[1]))
+                        write(earlier.get(pointer[0], pointer[1]))
                         flag = bytes((pointer[2],))
                     else:
-                        outcome = fresh.get(orjson.loads(kj))
-                        result = fallback if outcome is None else {**outcome.result, "attempts": outcome.sent}
-                        out.write(orjson.dumps(result, option=_NL))
-                        flag = RETRY if outcome is None else flag_of(outcome.result)
-                    counts[flag.decode()] += 1
-                    digest = request_digest(salt, line).hex().encode()
-                    index.add(kj, b"%s %s %d %d %s\n" % (digest, flag, part.index, row, kj))
+                        outcome = fresh.get(loads(kj))
+                        if outcome is None:
+                            write(dumps(fallback, option=_NL))
+                            flag = RETRY
+                        else:
+                            write(dumps({**outcome.result, "attempts": outcome.sent}, option=_NL))
+                            flag = flag_of(outcome.result)
+                    counts[flag] += 1
+                    add(kj, b"%s %s%s%d:%d\n" % (kj, digest(salt, line), flag,
+                                                 part.index, row))
     index.flush()
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     rel = str(final.relative_to(base))
     return {"dir": rel, "index": f"{rel}/index", "partitions": partitions, "gen": state.gen,
-            "ok": counts["o"], "kept_errors": counts["p"], "retry": counts["r"]}
+            "ok": counts[OK], "kept_errors": counts[PERMANENT], "retry": counts[RETRY]}
 
 
 def _unanswered(state: State, units: list[int]) -> dict[str, Any]:
