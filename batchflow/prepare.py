@@ -18,15 +18,17 @@ from typing import IO, Any
 import orjson
 import structlog
 
-from batchflow.answers import request_digest, request_salt
-from batchflow.answers.diff import Diff, Pointers, Spill, diff
+from batchflow.answers import OK, PERMANENT, request_digest, request_salt
+from batchflow.answers.diff import REJECTED, SEND, Diff, Pointers, Spill, diff
+from batchflow.answers.keep import digest_file
 from batchflow.errors import DataError
 from batchflow.hotloop import relaxed_gc
 from batchflow.keys import KeyHashes, first_duplicate
 from batchflow.limits import spec_job_size
 from batchflow.logs import Progress
-from batchflow.sharding import ShardInfo, ShardWriter, too_large
+from batchflow.sharding import ShardInfo, ShardWriter, request_key, too_large
 from batchflow.sources import Source, SourceRecord, open_source, where
+from batchflow.sources.files import parse_line
 from batchflow.spec import Spec
 from batchflow.state import Job, Part, Shard, State
 from batchflow.templating import Renderer
@@ -80,14 +82,67 @@ def rendered(spec: Spec, rejects: IO[bytes] | None = None) -> Iterator[Rendered]
 
 @dataclass(frozen=True)
 class Earlier:
-    """The answers the generation before kept (``State.answers``) and the state dir they are in."""
+    """The answers the generation before kept (``State.answers``), the state dir they are in, and that
+    generation's parts and spec fingerprint (to recognise a record unchanged at its place without rendering it)."""
 
     answers: dict[str, Any]
     root: Path
+    parts: tuple[Part, ...] = ()
+    fingerprint: str = ""
 
     @property
     def index(self) -> Path:
         return self.root / str(self.answers["index"])
+
+    def in_place(self, spec: Spec) -> InPlace | None:
+        """The earlier records in input order, when the requests are made as they were then (same spec fields)
+        and the answers carry their digests."""
+        if not self.parts or self.fingerprint != fingerprint(spec) or not self.answers.get("digests"):
+            return None
+        return InPlace(self)
+
+
+class InPlace:
+    """The earlier generation's records, one part at a time in input order: the hot loop asks for the part that
+    holds an ordinal and compares the record at that place with the new one by its bytes."""
+
+    def __init__(self, earlier: Earlier) -> None:
+        self._earlier = earlier
+        self._parts = iter(earlier.parts)
+        self.first = self.end = 1  # the ordinals of the loaded part: [first, end)
+        self.part = -1
+        self.records: list[bytes] = []  # each record's JSON, as the manifest holds it
+        self.lines: list[bytes] = []  # the request lines
+        self.digests = b""  # 33 bytes a record: digest and flag (answers/keep.py)
+
+    def load(self, ordinal: int) -> bool:
+        """Load the part holding ``ordinal``; False when the earlier generation had no such record."""
+        root, answers = self._earlier.root, self._earlier.root / str(self._earlier.answers["dir"])
+        while ordinal >= self.end:
+            part = next(self._parts, None)
+            if part is None:
+                self.records, self.lines, self.digests, self.first = [], [], b"", self.end
+                return False
+            with open(root / part.manifest, "rb") as fh:
+                self.records = fh.read().split(b"\n")
+            with open(root / part.requests, "rb") as fh:
+                self.lines = fh.readlines()
+            with open(answers / digest_file(part.index), "rb") as fh:
+                self.digests = fh.read()
+            self.first, self.end, self.part = part.first, part.first + part.count, part.index
+        return self.first <= ordinal
+
+
+class _Compare:
+    """What the hot loop needs to compare the records with an earlier generation, and what it finds."""
+
+    def __init__(self, spec: Spec, tmp: Path, earlier: Earlier | None, retry_errors: bool) -> None:
+        self.spill = Spill(tmp / "spill", earlier.answers["partitions"]) if earlier else None
+        self.pointers = Pointers(tmp / "carried", [])
+        self.in_place = earlier.in_place(spec) if earlier else None
+        self.keep = {OK[0]} if retry_errors else {OK[0], PERMANENT[0]}
+        self.send = bytearray(REJECTED)  # each record's mark, by ordinal (diff.py: SEND, CARRIED, ...)
+        self.carried_in_place = 0  # records found unchanged at their place
 
 
 def prepare(spec: Spec, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool = False) -> State:
@@ -110,10 +165,10 @@ def prepare(spec: Spec, root: Path, gen: int, earlier: Earlier | None, retry_err
 def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Earlier | None,
              retry_errors: bool) -> State:
     size = spec_job_size(spec)
-    spill = Spill(tmp / "spill", earlier.answers["partitions"]) if earlier else None
+    compare = _Compare(spec, tmp, earlier, retry_errors)
     rejects: list[tuple[int, dict[str, Any]]] = []
     with ShardWriter(tmp / "shards", size) as writer:
-        source, records = _write_parts(spec, writer, tmp, spill, rejects)
+        source, records = _write_parts(spec, writer, tmp, compare, rejects)
     if not records:
         raise DataError(f"{spec.where('source')}: source: no records to run")
     parts: list[Part] = []
@@ -123,19 +178,18 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
         parts.append(Part(info.index, first, info.count, f"{name}/shards/{info.requests}",
                           f"{name}/shards/{info.manifest}"))
         starts.append(first)
-    send = bytearray(b"\x01") * (records + 1)
-    send[0] = 0
-    for ordinal, _error in rejects:
-        send[ordinal] = 0
+    send, spill, pointers = compare.send, compare.spill, compare.pointers
     changes = Diff(new=records - len(rejects), rejected=len(rejects))
     if earlier is not None and spill is not None:
         spill.close()
-        pointers = Pointers(tmp / "carried", starts)
-        changes = diff(earlier.index, spill, send, pointers, retry_errors)
+        pointers.starts = starts
+        changes = diff(earlier.index, spill, send, pointers, retry_errors, compare.carried_in_place,
+                       [p.first for p in earlier.parts])
         changes.rejected = len(rejects)
-        for index, file in pointers.close().items():
-            parts[index].carried = f"{name}/carried/{file}"
         shutil.rmtree(spill.dir, ignore_errors=True)
+    for index, file in pointers.close().items():
+        parts[index].carried = f"{name}/carried/{file}"
+    (tmp / "marks").write_bytes(send)
     if rejects:
         with open(tmp / "rejects.jsonl", "wb") as fh:
             for ordinal, error in rejects:
@@ -149,7 +203,8 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
         units = _pack(spec, gen, tmp, name, parts, send)
     return State(spec.name, fingerprint(spec), records=records, shards=units, gen=gen, parts=parts,
                  source={"stat": source.fingerprint(), "content": source.content_digest()},
-                 spec=request_fields(spec), previous=earlier.answers if earlier else None,
+                 spec=request_fields(spec),
+                 previous={**earlier.answers, "firsts": [p.first for p in earlier.parts]} if earlier else None,
                  diff=changes.as_dict())
 
 
@@ -159,12 +214,12 @@ def _pack(spec: Spec, gen: int, tmp: Path, name: str, parts: list[Part], send: b
     (tmp / "units").mkdir()
     with ShardWriter(tmp / "units", spec_job_size(spec), manifests=False) as writer:
         for part in parts:
-            if not any(send[part.first:part.first + part.count]):
+            if send.find(SEND, part.first, part.first + part.count) < 0:
                 continue
             start = len(writer.shards)
             with open(tmp.parent / part.requests.replace(name, tmp.name, 1), "rb") as fh:
                 for ordinal, line in enumerate(fh, start=part.first):
-                    if send[ordinal]:
+                    if send[ordinal] == SEND[0]:
                         writer.append(line, b"")
             part.units = list(range(start, len(writer.shards) + 1))
         writer.close()
@@ -184,7 +239,7 @@ class _Counter:
         self.next = itertools.count(1).__next__
 
 
-def _write_parts(spec: Spec, writer: ShardWriter, tmp: Path, spill: Spill | None,
+def _write_parts(spec: Spec, writer: ShardWriter, tmp: Path, compare: _Compare,
                  rejects: list[tuple[int, dict[str, Any]]]) -> tuple[Source, int]:
     keys = KeyHashes(tmp / "keys.tmp")
     counter = _Counter()
@@ -194,13 +249,14 @@ def _write_parts(spec: Spec, writer: ShardWriter, tmp: Path, spill: Spill | None
         ordinal = counter.next() if ordinal is None else ordinal
         key = str(ordinal) if key is None else key
         writer.append(orjson.dumps({"key": key, "request": None}, option=_NL), b"null")
+        compare.send += REJECTED
         keys.add(hash(key))
         rejects.append((ordinal, {"code": None, "message": f"{place}: {reason}"}))
         log.warning("record skipped: it gets an error row", where=place, reason=reason, key=key)
 
     source = open_source(spec.source, lambda place, reason, _raw: reject(place, reason))
     with relaxed_gc():
-        records = _render_all(spec, renderer, writer, keys, source, spill, counter,
+        records = _render_all(spec, renderer, writer, keys, source, compare, counter,
                               reject if spec.source.on_bad_record == "skip" else None)
     writer.close()
     suspects = keys.repeated()
@@ -213,20 +269,55 @@ _Reject = Callable[..., None]
 
 
 def _render_all(spec: Spec, renderer: Renderer, writer: ShardWriter, keys: KeyHashes, source: Source,
-                spill: Spill | None, counter: _Counter, skip: _Reject | None) -> int:
+                compare: _Compare, counter: _Counter, skip: _Reject | None) -> int:
     """The hot loop: once per record, so what can be hoisted out of it is (bound methods, limits, options).
 
     One process: rendering in worker processes (runs of ~1 MiB of lines, in order) was measured slower on two
     cores, 4.8-6.8 s against 3.6-4.0 s for 1M records: the ~1 GB of lines and shard bytes through pipes costs
-    more than it saves. The second core hashes and writes the shards (``ShardWriter``). With kept answers to
-    compare with (``spill``), each request's digest and key go to the spill as well."""
+    more than it saves. The second core hashes and writes the shards (``ShardWriter``).
+
+    With kept answers to compare with, a JSON Lines record whose bytes are those of the earlier generation's record
+    at the same place (same spec fields) makes the same request: its earlier request line and answer are taken as
+    they are, with no rendering and no digest (``lockstep``; a grown export is mostly that). Every other record's
+    key, digest and ordinal go to the spill, compared with the kept index after the loop (``diff``)."""
     render, fast = renderer.render, renderer.fast or _no_fast_path
     dumps, append, add_hash, next_ordinal = orjson.dumps, writer.append, keys.add, counter.next
     max_bytes, ordinal = writer.size.max_bytes, 0
-    salt, digest, add_spill = request_salt(spec), request_digest, spill.add if spill else None
+    salt, digest, spill = request_salt(spec), request_digest, compare.spill
+    add_spill, mark, keep = spill.add if spill else None, compare.send.append, compare.keep
+    earlier = compare.in_place
+    first = end = 0  # the ordinals [first, end) of the earlier part loaded
+    records: list[bytes] = []
+    lines: list[bytes] = []
+    digests = b""
+    in_place = 0
     progress = Progress("preparing")
-    for record, raw, place, line in source.items():
+    for record, raw, place, line in source.items(unparsed=earlier is not None):
         ordinal = next_ordinal()
+        if earlier is not None:
+            if ordinal >= end:
+                if earlier.load(ordinal):
+                    first, end, records, lines, digests = (earlier.first, earlier.end, earlier.records,
+                                                           earlier.lines, earlier.digests)
+                else:
+                    earlier = None  # the earlier generation ends before this record: the rest are new
+            row = ordinal - first
+            if earlier is not None and records[row] == raw and digests[33 * row + 32] in keep:
+                request_line = lines[row]
+                append(request_line, raw)
+                key_end = request_line.find(b'","request":', 8)  # the key as a str, without a JSON parse
+                quoted = request_line[8:key_end]
+                add_hash(hash(quoted.decode() if key_end > 0 and b"\\" not in quoted else request_key(request_line)))
+                mark(digests[33 * row + 32])  # carried in place: its answer is the earlier one at this ordinal
+                in_place += 1
+                continue
+        if record is None:  # an unparsed line (see above), not the same as the earlier one: parse it now
+            record, reason = parse_line(raw)
+            if record is None:
+                if skip is None:
+                    raise DataError(f"{where(place, line)}: {reason}")
+                skip(where(place, line), reason, ordinal, None)
+                continue
         try:
             key, request = fast(record, ordinal)
         except Exception:  # what the fast path cannot render, render does (or says why it cannot)
@@ -248,12 +339,14 @@ def _render_all(spec: Spec, renderer: Renderer, writer: ShardWriter, keys: KeyHa
             raise too_large(where(place, line), len(request_line), max_bytes)
         append(request_line, record_json)
         add_hash(hash(key))
+        mark(SEND[0])
         if add_spill is not None:  # the key's JSON as the line holds it (orjson), its digest, its ordinal
             kj = dumps(key)
             add_spill(kj, b"%s %s%d\n" % (kj, digest(salt, request_line), ordinal))
         if not ordinal & 0xFFF:
             keys.spill_if_full()
             progress.tick(records=ordinal, shards=len(writer.shards) + 1)
+    compare.carried_in_place = in_place
     return next_ordinal() - 1
 
 

@@ -82,7 +82,8 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) 
         earlier = None
         if state is not None:
             kept = state.answers or keep(spec, state, root, out_root=base)
-            earlier = Earlier(kept, root if state.answers else base)
+            earlier = Earlier(kept, root, tuple(state.parts), state.fingerprint) if state.answers else Earlier(
+                kept, base)  # answers kept into the scratch directory: compared by the index alone
         new = prepare(spec, base, (state.gen if state else 0) + 1, earlier, retry_errors)
         sample = None
         if new.shards:

@@ -132,7 +132,9 @@ class Runner:
         return state
 
     def _new_generation(self, state: State | None, gen: int, retry_errors: bool, save: bool = True) -> State:
-        earlier = Earlier(state.answers, self.root) if state is not None and state.answers else None
+        earlier = None
+        if state is not None and state.answers:
+            earlier = Earlier(state.answers, self.root, tuple(state.parts), state.fingerprint)
         new = self.path.prepare(self.root, gen, earlier, retry_errors)
         if save:
             self.store.save(new)

@@ -267,3 +267,25 @@ def test_state_json_names_no_secret(tmp_path: Path, emulator_url: str, monkeypat
         if path.is_file():
             assert b"sk-very-secret-value" not in path.read_bytes(), path
     assert json.loads((tmp_path / ".batchflow/secret/state.json").read_text())["spec"]["backend"] == "gemini"
+
+
+def test_an_appended_and_edited_export_is_compared_in_place_and_counted_right(tmp_path: Path) -> None:
+    records = [{"id": f"r{i}", "text": f"t{i}"} for i in range(40)]
+    write_jsonl(tmp_path / "data/in.jsonl", records)
+    spec = write_spec(tmp_path, jobs={"max_requests": 15, "poll_interval": "0.1s"})
+    assert cli("run", str(spec)).exit_code == 0
+    before = {r["key"]: r for r in read_rows(tmp_path / "out/result.jsonl")}
+    records[7]["text"] = "edited in place"
+    records[30] = {"id": "r30-new", "text": "a new record where r30 was"}
+    write_jsonl(tmp_path / "data/in.jsonl", [*records, {"id": "x1", "text": "appended"}])
+    plan = cli("plan", str(spec)).stdout
+    assert "records: 41: 2 new, 1 changed, 38 unchanged (answers reused), 0 retried after an error, 1 removed" \
+        in plan, plan
+    assert "removed: 'r30'" in plan and "changed: 'r7'" in plan
+    again = cli("run", str(spec))
+    assert again.exit_code == 0, again.stderr
+    assert _submitted(again.stderr) == 3
+    rows = read_rows(tmp_path / "out/result.jsonl")
+    assert [r["key"] for r in rows] == [r["id"] for r in records] + ["x1"]
+    assert all(r == before[r["key"]] for r in rows if r["key"] not in ("r7", "r30-new", "x1"))
+    assert rows[7]["record"]["text"] == "edited in place" and rows[7] != before["r7"]

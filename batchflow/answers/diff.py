@@ -13,6 +13,7 @@ input's size. One split per line and no parse of what is not needed: this loop r
 from __future__ import annotations
 
 import bisect
+import itertools
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,10 @@ from batchflow.answers.partitions import PartitionWriter, partition_lines
 _EXAMPLES = 5
 _FLUSH = 1 << 19  # integers held over all parts (4 MB) before each part's are appended to its file
 _KINDS = ("new", "changed", "unchanged", "retried", "removed", "rejected")
+# A record's mark in ``send`` (one byte each, by ordinal; kept as ``gen-N/marks``): sent, carried by the diff (a
+# pointer says where its answer is), rejected (a bad record), or carried in place -- the earlier generation's
+# record at the same ordinal, whose answer's flag (``OK`` / ``PERMANENT``) is then the mark itself.
+SEND, CARRIED, REJECTED = b"\x01", b"\x00", b"\x02"
 
 
 @dataclass
@@ -65,14 +70,14 @@ class Pointers:
 
     def __init__(self, directory: Path, part_starts: list[int]) -> None:
         self.dir = directory
-        self._starts = part_starts
+        self.starts = part_starts  # the ordinal each part starts at, for ``add_many``
         self._bufs: dict[int, array[int]] = {}
         self._held = 0
         self.files: dict[int, str] = {}
         directory.mkdir(parents=True, exist_ok=True)
 
     def add_many(self, pointers: list[tuple[int, int, int, int]]) -> None:
-        starts, bufs, find = self._starts, self._bufs, bisect.bisect_right
+        starts, bufs, find = self.starts, self._bufs, bisect.bisect_right
         for pointer in pointers:
             index = find(starts, pointer[0]) - 1
             buf = bufs.get(index)
@@ -81,9 +86,12 @@ class Pointers:
             buf.extend(pointer)
         self._held += 4 * len(pointers)
         if self._held >= _FLUSH:
-            for held in list(self._bufs):
-                self._flush(held)
-            self._held = 0
+            self._flush_all()
+
+    def _flush_all(self) -> None:
+        for held in list(self._bufs):
+            self._flush(held)
+        self._held = 0
 
     def close(self) -> dict[int, str]:
         """Every part's pointer file name, by part index."""
@@ -98,6 +106,14 @@ class Pointers:
         self.files[index] = name
 
 
+def _in_place(found: bytes, send: bytearray, firsts: list[int]) -> bool:
+    """Whether a leftover index entry (``DIGEST+FLAG+PART:LINE``) is a record carried in place rather than removed:
+    such a record kept its ordinal, and its mark is its flag."""
+    part, row = found[33:].split(b":")
+    ordinal = firsts[int(part)] + int(row) if int(part) < len(firsts) else 0
+    return 0 < ordinal < len(send) and send[ordinal] in (OK[0], PERMANENT[0])
+
+
 def read_pointers(path: Path) -> dict[int, tuple[int, int, int]]:
     """ordinal -> (part, line, flag) of the carried records of one part."""
     values = array("q")
@@ -106,8 +122,13 @@ def read_pointers(path: Path) -> dict[int, tuple[int, int, int]]:
     return {values[i]: (values[i + 1], values[i + 2], values[i + 3]) for i in range(0, len(values), 4)}
 
 
-def diff(index: Path, spill: Spill, send: bytearray, pointers: Pointers, retry_errors: bool) -> Diff:
-    """Compare partition by partition; ``send[ordinal]`` is cleared for every carried record."""
+def diff(index: Path, spill: Spill, send: bytearray, pointers: Pointers, retry_errors: bool,
+         in_place: int = 0, firsts: list[int] | None = None) -> Diff:
+    """Compare partition by partition; ``send[ordinal]`` is cleared for every carried record.
+
+    ``in_place`` records were found unchanged at their place while preparing (and carried then): their keys are
+    left over in the index like removed ones, so they are taken off the removed count, and a leftover is named as
+    removed only if its place (``firsts``: the ordinal each earlier part starts at) was not one of them."""
     result = Diff()
     counts = dict.fromkeys(_KINDS, 0)
     examples: dict[str, list[bytes]] = {k: [] for k in _KINDS}
@@ -129,14 +150,19 @@ def diff(index: Path, spill: Spill, send: bytearray, pointers: Pointers, retry_e
                 ordinal = int(current[32:])
                 part, row = found[33:].split(b":")
                 carried.append((ordinal, int(part), int(row), found[32]))
-                send[ordinal] = 0
+                send[ordinal] = CARRIED[0]
                 kind = "unchanged"
             counts[kind] += 1
             if len(examples[kind]) < _EXAMPLES:
                 examples[kind].append(key)
         pointers.add_many(carried)
         counts["removed"] += len(kept)
-        examples["removed"] += list(kept)[:_EXAMPLES - len(examples["removed"])]
+        if len(examples["removed"]) < _EXAMPLES:
+            examples["removed"] += [k for k, found in itertools.islice(kept.items(), 64)
+                                    if not (in_place and _in_place(found, send, firsts or []))
+                                    ][:_EXAMPLES - len(examples["removed"])]
+    counts["removed"] -= in_place
+    counts["unchanged"] += in_place
     for kind in _KINDS:
         setattr(result, kind, counts[kind])
         if examples[kind]:

@@ -7,6 +7,7 @@ of each record (every one but a bad record skipped) is ``KEY <digest: 32 hex><fl
 
 from __future__ import annotations
 
+import bisect
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,14 @@ def answer_file(part: int) -> str:
     return f"part-{part:05d}.jsonl"
 
 
+def digest_file(part: int) -> str:
+    """Each record's request digest and flag (33 bytes), line for line: the next generation reads them in order."""
+    return f"part-{part:05d}.digests"
+
+
+_NO_DIGEST = b"-" * 33  # a bad record's: it matches nothing
+
+
 def read_rejects(path: Path) -> dict[int, dict[str, Any]]:
     """ordinal -> the error of each bad record skipped under ``on_bad_record: skip``."""
     if not path.exists():
@@ -70,6 +79,10 @@ def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> 
     index = PartitionWriter(tmp / "index", partitions)
     earlier = AnswerReader(root / state.previous["dir"]) if state.previous else None
     rejects = read_rejects(root / state.gen_dir / "rejects.jsonl")
+    marks_file = root / state.gen_dir / "marks"
+    marks = marks_file.read_bytes() if marks_file.exists() else b""
+    firsts = list((state.previous or {}).get("firsts", []))
+    in_place = (OK[0], PERMANENT[0])
     salt = request_salt(spec)
     counts = {OK: 0, PERMANENT: 0, RETRY: 0}
     progress = Progress("keeping answers")
@@ -83,15 +96,20 @@ def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> 
             for unit in part.units:
                 fresh.update(outcomes(root, state.shards[unit]))
             fallback = _unanswered(state, part.units)
-            with open(tmp / answer_file(part.index), "wb") as out, open(root / part.requests, "rb") as lines:
-                write = out.write
+            with open(tmp / answer_file(part.index), "wb") as out, open(root / part.requests, "rb") as lines, \
+                    open(tmp / digest_file(part.index), "wb") as digests:
+                write, note = out.write, digests.write
                 for row, line in enumerate(lines):
                     ordinal = part.first + row
                     if rejects and ordinal in rejects:
                         write(dumps({"error": rejects[ordinal], "attempts": 0}, option=_NL))
+                        note(_NO_DIGEST)
                         continue
                     kj = key_json(line)
                     pointer = carried.get(ordinal) if carried else None
+                    if marks and marks[ordinal] in in_place:  # the earlier record at the same ordinal
+                        old = bisect.bisect_right(firsts, ordinal) - 1
+                        pointer = (old, ordinal - firsts[old], marks[ordinal])
                     if pointer is not None and earlier is not None:
                         write(earlier.get(pointer[0], pointer[1]))
                         flag = bytes((pointer[2],))
@@ -104,13 +122,14 @@ def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> 
                             write(dumps({**outcome.result, "attempts": outcome.sent}, option=_NL))
                             flag = flag_of(outcome.result)
                     counts[flag] += 1
-                    add(kj, b"%s %s%s%d:%d\n" % (kj, digest(salt, line), flag,
-                                                 part.index, row))
+                    request = digest(salt, line) + flag
+                    note(request)
+                    add(kj, b"%s %s%d:%d\n" % (kj, request, part.index, row))
     index.flush()
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     rel = str(final.relative_to(base))
-    return {"dir": rel, "index": f"{rel}/index", "partitions": partitions, "gen": state.gen,
+    return {"dir": rel, "index": f"{rel}/index", "partitions": partitions, "gen": state.gen, "digests": True,
             "ok": counts[OK], "kept_errors": counts[PERMANENT], "retry": counts[RETRY]}
 
 

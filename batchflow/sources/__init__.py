@@ -49,9 +49,10 @@ class SourceRecord:
 
 class Source(ABC):
     @abstractmethod
-    def items(self) -> Iterator[Item]:
+    def items(self, unparsed: bool = False) -> Iterator[Item]:
         """The records as ``Item`` tuples, in input order; raises ``DataError`` on a bad record unless it is
-        skipped."""
+        skipped. ``unparsed``: a source that reads JSON Lines may yield ``(None, raw, place, line)`` and leave the
+        parse (``sources.files.parse_line``) to the caller."""
 
     def records(self) -> Iterator[SourceRecord]:
         """The records, numbered: the ordinal is 1-based, over the records yielded."""

@@ -71,7 +71,7 @@ class BigQuerySource(Source):
             self._client = bq.client(query_project(self.spec), self.spec.location)
         return self._client
 
-    def items(self) -> Iterator[Item]:
+    def items(self, unparsed: bool = False) -> Iterator[Item]:
         for n, row in enumerate(self._rows(), start=1):
             yield {name: bq.json_value(value) for name, value in row.items()}, None, f"{self.label}[{n}]", 0
 

@@ -21,7 +21,7 @@ class InlineSource(Source):
         self._records: tuple[Any, ...] = spec.records
         self._bad = bad_record_handler(spec.on_bad_record, reject)
 
-    def items(self) -> Iterator[Item]:
+    def items(self, unparsed: bool = False) -> Iterator[Item]:
         for index, record in enumerate(self._records, start=1):
             if not isinstance(record, Mapping):
                 self._bad(f"inline[{index}]", f"expected an object, got {type_name(record)}", dumps(record))
