@@ -21,7 +21,7 @@ from batchflow.spec import Spec
 from batchflow.state import Job, Shard, State, StateStore
 
 if TYPE_CHECKING:
-    from batchflow.prepare import Earlier
+    from batchflow.answers.earlier import Earlier
 
 
 class JobClient(Protocol):

@@ -14,7 +14,7 @@ import orjson
 from batchflow.answers.keep import answer_lines
 from batchflow.hotloop import relaxed_gc
 from batchflow.logs import Progress
-from batchflow.sharding import entries
+from batchflow.sharding import records
 from batchflow.spec import Spec
 from batchflow.state import State
 
@@ -45,9 +45,9 @@ def rows(spec: Spec, state: State, root: Path, tally: Tally) -> Iterator[dict[st
         for index, answers in answer_lines(root, state):
             part = state.parts[index]
             progress.tick(rows=tally.rows, part=index, parts=len(state.parts))
-            for (key, record), answer in zip(entries(root / part.requests, root / part.manifest, state.format),
-                                             answers, strict=True):
-                row = make(key, record, loads(answer))
+            for record, answer in zip(records(root / part.manifest, state.format), answers, strict=True):
+                found = loads(answer)
+                row = make(found.pop("key"), record, found)
                 tally.rows += 1
                 tally.ok += row["status"] == "ok"
                 yield row

@@ -28,13 +28,14 @@ import structlog
 from batchflow import bigquery as bq
 from batchflow import native_sql as ns
 from batchflow import state as st
+from batchflow.answers.earlier import Earlier
 from batchflow.backends import JobInfo
 from batchflow.backends.vertex_bq import VertexTableJobs
 from batchflow.destinations.bigquery import BigQueryDestination
 from batchflow.errors import DataError
 from batchflow.execution import NextJob
 from batchflow.limits import spec_job_size
-from batchflow.prepare import Earlier, display_name, fingerprint
+from batchflow.prepare import display_name, fingerprint
 from batchflow.sources.bigquery import BigQuerySource
 from batchflow.spec import Spec
 from batchflow.state import Job, Shard, State

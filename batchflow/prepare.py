@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 import shutil
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +20,14 @@ import orjson
 import structlog
 
 from batchflow.answers import OK, PERMANENT, request_digest, request_salt
-from batchflow.answers.diff import REJECTED, SEND, Diff, Pointers, Spill, diff
-from batchflow.answers.keep import digest_file
+from batchflow.answers.diff import REJECTED, SEND, Diff, KeyMetTwice, Pointers, Spill, diff
+from batchflow.answers.earlier import Earlier
 from batchflow.errors import DataError
 from batchflow.hotloop import relaxed_gc
 from batchflow.keys import KeyHashes, first_duplicate
 from batchflow.limits import spec_job_size
 from batchflow.logs import Progress
-from batchflow.sharding import ShardInfo, ShardWriter, request_key, too_large
+from batchflow.sharding import ShardInfo, ShardWriter, too_large
 from batchflow.sources import Source, SourceRecord, open_source, where
 from batchflow.sources.files import parse_line
 from batchflow.spec import Spec
@@ -80,66 +81,13 @@ def rendered(spec: Spec, rejects: IO[bytes] | None = None) -> Iterator[Rendered]
         yield Rendered(rec, key, request)
 
 
-@dataclass(frozen=True)
-class Earlier:
-    """The answers the generation before kept (``State.answers``), the state dir they are in, and that
-    generation's parts and spec fingerprint (to recognise a record unchanged at its place without rendering it)."""
-
-    answers: dict[str, Any]
-    root: Path
-    parts: tuple[Part, ...] = ()
-    fingerprint: str = ""
-
-    @property
-    def index(self) -> Path:
-        return self.root / str(self.answers["index"])
-
-    def in_place(self, spec: Spec) -> InPlace | None:
-        """The earlier records in input order, when the requests are made as they were then (same spec fields)
-        and the answers carry their digests."""
-        if not self.parts or self.fingerprint != fingerprint(spec) or not self.answers.get("digests"):
-            return None
-        return InPlace(self)
-
-
-class InPlace:
-    """The earlier generation's records, one part at a time in input order: the hot loop asks for the part that
-    holds an ordinal and compares the record at that place with the new one by its bytes."""
-
-    def __init__(self, earlier: Earlier) -> None:
-        self._earlier = earlier
-        self._parts = iter(earlier.parts)
-        self.first = self.end = 1  # the ordinals of the loaded part: [first, end)
-        self.part = -1
-        self.records: list[bytes] = []  # each record's JSON, as the manifest holds it
-        self.lines: list[bytes] = []  # the request lines
-        self.digests = b""  # 33 bytes a record: digest and flag (answers/keep.py)
-
-    def load(self, ordinal: int) -> bool:
-        """Load the part holding ``ordinal``; False when the earlier generation had no such record."""
-        root, answers = self._earlier.root, self._earlier.root / str(self._earlier.answers["dir"])
-        while ordinal >= self.end:
-            part = next(self._parts, None)
-            if part is None:
-                self.records, self.lines, self.digests, self.first = [], [], b"", self.end
-                return False
-            with open(root / part.manifest, "rb") as fh:
-                self.records = fh.read().split(b"\n")
-            with open(root / part.requests, "rb") as fh:
-                self.lines = fh.readlines()
-            with open(answers / digest_file(part.index), "rb") as fh:
-                self.digests = fh.read()
-            self.first, self.end, self.part = part.first, part.first + part.count, part.index
-        return self.first <= ordinal
-
-
 class _Compare:
     """What the hot loop needs to compare the records with an earlier generation, and what it finds."""
 
     def __init__(self, spec: Spec, tmp: Path, earlier: Earlier | None, retry_errors: bool) -> None:
         self.spill = Spill(tmp / "spill", earlier.answers["partitions"]) if earlier else None
         self.pointers = Pointers(tmp / "carried", [])
-        self.in_place = earlier.in_place(spec) if earlier else None
+        self.in_place = earlier.in_place(fingerprint(spec)) if earlier else None
         self.keep = {OK[0]} if retry_errors else {OK[0], PERMANENT[0]}
         self.send = bytearray(REJECTED)  # each record's mark, by ordinal (diff.py: SEND, CARRIED, ...)
         self.carried_in_place = 0  # records found unchanged at their place
@@ -183,8 +131,13 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
     if earlier is not None and spill is not None:
         spill.close()
         pointers.starts = starts
-        changes = diff(earlier.index, spill, send, pointers, retry_errors, compare.carried_in_place,
-                       [p.first for p in earlier.parts])
+        try:
+            changes = diff(earlier.index, spill, send, pointers, retry_errors, compare.carried_in_place,
+                           [p.first for p in earlier.parts])
+        except KeyMetTwice as exc:
+            _name_duplicate(spec, [tmp / "shards" / s.requests for s in writer.shards], {hash(exc.key)})
+            raise DataError(f"record {exc.ordinal}: duplicate key {exc.key!r}; keys must be unique "
+                            f"({spec.where('key')})") from None
         changes.rejected = len(rejects)
         shutil.rmtree(spill.dir, ignore_errors=True)
     for index, file in pointers.close().items():
@@ -287,9 +240,9 @@ def _render_all(spec: Spec, renderer: Renderer, writer: ShardWriter, keys: KeyHa
     add_spill, mark, keep = spill.add if spill else None, compare.send.append, compare.keep
     earlier = compare.in_place
     first = end = 0  # the ordinals [first, end) of the earlier part loaded
-    records: list[bytes] = []
-    lines: list[bytes] = []
-    digests = b""
+    ends = records = array("q")  # where each earlier record (request line) starts in ``text`` (``lines``)
+    text = digests = bytearray()
+    lines = memoryview(text)
     in_place = 0
     progress = Progress("preparing")
     for record, raw, place, line in source.items(unparsed=earlier is not None):
@@ -297,17 +250,16 @@ def _render_all(spec: Spec, renderer: Renderer, writer: ShardWriter, keys: KeyHa
         if earlier is not None:
             if ordinal >= end:
                 if earlier.load(ordinal):
-                    first, end, records, lines, digests = (earlier.first, earlier.end, earlier.records,
-                                                           earlier.lines, earlier.digests)
+                    first, end, text, records, lines, ends, digests = earlier.part_data()
                 else:
                     earlier = None  # the earlier generation ends before this record: the rest are new
             row = ordinal - first
-            if earlier is not None and records[row] == raw and digests[33 * row + 32] in keep:
-                request_line = lines[row]
-                append(request_line, raw)
-                key_end = request_line.find(b'","request":', 8)  # the key as a str, without a JSON parse
-                quoted = request_line[8:key_end]
-                add_hash(hash(quoted.decode() if key_end > 0 and b"\\" not in quoted else request_key(request_line)))
+            # the earlier record at this place, compared in place (no copy): same length, same bytes
+            if (earlier is not None and raw is not None and records[row + 1] - records[row] - 1 == len(raw)
+                    and text.startswith(raw, records[row]) and digests[33 * row + 32] in keep):
+                # its request line, as it was; its key is not hashed: the earlier generation's keys were unique,
+                # and a new record with one of them is found by the diff (a key carried in place, met again)
+                append(lines[ends[row]:ends[row + 1]].tobytes(), raw)
                 mark(digests[33 * row + 32])  # carried in place: its answer is the earlier one at this ordinal
                 in_place += 1
                 continue

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from batchflow import plan as p
 from batchflow import state as st
+from batchflow.answers.earlier import Earlier
 from batchflow.answers.keep import keep
 from batchflow.errors import DataError
 from batchflow.limits import spec_job_size
 from batchflow.merge import output_fingerprint
-from batchflow.prepare import Earlier, fingerprint, prepare, rendered
+from batchflow.prepare import fingerprint, prepare, rendered
 from batchflow.runner import Runner, state_store
 from batchflow.sources import open_source
 from batchflow.spec import Spec, load_spec

@@ -16,11 +16,12 @@ import structlog
 
 from batchflow import plan as p
 from batchflow import state as st
+from batchflow.answers.earlier import Earlier
 from batchflow.backends import JobInfo
 from batchflow.errors import BackendError, BatchflowError, DataError, RunFailed, StateError, TransientError
 from batchflow.execution import ExecutionPath, open_path
 from batchflow.merge import output_fingerprint
-from batchflow.prepare import Earlier, display_name
+from batchflow.prepare import display_name
 from batchflow.spec import Spec
 from batchflow.state import Job, Shard, State, StateStore
 

@@ -62,6 +62,20 @@ def key_json(line: bytes) -> bytes:
     return orjson.dumps(request_key(line))
 
 
+def records(manifest: Path, state_format: int) -> Iterator[Any]:
+    """The records of a part, in order (a manifest of state format 1 holds ``{"key": K, "record": R}`` lines)."""
+    try:
+        with open(manifest, "rb") as lines:
+            if state_format < 2:
+                for line in lines:
+                    yield orjson.loads(line)["record"]
+                return
+            yield from map(orjson.loads, lines)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StateError(f"{manifest}: the part's records are corrupt ({exc}); move the state away to start "
+                         "over") from None
+
+
 def entries(requests: Path, manifest: Path, state_format: int) -> Iterator[tuple[str, Any]]:
     """``(key, record)`` of each request of a shard, in order.
 

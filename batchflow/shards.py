@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from batchflow.answers.earlier import Earlier
 from batchflow.answers.keep import keep
 from batchflow.backends import Backend, BackendFactory, JobInfo, open_backend
 from batchflow.collect import collect, outcomes, subset
@@ -13,7 +14,7 @@ from batchflow.destinations import open_destination
 from batchflow.errors import BatchflowError, DataError
 from batchflow.execution import NextJob
 from batchflow.merge import Tally, rows
-from batchflow.prepare import Earlier, fingerprint, prepare
+from batchflow.prepare import fingerprint, prepare
 from batchflow.sources import open_source
 from batchflow.spec import Spec
 from batchflow.state import Job, Shard, State

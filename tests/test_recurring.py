@@ -289,3 +289,17 @@ def test_an_appended_and_edited_export_is_compared_in_place_and_counted_right(tm
     assert [r["key"] for r in rows] == [r["id"] for r in records] + ["x1"]
     assert all(r == before[r["key"]] for r in rows if r["key"] not in ("r7", "r30-new", "x1"))
     assert rows[7]["record"]["text"] == "edited in place" and rows[7] != before["r7"]
+
+
+def test_a_new_record_with_the_key_of_an_unchanged_one_is_a_duplicate(tmp_path: Path) -> None:
+    records = [{"id": f"r{i}", "text": f"t{i}"} for i in range(10)]
+    write_jsonl(tmp_path / "data/in.jsonl", records)
+    spec = write_spec(tmp_path)
+    assert cli("run", str(spec)).exit_code == 0
+    write_jsonl(tmp_path / "data/in.jsonl", [*records, {"id": "r3", "text": "the same key again"}])
+    again = cli("run", str(spec))
+    assert again.exit_code == 2
+    assert f"{tmp_path}/data/in.jsonl:11: record 11: duplicate key 'r3' (record 4 has it too)" in again.stderr
+    assert "job submitted" not in again.stderr
+    state = StateStore(tmp_path / ".batchflow/t").load()
+    assert state is not None and state.gen == 1, "the state is as it was"

@@ -52,6 +52,15 @@ class Diff:
         return {k: getattr(self, k) for k in _KINDS} | {"examples": self.examples}
 
 
+class KeyMetTwice(Exception):
+    """A record's key is the key of a record carried in place: the input holds it twice."""
+
+    def __init__(self, key: str, ordinal: int) -> None:
+        super().__init__(key)
+        self.key = key
+        self.ordinal = ordinal
+
+
 class Spill:
     """The current records' (key, digest, ordinal) by key partition, written during preparation."""
 
@@ -140,6 +149,8 @@ def diff(index: Path, spill: Spill, send: bytearray, pointers: Pointers, retry_e
         for line in partition_lines(spill.dir, p):
             key, current = line[:-1].rsplit(b" ", 1)
             found = pop(key, None)
+            if found is not None and in_place and _in_place(found, send, firsts or []):
+                raise KeyMetTwice(str(orjson.loads(key)), int(current[32:]))
             if found is None:
                 kind = "new"
             elif found[:32] != current[:32]:

@@ -1,8 +1,10 @@
 """Once a generation's jobs are settled: every record's answer, part by part, and the index the next one plans from.
 
-An answer line is ``{"response": …, "attempts": n}`` or ``{"error": …, "attempts": n}``, line for line with the
-part's records. A carried record's line is copied from the earlier generation's answers as it is. The index line
-of each record (every one but a bad record skipped) is ``KEY <digest: 32 hex><flag><part>:<line>`` (diff.py).
+An answer line is ``{"key": k, "response": …, "attempts": n}`` or ``{"key": k, "error": …, "attempts": n}``, line
+for line with the part's records (the merge needs nothing else but the records). A carried record's line is
+copied from the earlier generation's answers as it is. Each record's request digest and flag go, line for line,
+to ``part-N.digests`` (the next generation compares records in place with them), and, with its key and place, to
+the index by key: ``KEY <digest: 32 hex><flag><part>:<line>`` (diff.py).
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import orjson
 from batchflow.answers import OK, PERMANENT, RETRY, flag_of, request_digest, request_salt
 from batchflow.answers.diff import read_pointers
 from batchflow.answers.partitions import PartitionWriter, partitions_for
-from batchflow.collect import Outcome, outcomes
+from batchflow.collect import outcomes
 from batchflow.hotloop import relaxed_gc
 from batchflow.logs import Progress
 from batchflow.sharding import key_json
 from batchflow.spec import Spec
-from batchflow.state import State
+from batchflow.state import SUCCEEDED, State
 
 _NL = orjson.OPT_APPEND_NEWLINE
 _CACHED_PARTS = 2  # earlier parts held in memory while copying carried answers (input order mostly follows)
@@ -92,20 +94,18 @@ def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> 
         for part in state.parts:
             progress.tick(part=part.index, parts=len(state.parts))
             carried = read_pointers(root / part.carried) if part.carried else {}
-            fresh: dict[str, Outcome] = {}
-            for unit in part.units:
-                fresh.update(outcomes(root, state.shards[unit]))
+            fresh = _fresh_answers(root, state, part.units)
             fallback = _unanswered(state, part.units)
             with open(tmp / answer_file(part.index), "wb") as out, open(root / part.requests, "rb") as lines, \
                     open(tmp / digest_file(part.index), "wb") as digests:
                 write, note = out.write, digests.write
                 for row, line in enumerate(lines):
                     ordinal = part.first + row
+                    kj = key_json(line)
                     if rejects and ordinal in rejects:
-                        write(dumps({"error": rejects[ordinal], "attempts": 0}, option=_NL))
+                        write(dumps({"key": loads(kj), "error": rejects[ordinal], "attempts": 0}, option=_NL))
                         note(_NO_DIGEST)
                         continue
-                    kj = key_json(line)
                     pointer = carried.get(ordinal) if carried else None
                     if marks and marks[ordinal] in in_place:  # the earlier record at the same ordinal
                         old = bisect.bisect_right(firsts, ordinal) - 1
@@ -114,23 +114,58 @@ def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> 
                         write(earlier.get(pointer[0], pointer[1]))
                         flag = bytes((pointer[2],))
                     else:
-                        outcome = fresh.get(loads(kj))
-                        if outcome is None:
-                            write(dumps(fallback, option=_NL))
+                        answer = fresh.get(kj)
+                        if answer is None:
+                            write(dumps({"key": loads(kj), **fallback}, option=_NL))
                             flag = RETRY
                         else:
-                            write(dumps({**outcome.result, "attempts": outcome.sent}, option=_NL))
-                            flag = flag_of(outcome.result)
+                            write(answer[0])
+                            flag = answer[1]
                     counts[flag] += 1
                     request = digest(salt, line) + flag
                     note(request)
                     add(kj, b"%s %s%d:%d\n" % (kj, request, part.index, row))
+            del fresh, carried  # before the next part's are read: two parts' at once would be the peak
     index.flush()
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     rel = str(final.relative_to(base))
     return {"dir": rel, "index": f"{rel}/index", "partitions": partitions, "gen": state.gen, "digests": True,
             "ok": counts[OK], "kept_errors": counts[PERMANENT], "retry": counts[RETRY]}
+
+
+def _fresh_answers(root: Path, state: State, units: list[int]) -> dict[bytes, tuple[bytes, bytes]]:
+    """The answer line and flag of each record the units sent and got a result for, by the key's JSON.
+
+    A unit whose one job succeeded (the usual case) has one result line per key, ``{"key": K, "response"|"error":
+    …}``: its answer is that line with ``"attempts": 1``, spliced, not parsed and written again (a response is
+    most of a merge's bytes). Otherwise each key's outcome over the unit's jobs decides (``collect.outcomes``)."""
+    found: dict[bytes, tuple[bytes, bytes]] = {}
+    for index in units:
+        unit = state.shards[index]
+        job = unit.jobs[0]
+        if len(unit.jobs) == 1 and job.ended == SUCCEEDED and job.results:
+            with open(root / job.results, "rb") as fh:
+                for line in fh:
+                    end = line.find(b',"', 8)
+                    if line.startswith(b'{"key":"') and end > 0 and line.endswith(b"}\n"):
+                        response = line.startswith(b'"response":', end + 1) and b'"candidates":[{' in line
+                        flag = OK if response else flag_of(orjson.loads(line))
+                        found[line[_KEY_START:end]] = (line[:-2] + b',"attempts":1}\n', flag)
+                    else:
+                        item = orjson.loads(line)
+                        quoted = orjson.dumps(item.pop("key"))
+                        found[quoted] = (b'{"key":%s,%s' % (quoted, orjson.dumps({**item, "attempts": 1},
+                                                                                 option=_NL)[1:]), flag_of(item))
+            continue
+        for key, outcome in outcomes(root, unit).items():
+            kj = orjson.dumps(key)
+            answer = orjson.dumps({**outcome.result, "attempts": outcome.sent}, option=_NL)
+            found[kj] = (b'{"key":%s,%s' % (kj, answer[1:]), flag_of(outcome.result))
+    return found
+
+
+_KEY_START = len(b'{"key":')
 
 
 def _unanswered(state: State, units: list[int]) -> dict[str, Any]:
