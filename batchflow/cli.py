@@ -141,7 +141,7 @@ def status(spec: Path) -> None:
 @_expected_errors
 def cancel(spec: Path) -> None:
     """Cancel the spec's running jobs; a later `run` collects what they answered and sends the rest."""
-    from batchflow.runner import cancel as cancel_jobs
+    from batchflow.cancel import cancel as cancel_jobs
     from batchflow.spec import load_spec
 
     click.echo(f"cancelled {cancel_jobs(load_spec(spec))} job(s)")

@@ -164,17 +164,10 @@ class Runner:
         state = self.store.load()
         if state is not None and state.live:
             self._settle_and_keep(state, wait)  # paid for: collected before it is put aside
-        names = ["state.json", "shards", "jobs", "results", "answers", "rejects.jsonl",
-                 *(d.name for d in self.root.glob("gen-*"))]
-        present = [n for n in names if (self.root / n).exists()]
-        if not present:
-            return None
-        old = self.root / "old" / time.strftime("%Y%m%dT%H%M%S")
-        old.mkdir(parents=True, exist_ok=True)
-        for name in present:
-            shutil.move(self.root / name, old / name)
-        log.info("restarting: the old state and its kept answers are put aside", archived=str(old))
-        return str(old)
+        old = self.store.archive()
+        if old:
+            log.info("restarting: the old state and its kept answers are put aside", archived=old)
+        return old
 
     def _drive(self, state: State, wait: bool) -> Summary:
         out_fp = output_fingerprint(self.spec)
@@ -235,7 +228,7 @@ class Runner:
         except TransientError:
             raise  # stays "submitting": the next cycle looks it up before creating again
         job.created_at = self.clock()
-        self._record(job, info)
+        self.record(job, info)
         log.info("job submitted", shard=shard.index, job=info.name, requests=job.count, attempt=job.n)
         self.store.save(state)
         return True
@@ -251,7 +244,7 @@ class Runner:
             job.status, job.lookups = (st.STAGED if job.file else st.WRITTEN), 0
         else:
             log.info("job adopted", job=info.name, display_name=job.display_name)
-            self._record(job, info)
+            self.record(job, info)
         self.store.save(state)
         return True
 
@@ -259,12 +252,13 @@ class Runner:
         infos = self.path.jobs.poll([str(j.name) for j in jobs])
         changed = [job for job in jobs if infos[str(job.name)].status != job.status]
         for job in changed:
-            self._record(job, infos[str(job.name)])
+            self.record(job, infos[str(job.name)])
         if changed:
             self.store.save(state)
         return bool(changed)
 
-    def _record(self, job: Job, info: JobInfo) -> None:
+    def record(self, job: Job, info: JobInfo) -> None:
+        """What the service says of a job, into the state's job."""
         job.name, job.status, job.output, job.error = info.name, info.status, info.output, info.error
         if info.status in st.FINISHED:
             job.ended = info.status
@@ -301,19 +295,9 @@ class Runner:
         state.answers = self.path.keep(state)
         self.store.save(state)
         if state.previous:
-            self._drop_generation(int(state.previous.get("gen", 0)))
+            self.store.drop_generation(int(state.previous.get("gen", 0)))
         log.info("answers kept", gen=state.gen, ok=state.answers.get("ok"), retry=state.answers.get("retry"))
         return True
-
-    def _drop_generation(self, gen: int) -> None:
-        """An earlier generation's files, once nothing points into them any more."""
-        names = [f"gen-{gen}"] if gen else ["shards", "jobs", "results", "answers", "rejects.jsonl"]
-        for name in names:
-            target = self.root / name
-            if target.is_dir():
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                target.unlink(missing_ok=True)
 
     def _merge(self, state: State, out_fp: str) -> bool:
         records, ok = self.path.merge(state)
@@ -354,31 +338,6 @@ class Runner:
         cap = self.path.jobs.poll_interval_cap
         return seconds if cap is None else min(seconds, cap)
 
-    def cancel_jobs(self) -> int:
-        state = self.store.load()
-        if state is None:
-            return 0
-        live = [j for _, j in state.jobs() if j.status in (st.SUBMITTING, *st.REMOTE)]
-        for job in live:
-            if job.name is None:  # "submitting": it may exist; the service knows
-                info = self.path.jobs.find(job.display_name)
-                if info is None:
-                    job.status = st.STAGED if job.file else st.WRITTEN
-                    continue
-                self._record(job, info)
-            if job.status in st.REMOTE:
-                self.path.jobs.cancel(str(job.name))
-                job.cancel_requested = True
-                log.info("job cancelled", job=job.name)
-        named = [str(j.name) for j in live if j.name and j.cancel_requested]
-        if named:
-            infos = self.path.jobs.poll(named)
-            for job in live:
-                if job.name in infos:
-                    self._record(job, infos[str(job.name)])
-        self.store.save(state)
-        return sum(j.cancel_requested for j in live)
-
     def _live(self, state: State) -> int:
         return sum(j.status in st.LIVE for _, j in state.jobs())
 
@@ -386,18 +345,3 @@ class Runner:
         busy = sum(j.status in st.IN_FLIGHT for _, j in state.jobs())
         waiting = sum(not s.done for s in state.shards) - busy
         return f"{busy} job(s) in flight, {max(0, waiting)} shard(s) waiting"
-
-
-def cancel(spec: Spec) -> int:
-    """Ask the service to cancel the spec's jobs and record what it then says of each; returns how many.
-
-    Nothing is stopped for good: a later ``run`` collects what the cancelled jobs answered and sends the rest in
-    new jobs; a cancel of a finished spec changes nothing."""
-    runner = Runner(spec)
-    with runner.store.lock():
-        try:
-            return runner.cancel_jobs()
-        finally:
-            runner.path.close()
-
-

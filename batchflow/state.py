@@ -29,6 +29,7 @@ import dataclasses
 import getpass
 import json
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -154,6 +155,9 @@ class State:
         return any(j.status in LIVE for _, j in self.jobs())
 
 
+_LEGACY = ("shards", "jobs", "results", "answers", "rejects.jsonl", "marks")  # generation 0: format 2's layout
+
+
 class StateStore:
     """Reads and writes one spec's state directory."""
 
@@ -184,6 +188,27 @@ class StateStore:
 
     def lock(self) -> RunLock:
         return RunLock(self.dir)
+
+    def archive(self) -> str | None:
+        """Put the state and every generation aside, in ``old/<time>/``; returns where (None: nothing there)."""
+        names = ["state.json", *_LEGACY, *(d.name for d in self.dir.glob("gen-*"))]
+        present = [n for n in names if (self.dir / n).exists()]
+        if not present:
+            return None
+        old = self.dir / "old" / time.strftime("%Y%m%dT%H%M%S")
+        old.mkdir(parents=True, exist_ok=True)
+        for name in present:
+            shutil.move(self.dir / name, old / name)
+        return str(old)
+
+    def drop_generation(self, gen: int) -> None:
+        """An earlier generation's files, once nothing points into them any more."""
+        for name in [f"gen-{gen}"] if gen else _LEGACY:
+            target = self.dir / name
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
 
 
 def _decode(path: Path, text: str) -> State:
