@@ -50,9 +50,10 @@ def _expected_errors(fn: F) -> F:
 
 
 def _echo_error(exc: BatchflowError) -> None:
-    """Every problem on its own line, each saying it is an error."""
+    """Every problem on its own line, each saying what it is (``error``, or ``not finished`` / ``locked`` for a
+    run that is to be tried again later, which is no error)."""
     for line in str(exc).splitlines():
-        click.echo(f"error: {line}", err=True)
+        click.echo(f"{exc.label}: {line}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

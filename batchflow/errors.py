@@ -14,9 +14,10 @@ EXIT_NOT_FINISHED = 75
 
 
 class BatchflowError(Exception):
-    """Base of every error batchflow expects; ``exit_code`` says how the CLI ends."""
+    """Base of every error batchflow expects; ``exit_code`` says how the CLI ends, ``label`` how its line starts."""
 
     exit_code = EXIT_FAILED
+    label = "error"
 
 
 class InputError(BatchflowError):
@@ -41,10 +42,19 @@ class LockedError(BatchflowError):
     """Another run holds the spec's lock: try again later."""
 
     exit_code = EXIT_NOT_FINISHED
+    label = "locked"
 
 
 class TransientError(BatchflowError):
     """A call may succeed if retried (HTTP 408/429/5xx, connection reset)."""
+
+
+class UnreachableError(TransientError):
+    """The batch API cannot be reached (connection refused, no such host): a fault that may not cure itself, so
+    the runner gives up on it at once under ``--no-wait`` and after ``UNREACHABLE_FOR`` seconds otherwise."""
+
+
+UNREACHABLE_FOR = 300.0
 
 
 class BackendError(BatchflowError):

@@ -18,7 +18,16 @@ from batchflow import plan as p
 from batchflow import state as st
 from batchflow.answers.earlier import Earlier
 from batchflow.backends import JobInfo
-from batchflow.errors import BackendError, BatchflowError, DataError, RunFailed, StateError, TransientError
+from batchflow.errors import (
+    UNREACHABLE_FOR,
+    BackendError,
+    BatchflowError,
+    DataError,
+    RunFailed,
+    StateError,
+    TransientError,
+    UnreachableError,
+)
 from batchflow.execution import ExecutionPath, open_path
 from batchflow.merge import output_fingerprint
 from batchflow.prepare import display_name
@@ -35,6 +44,7 @@ class NotFinished(BatchflowError):
     """``--no-wait`` left jobs running (or waiting out a backoff): run again later."""
 
     exit_code = 75
+    label = "not finished"
 
 
 @dataclass(frozen=True)
@@ -65,8 +75,13 @@ class Runner:
         self.sleep = sleep
         self._transient_streak = 0  # cycles in a row that met a transient error
         self._poll_ramp = _FIRST_POLL  # seconds until the next poll, doubling while nothing changes
+        self._wait = True  # run(wait=...): an unreachable API ends a --no-wait run at once
+        self._unreachable_since = 0.0  # when the API was first found unreachable, in a row
+        self._listed = False  # this run listed the service for jobs the state has no record of
+        self._first_gen = 1  # the generation a state made from nothing starts at (after --restart: past the old)
 
     def run(self, wait: bool = True, restart: bool = False, retry_errors: bool = False) -> Summary:
+        self._wait = wait
         with self.store.lock():
             try:
                 archived = None
@@ -91,7 +106,7 @@ class Runner:
         state = self.store.load()
         if state is None:
             self.path.check_output()
-            return self._new_generation(None, 1, retry_errors)
+            return self._new_generation(None, self._first_gen, retry_errors)
         if not self.path.recurring:
             return self._same_input_only(state)
         try:
@@ -164,6 +179,7 @@ class Runner:
         state = self.store.load()
         if state is not None and state.live:
             self._settle_and_keep(state, wait)  # paid for: collected before it is put aside
+        self._first_gen = state.gen + 1 if state is not None else 1  # new display names: nothing old is adopted
         old = self.store.archive()
         if old:
             log.info("restarting: the old state and its kept answers are put aside", archived=old)
@@ -182,6 +198,7 @@ class Runner:
                 progressed |= self._execute(step, state)
             if self._transient_streak == streak:
                 self._transient_streak = 0  # a cycle without a transient error ends the streak
+                self._unreachable_since = 0.0
             if progressed and not self._transient_streak:
                 self._poll_ramp = _FIRST_POLL
                 continue
@@ -206,13 +223,44 @@ class Runner:
                     return self._keep(state)
                 case p.Merge():
                     return self._merge(state, output_fingerprint(self.spec))
+        except UnreachableError as exc:
+            now = self.clock()
+            self._unreachable_since = self._unreachable_since or now
+            if not self._wait or now - self._unreachable_since >= UNREACHABLE_FOR:
+                raise RunFailed(f"{exc}; check {self.spec.where('backend')} (base_url, network)") from exc
+            self._transient_streak += 1
+            log.warning("the batch API cannot be reached; will retry", step=type(step).__name__, error=str(exc),
+                        gives_up_in=round(self._unreachable_since + UNREACHABLE_FOR - now))
         except TransientError as exc:
             self._transient_streak += 1
             log.warning("transient error; will retry", step=type(step).__name__, error=str(exc),
                         retry_in=self._backoff(self._transient_streak))
         return False
 
+    def _adopt_unrecorded(self, state: State) -> bool:
+        """Before this run's first create: the jobs the service holds under the display names about to be used.
+
+        A state lost (a container that keeps no files) or restored from an old copy makes the same generations,
+        units and display names again; one paged list finds what was created under them, which is then tracked,
+        collected or retried, never created twice."""
+        self._listed = True
+        waiting = {j.display_name: j for _, j in state.jobs() if j.status in (st.WRITTEN, st.STAGED)}
+        if not waiting:
+            return False
+        found = self.path.jobs.find_many(set(waiting))
+        for name, info in found.items():
+            log.info("job adopted: it exists at the service, the state had no record of it", job=info.name,
+                     display_name=name)
+            self.record(waiting[name], info)
+        if found:
+            self.store.save(state)
+        return bool(found)
+
     def _submit(self, state: State, shard: Shard, job: Job) -> bool:
+        if not self._listed and self._adopt_unrecorded(state):
+            return True  # the plan changed: make it again
+        if job.status not in (st.WRITTEN, st.STAGED):
+            return False  # adopted since this cycle's plan was made
         if job.status == st.WRITTEN:
             job.file = self.path.stage(job)
             job.status = st.STAGED

@@ -303,3 +303,70 @@ def test_a_new_record_with_the_key_of_an_unchanged_one_is_a_duplicate(tmp_path: 
     assert "job submitted" not in again.stderr
     state = StateStore(tmp_path / ".batchflow/t").load()
     assert state is not None and state.gen == 1, "the state is as it was"
+
+
+def test_a_run_that_lost_its_state_adopts_the_jobs_it_made_and_pays_for_none_twice(
+        tmp_path: Path, emulator_url: str) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"r{i}", "text": f"t{i}"} for i in range(9)])
+    spec = write_spec(tmp_path, name="ephemeral", backend={"type": "gemini", "base_url": emulator_url},
+                      jobs={"max_requests": 3, "poll_interval": "0.2s"})
+    assert cli("run", "--no-wait", str(spec)).exit_code == 75
+    shutil.rmtree(tmp_path / ".batchflow")  # what a new container sees
+    for _ in range(40):
+        again = cli("run", "--no-wait", str(spec))
+        if again.exit_code == 0:
+            break
+        assert again.exit_code == 75, again.stderr
+    assert again.exit_code == 0, again.stderr
+    _, stats = http_json("GET", f"{emulator_url}/_emulator/stats")
+    made = {k: v for k, v in stats["creates_by_display_name"].items() if k.startswith("batchflow-ephemeral-")}
+    assert len(made) == 3 and set(made.values()) == {1}, made
+    assert [r["key"] for r in read_rows(tmp_path / "out/result.jsonl")] == [f"r{i}" for i in range(9)]
+
+
+def test_restart_makes_new_display_names_and_adopts_nothing_old(tmp_path: Path, emulator_url: str) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+    spec = write_spec(tmp_path, name="fresh-start", backend={"type": "gemini", "base_url": emulator_url})
+    assert cli("run", str(spec)).exit_code == 0
+    restarted = cli("run", "--restart", str(spec))
+    assert restarted.exit_code == 0 and _submitted(restarted.stderr) == 1, restarted.stderr
+    assert _sent(emulator_url, "fresh-start", 1) == 1 and _sent(emulator_url, "fresh-start", 2) == 1
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_api_fails_a_no_wait_run_at_once_with_one_line(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    spec = write_spec(tmp_path, name="nowhere", backend={"type": "gemini", "base_url": closed})
+    result = cli_process("--log-format", "console", "run", "--no-wait", str(spec),
+                         env={**os.environ, "GEMINI_API_KEY": "k"})
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "cannot be reached" in errors[0] and "nowhere.yaml" in errors[0], result.stderr
+
+
+def test_an_unreachable_api_fails_a_waiting_run_after_the_bound(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("batchflow.runner.UNREACHABLE_FOR", 0.5)
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    spec = write_spec(tmp_path, name="nowhere", backend={"type": "gemini", "base_url": closed},
+                      retry={"backoff": {"initial": "0.2s", "max": "0.2s"}})
+    result = cli("run", str(spec))
+    assert result.exit_code == 1 and "cannot be reached" in result.stderr
+
+
+def test_jobs_still_running_are_not_reported_as_an_error(tmp_path: Path, emulator_url: str) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+    spec = write_spec(tmp_path, name="later", backend={"type": "gemini", "base_url": emulator_url})
+    result = cli("run", "--no-wait", str(spec))
+    assert result.exit_code == 75
+    assert "not finished: 1 job(s) in flight" in result.stderr and "error:" not in result.stderr

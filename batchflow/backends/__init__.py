@@ -59,6 +59,10 @@ class Backend(Protocol):
         """The job of that display name, if one was created."""
         ...
 
+    def find_many(self, display_names: set[str]) -> dict[str, JobInfo]:
+        """The jobs of these display names that were created, by display name, in one paged list."""
+        ...
+
     def poll(self, names: Sequence[str]) -> dict[str, JobInfo]:
         """The current state of these jobs, in as few calls as the API allows."""
         ...

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from batchflow.backends import JobInfo, job_status
-from batchflow.errors import BackendError, TransientError
+from batchflow.errors import BackendError, TransientError, UnreachableError
 
 _TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
 _LIST_PAGE = 100
@@ -25,9 +26,24 @@ def api_errors(call: str) -> Iterator[None]:
         where = f"{call}: HTTP {exc.code} {exc.status or ''}: {exc.message or ''}".strip()
         raise (TransientError if exc.code in _TRANSIENT_CODES else BackendError)(where) from exc
     except Exception as exc:
+        if _is_unreachable(exc):
+            raise UnreachableError(f"{call}: the batch API cannot be reached: {type(exc).__name__}: {exc}") from exc
         if _is_transport_error(exc):
             raise TransientError(f"{call}: {type(exc).__name__}: {exc}") from exc
         raise
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """Connection refused, no such host: nothing answered at all (a reset or a timeout may be load)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
+            return True
+        if any(cls.__name__ == "ConnectError" for cls in type(exc).__mro__) and "timed out" not in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
 
 
 def _is_transport_error(exc: Exception) -> bool:
@@ -63,6 +79,15 @@ class SdkBackend:
                 if job.display_name == display_name:
                     return self._info(job)
         return None
+
+    def find_many(self, display_names: set[str]) -> dict[str, JobInfo]:
+        """The jobs of these display names that exist, in one paged list (the newest job of a name wins)."""
+        found: dict[str, JobInfo] = {}
+        with api_errors("list (looking for jobs this state has no record of)"):
+            for job in self._list():
+                if job.display_name in display_names and job.display_name not in found:
+                    found[job.display_name] = self._info(job)
+        return found
 
     def poll(self, names: Sequence[str]) -> dict[str, JobInfo]:
         if len(names) <= _GETS_BEFORE_LIST:
