@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 
 import click
 
-from batchflow.errors import EXIT_FAILED, EXIT_USAGE, EXIT_WOULD_SUBMIT, BatchflowError
+from batchflow.errors import EXIT_FAILED, EXIT_USAGE, EXIT_WOULD_SUBMIT, BatchflowError, InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_spec_arg = click.argument("spec", type=click.Path(path_type=Path))
+_specs_arg = click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
 
 
 def _expected_errors(fn: F) -> F:
@@ -49,11 +49,11 @@ def _expected_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _echo_error(exc: BatchflowError) -> None:
+def _echo_error(exc: BatchflowError, where: str = "") -> None:
     """Every problem on its own line, each saying what it is (``error``, or ``not finished`` / ``locked`` for a
     run that is to be tried again later, which is no error)."""
     for line in str(exc).splitlines():
-        click.echo(f"{exc.label}: {line}", err=True)
+        click.echo(f"{exc.label}: {where if not line.startswith(where.rstrip(': ')) else ''}{line}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,24 +70,52 @@ def main(log_format: str, verbose: bool, debug: bool) -> None:
 
 
 @main.command()
-@_spec_arg
+@_specs_arg
 @click.option("--no-wait", is_flag=True, help="advance as far as possible without waiting; exit 75 if unfinished")
 @click.option("--restart", is_flag=True,
               help="start over: put the old state and its kept answers aside, and send every record again")
 @click.option("--retry-errors", is_flag=True,
               help="send again the records whose kept failure would come back the same (a 400, a safety block)")
 @_expected_errors
-def run(spec: Path, no_wait: bool, restart: bool, retry_errors: bool) -> None:
-    """Plan, submit, poll, retry and merge; resumes from the state, reuses the answers kept."""
+def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: bool) -> None:
+    """Plan, submit, poll, retry and merge; resumes from the state, reuses the answers kept.
+
+    SPECS: spec files, globs, or directories (their *.yaml specs); several end with a table and the worst exit
+    code (2 over 1 over 75 over 0)."""
+    from batchflow.many import Row
     from batchflow.runner import Runner
     from batchflow.spec import load_spec
 
-    summary = Runner(load_spec(spec)).run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
-    if summary.archived:
-        click.echo(f"the old state and its kept answers are in {summary.archived}")
-    skipped = f" ({summary.rejected:,} bad record{'s' * (summary.rejected != 1)} skipped)" if summary.rejected else ""
-    click.echo(f"{summary.records:,} records: {summary.ok:,} ok, {summary.failed:,} failed{skipped} -> "
-               f"{summary.output}")
+    def one(path: Path) -> Row:
+        summary = Runner(load_spec(path)).run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
+        if summary.archived:
+            click.echo(f"{path}: the old state and its kept answers are in {summary.archived}")
+        skipped = f" ({summary.rejected:,} bad record{'s' * (summary.rejected != 1)} skipped)" \
+            if summary.rejected else ""
+        click.echo(f"{summary.records:,} records: {summary.ok:,} ok, {summary.failed:,} failed{skipped} -> "
+                   f"{summary.output}")
+        return Row(path, 0, "ok", summary.records, summary.ok, summary.failed, summary.jobs)
+
+    _many(specs, one)
+
+
+def _many(specs: tuple[Path, ...], one: Any) -> None:
+    """One spec: as it always was (its errors end the command). Several: each on its own, then the table."""
+    from batchflow import many
+
+    paths = many.expand(specs)
+    if len(paths) == 1:
+        one(paths[0])
+        return
+    if not paths:
+        raise InputError(f"no spec found in {' '.join(map(str, specs))}")
+    def headed(path: Path) -> Any:
+        click.echo(f"== {path}")
+        return one(path)
+
+    rows = many.each(paths, headed, lambda path, exc: _echo_error(exc, f"{path}: "))
+    click.echo(many.table(rows))
+    sys.exit(many.worst(rows))
 
 
 @main.command()
@@ -96,10 +124,11 @@ def run(spec: Path, no_wait: bool, restart: bool, retry_errors: bool) -> None:
 @_expected_errors
 def validate(specs: tuple[Path, ...], records: int) -> None:
     """Check specs (schema, templates, the first records rendered) without calling anything."""
+    from batchflow.many import expand
     from batchflow.report import validate_one
 
     failures = 0
-    for path in specs:
+    for path in expand(specs):
         try:
             click.echo(validate_one(path, records))
         except BatchflowError as exc:
@@ -110,42 +139,65 @@ def validate(specs: tuple[Path, ...], records: int) -> None:
 
 
 @main.command()
-@_spec_arg
+@_specs_arg
 @click.option("--exit-code", is_flag=True,
               help=f"exit {EXIT_WOULD_SUBMIT} when `run` would submit jobs, 0 when it would not (for CI)")
 @click.option("--retry-errors", is_flag=True, help="plan as `run --retry-errors` would")
 @_expected_errors
-def plan(spec: Path, exit_code: bool, retry_errors: bool) -> None:
+def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool) -> None:
     """Show what `run` would do now: new / changed / unchanged / removed records, jobs, a sample, tokens."""
+    from batchflow.many import Row
     from batchflow.report import plan_report
     from batchflow.spec import load_spec
 
-    report = plan_report(load_spec(spec), retry_errors)
-    click.echo(report.text)
-    if exit_code and report.submits:
+    submits = []
+
+    def one(path: Path) -> Row:
+        report = plan_report(load_spec(path), retry_errors)
+        click.echo(report.text)
+        submits.append(report.submits)
+        return Row(path, 0, "would submit jobs" if report.submits else "nothing to submit")
+
+    try:
+        _many(specs, one)
+    except SystemExit as done:
+        if done.code or not (exit_code and any(submits)):
+            raise
+    if exit_code and any(submits):
         sys.exit(EXIT_WOULD_SUBMIT)
 
 
 @main.command()
-@_spec_arg
+@_specs_arg
 @_expected_errors
-def status(spec: Path) -> None:
-    """Show the state: shards, jobs, counts, errors, what is left."""
+def status(specs: tuple[Path, ...]) -> None:
+    """Show the state: the generation, records sent and reused, jobs, answers kept, errors."""
+    from batchflow.many import Row
     from batchflow.report import status_report
     from batchflow.spec import load_spec
 
-    click.echo(status_report(load_spec(spec)))
+    def one(path: Path) -> Row:
+        click.echo(status_report(load_spec(path)))
+        return Row(path, 0, "shown")
+
+    _many(specs, one)
 
 
 @main.command()
-@_spec_arg
+@_specs_arg
 @_expected_errors
-def cancel(spec: Path) -> None:
-    """Cancel the spec's running jobs; a later `run` collects what they answered and sends the rest."""
+def cancel(specs: tuple[Path, ...]) -> None:
+    """Cancel the specs' running jobs; a later `run` collects what they answered and sends the rest."""
     from batchflow.cancel import cancel as cancel_jobs
+    from batchflow.many import Row
     from batchflow.spec import load_spec
 
-    click.echo(f"cancelled {cancel_jobs(load_spec(spec))} job(s)")
+    def one(path: Path) -> Row:
+        count = cancel_jobs(load_spec(path))
+        click.echo(f"cancelled {count} job(s)")
+        return Row(path, 0, "cancelled", jobs=count)
+
+    _many(specs, one)
 
 
 @main.command()

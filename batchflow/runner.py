@@ -55,6 +55,7 @@ class Summary:
     output: str
     archived: str | None = None  # where --restart put the old state
     rejected: int = 0  # bad records skipped under on_bad_record: skip (error rows, not counted by max_failed)
+    jobs: int = 0  # the jobs this generation made (retries included)
 
 
 def state_store(spec: Spec) -> StateStore:
@@ -357,8 +358,9 @@ class Runner:
     def _summary(self, state: State) -> Summary:
         merged = state.merged or {}
         rejected = int(state.diff.get("rejected", 0))
+        jobs = sum(j.name is not None for _, j in state.jobs())
         summary = Summary(merged.get("rows", 0), merged.get("ok", 0), merged.get("failed", 0),
-                          self.path.output_name(), rejected=rejected)
+                          self.path.output_name(), rejected=rejected, jobs=jobs)
         limit = self.spec.output.max_failed
         allowed = math.floor(limit * summary.records) if isinstance(limit, float) else limit
         if summary.failed - rejected > allowed:

@@ -370,3 +370,36 @@ def test_jobs_still_running_are_not_reported_as_an_error(tmp_path: Path, emulato
     result = cli("run", "--no-wait", str(spec))
     assert result.exit_code == 75
     assert "not finished: 1 job(s) in flight" in result.stderr and "error:" not in result.stderr
+
+
+def test_a_directory_of_specs_runs_each_with_a_table_and_the_worst_exit_code(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    write_jsonl(specs / "data/in.jsonl", [{"id": f"r{i}", "text": f"t{i}"} for i in range(5)])
+    write_spec(specs, name="first", output={"type": "files", "path": "out/first.jsonl"})
+    write_spec(specs, name="second", output={"type": "files", "path": "out/second.jsonl"})
+    write_spec(specs, name="broken", backend={"type": "gemini", "base_url": f"http://127.0.0.1:{_closed_port()}",
+                                              "api_key_env": "HOME"})
+    (specs / "notes.yaml").write_text("just: some yaml that is not a spec\n")
+    for _ in range(20):
+        result = cli("run", "--no-wait", str(specs))
+        table = result.stdout[result.stdout.index("spec "):]
+        if "first.yaml" in table and table.count(" ok\n") + table.endswith(" ok") == 2:
+            break
+    assert result.exit_code == 1, result.output
+    lines = table.splitlines()
+    assert lines[0].split() == ["spec", "records", "ok", "failed", "jobs", "outcome"]
+    assert [line.split()[0].rsplit("/", 1)[-1] for line in lines[1:]] == ["broken.yaml", "first.yaml", "second.yaml"]
+    assert lines[1].split()[-1] == "failed" and lines[2].split()[1:] == ["5", "5", "0", "1", "ok"]
+    assert f"error: {specs}/broken.yaml: " in result.stderr and "notes.yaml" not in result.output
+    assert len(read_rows(specs / "out/first.jsonl")) == 5 and len(read_rows(specs / "out/second.jsonl")) == 5
+
+
+def test_two_specs_sharing_a_state_are_both_refused_naming_each_other(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+    one = write_spec(tmp_path, name="same")
+    other = tmp_path / "other.yaml"
+    other.write_text(one.read_text())
+    result = cli("run", str(one), str(other))
+    assert result.exit_code == 2
+    assert f"{one}: name 'same': {one} and {other} would share the state" in result.stderr
+    assert not (tmp_path / "out/result.jsonl").exists()
