@@ -403,3 +403,42 @@ def test_two_specs_sharing_a_state_are_both_refused_naming_each_other(tmp_path: 
     assert result.exit_code == 2
     assert f"{one}: name 'same': {one} and {other} would share the state" in result.stderr
     assert not (tmp_path / "out/result.jsonl").exists()
+
+
+@pytest.mark.parametrize(("code", "status", "message"), [
+    (401, "UNAUTHENTICATED", "API key not valid. Please pass a valid API key."),
+    (403, "PERMISSION_DENIED", "The caller does not have permission"),
+    (404, "NOT_FOUND", "models/gemini-2.5-flsh is not found for API version v1beta"),
+])
+def test_a_fault_that_will_not_cure_itself_fails_at_once_with_one_line(tmp_path: Path, code: int, status: str,
+                                                                       message: str) -> None:
+    import http.server
+    import threading
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def _refuse(self) -> None:
+            body = json.dumps({"error": {"code": code, "message": message, "status": status}}).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_DELETE = _refuse
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+        spec = write_spec(tmp_path, name="refused", backend={
+            "type": "gemini", "base_url": f"http://127.0.0.1:{server.server_address[1]}", "api_key_env": "HOME"})
+        result = cli("run", str(spec))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"HTTP {code} {status}" in errors[0] and message in errors[0], result.stderr
