@@ -50,7 +50,8 @@ from batchflow import state as st
 from batchflow.errors import StateError
 from batchflow.spec import load_spec
 
-PHASES = ("startup", "prepare", "upload", "create", "adopt", "poll", "wait", "collect", "settle", "merge", "exit")
+PHASES = ("startup", "prepare", "upload", "create", "adopt", "poll", "wait", "collect", "settle", "keep", "merge",
+          "exit")
 
 
 class Aborted(Exception):

@@ -23,6 +23,7 @@ import google.genai.files  # noqa: F401
 
 import batchflow.backends.gemini
 import batchflow.runner
+import batchflow.shards
 from batchflow import plan as p
 from batchflow import state as st
 from batchflow.cli import main as cli_main
@@ -31,8 +32,8 @@ from batchflow.spec import Spec
 
 # marker written before each method: (owner, attribute, phase)
 _MARKED: tuple[tuple[Any, str, str], ...] = (
-    (batchflow.runner.Runner, "load_or_prepare", "startup"),
-    (batchflow.runner, "prepare", "prepare"),
+    (batchflow.runner.Runner, "current", "startup"),
+    (batchflow.shards, "prepare", "prepare"),
     (batchflow.backends.gemini.GeminiBackend, "stage", "upload"),
     (batchflow.backends.gemini.GeminiBackend, "create", "create"),
     (batchflow.runner.Runner, "_adopt", "adopt"),
@@ -40,6 +41,7 @@ _MARKED: tuple[tuple[Any, str, str], ...] = (
     (batchflow.runner.Runner, "_pause", "wait"),
     (batchflow.runner.Runner, "_collect", "collect"),
     (batchflow.runner.Runner, "_settle", "settle"),
+    (batchflow.runner.Runner, "_keep", "keep"),
     (batchflow.runner.Runner, "_merge", "merge"),
 )
 
@@ -133,7 +135,7 @@ def phase_from_state(spec: Spec, started: float) -> str:
     root = spec.state_dir / spec.name
     state = st.StateStore(root).load()  # a StateError here is a finding: the caller reports it
     if state is None:
-        tmp = root / "shards.tmp"
+        tmp = root / "gen-1.tmp"
         return "prepare" if tmp.exists() and tmp.stat().st_mtime >= started else "startup"
     if state.merged is not None:
         return "exit"
@@ -149,6 +151,8 @@ def phase_from_state(spec: Spec, started: float) -> str:
                 return "collect"
             case p.Settle():
                 return "settle"
+            case p.Keep():
+                return "keep"
             case p.Merge():
                 return "merge"
     return "poll" if plan.steps else "wait"
