@@ -59,8 +59,13 @@ class Summary:
 
 
 def state_store(spec: Spec) -> StateStore:
-    """The state directory of one spec."""
-    return StateStore(spec.state_dir / spec.name)
+    """The state directory of one spec (for a gs:// state, its local cache and the GCS state behind it)."""
+    local = spec.state_dir / spec.name
+    if spec.state_url is None:
+        return StateStore(local)
+    from batchflow.state_remote import GcsState
+
+    return StateStore(local, GcsState(f"{spec.state_url}/{spec.name}", local, spec.lease_seconds))
 
 
 class Runner:

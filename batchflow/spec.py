@@ -87,6 +87,8 @@ class Spec:
     source: SourceSpec
     output: OutputSpec
     state_dir: Path  # .batchflow/ beside the spec unless given; the spec's own state lives in state_dir/name
+    state_url: str | None = None  # state.dir when it is gs://: the state lives there, state_dir is a local cache
+    lease_seconds: float = 60.0  # state.lease: how long a gs:// state's lease holds without a renewal
     task: str = "generate"  # generate | embed
     key: str | None = None  # template; None: the record's ordinal
     prompt: str | None = None
@@ -170,7 +172,9 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
                 "response_schema": _response_schema(data.get("generation_config"), data.get("request")),
             }
         ),
-        state_dir=Path(_resolve(data.get("state", {}).get("dir", ".batchflow"), base) or base),
+        state_dir=_state_dir(data.get("state", {}).get("dir", ".batchflow"), base),
+        state_url=_state_url(data.get("state", {}).get("dir")),
+        lease_seconds=parse_duration(data.get("state", {}).get("lease", "60s")),
         jobs=JobsSpec(
             max_requests=jobs.get("max_requests"),
             max_bytes=None if "max_bytes" not in jobs else parse_size(jobs["max_bytes"]),
@@ -223,3 +227,19 @@ def _retry(retry: Mapping[str, Any]) -> RetrySpec:
 
 
 __all__ = ["SCHEMA_PATH", "SPEC_VERSION", "InvalidSpec", "Spec", "load_spec", "spec_schema"]
+
+
+def _state_url(directory: str | None) -> str | None:
+    return directory.rstrip("/") if directory and "://" in directory else None
+
+
+def _state_dir(directory: str, base: Path) -> Path:
+    """The local state directory; for a gs:// state, its cache (under XDG_CACHE_HOME, named by the URL)."""
+    url = _state_url(directory)
+    if url is None:
+        return Path(_resolve(directory, base) or base)
+    import hashlib
+    import os
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "batchflow" / "state"
+    return cache / hashlib.sha256(url.encode()).hexdigest()[:16]

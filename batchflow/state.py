@@ -32,13 +32,17 @@ import os
 import shutil
 import socket
 import time
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filelock
 
 from batchflow.errors import LockedError, StateError
+
+if TYPE_CHECKING:
+    from batchflow.state_remote import GcsState
 
 STATE_FORMAT = 3  # 3: generations and kept answers; 2: a manifest line is the record alone (1: key and record)
 
@@ -161,12 +165,15 @@ _LEGACY = ("shards", "jobs", "results", "answers", "rejects.jsonl", "marks")  # 
 class StateStore:
     """Reads and writes one spec's state directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, remote: GcsState | None = None) -> None:
         self.dir = directory
         self.path = directory / "state.json"
+        self.remote = remote  # a gs:// state, of which ``directory`` is the cache
 
     def load(self) -> State | None:
         """The saved state, or None when nothing was saved yet."""
+        if self.remote is not None:
+            self.remote.pull()
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -185,9 +192,21 @@ class StateStore:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+        if self.remote is not None:
+            self.remote.push(data.encode())
 
-    def lock(self) -> RunLock:
-        return RunLock(self.dir)
+    def lock(self) -> AbstractContextManager[Any]:
+        """One run at a time: the OS lock of the (local) directory, and a gs:// state's lease."""
+        if self.remote is None:
+            return RunLock(self.dir)
+        stack = ExitStack()
+        stack.enter_context(RunLock(self.dir))
+        try:
+            stack.enter_context(self.remote.lease())
+        except BaseException:
+            stack.close()
+            raise
+        return stack
 
     def archive(self) -> str | None:
         """Put the state and every generation aside, in ``old/<time>/``; returns where (None: nothing there)."""
@@ -199,11 +218,16 @@ class StateStore:
         old.mkdir(parents=True, exist_ok=True)
         for name in present:
             shutil.move(self.dir / name, old / name)
+        if self.remote is not None:
+            self.remote.archive(old, [n for n in present if n != "state.json"])
+            return f"{self.remote.url}/old/{old.name}"
         return str(old)
 
     def drop_generation(self, gen: int) -> None:
         """An earlier generation's files, once nothing points into them any more."""
         for name in [f"gen-{gen}"] if gen else _LEGACY:
+            if self.remote is not None:
+                self.remote.delete(name)
             target = self.dir / name
             if target.is_dir():
                 shutil.rmtree(target, ignore_errors=True)
