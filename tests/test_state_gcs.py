@@ -44,9 +44,9 @@ def fake_gcs(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
         server.stop()
 
 
-def _spec(tmp_path: Path, name: str, **overrides: Any) -> Path:
+def _spec(tmp_path: Path, name: str, lease: str = "2s", **overrides: Any) -> Path:
     write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"r{i}", "text": f"t{i}"} for i in range(6)])
-    return write_spec(tmp_path, name=name, state={"dir": "gs://bkt/state", "lease": "2s"},
+    return write_spec(tmp_path, name=name, state={"dir": "gs://bkt/state", "lease": lease},
                       jobs={"max_requests": 2, "poll_interval": "0.2s"}, **overrides)
 
 
@@ -92,7 +92,9 @@ def test_two_runners_started_together_submit_once(tmp_path: Path, fake_gcs: Any,
 
 def test_a_killed_holder_is_taken_over_after_its_lease_expires(tmp_path: Path, fake_gcs: Any,
                                                               emulator_url: str) -> None:
-    spec = _spec(tmp_path, "killed", backend={"type": "gemini", "base_url": emulator_url})
+    # a lease of 6 s, renewed every 2 s: at least 4 s of it are left when the holder is killed, time enough for
+    # the next run to start and find it held
+    spec = _spec(tmp_path, "killed", lease="6s", backend={"type": "gemini", "base_url": emulator_url})
     holder = _run(spec, tmp_path / "cache-1")
     deadline = time.time() + 30
     while time.time() < deadline and not _creates(emulator_url, "killed"):
@@ -102,7 +104,7 @@ def test_a_killed_holder_is_taken_over_after_its_lease_expires(tmp_path: Path, f
     too_soon = _run(spec, tmp_path / "cache-2", "--no-wait")
     _, soon_err = too_soon.communicate(timeout=60)
     assert too_soon.returncode == EXIT_NOT_FINISHED and "another run holds the lease" in soon_err, soon_err
-    time.sleep(2.5)  # the lease (2 s) expires: its holder is dead and renews nothing
+    time.sleep(6.5)  # the lease expires: its holder is dead and renews nothing
     later = _run(spec, tmp_path / "cache-3")
     _, err = later.communicate(timeout=120)
     assert later.returncode == 0, err
