@@ -113,6 +113,9 @@ def prepare(spec: Spec, root: Path, gen: int, earlier: Earlier | None, retry_err
 def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Earlier | None,
              retry_errors: bool) -> State:
     size = spec_job_size(spec)
+    # the input's stat before it is read: a file that changes while it is read then differs from it next time,
+    # and is read again, rather than taken for the content read here
+    stat = open_source(spec.source).fingerprint()
     compare = _Compare(spec, tmp, earlier, retry_errors)
     rejects: list[tuple[int, dict[str, Any]]] = []
     with ShardWriter(tmp / "shards", size) as writer:
@@ -155,7 +158,7 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
     else:
         units = _pack(spec, gen, tmp, name, parts, send)
     return State(spec.name, fingerprint(spec), records=records, shards=units, gen=gen, parts=parts,
-                 source={"stat": source.fingerprint(), "content": source.content_digest()},
+                 source={"stat": stat, "content": source.content_digest()},
                  spec=request_fields(spec),
                  previous={**earlier.answers, "firsts": [p.first for p in earlier.parts]} if earlier else None,
                  diff=changes.as_dict())
