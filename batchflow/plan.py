@@ -81,7 +81,7 @@ def make_plan(state: State, now: float, max_concurrent: int, output_fingerprint:
     if settle_only:
         return _settle_only(state, now)
     if state.done:
-        if state.answers is None:
+        if state.answers is None or not state.answers.get("complete", True):
             return Plan((Keep(),), None, False)
         merged = state.merged is not None and state.merged.get("output") == output_fingerprint and output_exists
         return Plan(() if merged else (Merge(),), None, merged)

@@ -125,13 +125,14 @@ class Runner:
             return state
         state = self._settle_and_keep(state, wait)
         new = self._new_generation(state, state.gen + 1, retry_errors, save=False)
-        if not retry and new.fingerprint == state.fingerprint and new.source["content"] == state.source.get(
-                "content") and not new.shards:
+        if not retry and state.done and new.fingerprint == state.fingerprint and new.source["content"] == \
+                state.source.get("content") and not new.shards:
             shutil.rmtree(self.root / new.gen_dir, ignore_errors=True)  # touched or copied, not changed
             state.source["stat"] = stat
             self.store.save(state)
             return state
         self.store.save(new)
+        self.store.prune({new.gen, state.gen})  # a generation left unfinished before `state` points nowhere now
         log.info("planned anew", gen=new.gen, **{k: v for k, v in new.diff.items() if k != "examples" and v})
         return new
 
@@ -177,7 +178,7 @@ class Runner:
                 raise NotFinished(f"{self._live(state)} job(s) of the previous plan still running; they are "
                                   "collected before the spec's changes are planned; run again later")
             self.sleep(self._pause(plan, self.clock()))
-        if state.answers is None:
+        if state.answers is None or not state.answers.get("complete", True):
             self._keep(state)
         return state
 
@@ -346,9 +347,12 @@ class Runner:
         return float(min(b.max, b.initial * b.multiplier ** (k - 1)))
 
     def _keep(self, state: State) -> bool:
-        state.answers = self.path.keep(state)
+        # Answers kept before every unit settled (the plan is about to change) are the next generation's to plan
+        # from, but not final: should this generation go on after all, they are kept again once it is done, and
+        # the earlier generation they point into stays until then.
+        state.answers = {**self.path.keep(state), "complete": state.done}
         self.store.save(state)
-        if state.previous:
+        if state.previous and state.done:
             self.store.drop_generation(int(state.previous.get("gen", 0)))
         log.info("answers kept", gen=state.gen, ok=state.answers.get("ok"), retry=state.answers.get("retry"))
         return True

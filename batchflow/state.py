@@ -223,16 +223,30 @@ class StateStore:
             return f"{self.remote.url}/old/{old.name}"
         return str(old)
 
+    def prune(self, keep: set[int]) -> None:
+        """Every generation's files but those of ``keep`` (stale ones, and half-made ``gen-N.tmp``)."""
+        for path in self.dir.glob("gen-*"):
+            number = path.name.removeprefix("gen-")
+            if not number.isdigit() or int(number) not in keep:
+                self._drop(path.name)
+        if 0 not in keep:
+            for name in _LEGACY:
+                if (self.dir / name).exists():
+                    self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        if self.remote is not None:
+            self.remote.delete(name)
+        target = self.dir / name
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+
     def drop_generation(self, gen: int) -> None:
         """An earlier generation's files, once nothing points into them any more."""
         for name in [f"gen-{gen}"] if gen else _LEGACY:
-            if self.remote is not None:
-                self.remote.delete(name)
-            target = self.dir / name
-            if target.is_dir():
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                target.unlink(missing_ok=True)
+            self._drop(name)
 
 
 def _decode(path: Path, text: str) -> State:

@@ -444,3 +444,29 @@ def test_a_fault_that_will_not_cure_itself_fails_at_once_with_one_line(tmp_path:
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and f"HTTP {code} {status}" in errors[0] and message in errors[0], result.stderr
+
+
+@pytest.mark.parametrize("faulty_emulator", [503], indirect=True)
+def test_an_input_changed_while_retries_wait_is_planned_anew_and_no_generation_is_left_behind(
+        tmp_path: Path, faulty_emulator: str) -> None:
+    records = [{"id": f"r{i}", "text": f"t{i}"} for i in range(60)]
+    write_jsonl(tmp_path / "data/in.jsonl", records)
+    waiting = {"request_attempts": 3, "backoff": {"initial": "10m", "max": "10m"}}
+    output = {"type": "files", "path": "out/result.jsonl", "max_failed": 60}
+    spec = write_spec(tmp_path, name="moving-retries", backend={"type": "gemini", "base_url": faulty_emulator},
+                      retry=waiting, output=output)
+    for extra in range(2):  # each time: the first jobs answer, the failed requests wait out a long backoff
+        for _ in range(40):
+            result = cli("run", "--no-wait", str(spec))
+            if "shard(s) waiting" in result.stderr or result.exit_code != 75:
+                break
+        assert result.exit_code == 75 and "shard(s) waiting" in result.stderr, result.stderr
+        records.append({"id": f"new{extra}", "text": "appended"})
+        write_jsonl(tmp_path / "data/in.jsonl", records)
+    final = write_spec(tmp_path, name="moving-retries", backend={"type": "gemini", "base_url": faulty_emulator},
+                       retry={"request_attempts": 1}, output=output)
+    done = cli("run", str(final))
+    assert done.exit_code == 0, done.stderr
+    assert [r["key"] for r in read_rows(tmp_path / "out/result.jsonl")] == [r["id"] for r in records]
+    root = tmp_path / ".batchflow/moving-retries"
+    assert sorted(p.name for p in root.glob("gen-*")) == ["gen-3"], "earlier generations are all gone"
