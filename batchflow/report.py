@@ -57,7 +57,7 @@ class PlanReport:
 
 def plan_report(spec: Spec, retry_errors: bool = False) -> PlanReport:
     """What ``run`` would do now: the saved generation's next steps, or the difference a new one would send."""
-    store = state_store(spec)
+    store = state_store(spec, view=True)
     state = store.load()
     if spec.source.native:  # the records stay in BigQuery: the plan is the state's, never a read of the input
         if state is None:
@@ -132,9 +132,9 @@ def _plan_of(spec: Spec, state: State) -> PlanReport:
 
 def status_report(spec: Spec) -> str:
     """The state as saved."""
-    state = state_store(spec).load()
+    state = state_store(spec, view=True).load()
     if state is None:
-        return f"spec {spec.name}: not run yet (no state in {state_store(spec).dir})"
+        return f"spec {spec.name}: not run yet (no state in {state_store(spec, view=True).dir})"
     return f"spec {spec.name}:\n" + status_of(state)
 
 

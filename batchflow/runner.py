@@ -58,11 +58,16 @@ class Summary:
     jobs: int = 0  # the jobs this generation made (retries included)
 
 
-def state_store(spec: Spec) -> StateStore:
-    """The state directory of one spec (for a gs:// state, its local cache and the GCS state behind it)."""
+def state_store(spec: Spec, view: bool = False) -> StateStore:
+    """The state directory of one spec (for a gs:// state, its local cache and the GCS state behind it).
+
+    ``view``: for a command that only reads it (plan, status) and takes no lock: a gs:// state is pulled into a
+    cache of its own, so that it never writes under a run that holds the lease (nor has its files pushed)."""
     local = spec.state_dir / spec.name
     if spec.state_url is None:
         return StateStore(local)
+    if view:
+        local = spec.state_dir.with_name(f"{spec.state_dir.name}-view") / spec.name
     from batchflow.state_remote import GcsState
 
     return StateStore(local, GcsState(f"{spec.state_url}/{spec.name}", local, spec.lease_seconds))

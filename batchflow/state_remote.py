@@ -9,8 +9,9 @@
   state was written by another, cannot overwrite it: it stops with exit 75, naming what happened.
 - Both objects are written with a multipart upload (``upload_from_string``): GCS checks preconditions on every
   upload, fake-gcs-server (the tests' stand-in) only on multipart ones (API_NOTES.md).
-- A run starts by bringing the cache up to date: ``state.json`` and every file the cache lacks or holds at
-  another size.
+- A run starts by bringing the cache up to date: ``state.json``, and every file whose GCS generation is not the
+  one the cache last synced (recorded in the cache's ``.synced.json``); a cached file GCS no longer has is
+  deleted. So a cache another host's run has since overtaken is never trusted for its sizes alone.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from batchflow.storage import url_to_fs
 
 log = structlog.get_logger(__name__)
 
-_LEASE, _STATE = "lease.json", "state.json"
-_LOCAL_ONLY = ("lock", "lock.json", _STATE, _LEASE)
+_LEASE, _STATE, _SYNCED = "lease.json", "state.json", ".synced.json"
+_LOCAL_ONLY = ("lock", "lock.json", _STATE, _LEASE, _SYNCED)
 
 
 class LeaseLost(LockedError):
@@ -51,24 +52,34 @@ class GcsState:
         bucket, _, self._prefix = self._root.partition("/")
         self._bucket = _bucket(bucket, self.url)
         self._generation = 0  # of state.json as this run last read or wrote it (0: there is none)
-        self._synced: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) as last synced
+        # relative path -> [size, mtime_ns, GCS generation] of the cached file as last pulled or pushed
+        self._synced: dict[str, list[int]] = {}
         self.lost: str | None = None  # why the lease is no longer ours
 
     def _key(self, rel: str) -> str:
         return f"{self._prefix}/{rel}" if self._prefix else rel
 
     def pull(self) -> None:
-        """The cache made current: state.json (its generation remembered) and the files it lacks."""
+        """The cache made current: state.json (its generation remembered) and every file that changed on GCS."""
         self.local.mkdir(parents=True, exist_ok=True)
+        self._synced = self._load_synced()
+        remote: set[str] = set()
         for path, info in self._fs.find(self._root, detail=True).items():
             rel = path[len(self._root):].lstrip("/")
-            target = self.local / rel
-            if rel in _LOCAL_ONLY or (target.exists() and target.stat().st_size == int(info.get("size", -1))):
-                self._remember(rel)
+            if rel in _LOCAL_ONLY:
+                continue
+            remote.add(rel)
+            generation, target = int(info.get("generation") or 0), self.local / rel
+            known = self._synced.get(rel)
+            if known and target.exists() and known[2] == generation and _stat(target) == known[:2]:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             self._fs.get_file(path, str(target))
-            self._remember(rel)
+            self._synced[rel] = [*_stat(target), generation]
+        for rel in [r for r in self._synced if r not in remote]:  # gone from GCS: gone from the cache
+            (self.local / rel).unlink(missing_ok=True)
+            del self._synced[rel]
+        self._save_synced()
         blob = self._bucket.get_blob(self._key(_STATE))
         local_state = self.local / _STATE
         if blob is None:
@@ -87,12 +98,15 @@ class GcsState:
             raise LeaseLost(f"{self.url}: {self.lost}; this run stops without writing the state")
         for path in sorted(self.local.rglob("*")):
             rel = path.relative_to(self.local).as_posix()
-            if not path.is_file() or rel in _LOCAL_ONLY or ".tmp" in rel or rel.startswith("old/"):
+            if (not path.is_file() or rel in _LOCAL_ONLY or ".tmp" in rel or rel.startswith(("old/", "."))
+                    or "/." in rel):
                 continue
-            stat = path.stat()
-            if self._synced.get(rel) != (stat.st_size, stat.st_mtime_ns):
+            known = self._synced.get(rel)
+            if known is None or _stat(path) != known[:2]:
                 self._fs.put_file(str(path), f"{self._root}/{rel}")
-                self._synced[rel] = (stat.st_size, stat.st_mtime_ns)
+                info = self._fs.info(f"{self._root}/{rel}")
+                self._synced[rel] = [*_stat(path), int(info.get("generation") or 0)]
+        self._save_synced()
         from google.api_core import exceptions
 
         blob = self._bucket.blob(self._key(_STATE))
@@ -110,6 +124,7 @@ class GcsState:
         if self._fs.exists(target):
             self._fs.rm(target, recursive=True)
         self._synced = {k: v for k, v in self._synced.items() if k != rel and not k.startswith(f"{rel}/")}
+        self._save_synced()
 
     def archive(self, old: Path, names: list[str]) -> None:
         """The archived cache ``old`` uploaded under ``old/<its name>/``, then the originals deleted."""
@@ -126,11 +141,17 @@ class GcsState:
             blob.delete(if_generation_match=self._generation or None)
         self._generation = 0
 
-    def _remember(self, rel: str) -> None:
-        path = self.local / rel
-        if path.exists():
-            stat = path.stat()
-            self._synced[rel] = (stat.st_size, stat.st_mtime_ns)
+    def _load_synced(self) -> dict[str, list[int]]:
+        try:
+            loaded: dict[str, list[int]] = json.loads((self.local / _SYNCED).read_text(encoding="utf-8"))
+            return loaded
+        except (OSError, ValueError):
+            return {}
+
+    def _save_synced(self) -> None:
+        tmp = self.local / f"{_SYNCED}.tmp"
+        tmp.write_text(json.dumps(self._synced), encoding="utf-8")
+        os.replace(tmp, self.local / _SYNCED)
 
     def lease(self) -> Lease:
         return Lease(self)
@@ -194,6 +215,11 @@ class Lease:
                 self._state.lost = f"the lease could not be renewed ({type(exc).__name__}: {exc})"
                 log.error("lease lost", state=self._state.url, error=str(exc))
                 return
+
+
+def _stat(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _holder(info: dict[str, Any]) -> str:

@@ -64,3 +64,14 @@ def test_the_diff_sorts_records_into_new_changed_unchanged_retried_and_removed(t
     again = diff(tmp_path / "index", spill, bytearray(SEND * 6), Pointers(tmp_path / "c2", [1]), retry_errors=True)
     assert (again.unchanged, again.retried) == (1, 2), "--retry-errors sends the kept failure too"
     assert sum(1 for p in range(16) for _ in partition_lines(tmp_path / "index", p)) == 5
+
+
+def test_a_key_ending_in_a_comma_keeps_its_answer(tmp_path: Path) -> None:
+    lines = [{"key": "a,", "response": ANSWER}, {"key": 'b,"', "error": {"code": 400, "message": "bad"}}]
+    (tmp_path / "r.jsonl").write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    job = Job(n=1, input="i", count=2, digest="d", display_name="n", status=COLLECTED, ended=SUCCEEDED,
+              results="r.jsonl")
+    state = State("t", "f", records=2, shards=[Shard(0, 2, 0, "d", "i", "", jobs=[job])])
+    found = _fresh_answers(tmp_path, state, [0])
+    assert set(found) == {orjson.dumps("a,"), orjson.dumps('b,"')}
+    assert orjson.loads(found[orjson.dumps("a,")][0])["response"] == ANSWER

@@ -131,3 +131,21 @@ def test_a_runner_whose_lease_was_taken_over_cannot_write_the_state(tmp_path: Pa
             store.save(state)
         assert fake_gcs.get_blob("state/overtaken/state.json").generation != before
         assert b'"records": -1' not in fake_gcs.get_blob("state/overtaken/state.json").download_as_bytes()
+
+
+def test_a_cached_file_is_refreshed_when_gcs_has_another_generation_of_it(tmp_path: Path, fake_gcs: Any) -> None:
+    from batchflow.state_remote import GcsState
+
+    cache = tmp_path / "cache"
+    store = GcsState("gs://bkt/state/synced", cache, lease_seconds=5)
+    store.pull()
+    (cache / "gen-2").mkdir()
+    (cache / "gen-2/marks").write_bytes(b"\x01\x01\x00")
+    (cache / "gen-2/gone").write_bytes(b"x")
+    store.push(b'{"format": 3}')
+    # another host's run committed a different gen-2/marks of the same size, and deleted gen-2/gone
+    fake_gcs.blob("state/synced/gen-2/marks").upload_from_string(b"\x01\x00\x01")
+    fake_gcs.blob("state/synced/gen-2/gone").delete()
+    GcsState("gs://bkt/state/synced", cache, lease_seconds=5).pull()  # a later run on this host
+    assert (cache / "gen-2/marks").read_bytes() == b"\x01\x00\x01", "same size, another generation: fetched"
+    assert not (cache / "gen-2/gone").exists(), "what GCS no longer has, the cache no longer has"

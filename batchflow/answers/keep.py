@@ -64,8 +64,8 @@ def read_rejects(path: Path) -> dict[int, dict[str, Any]]:
     """ordinal -> the error of each bad record skipped under ``on_bad_record: skip``."""
     if not path.exists():
         return {}
-    with open(path, "rb") as fh:
-        return {item["ordinal"]: item["error"] for item in map(orjson.loads, fh)}
+    with open(path, "rb") as fh:  # format 2 wrote {"where","reason","line"}, for records it left out: none here
+        return {item["ordinal"]: item["error"] for item in map(orjson.loads, fh) if "ordinal" in item}
 
 
 def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> dict[str, Any]:
@@ -147,7 +147,7 @@ def _fresh_answers(root: Path, state: State, units: list[int]) -> dict[bytes, tu
         if len(unit.jobs) == 1 and job.ended == SUCCEEDED and job.results:
             with open(root / job.results, "rb") as fh:
                 for line in fh:
-                    end = line.find(b',"', 8)
+                    end = _key_end(line)
                     if line.startswith(b'{"key":"') and end > 0 and line.endswith(b"}\n"):
                         response = line.startswith(b'"response":', end + 1) and b'"candidates":[{' in line
                         flag = OK if response else flag_of(orjson.loads(line))
@@ -166,6 +166,13 @@ def _fresh_answers(root: Path, state: State, units: list[int]) -> dict[bytes, tu
 
 
 _KEY_START = len(b'{"key":')
+
+
+def _key_end(line: bytes) -> int:
+    """Where the key of a result line (``{"key": K, "response"|"error": …}``) ends: a JSON string holds no bare
+    quote, so ``,"response":`` / ``,"error":`` cannot occur inside K (``,"`` alone can: a key ending in a comma)."""
+    end = line.find(b',"response":', _KEY_START)
+    return end if end > 0 else line.find(b',"error":', _KEY_START)
 
 
 def _unanswered(state: State, units: list[int]) -> dict[str, Any]:
