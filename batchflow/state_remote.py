@@ -63,6 +63,7 @@ class GcsState:
         """The cache made current: state.json (its generation remembered) and every file that changed on GCS."""
         self.local.mkdir(parents=True, exist_ok=True)
         self._synced = self._load_synced()
+        self._fs.invalidate_cache()  # gcsfs caches listings per instance: a second pull must see the bucket now
         remote: set[str] = set()
         for path, info in self._fs.find(self._root, detail=True).items():
             rel = path[len(self._root):].lstrip("/")
@@ -104,6 +105,7 @@ class GcsState:
             known = self._synced.get(rel)
             if known is None or _stat(path) != known[:2]:
                 self._fs.put_file(str(path), f"{self._root}/{rel}")
+                self._fs.invalidate_cache(f"{self._root}/{rel}")
                 info = self._fs.info(f"{self._root}/{rel}")
                 self._synced[rel] = [*_stat(path), int(info.get("generation") or 0)]
         self._save_synced()
