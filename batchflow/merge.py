@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from batchflow.answers.keep import answer_lines
+from batchflow.errors import StateError
 from batchflow.hotloop import relaxed_gc
 from batchflow.logs import Progress
 from batchflow.sharding import records
@@ -45,12 +46,16 @@ def rows(spec: Spec, state: State, root: Path, tally: Tally) -> Iterator[dict[st
         for index, answers in answer_lines(root, state):
             part = state.parts[index]
             progress.tick(rows=tally.rows, part=index, parts=len(state.parts))
-            for record, answer in zip(records(root / part.manifest, state.format), answers, strict=True):
-                found = loads(answer)
-                row = make(found.pop("key"), record, found)
-                tally.rows += 1
-                tally.ok += row["status"] == "ok"
-                yield row
+            try:
+                for record, answer in zip(records(root / part.manifest, state.format), answers, strict=True):
+                    found = loads(answer)
+                    row = make(found.pop("key"), record, found)
+                    tally.rows += 1
+                    tally.ok += row["status"] == "ok"
+                    yield row
+            except (ValueError, KeyError) as exc:  # zip's strict mismatch and orjson's errors are ValueErrors
+                raise StateError(f"{root / part.manifest}: the part's records and kept answers do not match "
+                                 f"({exc}); move the state away to start over") from None
 
 
 def make_row(spec: Spec, key: str, record: Any, answer: dict[str, Any]) -> dict[str, Any]:

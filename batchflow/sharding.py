@@ -76,26 +76,6 @@ def records(manifest: Path, state_format: int) -> Iterator[Any]:
                          "over") from None
 
 
-def entries(requests: Path, manifest: Path, state_format: int) -> Iterator[tuple[str, Any]]:
-    """``(key, record)`` of each request of a shard, in order.
-
-    A shard of state format 1 has ``{"key": K, "record": R}`` manifest lines (and the same keys in its request
-    file); from format 2 on, a manifest line is the record alone. Files that do not match are a ``StateError``."""
-    try:
-        with open(manifest, "rb") as records:
-            if state_format < 2:
-                for line in records:
-                    item = orjson.loads(line)
-                    yield item["key"], item["record"]
-                return
-            with open(requests, "rb") as lines:
-                for line, record in zip(lines, records, strict=True):
-                    yield request_key(line), orjson.loads(record)
-    except (ValueError, KeyError, TypeError) as exc:  # orjson's JSONDecodeError is a ValueError, as is zip's
-        raise StateError(f"{manifest}: the shard's files are corrupt ({exc}); move the state away to start "
-                         "over") from None
-
-
 class ContentDigest:
     """The 16 hex digits that name a job's input, fed its request lines (``update`` as often as wanted).
 

@@ -470,3 +470,16 @@ def test_an_input_changed_while_retries_wait_is_planned_anew_and_no_generation_i
     assert [r["key"] for r in read_rows(tmp_path / "out/result.jsonl")] == [r["id"] for r in records]
     root = tmp_path / ".batchflow/moving-retries"
     assert sorted(p.name for p in root.glob("gen-*")) == ["gen-3"], "earlier generations are all gone"
+
+
+def test_kept_answers_that_no_longer_match_the_records_are_a_state_error(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"r{i}", "text": f"t{i}"} for i in range(4)])
+    spec = write_spec(tmp_path)
+    assert cli("run", str(spec)).exit_code == 0
+    answers = tmp_path / ".batchflow/t/gen-1/answers/part-00000.jsonl"
+    answers.write_bytes(answers.read_bytes().split(b"\n", 1)[1])  # a line short
+    (tmp_path / "out/result.jsonl").unlink()
+    result = cli("run", str(spec))
+    assert result.exit_code == 2
+    assert "the part's records and kept answers do not match" in result.stderr
+    assert not (tmp_path / "out/result.jsonl").exists(), "no partial output"

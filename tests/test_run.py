@@ -10,7 +10,7 @@ import orjson
 import pytest
 from helpers import cli, read_rows, write_jsonl, write_spec
 
-from batchflow.sharding import entries
+from batchflow.sharding import records, request_key
 from batchflow.state import StateStore
 
 
@@ -65,7 +65,8 @@ def test_a_state_of_an_earlier_format_is_upgraded_and_its_answers_reused(tmp_pat
         for job in shard["jobs"]:
             del job["cancel_requested"]
         if manifest_format == 1:  # as batchflow wrote manifests before format 2: key and record
-            pairs = list(entries(root / shard["requests"], root / shard["manifest"], 2))
+            with open(root / shard["requests"], "rb") as lines:
+                pairs = list(zip(map(request_key, lines), records(root / shard["manifest"], 2), strict=True))
             (root / shard["manifest"]).write_bytes(
                 b"".join(orjson.dumps({"key": k, "record": r}) + b"\n" for k, r in pairs))
     (root / "state.json").write_text(json.dumps(raw))

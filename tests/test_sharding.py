@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from batchflow.errors import DataError, SpecError, StateError
 from batchflow.limits import JobSize, job_size
-from batchflow.sharding import ShardWriter, entries, request_key
+from batchflow.sharding import ShardWriter, records, request_key
 
 
 def _line(i: int, pad: int = 0) -> bytes:
@@ -32,23 +32,20 @@ def test_shards_are_cut_by_request_count(tmp_path: Path) -> None:
     assert records[0] == b'{"n":60000}' and len(records) == 10_001, "the manifest: each request's record, in order"
 
 
-def test_entries_pair_each_key_with_its_record_line_for_line(tmp_path: Path) -> None:
+def test_records_are_a_parts_manifest_lines_in_order(tmp_path: Path) -> None:
     shard = _write(tmp_path, 5, JobSize(30_000, 10**9))[0]
-    found = list(entries(tmp_path / shard.requests, tmp_path / shard.manifest, 2))
-    assert found == [(f"k{i}", {"n": i}) for i in range(5)]
+    assert list(records(tmp_path / shard.manifest, 3)) == [{"n": i} for i in range(5)]
 
 
-def test_entries_read_a_format_1_manifest_of_keys_and_records(tmp_path: Path) -> None:
+def test_records_read_a_format_1_manifest_of_keys_and_records(tmp_path: Path) -> None:
     (tmp_path / "m").write_bytes(b'{"key":"a","record":{"x":1}}\n{"key":"b","record":{"x":2}}\n')
-    assert list(entries(tmp_path / "absent", tmp_path / "m", 1)) == [("a", {"x": 1}), ("b", {"x": 2})]
+    assert list(records(tmp_path / "m", 1)) == [{"x": 1}, {"x": 2}]
 
 
-def test_a_manifest_that_does_not_match_its_requests_is_a_state_error(tmp_path: Path) -> None:
-    shard = _write(tmp_path, 5, JobSize(30_000, 10**9))[0]
-    manifest = tmp_path / shard.manifest
-    manifest.write_bytes(manifest.read_bytes().split(b"\n", 1)[1])  # a line short
-    with pytest.raises(StateError, match=r"manifest.jsonl: the shard's files are corrupt"):
-        list(entries(tmp_path / shard.requests, manifest, 2))
+def test_a_corrupt_manifest_is_a_state_error(tmp_path: Path) -> None:
+    (tmp_path / "m").write_bytes(b'{"x":1}\nnot json\n')
+    with pytest.raises(StateError, match=r"m: the part's records are corrupt"):
+        list(records(tmp_path / "m", 3))
 
 
 _JSON = st.recursive(st.none() | st.text() | st.integers(-(2**63), 2**63 - 1),

@@ -73,7 +73,6 @@ class InPlace:
         self._earlier = earlier
         self._parts = iter(earlier.parts)
         self.first = self.end = 1  # the ordinals of the loaded part: [first, end)
-        self.part = -1
         self._records, self._lines, self._digests = _File(), _File(), _File()
 
     def load(self, ordinal: int) -> bool:
@@ -86,7 +85,7 @@ class InPlace:
             self._records.read(root / part.manifest)
             self._lines.read(root / part.requests)
             self._digests.read(answers / digest_file(part.index))
-            self.first, self.end, self.part = part.first, part.first + part.count, part.index
+            self.first, self.end = part.first, part.first + part.count
         return self.first <= ordinal
 
     def part_data(self) -> tuple[int, int, bytearray, array[int], memoryview, array[int], bytearray]:
