@@ -44,10 +44,6 @@ class Diff:
     rejected: int = 0  # bad records (on_bad_record: skip): an error row each, never sent
     examples: dict[str, list[str]] = field(default_factory=dict)
 
-    @property
-    def sent(self) -> int:
-        return self.new + self.changed + self.retried
-
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in _KINDS} | {"examples": self.examples}
 
