@@ -1,0 +1,83 @@
+"""The models batchflow knows can run batch jobs, per backend and task, beside the limits table (``limits.py``).
+
+Taken from Google's model pages and batch documentation (Gemini API "Batch Mode" and "Models"; Vertex AI "Batch
+inference with Gemini" and "Get batch text embeddings") as of 2026-11. New models appear monthly: a name that is
+not here is only a warning, unless it is one or two edits from a known one (then it is almost surely a typo).
+``plan`` on a real backend (or the emulator) also asks the service itself (``models.get``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    task: str  # generate | embed
+    backends: frozenset[str]  # gemini (and local, its stand-in) | vertex
+    input_tokens: int  # the model's input-token limit, per request
+    output_tokens: int  # its output-token limit (0 for embeddings)
+    thinks: bool = False  # spends thinking tokens by default
+
+
+_BOTH = frozenset({"gemini", "vertex"})
+_GEMINI = frozenset({"gemini"})
+_VERTEX = frozenset({"vertex"})
+
+MODELS: tuple[Model, ...] = (
+    Model("gemini-3-pro-preview", "generate", _BOTH, 1_048_576, 65_536, thinks=True),
+    Model("gemini-3-flash-preview", "generate", _BOTH, 1_048_576, 65_536, thinks=True),
+    Model("gemini-2.5-pro", "generate", _BOTH, 1_048_576, 65_536, thinks=True),
+    Model("gemini-2.5-flash", "generate", _BOTH, 1_048_576, 65_536, thinks=True),
+    Model("gemini-2.5-flash-lite", "generate", _BOTH, 1_048_576, 65_536),
+    Model("gemini-2.0-flash", "generate", _BOTH, 1_048_576, 8_192),
+    Model("gemini-2.0-flash-001", "generate", _VERTEX, 1_048_576, 8_192),
+    Model("gemini-2.0-flash-lite", "generate", _BOTH, 1_048_576, 8_192),
+    Model("gemini-2.0-flash-lite-001", "generate", _VERTEX, 1_048_576, 8_192),
+    Model("gemini-embedding-001", "embed", _BOTH, 2_048, 0),
+    Model("text-embedding-004", "embed", _VERTEX, 2_048, 0),
+    Model("text-embedding-005", "embed", _VERTEX, 2_048, 0),
+    Model("text-multilingual-embedding-002", "embed", _VERTEX, 2_048, 0),
+)
+
+_BY_NAME = {m.name: m for m in MODELS}
+
+
+def bare(name: str) -> str:
+    """``models/x``, ``publishers/google/models/x`` and ``projects/../models/x`` -> ``x``."""
+    return name.rsplit("/", 1)[-1]
+
+
+def known(name: str, backend: str, task: str) -> Model | None:
+    """The table's entry for a model on a backend (``local`` is the gemini backend's stand-in) and task."""
+    model = _BY_NAME.get(bare(name))
+    surface = "gemini" if backend == "local" else backend
+    if model is None or surface not in model.backends or model.task != task:
+        return None
+    return model
+
+
+def any_named(name: str) -> Model | None:
+    return _BY_NAME.get(bare(name))
+
+
+def near_misses(name: str, backend: str, task: str) -> list[str]:
+    """Known models one or two edits from ``name`` (not ``name`` itself), nearest first."""
+    wanted = bare(name)
+    found = [(distance(wanted, m.name), m.name) for m in MODELS
+             if known(m.name, backend, task) is not None and m.name != wanted]
+    return [n for d, n in sorted(found) if d <= 2]
+
+
+def distance(a: str, b: str) -> int:
+    """Damerau-Levenshtein distance (optimal string alignment): a swap of two neighbours is one edit."""
+    rows = [list(range(len(b) + 1))]
+    for i, ca in enumerate(a, 1):
+        row = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            row[j] = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
