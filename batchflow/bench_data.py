@@ -34,6 +34,12 @@ SCHEMA: dict[str, Any] = {
 }
 GENERATION_CONFIG: dict[str, Any] = {"temperature": 0, "response_mime_type": "application/json",
                                      "response_schema": SCHEMA}
+# The same config as the service wants it written (what google-genai sends): camelCase, upper-case schema types.
+WIRE_CONFIG: dict[str, Any] = {
+    "temperature": 0.0, "responseMimeType": "application/json",
+    "responseSchema": {"properties": {"sentiment": {"enum": list(_SENTIMENTS), "type": "STRING"},
+                                      "confidence": {"type": "NUMBER"}},
+                       "property_ordering": ["sentiment", "confidence"], "required": ["sentiment"], "type": "OBJECT"}}
 
 
 def write_records(path: Path, records: int, seed: int = 7) -> int:
@@ -73,15 +79,16 @@ def write_spec(directory: Path, name: str, data: Path, kind: str, **extra: Any) 
 
 
 def floor_request(kind: str, record: dict[str, Any]) -> dict[str, Any]:
-    """The request line a user would build by hand (the same bytes batchflow writes for that spec)."""
+    """The request line a user would build by hand (the same bytes batchflow writes for that spec; a test checks
+    it)."""
     if kind == "prompt":
         text = ("Classify the sentiment of this review as positive, negative or neutral.\nReview: "
                 + record["text"])
         return {"key": record["id"], "request": {"contents": [{"role": "user", "parts": [{"text": text}]}]}}
     text = f"Title: {record['title']}\nLanguage: {record['lang']}\nReview: {record['text']}"
     return {"key": record["id"], "request": {"contents": [{"role": "user", "parts": [{"text": text}]}],
-                                             "system_instruction": {"parts": [{"text": SYSTEM}]},
-                                             "generation_config": GENERATION_CONFIG}}
+                                             "systemInstruction": {"parts": [{"text": SYSTEM}]},
+                                             "generationConfig": WIRE_CONFIG}}
 
 
 def finish_state(spec: Spec, state: State) -> State:

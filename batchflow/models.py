@@ -81,3 +81,21 @@ def distance(a: str, b: str) -> int:
                 row[j] = min(row[j], rows[-2][j - 2] + 1)
         rows.append(row)
     return rows[-1][-1]
+
+
+CHARS_PER_TOKEN = 4  # the estimate used everywhere before a model counts (plan's token figure too)
+
+
+def prompt_bytes(name: str, backend: str, task: str) -> int:
+    """The request-line size over which a request surely exceeds the model's input-token limit (estimated at
+    four bytes a token); unbounded for a model not in the table and for embeddings (the service truncates)."""
+    model = known(name, backend, task)
+    if model is None or task != "generate":
+        return 1 << 62
+    return model.input_tokens * CHARS_PER_TOKEN
+
+
+def too_long(name: str, line_bytes: int) -> str:
+    model = _BY_NAME[bare(name)]
+    return (f"the prompt is about {line_bytes // CHARS_PER_TOKEN:,} tokens (estimate), over {model.name}'s input "
+            f"limit of {model.input_tokens:,}; not sent")

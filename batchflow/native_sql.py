@@ -23,6 +23,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchflow.bigquery import TableId, quote_name
 from batchflow.errors import SpecError
+from batchflow.fast_templates import templated
+from batchflow.request_json import RequestBuilder, RequestProblems
 from batchflow.spec import Spec
 
 KEY = "batchflow_key"
@@ -125,7 +127,45 @@ def request_tree(spec: Spec) -> dict[str, Any]:
         config = dict(tree.get("generation_config") or tree.get("generationConfig") or {})
         tree.pop("generationConfig", None)
         tree["generation_config"] = {**spec.generation_config, **config}
-    return tree
+    return _wire(spec, tree)
+
+
+def _wire(spec: Spec, tree: dict[str, Any]) -> dict[str, Any]:
+    """The request tree in the SDK's wire form (``request_json``): its templates, all text here, stand in for
+    themselves through the conversion as markers, put back after it."""
+    templates: list[str] = []
+
+    def mark(value: Any) -> Any:
+        if isinstance(value, str) and templated(value):
+            templates.append(value)
+            return f"\x00bf{len(templates) - 1}\x00"
+        if isinstance(value, dict):
+            return {k: mark(v) for k, v in value.items()}
+        return [mark(v) for v in value] if isinstance(value, list) else value
+
+    try:
+        wire = RequestBuilder(spec.backend.type, spec.task, spec.model, spec.backend.project or "project",
+                              spec.backend.location or "global").build(mark(tree))
+    except RequestProblems as exc:
+        raise SpecError(f"{spec.where('request' if spec.request is not None else 'generation_config')}: {exc}") \
+            from None
+    placed: set[int] = set()
+
+    def unmark(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("\x00bf") and value.endswith("\x00"):
+            index = int(value[3:-1])
+            placed.add(index)
+            return templates[index]
+        if isinstance(value, dict):
+            return {k: unmark(v) for k, v in value.items()}
+        return [unmark(v) for v in value] if isinstance(value, list) else value
+
+    result: dict[str, Any] = unmark(wire)
+    missing = [t for i, t in enumerate(templates) if i not in placed]
+    if missing:
+        raise SpecError(f"{spec.where('request')}: with source.native a template must give text; "
+                        f"{missing[0]!r} is at a place that is not text")
+    return result
 
 
 @dataclass(frozen=True)

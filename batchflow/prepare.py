@@ -19,6 +19,7 @@ from typing import IO, Any
 import orjson
 import structlog
 
+from batchflow import models
 from batchflow.answers import OK, PERMANENT, request_digest, request_salt
 from batchflow.answers.diff import REJECTED, SEND, Diff, KeyMetTwice, Pointers, Spill, diff
 from batchflow.answers.earlier import Earlier
@@ -213,7 +214,7 @@ def _write_parts(spec: Spec, writer: ShardWriter, tmp: Path, compare: _Compare,
     source = open_source(spec.source, lambda place, reason, _raw: reject(place, reason))
     with relaxed_gc():
         records = _render_all(spec, renderer, writer, keys, source, compare, counter,
-                              reject if spec.source.on_bad_record == "skip" else None)
+                              reject if spec.source.on_bad_record == "skip" else None, reject)
     writer.close()
     suspects = keys.repeated()
     if suspects:
@@ -225,7 +226,7 @@ _Reject = Callable[..., None]
 
 
 def _render_all(spec: Spec, renderer: Renderer, writer: ShardWriter, keys: KeyHashes, source: Source,
-                compare: _Compare, counter: _Counter, skip: _Reject | None) -> int:
+                compare: _Compare, counter: _Counter, skip: _Reject | None, refuse: _Reject) -> int:
     """The hot loop: once per record, so what can be hoisted out of it is (bound methods, limits, options).
 
     One process: rendering in worker processes (runs of ~1 MiB of lines, in order) was measured slower on two
@@ -239,6 +240,7 @@ def _render_all(spec: Spec, renderer: Renderer, writer: ShardWriter, keys: KeyHa
     render, fast = renderer.render, renderer.fast or _no_fast_path
     dumps, append, add_hash, next_ordinal = orjson.dumps, writer.append, keys.add, counter.next
     max_bytes, ordinal = writer.size.max_bytes, 0
+    max_prompt = models.prompt_bytes(spec.model, spec.backend.type, spec.task)
     salt, digest, spill = request_salt(spec), request_digest, compare.spill
     add_spill, mark, keep = spill.add if spill else None, compare.send.append, compare.keep
     earlier = compare.in_place
@@ -290,6 +292,9 @@ def _render_all(spec: Spec, renderer: Renderer, writer: ShardWriter, keys: KeyHa
             render(record, ordinal, where(place, line))  # a record with a field name that is not a string: its error
             raise DataError(f"{where(place, line)}: record {ordinal} (key {key!r}): "
                             f"the request is not JSON: {exc}") from exc
+        if len(request_line) > max_prompt:  # never sent: an error row (the model would refuse it)
+            refuse(where(place, line), models.too_long(spec.model, len(request_line)), ordinal, key)
+            continue
         if len(request_line) > max_bytes:
             raise too_large(where(place, line), len(request_line), max_bytes)
         append(request_line, record_json)

@@ -9,6 +9,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
+from batchflow import models
 from batchflow import plan as p
 from batchflow import state as st
 from batchflow.answers.earlier import Earlier
@@ -46,7 +49,10 @@ def validate_one(path: Path, records: int) -> str:
         return f"ok: {path} (the {spec.source.type} source is not read by validate)"
     sample = list(itertools.islice(rendered(spec), records))
     keys = ", ".join(repr(r.key) for r in sample)
-    return f"ok: {path} ({len(sample)} record(s) rendered: {keys})"
+    limit = models.prompt_bytes(spec.model, spec.backend.type, spec.task)
+    over = [f"\n  {r.record.where}: key {r.key!r}: {models.too_long(spec.model, size)}" for r in sample
+            if (size := len(orjson.dumps({"key": r.key, "request": r.request}))) > limit]
+    return f"ok: {path} ({len(sample)} record(s) rendered: {keys})" + "".join(over)
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) 
         if new.shards:
             with open(base / new.shards[0].requests, "rb") as fh:
                 sample = fh.readline().decode().rstrip("\n")
+        rejected = _first_rejects(base / new.gen_dir / "rejects.jsonl")
     lines = [f"spec {spec.name}: " + ("nothing run yet" if state is None else
                                       f"the input or the spec changed since generation {state.gen}")]
     if state is not None:
@@ -108,6 +115,7 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) 
         if kind != "unchanged":
             more = ", ..." if d[kind] > len(keys) else ""
             lines.append(f"    {kind}: " + ", ".join(repr(k) for k in keys) + more)
+    lines += [f"    rejected: record {ordinal}: {message}" for ordinal, message in rejected]
     max_requests, max_bytes = _size(spec)
     sent = sum(s.count for s in new.shards)
     size = sum(s.bytes for s in new.shards)
@@ -118,6 +126,14 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) 
     if sample:
         lines.append("  sample request: " + sample)
     return PlanReport("\n".join(lines), bool(new.shards))
+
+
+def _first_rejects(path: Path, count: int = 5) -> list[tuple[int, str]]:
+    """The first records ``prepare`` turned into error rows (unreadable, unrenderable, over the model's limit)."""
+    if not path.exists():
+        return []
+    with open(path, "rb") as fh:
+        return [(item["ordinal"], item["error"]["message"]) for item in map(orjson.loads, itertools.islice(fh, count))]
 
 
 def _plan_of(spec: Spec, state: State) -> PlanReport:

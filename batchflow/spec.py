@@ -9,9 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from batchflow import models
 from batchflow.spec_check import SCHEMA_PATH, SPEC_VERSION, check_version, format_problem, schema_problems, spec_schema
-from batchflow.spec_yaml import InvalidSpec, Reader, read_text
+from batchflow.spec_yaml import InvalidSpec, Problem, Reader, read_text
 from batchflow.units import parse_duration, parse_share, parse_size
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -123,9 +128,30 @@ def load_spec(path: Path | str, environ: Mapping[str, str] | None = None) -> Spe
         problems = doc.problems + [p for p in schema_problems(doc) if p[2] not in doc.env_paths]
     except RecursionError:
         raise InvalidSpec([f"{label}:1:1: the spec is nested too deeply"]) from None
+    if not problems:
+        problems += _model_problems(doc)
     if problems:
         raise InvalidSpec([format_problem(label, p) for p in sorted(set(problems))])
     return _to_spec(Path(os.path.abspath(path)), label, doc)
+
+
+def _model_problems(doc: Reader) -> list[Problem]:
+    """A model that is a typo of a known one, or of the other task, is an error; any other unknown model is
+    only a warning (new models appear monthly; ``plan`` asks the service)."""
+    data = doc.data
+    name, backend, task = data["model"], data.get("backend", {}).get("type", "local"), data.get("task", "generate")
+    if models.known(name, backend, task) is not None:
+        return []
+    line, col = doc.where("model")
+    other = models.any_named(name)
+    if other is not None and other.task != task:
+        return [(line, col, "model", f"{name} is an {other.task} model; this spec's task is {task}")]
+    near = models.near_misses(name, backend, task)
+    if near:
+        return [(line, col, "model", f"unknown model {name!r} (did you mean {near[0]!r}?)")]
+    log.warning("model not in batchflow's table of batch models; the service decides", model=name,
+                backend=backend, task=task, where=f"{doc.label}:{line}:{col}")
+    return []
 
 
 

@@ -35,10 +35,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchflow.errors import DataError
 from batchflow.fast_templates import Code, Whole, single_expression, static, templated
+from batchflow.request_json import Path, RequestBuilder, RequestProblems, dotted
 from batchflow.sources import SourceRecord
 from batchflow.spec import InvalidSpec, Spec
 
 _Build = Callable[[dict[str, Any]], Any]
+_SpecPath = Callable[[Path], str]
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
@@ -67,6 +69,9 @@ class Renderer:
         self._gen = Code(self._env, _json_value)
         self._codes: dict[int, str] = {}  # id(builder) -> its fast-path expression
         self._request_code: str | None = None
+        backend = spec.backend
+        self._builder = RequestBuilder(backend.type, spec.task, spec.model, backend.project or "project",
+                                       backend.location or "global")
         self._key = None if spec.key is None else self._leaf(spec.key, "key", typed=True)
         self._request = self._embed() if spec.task == "embed" else self._generate()
         if self._problems:
@@ -135,22 +140,37 @@ class Renderer:
 
     def _generate(self) -> _Build:
         spec = self._spec
+        rest: dict[str, Any] = {}  # the request's parts besides the contents, as the spec writes them
         extras: list[tuple[str, _Build]] = []
         if spec.system is not None:
+            rest["system_instruction"] = {"parts": [{"text": spec.system}]}
             extras.append(("system_instruction", self._text_parts(self._leaf(spec.system, "system", typed=False))))
         if spec.generation_config is not None:
+            rest["generation_config"] = spec.generation_config
             extras.append(("generation_config", self._tree(spec.generation_config, "generation_config")))
+        self._check_static(rest, _from_prompt_spec)
+        gen = self._gen
         if spec.request is not None:
+            self._check_static(spec.request, _from_request_spec)
             body = self._tree(spec.request, "request")
-            if not extras:  # filling in system / generation_config depends on the request: Jinja's path does it
-                self._request_code = f"{self._gen.const(_mapping)}({self._code(body)})"
-            return _with_defaults(body, extras)
+            wire = self._static_rest(spec.request, _from_request_spec) if not extras else None
+            if wire is not None:  # only the contents' text varies: the rest is converted once, here
+                texts = self._tree(spec.request["contents"], "request.contents")  # type: ignore[index]
+                self._request_code = gen.mapping([("contents", gen.call(_plain, self._code(texts)))]
+                                                  + [(k, gen.const(v)) for k, v in wire.items()])
+            elif not extras:  # filling in system / generation_config depends on the request: Jinja's path does it
+                self._request_code = gen.call(self._finish, gen.call(_mapping, self._code(body)))
+            return self._finished(_with_defaults(body, extras))
         text = self._leaf(spec.prompt or "", "prompt", typed=False)
         prompt = _text_parts(text)
-        gen = self._gen
         user = gen.mapping([("role", gen.const("user")), ("parts", gen.parts(self._code(text)))])
-        self._request_code = gen.mapping([("contents", gen.sequence([user]))]
-                                         + [(name, self._code(part)) for name, part in extras])
+        user_contents = [("contents", gen.sequence([user]))]
+        wire = self._static_rest(rest, _from_prompt_spec)
+        if wire is not None:  # no template outside the prompt: the request's rest is converted once, here
+            self._request_code = gen.mapping(user_contents + [(k, gen.const(v)) for k, v in wire.items()])
+            return lambda context: {"contents": [{"role": "user", **prompt(context)}], **wire}
+        self._request_code = gen.call(self._finish, gen.mapping(user_contents + [(n, self._code(p))
+                                                                                 for n, p in extras]))
 
         def build(context: dict[str, Any]) -> dict[str, Any]:
             request: dict[str, Any] = {"contents": [{"role": "user", **prompt(context)}]}
@@ -158,13 +178,21 @@ class Renderer:
                 request[name] = part(context)
             return request
 
-        return build
+        return self._finished(build)
 
     def _embed(self) -> _Build:
-        content = self._text_parts(self._leaf(self._spec.content or "", "content", typed=False))
-        config = [(k, self._tree(v, f"embed_config.{k}")) for k, v in (self._spec.embed_config or {}).items()]
-        self._request_code = self._gen.mapping([("content", self._code(content))]
-                                               + [(k, self._code(part)) for k, part in config])
+        spec = self._spec
+        content = self._text_parts(self._leaf(spec.content or "", "content", typed=False))
+        config = [(k, self._tree(v, f"embed_config.{k}")) for k, v in (spec.embed_config or {}).items()]
+        self._check_static(dict(spec.embed_config or {}), _from_embed_spec)
+        wire = self._static_rest(dict(spec.embed_config or {}), _from_embed_spec)
+        gen = self._gen
+        if wire is not None:
+            self._request_code = gen.mapping([("content", self._code(content))]
+                                             + [(k, gen.const(v)) for k, v in wire.items()])
+            return lambda context: {"content": content(context), **wire}
+        self._request_code = gen.call(self._finish, gen.mapping([("content", self._code(content))]
+                                                                + [(k, self._code(part)) for k, part in config]))
 
         def build(context: dict[str, Any]) -> dict[str, Any]:
             request: dict[str, Any] = {"content": content(context)}
@@ -172,7 +200,58 @@ class Renderer:
                 request[name] = part(context)
             return request
 
-        return build
+        return self._finished(build)
+
+    def _finished(self, build: _Build) -> _Build:
+        """``build``, its request then checked and put in the SDK's wire form (``request_json``)."""
+        return lambda context: self._finish(build(context))
+
+    def _finish(self, request: Any) -> dict[str, Any]:
+        try:
+            return self._builder.build(request)
+        except RequestProblems as exc:
+            first, more = exc.problems[0], len(exc.problems) - 1
+            spec_path = {"generate": _from_request_spec if self._spec.request is not None else _from_prompt_spec,
+                         "embed": _from_embed_spec}[self._spec.task]
+            why = _Bad(first.message + (f" (and {more} more)" if more else ""))
+            raise _LeafError(spec_path(first.path), why) from None
+
+    def _check_static(self, tree: Any, spec_path: _SpecPath) -> None:
+        """The spec's own mistakes in a request, found before any record: the tree's templated leaves left out,
+        the rest through google-genai's types; each problem at its place in the spec (file:line:col)."""
+        fixed = _without_templates(tree)
+        if not isinstance(fixed, dict) or not fixed:
+            return
+        if self._spec.task == "generate" and spec_path is _from_request_spec:
+            fixed = {k: v for k, v in fixed.items() if k != "contents"} | (
+                {"contents": fixed["contents"]} if _contents_checkable(fixed.get("contents")) else {})
+        elif self._spec.task == "embed":
+            fixed = {**fixed, "content": {"parts": [{"text": ""}]}}
+        try:
+            self._builder.build(fixed)
+        except RequestProblems as exc:
+            for problem in exc.problems:
+                dotted = spec_path(problem.path)
+                self._problems.append(f"{self._spec.where(dotted)}: {dotted}: {problem.message}")
+
+    def _static_rest(self, tree: Any, spec_path: _SpecPath) -> dict[str, Any] | None:
+        """The wire form of a request's parts besides its contents when they hold no template and its contents
+        are plain text (a role and text parts, the text templated at most); else None."""
+        if not isinstance(tree, dict):
+            return None
+        rest = {k: v for k, v in tree.items() if k not in ("contents", "content")}
+        if not static(rest) or ("contents" in tree and not _text_template_contents(tree["contents"])):
+            return None
+        if self._problems:
+            return None  # the spec is refused anyway
+        probe = {**rest, **({"content": {"parts": [{"text": ""}]}} if self._spec.task == "embed" else {})}
+        try:
+            wire = self._builder.build(probe)
+        except RequestProblems:
+            return None  # _check_static has said why
+        wire.pop("content", None)
+        wire.pop("contents", None)
+        return wire
 
     def _tree(self, value: Any, dotted: str) -> _Build:
         """A builder for a request subtree: string leaves are templates; containers are rebuilt per record."""
@@ -320,3 +399,63 @@ def _mapping(request: Any) -> dict[str, Any]:
     if not isinstance(request, dict):
         raise _Bad("not a mapping")  # the Jinja path explains
     return request
+
+
+def _from_prompt_spec(path: Path) -> str:
+    """A path in a request made of ``system`` and ``generation_config`` -> the spec's own path."""
+    head, *rest = path or ("",)
+    return "system" if head == "system_instruction" else dotted(("generation_config", *rest)) \
+        if head == "generation_config" else dotted(path)
+
+
+def _from_request_spec(path: Path) -> str:
+    return dotted(("request", *path))
+
+
+def _from_embed_spec(path: Path) -> str:
+    return "content" if path[:1] == ("content",) else dotted(("embed_config", *path))
+
+
+def _without_templates(value: Any) -> Any:
+    """``value`` without its templated leaves (what they give is checked per record); a list with a templated
+    item is left out whole (its indices would no longer be the spec's)."""
+    if isinstance(value, dict):
+        kept = {k: _without_templates(v) for k, v in value.items() if static(v) or not isinstance(v, str)}
+        return {k: v for k, v in kept.items() if v is not _TEMPLATED}
+    if isinstance(value, list):
+        items = [_without_templates(v) for v in value]
+        return _TEMPLATED if any(v is _TEMPLATED or (isinstance(v, str) and templated(v)) for v in items) else items
+    return value
+
+
+_TEMPLATED = object()
+
+
+def _contents_checkable(contents: Any) -> bool:
+    return isinstance(contents, list) and contents is not _TEMPLATED
+
+
+def _text_template_contents(contents: Any) -> bool:
+    """Contents that give plain-text contents whatever the record: a static role and text parts whose text is a
+    template that renders to a string (not a lone ``{{ expression }}``, which keeps its value's type)."""
+    if not isinstance(contents, list):
+        return False
+    for content in contents:
+        if not isinstance(content, dict) or set(content) - {"role", "parts"} or "parts" not in content:
+            return False
+        if content.get("role", "user") not in ("user", "model"):
+            return False
+        parts = content["parts"]
+        if not isinstance(parts, list) or not all(
+                isinstance(p, dict) and list(p) == ["text"] and isinstance(p["text"], str) for p in parts):
+            return False
+    return True
+
+
+def _plain(contents: Any) -> Any:
+    """The contents, after a check that each text is a string (else the record takes the Jinja path)."""
+    for content in contents:
+        for part in content["parts"]:
+            if type(part["text"]) is not str:
+                raise _Bad("not text")
+    return contents

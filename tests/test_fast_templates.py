@@ -142,8 +142,8 @@ def test_simple_templates_take_the_fast_path(tmp_path: Path) -> None:
     record = {"id": 7, "text": "50% off", "user": {"name": None}, "n": 3}
     assert renderer.fast(record, 2) == ("7", {
         "contents": [{"role": "user", "parts": [{"text": "Review 50% off by None (2)\n"}]}],
-        "system_instruction": {"parts": [{"text": "Be brief."}]},
-        "generation_config": {"temperature": 0, "seed": 3}})
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "generationConfig": {"temperature": 0, "seed": 3}})
 
 
 @pytest.mark.parametrize("record", [{"id": "a"}, {"id": "a", "text": {"x": 1}}, {"id": " ", "text": "t"},

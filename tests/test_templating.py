@@ -45,10 +45,10 @@ def test_prompt_system_and_generation_config_shorthands(tmp_path: Path) -> None:
         """
     key, request = render(tmp_path, body, {"id": "r-1", "text": "ok", "kind": "reviews", "t": 0.5})
     assert key == "r-1"
-    assert request == {
+    assert request == {  # as google-genai sends it (request_json)
         "contents": [{"role": "user", "parts": [{"text": "Rate: ok"}]}],
-        "system_instruction": {"parts": [{"text": "You rate reviews."}]},
-        "generation_config": {"temperature": 0.5, "response_mime_type": "application/json"},
+        "systemInstruction": {"parts": [{"text": "You rate reviews."}]},
+        "generationConfig": {"temperature": 0.5, "responseMimeType": "application/json"},
     }
 
 
@@ -57,12 +57,12 @@ def test_a_single_expression_leaf_keeps_its_type(tmp_path: Path) -> None:
         request:
           contents: [{role: user, parts: [{text: "n={{ n }}"}]}]
           generation_config: {candidate_count: "{{ n }}", stop_sequences: " {{ stops }} ", seed: "{{ none }}"}
-          labels: "{{ {'a': {'b': n}} }}"
+          safety_settings: "{{ [{'category': harm, 'threshold': 'BLOCK_NONE'}] }}"
         """
-    _, request = render(tmp_path, body, {"n": 3, "stops": ["x"], "none": None})
+    _, request = render(tmp_path, body, {"n": 3, "stops": ["x"], "none": None, "harm": "HARM_CATEGORY_HARASSMENT"})
     assert request["contents"][0]["parts"][0]["text"] == "n=3"
-    assert request["generation_config"] == {"candidate_count": 3, "stop_sequences": ["x"], "seed": None}
-    assert request["labels"] == {"a": {"b": 3}}
+    assert request["generationConfig"] == {"candidateCount": 3, "stopSequences": ["x"]}  # null: left out
+    assert request["safetySettings"] == [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]
 
 
 def test_a_ready_made_request_passes_through_as_a_copy(tmp_path: Path) -> None:
@@ -84,12 +84,12 @@ def test_spec_system_and_config_only_fill_in_what_the_request_leaves_out(tmp_pat
     _, request = render(tmp_path, body, record)
     assert request == {
         "contents": [],
-        "system_instruction": {"parts": [{"text": "spec system"}]},
-        "generationConfig": {"topK": 2, "temperature": 0, "response_mime_type": "application/json"},
+        "systemInstruction": {"parts": [{"text": "spec system"}]},
+        "generationConfig": {"topK": 2, "temperature": 0, "responseMimeType": "application/json"},
     }
     record = {"request": {"contents": [], "system_instruction": {"parts": [{"text": "own"}]}}}
     _, request = render(tmp_path, body, record)
-    assert request["system_instruction"] == {"parts": [{"text": "own"}]}
+    assert request["systemInstruction"] == {"parts": [{"text": "own"}]}
 
 
 def test_embed_request_shape(tmp_path: Path) -> None:
@@ -101,8 +101,8 @@ def test_embed_request_shape(tmp_path: Path) -> None:
     _, request = render(tmp_path, body, {"title": "T", "text": "body", "dim": 256})
     assert request == {
         "content": {"parts": [{"text": "T: body"}]},
-        "output_dimensionality": 256,
-        "task_type": "RETRIEVAL_DOCUMENT",
+        "outputDimensionality": 256,
+        "taskType": "RETRIEVAL_DOCUMENT",
         "title": "T",
     }
 
@@ -176,12 +176,11 @@ def test_a_request_that_is_not_a_mapping_is_a_data_error(tmp_path: Path) -> None
 
 
 def test_record_and_ordinal_are_variables_unless_the_record_has_them(tmp_path: Path) -> None:
-    body = 'request: {a: "{{ ordinal }}", b: "{{ record.x }}", c: "{{ record }}"}\n'
-    assert render(tmp_path, body, {"x": 1}, ordinal=9)[1] == {"a": 9, "b": 1, "c": {"x": 1}}
-    assert render(tmp_path, body.replace(', c: "{{ record }}"', ""), {"x": 1, "ordinal": "own"})[1] == {
-        "a": "own",
-        "b": 1,
-    }
+    body = 'request: {contents: [], generation_config: {seed: "{{ ordinal }}", top_k: "{{ record.x }}"}}\n'
+    assert render(tmp_path, body, {"x": 1}, ordinal=9)[1]["generationConfig"] == {"seed": 9, "topK": 1}
+    assert render(tmp_path, body, {"x": 2, "ordinal": 3})[1]["generationConfig"] == {"seed": 3, "topK": 2}
+    body = 'request: {contents: [{parts: [{text: "r={{ record }}"}]}]}\n'
+    assert render(tmp_path, body, {"x": 1})[1] == {"contents": [{"parts": [{"text": "r={'x': 1}"}]}]}
 
 
 def test_text_leaves_keep_yaml_trailing_newline(tmp_path: Path) -> None:

@@ -42,13 +42,16 @@ def _digest(value: Any) -> bytes:
     return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
+_INSTANCE_FIELDS = (("task_type", "taskType"), ("title", "title"), ("output_dimensionality", "outputDimensionality"))
+
+
 def embed_instance(request: dict[str, Any]) -> dict[str, Any]:
     """A Gemini embed request -> Vertex's text-embedding instance ``{"content": "…", …}``."""
     parts = (request.get("content") or {}).get("parts") or []
     instance: dict[str, Any] = {"content": "".join(str(p.get("text", "")) for p in parts)}
-    for name in ("task_type", "title", "output_dimensionality"):
-        if name in request:
-            instance[name] = request[name]
+    for name, wire in _INSTANCE_FIELDS:
+        if wire in request:  # the request line is in the SDK's wire form (request_json): camelCase
+            instance[name] = request[wire]
     return instance
 
 
