@@ -14,7 +14,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Model:
     name: str
-    task: str  # generate | embed
+    task: str  # generate | embed | live (a model the service lists that takes no batch jobs)
     backends: frozenset[str]  # gemini (and local, its stand-in) | vertex
     input_tokens: int  # the model's input-token limit, per request
     output_tokens: int  # its output-token limit (0 for embeddings)
@@ -41,7 +41,14 @@ MODELS: tuple[Model, ...] = (
     Model("text-multilingual-embedding-002", "embed", _VERTEX, 2_048, 0),
 )
 
+# Models the services list that take no batch jobs: kept so that a stand-in lists them and refuses batches on them,
+# as the real services do, and a client can be tested refusing them too.
+NOT_BATCH: tuple[Model, ...] = (
+    Model("gemini-2.0-flash-live-001", "live", _BOTH, 1_048_576, 8_192),
+)
+
 _BY_NAME = {m.name: m for m in MODELS}
+_LISTED = {m.name: m for m in (*MODELS, *NOT_BATCH)}
 
 
 def bare(name: str) -> str:
@@ -60,6 +67,17 @@ def known(name: str, backend: str, task: str) -> Model | None:
 
 def any_named(name: str) -> Model | None:
     return _BY_NAME.get(bare(name))
+
+
+def listed(surface: str) -> list[Model]:
+    """Every model a service lists on a surface (gemini | vertex), batch-capable or not, in table order."""
+    return [m for m in (*MODELS, *NOT_BATCH) if surface in m.backends]
+
+
+def listed_named(name: str, surface: str) -> Model | None:
+    """The model a service lists on a surface under `name` (any resource-name form), batch-capable or not."""
+    model = _LISTED.get(bare(name))
+    return model if model is not None and surface in model.backends else None
 
 
 def near_misses(name: str, backend: str, task: str) -> list[str]:

@@ -41,8 +41,8 @@ def _spec(tmp: Path, records: list[dict[str, Any]] | None = None, **overrides: A
 
 
 # --- the spec file -----------------------------------------------------------------------------------------------
-GOOD = "version: 1\nname: t\nmodel: m\nsource: {type: files, path: data/in.jsonl}\nprompt: '{{ text }}'\n" \
-       "output: {type: files, path: out/x.jsonl}\n"
+GOOD = "version: 1\nname: t\nmodel: gemini-2.5-flash\nsource: {type: files, path: data/in.jsonl}\n" \
+       "prompt: '{{ text }}'\noutput: {type: files, path: out/x.jsonl}\n"
 
 for name, text, expect in [
     ("yaml syntax", "version: 1\nname: [t\n", "t.yaml:3:1: invalid YAML"),
@@ -58,8 +58,8 @@ for name, text, expect in [
     ("bad name", GOOD.replace("name: t", "name: Bad_Name"), "t.yaml:2:7: name"),
     ("prompt and request", GOOD + "request: '{{ r }}'\n", "prompt"),
     ("neither prompt nor request", GOOD.replace("prompt: '{{ text }}'\n", ""), "prompt"),
-    ("unset variable", GOOD.replace("model: m", "model: ${BATCHFLOW_UNSET_FOR_TEST}"), "t.yaml:3:8: model: "
-                                                                                     "environment variable"),
+    ("unset variable", GOOD.replace("model: gemini-2.5-flash", "model: ${BATCHFLOW_UNSET_FOR_TEST}"),
+     "t.yaml:3:8: model: environment variable"),
     ("bad duration", GOOD + "jobs: {poll_interval: 30 parsecs}\n", "jobs.poll_interval"),
     ("bad size", GOOD + "jobs: {max_bytes: lots}\n", "jobs.max_bytes"),
     ("bad max_failed", GOOD.replace("x.jsonl}", "x.jsonl, max_failed: 'abc%'}"), "output.max_failed"),

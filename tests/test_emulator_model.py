@@ -82,9 +82,9 @@ def test_embeddings_of_texts_sharing_words_are_closer() -> None:
 
 def test_generate_echoes_the_prompt_and_counts_tokens() -> None:
     request = {"contents": [{"role": "user", "parts": [{"text": "Tell me about otters"}]}]}
-    response = generate(request, "models/m")
+    response = generate(request, "models/gemini-2.5-flash")
     text = response["candidates"][0]["content"]["parts"][0]["text"]
-    assert "Tell me about otters" in text and response == generate(request, "models/m")
+    assert "Tell me about otters" in text and response == generate(request, "models/gemini-2.5-flash")
     usage = response["usageMetadata"]
     assert usage["promptTokenCount"] >= 1 and usage["totalTokenCount"] == usage["promptTokenCount"] + usage[
         "candidatesTokenCount"]
@@ -97,7 +97,7 @@ def test_generate_echoes_the_prompt_and_counts_tokens() -> None:
 ])
 def test_malformed_generate_requests_are_invalid_argument(request_: Any) -> None:
     with pytest.raises(ApiError) as info:
-        generate(request_, "models/m")
+        generate(request_, "models/gemini-2.5-flash")
     assert info.value.code == 400 and info.value.status == "INVALID_ARGUMENT"
 
 

@@ -65,7 +65,7 @@ typed = st.one_of(path.map(lambda p: "{{ " + p + " }}"), path.map(lambda p: " {{
 
 @st.composite
 def specs(draw: st.DrawFn) -> dict[str, Any]:
-    spec: dict[str, Any] = {"version": 1, "name": "t", "model": "m",
+    spec: dict[str, Any] = {"version": 1, "name": "t", "model": "gemini-2.5-flash",
                             "source": {"type": "inline", "records": [{"a": 1}]}, "output": {"path": "o.jsonl"}}
     usual = st.sampled_from([None, "{{ id }}", " {{id}} ", "k-{{ id }}", "{{ record.id }}", "{{ ordinal }}"])
     key = draw(usual if draw(st.integers(0, 9)) < 8 else typed)
@@ -129,7 +129,7 @@ def test_the_fast_path_renders_what_jinja_renders(body: dict[str, Any], batch: l
 
 
 def _spec(tmp_path: Path, **fields: Any) -> Spec:
-    body = {"version": 1, "name": "t", "model": "m", "source": {"type": "inline", "records": [{"a": 1}]},
+    body = {"version": 1, "name": "t", "model": "gemini-2.5-flash", "source": {"type": "inline", "records": [{"a": 1}]},
             "output": {"path": "o.jsonl"}, **fields}
     return _load(tmp_path, body)
 
@@ -178,7 +178,7 @@ subset = st.lists(st.one_of(literal, comment, likely.map(lambda p: "{{ " + p + "
 def test_templates_in_the_subset_render_without_jinja_as_jinja_does(
         prompt: str, system: str | None, seed: str, key: str | None, batch: list[dict[str, Any]],
         ids: list[Any], ordinal: int) -> None:
-    body: dict[str, Any] = {"version": 1, "name": "t", "model": "m", "output": {"path": "o.jsonl"},
+    body: dict[str, Any] = {"version": 1, "name": "t", "model": "gemini-2.5-flash", "output": {"path": "o.jsonl"},
                             "source": {"type": "inline", "records": [{"a": 1}]}, "prompt": prompt,
                             "generation_config": {"seed": "{{ " + seed + " }}"}}
     body.update({k: v for k, v in (("key", key), ("system", system)) if v is not None})

@@ -97,7 +97,7 @@ def test_other_versions_get_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_yaml_syntax_error_has_its_position(tmp_path: Path) -> None:
-    path = write(tmp_path, "version: 1\nname: t\nsource: {type: inline\nmodel: m\n")
+    path = write(tmp_path, "version: 1\nname: t\nsource: {type: inline\nmodel: gemini-2.5-flash\n")
     [problem] = problems(path)
     assert problem.startswith(f"{path}:4:6: invalid YAML: ")
 
@@ -274,7 +274,7 @@ FRAGMENTS = st.sampled_from(
     [
         "version: 1\n",
         "name: t\n",
-        "model: m\n",
+        "model: gemini-2.5-flash\n",
         "source:\n",
         "  type: files\n",
         "  path: x\n",

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from batchflow.emulator import model
+from batchflow.emulator import model, proto_json
 from batchflow.emulator.errors import ApiError, invalid_argument, line_error
 from batchflow.emulator.faults import LineFaults
 
@@ -31,11 +31,17 @@ class LineCounts:
     failed: int
 
 
+def _generate(request: Any, model_name: str) -> dict[str, Any]:
+    proto_json.check("gemini", "generate", request, "request")  # as the service parses it, then what it means
+    return model.generate(request, model_name)
+
+
 def _embed(request: Any, _model: str) -> dict[str, Any]:
+    proto_json.check("gemini", "embed", request, "request")
     return model.embed(request)
 
 
-ANSWERERS: dict[str, Answerer] = {"generate": model.generate, "embed": _embed}
+ANSWERERS: dict[str, Answerer] = {"generate": _generate, "embed": _embed}
 
 
 def count_requests(path: Path) -> int:

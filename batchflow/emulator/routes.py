@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from batchflow.emulator import vertex
+from batchflow.emulator import catalog, vertex
 from batchflow.emulator.engine import Emulator
 from batchflow.emulator.errors import ApiError, invalid_argument, not_found
 from batchflow.emulator.files import Readable
@@ -167,13 +167,15 @@ def download_file(call: Call) -> Reply:
 # -- batches -------------------------------------------------------------------------------------------------
 
 def create_batch(call: Call) -> Reply:
-    """POST models/M:batchGenerateContent."""
-    return Reply(json=call.engine.create_batch("generate", call.params["model"], call.json()))
+    """POST models/M:batchGenerateContent (404 for a model that takes no such batch)."""
+    model = catalog.check_gemini_batch("generate", call.params["model"], call.version)
+    return Reply(json=call.engine.create_batch("generate", model, call.json()))
 
 
 def create_embed_batch(call: Call) -> Reply:
-    """POST models/M:asyncBatchEmbedContent."""
-    return Reply(json=call.engine.create_batch("embed", call.params["model"], call.json()))
+    """POST models/M:asyncBatchEmbedContent (404 for a model that takes no such batch)."""
+    model = catalog.check_gemini_batch("embed", call.params["model"], call.version)
+    return Reply(json=call.engine.create_batch("embed", model, call.json()))
 
 
 def get_batch(call: Call) -> Reply:
@@ -197,6 +199,30 @@ def delete_batch(call: Call) -> Reply:
     return Reply(json=call.engine.delete_batch(call.params["id"]))
 
 
+# -- models --------------------------------------------------------------------------------------------------
+
+def get_model(call: Call) -> Reply:
+    """GET models/M (Gemini Developer API)."""
+    return Reply(json=catalog.get_gemini(call.params["model"], call.version))
+
+
+def list_models(call: Call) -> Reply:
+    """GET models?pageSize&pageToken (Gemini Developer API)."""
+    size = page_size(call.query.get("pageSize"), _DEFAULT_PAGE, _MAX_PAGE)
+    return Reply(json=catalog.list_gemini(size, call.query.get("pageToken")))
+
+
+def get_publisher_model(call: Call) -> Reply:
+    """GET publishers/P/models/M (Vertex AI)."""
+    return Reply(json=catalog.get_vertex(call.params["publisher"], call.params["model"]))
+
+
+def list_publisher_models(call: Call) -> Reply:
+    """GET publishers/P/models?pageSize&pageToken (Vertex AI)."""
+    size = page_size(call.query.get("pageSize"), _DEFAULT_PAGE, _MAX_PAGE)
+    return Reply(json=catalog.list_vertex(call.params["publisher"], size, call.query.get("pageToken")))
+
+
 def stats(call: Call) -> Reply:
     """GET /_emulator/stats: counters for tests and harnesses (not a Google endpoint)."""
     return Reply(json=call.engine.stats())
@@ -208,20 +234,26 @@ def unknown(call: Call) -> Reply:
 
 
 _ID = r"(?P<id>[A-Za-z0-9_-]+)"
+_MODEL = r"(?P<model>[^/:]+)"
+_PUBLISHER = r"publishers/(?P<publisher>[^/:]+)/models"
 ROUTES: tuple[Route, ...] = (
     Route("POST", True, re.compile(r"files"), "files.upload", upload, streams_body=True),
     Route("GET", False, re.compile(rf"files/{_ID}:download"), "files.download", download_file),
     Route("GET", False, re.compile(rf"files/{_ID}"), "files.get", get_file),
     Route("GET", False, re.compile(r"files"), "files.list", list_files),
     Route("DELETE", False, re.compile(rf"files/{_ID}"), "files.delete", delete_file),
-    Route("POST", False, re.compile(r"models/(?P<model>[^/:]+):batchGenerateContent"), "batches.create",
+    Route("POST", False, re.compile(rf"models/{_MODEL}:batchGenerateContent"), "batches.create",
           create_batch),
-    Route("POST", False, re.compile(r"models/(?P<model>[^/:]+):asyncBatchEmbedContent"),
+    Route("POST", False, re.compile(rf"models/{_MODEL}:asyncBatchEmbedContent"),
           "batches.create_embeddings", create_embed_batch),
     Route("GET", False, re.compile(rf"batches/{_ID}"), "batches.get", get_batch),
     Route("GET", False, re.compile(r"batches"), "batches.list", list_batches),
     Route("POST", False, re.compile(rf"batches/{_ID}:cancel"), "batches.cancel", cancel_batch),
     Route("DELETE", False, re.compile(rf"batches/{_ID}"), "batches.delete", delete_batch),
+    Route("GET", False, re.compile(rf"models/{_MODEL}"), "models.get", get_model),
+    Route("GET", False, re.compile(r"models"), "models.list", list_models),
+    Route("GET", False, re.compile(rf"{_PUBLISHER}/{_MODEL}"), "vertex.publishers.models.get", get_publisher_model),
+    Route("GET", False, re.compile(_PUBLISHER), "vertex.publishers.models.list", list_publisher_models),
 )
 
 

@@ -2,26 +2,26 @@
 
 Bodies are `{"batch": {"displayName"?, "inputConfig": {"fileName": "files/ID"} | {"requests": {"requests":
 [{"request": {...}, "metadata"?: {...}}]}}}}`; the SDK sends the embeddings file source as snake_case
-`file_name`, so every field is read by either name. Wrong types are refused here with a 400, as the real
-API's proto-JSON parser does; a request that parses but makes no sense fails later, alone, as an error line.
+`file_name`, so every field is read by either name. Inline requests are part of the body the service parses, so
+one that does not parse as its request message (`proto_json`) refuses the whole create with a 400; a request
+that parses but makes no sense fails later, alone, as an error line.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from batchflow.emulator.errors import ApiError, invalid_argument
+from batchflow.emulator import proto_json
+from batchflow.emulator.errors import invalid_argument
 from batchflow.emulator.files import FileStore
-from batchflow.emulator.validate import check_embed_request, check_generate_request, field
-
-_CHECKS: dict[str, Callable[..., None]] = {"generate": check_generate_request, "embed": check_embed_request}
+from batchflow.emulator.validate import field
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,7 @@ def _inline(kind: str, requests: Any) -> list[dict[str, Any]]:
         metadata = item.get("metadata")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise invalid_argument(f"Invalid value at '{where}.metadata': expected an object")
-        try:
-            _CHECKS[kind](item["request"], semantic=False)
-        except ApiError as exc:
-            raise invalid_argument(f"{where}.request: {exc.message}") from None
+        proto_json.check("gemini", kind, item["request"], f"{where}.request")
         line = {"request": item["request"]}
         if metadata is not None:
             line["metadata"] = metadata

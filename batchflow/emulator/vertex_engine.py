@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from batchflow.emulator import vertex_bigquery, vertex_execute, vertex_jobs
+from batchflow.emulator import catalog, vertex_bigquery, vertex_execute, vertex_jobs
 from batchflow.emulator.errors import not_found
 from batchflow.emulator.faults import FaultPlan
 from batchflow.emulator.job_engine import JobEngine
@@ -51,6 +51,7 @@ class VertexJobs(JobEngine[VertexJob, vertex_execute.JobResult]):
         """Create a job from a create body; returns its resource."""
         now = self._clock()
         job = vertex_jobs.parse_create(body, vertex_jobs.new_job_id(), 0, project, location, now, self.job_seconds)
+        catalog.check_vertex_batch(job.model, project, location)
         if not vertex_bigquery.is_bigquery(job.input_config):
             vertex_execute.filesystem()  # refuse the job now, not later, when gcsfs is missing
         self._add(job)

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from batchflow.emulator import model
+from batchflow.emulator import model, proto_json
 from batchflow.emulator.errors import ApiError, invalid_argument
 from batchflow.emulator.faults import LineFaults
 from batchflow.emulator.validate import check_embed_request, field
@@ -226,6 +226,7 @@ def _generate_line(line: dict[str, Any], model_id: str, clock: Callable[[], floa
     try:
         if "request" not in line:
             raise invalid_argument('Each input line must be {"request": {...}}: no "request" found')
+        proto_json.check("vertex", "generate", line["request"], "request")
         out["response"] = model.generate(line["request"], model_id)
         out["status"] = ""
     except ApiError as exc:
