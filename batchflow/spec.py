@@ -145,7 +145,7 @@ def _model_problems(doc: Reader) -> list[Problem]:
     line, col = doc.where("model")
     other = models.any_named(name)
     if other is not None and other.task != task:
-        return [(line, col, "model", f"{name} is an {other.task} model; this spec's task is {task}")]
+        return [(line, col, "model", f"{name} is a model for task {other.task}; this spec's task is {task}")]
     near = models.near_misses(name, backend, task)
     if near:
         return [(line, col, "model", f"unknown model {name!r} (did you mean {near[0]!r}?)")]

@@ -179,7 +179,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("system instruction twice", {"system": "be brief", GEN: {"system_instruction": "be long"}}, "given twice"),
     ("near miss of a model", {"model": "gemini-2.5-flsh"}, "unknown model 'gemini-2.5-flsh' (did you mean "
                                                            "'gemini-2.5-flash'?)"),
-    ("an embedding model to generate", {"model": "gemini-embedding-001"}, "is an embed model"),
+    ("an embedding model to generate", {"model": "gemini-embedding-001"}, "is a model for task embed"),
     ("bad embedding task type", {"task": "embed", "prompt": None, "model": "gemini-embedding-001",
                                  "content": "{{ text }}", "embed_config": {"task_type": "RETRIEVAL_DOK"}},
      "embed_config.task_type: expected one of RETRIEVAL_QUERY"),

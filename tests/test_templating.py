@@ -98,7 +98,9 @@ def test_embed_request_shape(tmp_path: Path) -> None:
         content: "{{ title }}: {{ text }}"
         embed_config: {output_dimensionality: "{{ dim }}", task_type: RETRIEVAL_DOCUMENT, title: "{{ title }}"}
         """
-    _, request = render(tmp_path, body, {"title": "T", "text": "body", "dim": 256})
+    path = tmp_path / "spec.yaml"
+    path.write_text(HEAD.replace("gemini-2.5-flash", "gemini-embedding-001") + textwrap.dedent(body))
+    _, request = Renderer(load_spec(path, environ={})).render({"title": "T", "text": "body", "dim": 256}, 1, "x:1")
     assert request == {
         "content": {"parts": [{"text": "T: body"}]},
         "outputDimensionality": 256,
