@@ -35,7 +35,9 @@ MODELS: tuple[Model, ...] = (
     Model("gemini-2.0-flash-001", "generate", _VERTEX, 1_048_576, 8_192),
     Model("gemini-2.0-flash-lite", "generate", _BOTH, 1_048_576, 8_192),
     Model("gemini-2.0-flash-lite-001", "generate", _VERTEX, 1_048_576, 8_192),
-    Model("gemini-embedding-001", "embed", _BOTH, 2_048, 0),
+    # on Vertex, gemini-embedding-001's batch lines are {"key", "request": {content, embed_content_config}}, not the
+    # text-embedding instance batchflow writes there: Gemini API only until that format is written
+    Model("gemini-embedding-001", "embed", _GEMINI, 2_048, 0),
     Model("text-embedding-004", "embed", _VERTEX, 2_048, 0),
     Model("text-embedding-005", "embed", _VERTEX, 2_048, 0),
     Model("text-multilingual-embedding-002", "embed", _VERTEX, 2_048, 0),

@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import structlog
 
 from batchflow import models
 from batchflow import plan as p
 from batchflow import state as st
 from batchflow.answers.earlier import Earlier
 from batchflow.answers.keep import keep
-from batchflow.errors import DataError
+from batchflow.backends import open_backend
+from batchflow.errors import BatchflowError, DataError, SpecError
 from batchflow.limits import spec_job_size
 from batchflow.merge import output_fingerprint
 from batchflow.prepare import fingerprint, prepare, rendered
@@ -25,7 +27,9 @@ from batchflow.sources import open_source
 from batchflow.spec import Spec, load_spec
 from batchflow.state import State
 
-_CHARS_PER_TOKEN = 4  # a rough, model-independent estimate
+log = structlog.get_logger(__name__)
+
+
 
 
 def _size(spec: Spec) -> tuple[int, int]:
@@ -63,6 +67,7 @@ class PlanReport:
 
 def plan_report(spec: Spec, retry_errors: bool = False) -> PlanReport:
     """What ``run`` would do now: the saved generation's next steps, or the difference a new one would send."""
+    _check_model_at_service(spec)
     store = state_store(spec, view=True)
     state = store.load()
     if spec.source.native:  # the records stay in BigQuery: the plan is the state's, never a read of the input
@@ -122,10 +127,27 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) 
     lines.append(f"  jobs to submit: {len(new.shards)}" + (f" ({sent:,} requests; at most {max_requests:,} "
                  f"requests and {max_bytes:,} bytes each), {spec.jobs.max_concurrent} at a time on "
                  f"{spec.backend.type}" if new.shards else ""))
-    lines.append(f"  input tokens (estimate): ~{size // _CHARS_PER_TOKEN:,}")
+    lines.append(f"  input tokens (estimate): ~{size // models.CHARS_PER_TOKEN:,}")
     if sample:
         lines.append("  sample request: " + sample)
     return PlanReport("\n".join(lines), bool(new.shards))
+
+
+def _check_model_at_service(spec: Spec) -> None:
+    """Ask the service about the spec's model once (``models.get``): a model it does not know, or that cannot run
+    batch jobs, is a spec error before anything else. A service that cannot be asked now only leaves a warning."""
+    with tempfile.TemporaryDirectory(prefix="batchflow-plan-") as scratch:  # the local backend's emulator data
+        try:
+            backend = open_backend(spec, Path(scratch))
+            try:
+                problem = backend.model_problem(spec.model, spec.task)
+            finally:
+                backend.close()
+        except BatchflowError as exc:  # unreachable, no credentials here (CI): `run` meets it, plan goes on
+            log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
+            return
+    if problem is not None:
+        raise SpecError(f"{spec.where('model')}: model: {problem}")
 
 
 def _first_rejects(path: Path, count: int = 5) -> list[tuple[int, str]]:

@@ -185,6 +185,11 @@ class Renderer:
         content = self._text_parts(self._leaf(spec.content or "", "content", typed=False))
         config = [(k, self._tree(v, f"embed_config.{k}")) for k, v in (spec.embed_config or {}).items()]
         self._check_static(dict(spec.embed_config or {}), _from_embed_spec)
+        dims = (spec.embed_config or {}).get("output_dimensionality")
+        if spec.backend.type == "vertex" and isinstance(dims, str):
+            self._problems.append(f"{spec.where('embed_config.output_dimensionality')}: "
+                                  "embed_config.output_dimensionality: on Vertex the embedding's size is the job's "
+                                  "modelParameters, one number for every record: give a number, not a template")
         wire = self._static_rest(dict(spec.embed_config or {}), _from_embed_spec)
         gen = self._gen
         if wire is not None:

@@ -72,8 +72,11 @@ def _put(fs: Any, path: str, lines: list[Any]) -> str:
     return f"gs://{path}"
 
 
-def _create(client: genai.Client, src: str, dest: str, name: str = "vx", model: str = MODEL) -> str:
-    job = client.batches.create(model=model, src=src, config=types.CreateBatchJobConfig(dest=dest, display_name=name))
+def _create(client: genai.Client, src: str, dest: str, name: str = "vx", model: str = MODEL,
+            parameters: dict[str, Any] | None = None) -> str:
+    extra = types.HttpOptions(extra_body={"modelParameters": parameters}) if parameters else None
+    job = client.batches.create(model=model, src=src, config=types.CreateBatchJobConfig(dest=dest, display_name=name,
+                                                                                        http_options=extra))
     assert job.name
     return job.name
 
@@ -146,11 +149,16 @@ def test_missing_input_ends_failed_with_an_error(client: genai.Client, bucket: s
 
 def test_embeddings_use_the_seed_format_with_unit_vectors(client: genai.Client, fs: Any, bucket: str) -> None:
     lines = [{"content": "a default sized vector", "task_type": "RETRIEVAL_DOCUMENT", "title": "t"},
-             {"content": "small", "output_dimensionality": 16}, {"content": ""}]
+             {"content": ""}, {"content": "sized in the line", "output_dimensionality": 16}]
     src = _put(fs, f"{bucket}/emb.jsonl", lines)
     job = wait_done(client, _create(client, src, f"gs://{bucket}/emb-out", model="text-embedding-005"))
-    assert job.completion_stats and (job.completion_stats.successful_count, job.completion_stats.failed_count) == (2, 1)
+    assert job.completion_stats and (job.completion_stats.successful_count, job.completion_stats.failed_count) == (1, 2)
     out = {x["instance"]["content"]: x for part in _outputs(fs, job).values() for x in part}
+    assert "output_dimensionality" in out["sized in the line"]["status"]  # a job parameter, not an instance field
+    small = wait_done(client, _create(client, _put(fs, f"{bucket}/emb-small.jsonl", [{"content": "small"}]),
+                                      f"gs://{bucket}/emb-small-out", model="text-embedding-005",
+                                      parameters={"outputDimensionality": 16}))
+    out.update({x["instance"]["content"]: x for part in _outputs(fs, small).values() for x in part})
     for text, dims in (("a default sized vector", 768), ("small", 16)):
         (prediction,) = out[text]["predictions"]
         values = prediction["embeddings"]["values"]

@@ -266,3 +266,22 @@ def test_a_prompt_over_the_models_input_limit_is_an_error_row_never_sent(tmp_pat
     assert "input limit of 1,048,576; not sent" in rows[1]["error"]["message"]
     sent = (tmp_path / ".batchflow" / "t" / "gen-1" / "units")
     assert not sent.exists() or b"word word" not in b"".join(p.read_bytes() for p in sent.iterdir())
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ("gemini-2.0-flash-live-001", "does not run generate batch jobs (the service lists its methods as"),
+    ("gemini-9-ultra", "the service does not know model 'gemini-9-ultra' (models.get: 404 NOT_FOUND)"),
+    ("gemini-2.5-flash", None),
+])
+def test_plan_asks_the_service_about_the_model(tmp_path: Path, emulator_url: str, model: str, message: str | None,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BF_TEST_KEY", "test")
+    write_jsonl(tmp_path / "data" / "in.jsonl", RECORDS)
+    path = write_spec(tmp_path, model=model, backend={"type": "gemini", "base_url": emulator_url,
+                                                      "api_key_env": "BF_TEST_KEY"})
+    result = cli("plan", str(path))
+    if message is None:
+        assert result.exit_code == 0, result.stderr
+        return
+    assert result.exit_code == 2
+    assert f"{path}:7:8: model: " in result.stderr and message in result.stderr  # where the spec names it

@@ -73,6 +73,10 @@ class Backend(Protocol):
 
     def cancel(self, name: str) -> None: ...
 
+    def model_problem(self, model: str, task: str) -> str | None:
+        """Why the service would not run this model's batch jobs (one ``models.get``); None if it would."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -11,6 +11,7 @@ from batchflow.backends import JobInfo, job_status
 from batchflow.errors import BackendError, TransientError, UnreachableError
 
 _TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
+_BATCH_METHODS = {"generate": "batchGenerateContent", "embed": "asyncBatchEmbedContent"}
 _LIST_PAGE = 100
 _GETS_BEFORE_LIST = 3  # polling more jobs than this costs one paged ``list`` instead of a ``get`` each
 
@@ -97,6 +98,25 @@ class SdkBackend:
     def cancel(self, name: str) -> None:
         with api_errors(f"cancel {name}"):
             self.client.batches.cancel(name=name)
+
+    def model_problem(self, model: str, task: str) -> str | None:
+        """A 404, or (Gemini API) supported methods without the task's batch method; Vertex's publisher models
+        list no methods, so there a model the service knows passes."""
+        from google.genai import errors
+
+        try:
+            with api_errors(f"models.get {model}"):
+                found = self.client.models.get(model=model)
+        except BackendError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, errors.APIError) and cause.code == 404:
+                return f"the service does not know model {model!r} (models.get: 404 NOT_FOUND)"
+            raise
+        methods = found.supported_actions
+        if methods is not None and _BATCH_METHODS[task] not in methods:
+            return (f"model {model!r} does not run {task} batch jobs (the service lists its methods as "
+                    f"{', '.join(methods) or 'none'})")
+        return None
 
     def close(self) -> None:
         self.client.close()

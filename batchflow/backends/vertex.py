@@ -42,11 +42,19 @@ def _digest(value: Any) -> bytes:
     return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
-_INSTANCE_FIELDS = (("task_type", "taskType"), ("title", "title"), ("output_dimensionality", "outputDimensionality"))
+_INSTANCE_FIELDS = (("task_type", "taskType"), ("title", "title"))
 
 
 def embed_instance(request: dict[str, Any]) -> dict[str, Any]:
-    """A Gemini embed request -> Vertex's text-embedding instance ``{"content": "…", …}``."""
+    """A Gemini embed request -> Vertex's text-embedding instance ``{"content": "…", "task_type", "title"}``.
+
+    The embedding's size is not an instance field: it is the job's ``modelParameters.outputDimensionality``
+    (``job_parameters``). Google's batch text-embeddings page shows instances of ``content`` alone
+    (https://cloud.google.com/vertex-ai/generative-ai/docs/embeddings/batch-prediction-genai-embeddings); the
+    online API takes ``task_type``/``title`` per instance and ``outputDimensionality`` in ``parameters``, and
+    ``PredictSchemata`` says the parameters schema describes "PredictRequest.parameters, ExplainRequest.parameters
+    and BatchPredictionJob.model_parameters" (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/PredictSchemata).
+    """
     parts = (request.get("content") or {}).get("parts") or []
     instance: dict[str, Any] = {"content": "".join(str(p.get("text", "")) for p in parts)}
     for name, wire in _INSTANCE_FIELDS:
@@ -55,19 +63,27 @@ def embed_instance(request: dict[str, Any]) -> dict[str, Any]:
     return instance
 
 
+def job_parameters(spec: Spec) -> dict[str, Any] | None:
+    """A Vertex embedding job's ``modelParameters``: the spec's ``embed_config.output_dimensionality`` (one number
+    for every instance: ``templating`` refuses a template there on Vertex)."""
+    dims = (spec.embed_config or {}).get("output_dimensionality") if spec.task == "embed" else None
+    return {"outputDimensionality": int(dims)} if dims is not None else None
+
+
 class VertexBackend(SdkBackend):
     """Inputs under ``backend.staging/<spec>/<job>/input.jsonl``; each job writes under ``…/<job>/output``."""
 
-    def __init__(self, client: Any, staging: str, task: str) -> None:
+    def __init__(self, client: Any, staging: str, task: str, parameters: dict[str, Any] | None = None) -> None:
         super().__init__(client)
         self.staging = staging.rstrip("/")
         self.task = task
+        self.parameters = parameters
 
     @classmethod
     def from_spec(cls, spec: Spec) -> VertexBackend:
         if not spec.backend.staging:
             raise SpecError(f"{spec.where('backend')}: backend: vertex needs staging (gs://bucket/prefix)")
-        return cls(vertex_client(spec), f"{spec.backend.staging}/{spec.name}", spec.task)
+        return cls(vertex_client(spec), f"{spec.backend.staging}/{spec.name}", spec.task, job_parameters(spec))
 
     def stage(self, path: Path, display_name: str) -> str:
         uri = f"{self.staging}/{display_name}/input.jsonl"
@@ -87,7 +103,9 @@ class VertexBackend(SdkBackend):
         from google.genai import types
 
         dest = staged.rsplit("/", 1)[0] + "/output"
-        config = types.CreateBatchJobConfig(display_name=display_name, dest=dest)
+        # google-genai has no field of its own for a job's modelParameters: they go in the body as they are
+        extra = types.HttpOptions(extra_body={"modelParameters": self.parameters}) if self.parameters else None
+        config = types.CreateBatchJobConfig(display_name=display_name, dest=dest, http_options=extra)
         with api_errors(f"create {display_name}"):
             return self._info(self.client.batches.create(model=model, src=staged, config=config))
 

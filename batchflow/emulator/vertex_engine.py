@@ -117,7 +117,8 @@ class VertexJobs(JobEngine[VertexJob, vertex_execute.JobResult]):
                                                lambda: self._is_live(job))
             return vertex_execute.run_job(job.id, job.model, job.input_uris, job.output_dir, self._dir,
                                           self._clock, lambda: self._is_live(job),
-                                          self.faults.line_faults(job.id, job.display_name))
+                                          self.faults.line_faults(job.id, job.display_name),
+                                          job.model_parameters or {})
         except Exception as exc:  # GCS answering 5xx, or an emulator bug: the job fails visibly, never hangs
             traceback.print_exc(file=sys.stderr)
             return vertex_execute.JobResult(error={"code": 13, "message": f"Internal error: {exc!r}"[:500]})

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,7 +74,8 @@ def is_embedding_model(model_name: str) -> bool:
 
 
 def run_job(job_id: str, model_name: str, uris: list[str], output_dir: str, work: Path,
-            clock: Callable[[], float], keep: Callable[[], bool], faults: LineFaults | None = None) -> JobResult:
+            clock: Callable[[], float], keep: Callable[[], bool], faults: LineFaults | None = None,
+            parameters: Mapping[str, Any] | None = None) -> JobResult:
     """Read, answer and write one job; `keep()` is asked before uploading (a cancelled job writes nothing)."""
     fs = filesystem()
     staged = work / f"{job_id}.input.jsonl"
@@ -84,7 +85,7 @@ def run_job(job_id: str, model_name: str, uris: list[str], output_dir: str, work
         if count == 0:
             raise InputError(3, f"No instances found in the input {', '.join(uris)}.")
         parts = [work / f"{job_id}.part{i}.jsonl" for i in range(part_count(count))]
-        ok, failed = answer_lines(model_name, staged, parts, job_id, clock, faults)
+        ok, failed = answer_lines(model_name, staged, parts, job_id, clock, faults, parameters)
         if keep():
             upload(fs, parts, output_dir)
         return JobResult(count, ok, failed)
@@ -150,7 +151,7 @@ def part_count(lines: int) -> int:
 
 
 def answer_lines(model_name: str, source: Path, parts: list[Path], seed: str, clock: Callable[[], float],
-                 faults: LineFaults | None = None) -> tuple[int, int]:
+                 faults: LineFaults | None = None, parameters: Mapping[str, Any] | None = None) -> tuple[int, int]:
     """Answer every line of `source` into the `parts` files, shuffled; (succeeded, failed).
 
     A fault plan's `faults` may replace a line's answer by an error, drop the line or write it twice.
@@ -173,7 +174,7 @@ def answer_lines(model_name: str, source: Path, parts: list[Path], seed: str, cl
 
         with open(source, "rb") as src:
             for n, raw in enumerate(src):
-                line, good = answer_line(raw, model_id, embed, clock)
+                line, good = answer_line(raw, model_id, embed, clock, parameters)
                 fault = faults(_identity(line, n)) if faults is not None else None
                 if fault is not None and fault.error is not None:
                     line, good = _with_error(line, fault.error), False
@@ -192,7 +193,8 @@ def upload(fs: Any, parts: list[Path], output_dir: str) -> None:
         fs.put_file(str(part), f"{base}/predictions_{i:05d}.jsonl")
 
 
-def answer_line(raw: bytes, model_id: str, embed: bool, clock: Callable[[], float]) -> tuple[dict[str, Any], bool]:
+def answer_line(raw: bytes, model_id: str, embed: bool, clock: Callable[[], float],
+                parameters: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
     """The output line for one input line and whether it succeeded; never raises for bad input."""
     try:
         line = orjson.loads(raw)
@@ -202,7 +204,7 @@ def answer_line(raw: bytes, model_id: str, embed: bool, clock: Callable[[], floa
     if not isinstance(line, dict):
         return {"instance": line, "status": status_text(invalid_argument("Input line must be a JSON object"))}, False
     if embed or ("request" not in line and "content" in line):
-        return _embed_line(line, model_id)
+        return _embed_line(line, model_id, parameters or {})
     return _generate_line(line, model_id, clock)
 
 
@@ -235,11 +237,11 @@ def _generate_line(line: dict[str, Any], model_id: str, clock: Callable[[], floa
     return out, out["status"] == ""
 
 
-def _embed_line(line: dict[str, Any], model_id: str) -> tuple[dict[str, Any], bool]:
+def _embed_line(line: dict[str, Any], model_id: str, parameters: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     """The text-embeddings seed format: the instance echoed, one prediction with statistics and values."""
     out: dict[str, Any] = {"instance": line}
     try:
-        text, dims = _embed_instance(line, model_id)
+        text, dims = _embed_instance(line, model_id, parameters)
         tokens = model.tokens(text)
         truncated = tokens > _MAX_EMBED_TOKENS
         if truncated:
@@ -252,19 +254,26 @@ def _embed_line(line: dict[str, Any], model_id: str) -> tuple[dict[str, Any], bo
     return out, out["status"] == ""
 
 
-def _embed_instance(line: dict[str, Any], model_id: str) -> tuple[str, int]:
+def _embed_instance(line: dict[str, Any], model_id: str, parameters: Mapping[str, Any]) -> tuple[str, int]:
+    """An instance's text and the embedding's size. The size is the job's ``modelParameters.outputDimensionality``
+    (Vertex's parameters are per job, as the online API's ``parameters`` are per request); an instance holds only
+    ``content``, ``task_type`` and ``title`` (Google's text-embeddings instance)."""
     content = line.get("content")
     if not isinstance(content, str) or not content.strip():
         raise invalid_argument('Each input line must be {"content": "<non-empty text>", ...}')
     title = line.get("title")
     if title is not None and not isinstance(title, str):
         raise invalid_argument("title must be a string")
+    unknown = set(line) - {"content", "task_type", "taskType", "title"}
+    if unknown:
+        raise invalid_argument(f"Unknown field(s) in the instance: {', '.join(sorted(unknown))}")
+    dims = field(parameters, "outputDimensionality")
     request = {"content": {"parts": [{"text": content}]}, "taskType": field(line, "taskType"),
-               "outputDimensionality": field(line, "outputDimensionality")}
+               "outputDimensionality": dims}
     check_embed_request({k: v for k, v in request.items() if v is not None})
     default = next((d for prefix, d in _EMBED_DIMENSIONS.items() if model_id.startswith(prefix)),
                    model.DEFAULT_EMBED_DIMENSIONS)
-    return content, int(field(line, "outputDimensionality") or default)
+    return content, int(dims or default)
 
 
 def status_text(exc: ApiError) -> str:

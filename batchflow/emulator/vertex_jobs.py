@@ -44,6 +44,7 @@ class VertexJob:
     create_time: float
     due_time: float
     labels: dict[str, str] | None = None
+    model_parameters: dict[str, Any] | None = None  # the model's parameters for every instance (embeddings)
     state: str = LIVE
     update_time: float = 0.0
     end_time: float | None = None
@@ -101,7 +102,18 @@ def parse_create(body: Any, job_id: str, seq: int, project: str, location: str, 
                      model=model, input_config=input_config, output_config=output_config,
                      output_dir=vertex_bigquery.output_table(output_config, now)
                      or f"{prefix}/prediction-model-{rfc3339(now)}", create_time=now,
-                     due_time=now + job_seconds, update_time=now, labels=_labels(proto_field(body, "labels")))
+                     due_time=now + job_seconds, update_time=now, labels=_labels(proto_field(body, "labels")),
+                     model_parameters=_model_parameters(proto_field(body, "modelParameters")))
+
+
+def _model_parameters(value: Any) -> dict[str, Any] | None:
+    """``modelParameters`` (a google.protobuf.Value; for text embeddings ``{"outputDimensionality": N,
+    "autoTruncate": bool}``, as the online ``parameters`` are)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise invalid_argument("batch_prediction_job.model_parameters: expected an object")
+    return dict(value)
 
 
 def _input_config(config: Any) -> dict[str, Any]:
@@ -156,6 +168,8 @@ def resource(job: VertexJob, now: float) -> dict[str, Any]:
     }
     if job.labels:
         body["labels"] = job.labels
+    if job.model_parameters:
+        body["modelParameters"] = job.model_parameters
     started = state != "PENDING" and (job.end_time is None or job.end_time >= job.start_time)
     if started:
         body["startTime"] = rfc3339(job.start_time)
