@@ -8,7 +8,7 @@ is retried (within ``retry.request_attempts``) and reported, never silently merg
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import structlog
 from batchflow.backends import Backend, JobInfo, Result
 from batchflow.errors import BackendError
 from batchflow.sharding import ContentDigest, request_key
+from batchflow.spec import Spec
 from batchflow.state import SUCCEEDED, Job, Shard
 
 log = structlog.get_logger(__name__)
@@ -26,18 +27,49 @@ log = structlog.get_logger(__name__)
 _NL = orjson.OPT_APPEND_NEWLINE
 
 
+Redo = Callable[[dict[str, Any]], str | None]
+"""Why an answer should be asked for again (``retry.on``: a cut or unparsable answer), or None."""
+
+
+def redo_of(spec: Spec) -> Redo | None:
+    """``retry.on`` as a test of a collected result: ``max_tokens`` (finishReason MAX_TOKENS), ``parse_error``
+    (``output.parse: json`` and the text is not JSON)."""
+    on, parse = spec.retry.on, spec.output.parse == "json"
+    if not on:
+        return None
+
+    def redo(result: dict[str, Any]) -> str | None:
+        candidates = (result.get("response") or {}).get("candidates") or []
+        if not candidates:
+            return None
+        first = candidates[0]
+        if "max_tokens" in on and first.get("finishReason") == "MAX_TOKENS":
+            return "max_tokens"
+        if "parse_error" in on and parse:
+            text = "".join(p.get("text", "") for p in (first.get("content") or {}).get("parts") or []
+                           if not p.get("thought"))
+            try:
+                orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return "parse_error"
+        return None
+
+    return redo
+
+
 @dataclass
 class Outcome:
-    """Where a record stands: its latest result (an ok one wins), how many answers it had, how many of the jobs
-    it was sent in ended (failed, expired, cancelled) before answering it."""
+    """Where a record stands: its latest result (an ok one wins, unless ``retry.on`` asks for it again), how many
+    answers it had, how many of the jobs it was sent in ended (failed, expired, cancelled) before answering it."""
 
     result: dict[str, Any]
     attempts: int = 0
     job_failures: int = 0
+    redo: Redo | None = None
 
     @property
     def ok(self) -> bool:
-        return "response" in self.result
+        return "response" in self.result and (self.redo is None or self.redo(self.result) is None)
 
     @property
     def sent(self) -> int:
@@ -63,8 +95,7 @@ def input_keys(path: Path) -> list[str]:
 def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo) -> Path:
     """Write the job's results to ``results/`` and return the file; counts go into ``job``."""
     sent = input_keys(root / job.input)
-    out = root / Path(shard.requests).parent.parent / "results" / f"shard-{shard.index:05d}-j{job.n}.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _results_path(root, shard, job)
     where = f"job {info.name} (shard {shard.index})"
     lines = _match(backend.results(info, out.parent, root / job.input), set(sent), where)
     for key in sent:
@@ -81,6 +112,25 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     os.replace(tmp, out)
     job.ok = sum("response" in r for r in lines.values())
     job.failed = len(lines) - job.ok
+    return out
+
+
+def collect_lost(root: Path, shard: Shard, job: Job, message: str) -> Path:
+    """A succeeded job whose output never came, or is gone: each request it sent ends as the job's failure (a job
+    attempt, as for an expired job), so ``next_job`` sends it again."""
+    out = _results_path(root, shard, job)
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "wb", buffering=1 << 20) as fh:
+        for key in input_keys(root / job.input):
+            fh.write(orjson.dumps({"key": key, "job_error": {"code": None, "message": message}}, option=_NL))
+    os.replace(tmp, out)
+    job.ok, job.failed = 0, job.count
+    return out
+
+
+def _results_path(root: Path, shard: Shard, job: Job) -> Path:
+    out = root / Path(shard.requests).parent.parent / "results" / f"shard-{shard.index:05d}-j{job.n}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -104,7 +154,7 @@ def _match(results: Iterable[Result], sent: set[str], where: str) -> dict[str, d
     return lines
 
 
-def outcomes(root: Path, shard: Shard) -> dict[str, Outcome]:
+def outcomes(root: Path, shard: Shard, redo: Redo | None = None) -> dict[str, Outcome]:
     """Every key of the shard that was sent, from all its collected jobs (later ones win, an ok one wins)."""
     found: dict[str, Outcome] = {}
     for job in shard.jobs:
@@ -116,7 +166,7 @@ def outcomes(root: Path, shard: Shard) -> dict[str, Outcome]:
                 key = item.pop("key")
                 outcome = found.get(key)
                 if outcome is None:
-                    outcome = found[key] = Outcome({"error": None})
+                    outcome = found[key] = Outcome({"error": None}, redo=redo)
                 outcome.add(item)
     return found
 

@@ -61,5 +61,10 @@ class BackendError(BatchflowError):
     """The backend refused a call for good (HTTP 4xx other than 408/429)."""
 
 
+class OutputMissing(BackendError):
+    """A succeeded job's output is not there: not yet (the service publishes it late) or no longer (deleted after
+    the service's retention). The runner looks again for ``jobs.output_wait``, then sends the requests again."""
+
+
 class RunFailed(BatchflowError):
     """The run finished, but more records failed than ``output.max_failed`` allows."""

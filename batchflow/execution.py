@@ -93,6 +93,10 @@ class ExecutionPath(Protocol):
         """Keep a finished job's results (``job.results``, ``job.ok``, ``job.failed``)."""
         ...
 
+    def collect_lost(self, shard: Shard, job: Job, message: str) -> None:
+        """A succeeded job's output that never came or is gone: every request it sent counts as unanswered."""
+        ...
+
     def next_job(self, shard: Shard, n: int) -> NextJob | None:
         """The input of the shard's job ``n``: what still needs an answer within the retry policy; None: done."""
         ...

@@ -62,3 +62,20 @@ def spec_job_size(spec: Spec) -> JobSize:
     except SpecError as exc:
         field = str(exc).split(":", 1)[0]
         raise SpecError(f"{spec.where(field)}: {exc}") from None
+
+
+# The Gemini API's enqueued-token quota for batch jobs per model at Tier 1 (the "Rate limits" page, "Batch API"
+# table, as of 2026-11): the input tokens of a project's jobs in flight per model. A create over it answers 429.
+ENQUEUED_TOKENS_TIER1: dict[str, int] = {
+    "gemini-3-pro-preview": 5_000_000,
+    "gemini-2.5-pro": 5_000_000,
+    "gemini-2.5-flash": 3_000_000,
+    "gemini-2.5-flash-lite": 10_000_000,
+    "gemini-2.0-flash": 10_000_000,
+    "gemini-2.0-flash-lite": 10_000_000,
+}
+
+
+def enqueued_tokens(model: str) -> int | None:
+    """The model's Tier 1 enqueued-token quota, when the table has it."""
+    return ENQUEUED_TOKENS_TIER1.get(model.rsplit("/", 1)[-1])

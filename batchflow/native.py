@@ -132,6 +132,10 @@ class NativePath:
             counts = self._one(ns.counts_sql(table))
             job.ok, job.failed, job.results = int(counts["ok"]), int(counts["n"]) - int(counts["ok"]), str(table)
 
+    def collect_lost(self, shard: Shard, job: Job, message: str) -> None:
+        """The job's output table is missing: the job counts as failed, so the partition is submitted again."""
+        job.ok, job.failed, job.ended, job.error = 0, job.count, st.FAILED, message
+
     def next_job(self, shard: Shard, n: int) -> NextJob | None:
         retry = self.spec.retry
         failures = sum(j.ended in (st.FAILED, st.EXPIRED, st.CANCELLED) for j in shard.jobs)

@@ -33,6 +33,15 @@ class Poll:
 
 
 @dataclass(frozen=True)
+class Unstick:
+    """A job pending, or running without progress, for ``jobs.stuck_after``: cancel it (what it still delivers is
+    collected; its unanswered requests go in a new job, a job attempt)."""
+
+    shard: int
+    job: int
+
+
+@dataclass(frozen=True)
 class Collect:
     """Download a finished job's results into the state dir."""
 
@@ -57,7 +66,7 @@ class Merge:
     """The answers are kept: write the output rows in input order."""
 
 
-Step = Submit | Adopt | Poll | Collect | Settle | Keep | Merge
+Step = Submit | Adopt | Poll | Unstick | Collect | Settle | Keep | Merge
 
 
 @dataclass(frozen=True)
@@ -73,8 +82,13 @@ class Plan:
 
 
 def make_plan(state: State, now: float, max_concurrent: int, output_fingerprint: str,
-              output_exists: bool = True, settle_only: bool = False) -> Plan:
-    """The steps to take now, in the order to take them.
+              output_exists: bool = True, settle_only: bool = False, stuck_after: float = float("inf"),
+              token_room: int | None = None) -> Plan:
+    """The steps to take now, in the order to take them: finished jobs are collected first.
+
+    ``stuck_after``: a job the service reports no change of for that long is cancelled (``Unstick``).
+    ``token_room``: how many more input tokens may be in flight (``jobs.max_enqueued_tokens`` less what the spec
+    has in flight); a job over it waits for one to finish (the first job always goes, however big).
 
     ``settle_only``: the plan is about to change; only follow the jobs already created (or maybe created) to
     their collection, and create nothing. ``finished`` then means no such job is left."""
@@ -87,6 +101,7 @@ def make_plan(state: State, now: float, max_concurrent: int, output_fingerprint:
         return Plan(() if merged else (Merge(),), None, merged)
     adopt: list[Step] = []
     collect: list[Step] = []
+    unstick: list[Step] = []
     remote: list[tuple[int, int]] = []
     ready: list[st.Job] = []
     shard_of: dict[int, int] = {}
@@ -103,6 +118,10 @@ def make_plan(state: State, now: float, max_concurrent: int, output_fingerprint:
             adopt.append(Adopt(shard.index, job.n))
         elif job.status in st.REMOTE:
             remote.append((shard.index, job.n))
+            if now - (job.progress_at or job.created_at or now) >= stuck_after:
+                unstick.append(Unstick(shard.index, job.n))
+        elif job.status in st.FINISHED and job.not_before > now:
+            backoffs.append(job.not_before)  # a succeeded job's output not there yet: look again later
         elif job.status in st.FINISHED:
             collect.append(Collect(shard.index, job.n))
         elif job.status == st.COLLECTED:
@@ -115,9 +134,24 @@ def make_plan(state: State, now: float, max_concurrent: int, output_fingerprint:
     # A staged job already holds a slot of max_concurrent; a written one needs a free slot.
     staged = [j for j in ready if j.status == st.STAGED]
     fresh = [j for j in ready if j.status != st.STAGED][:max(0, max_concurrent - in_flight)]
-    submits: list[Step] = [Submit(shard_of[id(j)], j.n) for j in (*staged, *fresh)]
-    steps = (*adopt, *([Poll(tuple(remote))] if remote else []), *collect, *submits)
+    admitted = _admitted([*staged, *fresh], token_room, in_flight)
+    submits: list[Step] = [Submit(shard_of[id(j)], j.n) for j in admitted]
+    steps = (*collect, *adopt, *([Poll(tuple(remote))] if remote else []), *unstick, *submits)
     return Plan(steps, min(backoffs) if backoffs and not submits else None, False)
+
+
+def _admitted(ready: list[st.Job], token_room: int | None, in_flight: int) -> list[st.Job]:
+    """The ready jobs that fit in ``token_room`` (estimated input tokens), in order; with nothing in flight the
+    first always goes (a job bigger than the quota can only run alone)."""
+    if token_room is None:
+        return ready
+    admitted: list[st.Job] = []
+    for job in ready:
+        if job.tokens > token_room and (admitted or in_flight):
+            break
+        admitted.append(job)
+        token_room -= job.tokens
+    return admitted
 
 
 def _settle_only(state: State, now: float) -> Plan:
@@ -134,6 +168,8 @@ def _settle_only(state: State, now: float) -> Plan:
             steps.append(Adopt(shard.index, job.n))
         elif job.status in st.REMOTE:
             remote.append((shard.index, job.n))
+        elif job.not_before > now:
+            backoffs.append(job.not_before)
         else:
             steps.append(Collect(shard.index, job.n))
     if remote:

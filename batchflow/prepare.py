@@ -184,7 +184,7 @@ def _pack(spec: Spec, gen: int, tmp: Path, name: str, parts: list[Part], send: b
 
 
 def _unit(spec: Spec, gen: int, info: ShardInfo, requests: str, manifest: str = "") -> Shard:
-    first = Job(n=1, input=requests, count=info.count, digest=info.digest,
+    first = Job(n=1, input=requests, count=info.count, digest=info.digest, tokens=info.bytes // models.CHARS_PER_TOKEN,
                 display_name=display_name(spec.name, gen, info.index, 1, info.digest))
     return Shard(info.index, info.count, info.bytes, info.digest, requests, manifest, jobs=[first])
 

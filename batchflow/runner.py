@@ -23,13 +23,16 @@ from batchflow.errors import (
     BackendError,
     BatchflowError,
     DataError,
+    OutputMissing,
     RunFailed,
     StateError,
     TransientError,
     UnreachableError,
 )
 from batchflow.execution import ExecutionPath, open_path
+from batchflow.limits import enqueued_tokens
 from batchflow.merge import output_fingerprint
+from batchflow.models import CHARS_PER_TOKEN
 from batchflow.prepare import display_name
 from batchflow.spec import Spec
 from batchflow.state import Job, Shard, State, StateStore
@@ -201,7 +204,8 @@ class Runner:
         out_fp = output_fingerprint(self.spec)
         while True:
             now = self.clock()
-            plan = p.make_plan(state, now, self.spec.jobs.max_concurrent, out_fp, self.path.output_exists())
+            plan = p.make_plan(state, now, self.spec.jobs.max_concurrent, out_fp, self.path.output_exists(),
+                               stuck_after=self.spec.jobs.stuck_after, token_room=self._token_room(state))
             if plan.finished:
                 return self._summary(state)
             progressed = False
@@ -227,6 +231,8 @@ class Runner:
                     return self._adopt(state, state.shards[shard].jobs[n - 1])
                 case p.Poll(jobs):
                     return self._poll(state, [state.shards[s].jobs[n - 1] for s, n in jobs])
+                case p.Unstick(shard, n):
+                    return self._unstick(state, state.shards[shard], state.shards[shard].jobs[n - 1])
                 case p.Collect(shard, n):
                     return self._collect(state, state.shards[shard], state.shards[shard].jobs[n - 1])
                 case p.Settle(shard):
@@ -311,14 +317,39 @@ class Runner:
     def _poll(self, state: State, jobs: list[Job]) -> bool:
         infos = self.path.jobs.poll([str(j.name) for j in jobs])
         changed = [job for job in jobs if infos[str(job.name)].status != job.status]
-        for job in changed:
+        moved = [job for job in jobs if infos[str(job.name)].done != job.done_count]  # progress within a state
+        for job in {id(j): j for j in (*changed, *moved)}.values():
             self.record(job, infos[str(job.name)])
-        if changed:
+        if changed or moved:
             self.store.save(state)
         return bool(changed)
 
+    def _unstick(self, state: State, shard: Shard, job: Job) -> bool:
+        """Cancel a job the service has reported no change of for ``jobs.stuck_after``: what it finished is still
+        collected, the rest goes in a new job (a job attempt, as for an expired one)."""
+        since = job.progress_at or job.created_at or self.clock()
+        log.warning("job stuck: cancelling it; its unanswered requests go in a new job", shard=shard.index,
+                    job=job.name, state=job.status, unchanged_for=round(self.clock() - since),
+                    stuck_after=self.spec.jobs.stuck_after)
+        self.path.jobs.cancel(str(job.name))
+        job.stuck = True
+        job.progress_at = self.clock()  # a cancel the service ignores is sent again after another stuck_after
+        self.store.save(state)
+        return True
+
+    def _token_room(self, state: State) -> int | None:
+        """Input tokens that may still be enqueued (gemini: the model's enqueued-token quota, ``limits.py``)."""
+        limit = self.spec.jobs.max_enqueued_tokens
+        if limit is None and self.spec.backend.type == "gemini":
+            limit = enqueued_tokens(self.spec.model)
+        if limit is None:
+            return None
+        return limit - sum(j.tokens for _, j in state.jobs() if j.status in st.IN_FLIGHT)
+
     def record(self, job: Job, info: JobInfo) -> None:
         """What the service says of a job, into the state's job."""
+        if info.status != job.status or info.done != job.done_count:
+            job.progress_at, job.done_count = self.clock(), info.done
         job.name, job.status, job.output, job.error = info.name, info.status, info.output, info.error
         if info.status in st.FINISHED:
             job.ended = info.status
@@ -326,9 +357,31 @@ class Runner:
             log.info("job finished", job=info.name, state=info.status, error=info.error)
 
     def _collect(self, state: State, shard: Shard, job: Job) -> bool:
-        self.path.collect(shard, job)
+        try:
+            self.path.collect(shard, job)
+        except OutputMissing as exc:
+            return self._output_missing(state, shard, job, exc)
         job.status = st.COLLECTED
         log.info("job collected", shard=shard.index, job=job.name, ok=job.ok, failed=job.failed)
+        self.store.save(state)
+        return True
+
+    def _output_missing(self, state: State, shard: Shard, job: Job, exc: OutputMissing) -> bool:
+        """A succeeded job whose output is not there: looked for again with backoff for ``jobs.output_wait`` (the
+        service may publish it late), then counted lost: its requests go again in a new job."""
+        now = self.clock()
+        since = job.finished_at or now
+        job.output_looks += 1
+        if now - since < self.spec.jobs.output_wait:
+            job.not_before = now + min(self._backoff(job.output_looks), since + self.spec.jobs.output_wait - now)
+            log.warning("job output not there yet; will look again", shard=shard.index, job=job.name,
+                        reason=str(exc), looks=job.output_looks, retry_in=round(job.not_before - now, 1))
+            self.store.save(state)
+            return False
+        log.error("job output lost: its requests are sent again", shard=shard.index, job=job.name, reason=str(exc),
+                  requests=job.count)
+        self.path.collect_lost(shard, job, f"the output of {job.name} is missing: {exc}")
+        job.status = st.COLLECTED
         self.store.save(state)
         return True
 
@@ -339,7 +392,8 @@ class Runner:
             shard.done = True
         else:
             kind = "retry" if shard.jobs[-1].ended == st.SUCCEEDED else "resubmit"
-            shard.jobs.append(Job(n=n, input=nxt.input, count=nxt.count, digest=nxt.digest, kind=kind,
+            tokens = (self.root / nxt.input).stat().st_size // CHARS_PER_TOKEN if nxt.file is None else 0
+            shard.jobs.append(Job(n=n, input=nxt.input, count=nxt.count, digest=nxt.digest, kind=kind, tokens=tokens,
                                   file=nxt.file, status=st.STAGED if nxt.file else st.WRITTEN,
                                   display_name=display_name(self.spec.name, state.gen, shard.index, n, nxt.digest),
                                   not_before=self.clock() + self._backoff(n - 1)))

@@ -9,7 +9,7 @@ from typing import Any
 from batchflow.answers.earlier import Earlier
 from batchflow.answers.keep import keep
 from batchflow.backends import Backend, BackendFactory, JobInfo, open_backend
-from batchflow.collect import collect, outcomes, subset
+from batchflow.collect import collect, collect_lost, outcomes, redo_of, subset
 from batchflow.destinations import open_destination
 from batchflow.errors import BatchflowError, DataError
 from batchflow.execution import NextJob
@@ -65,9 +65,12 @@ class ShardsPath:
         info = JobInfo(str(job.name), job.display_name, job.status, job.error, job.output)
         job.results = str(collect(self.jobs, self.root, shard, job, info).relative_to(self.root))
 
+    def collect_lost(self, shard: Shard, job: Job, message: str) -> None:
+        job.results = str(collect_lost(self.root, shard, job, message).relative_to(self.root))
+
     def next_job(self, shard: Shard, n: int) -> NextJob | None:
         retry = self.spec.retry
-        keys = {k for k, o in outcomes(self.root, shard).items()
+        keys = {k for k, o in outcomes(self.root, shard, redo_of(self.spec)).items()
                 if not o.ok and o.attempts < retry.request_attempts and o.job_failures < retry.job_attempts}
         if not keys:
             return None

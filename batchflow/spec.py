@@ -50,6 +50,9 @@ class JobsSpec:
     max_bytes: int | None = None  # None: the backend's limit
     max_concurrent: int = 4
     poll_interval: float = 30.0  # seconds
+    stuck_after: float = 24 * 3600.0  # pending, or running without progress, this long: cancelled and sent again
+    output_wait: float = 1800.0  # how long a succeeded job's output may be late before it counts as lost
+    max_enqueued_tokens: int | None = None  # gemini: in-flight input tokens per model; None: the tier table's
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class RetrySpec:
     job_attempts: int = 3
     request_attempts: int = 3
     backoff: BackoffSpec = field(default_factory=BackoffSpec)
+    on: frozenset[str] = frozenset()  # answers sent again too: parse_error, max_tokens (opt-in)
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,9 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
             max_bytes=None if "max_bytes" not in jobs else parse_size(jobs["max_bytes"]),
             max_concurrent=jobs.get("max_concurrent", JobsSpec.max_concurrent),
             poll_interval=parse_duration(jobs.get("poll_interval", JobsSpec.poll_interval)),
+            stuck_after=parse_duration(jobs.get("stuck_after", JobsSpec.stuck_after)),
+            output_wait=parse_duration(jobs.get("output_wait", JobsSpec.output_wait)),
+            max_enqueued_tokens=jobs.get("max_enqueued_tokens"),
         ),
         retry=_retry(retry),
         locations={k: f"{label}:{line}:{col}" for k, (line, col) in doc.values.items() if k},
@@ -244,6 +251,7 @@ def _retry(retry: Mapping[str, Any]) -> RetrySpec:
     return RetrySpec(
         job_attempts=retry.get("job_attempts", RetrySpec.job_attempts),
         request_attempts=retry.get("request_attempts", RetrySpec.request_attempts),
+        on=frozenset(retry.get("on", ())),
         backoff=BackoffSpec(
             initial=parse_duration(backoff.get("initial", defaults.initial)),
             max=parse_duration(backoff.get("max", defaults.max)),

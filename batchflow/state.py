@@ -87,6 +87,11 @@ class Job:
     created_at: float | None = None
     finished_at: float | None = None
     cancel_requested: bool = False  # `batchflow cancel` asked the service to cancel it
+    output_looks: int = 0  # times a succeeded job's output was looked for and not found
+    stuck: bool = False  # cancelled by batchflow after jobs.stuck_after without progress
+    progress_at: float | None = None  # when the service last reported a change (state or counts)
+    done_count: int | None = None  # requests the service reports finished, when it reports it
+    tokens: int = 0  # the input's estimated tokens (its bytes / 4): what it enqueues against the model's quota
 
 
 @dataclass

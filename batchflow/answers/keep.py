@@ -20,7 +20,7 @@ import orjson
 from batchflow.answers import OK, PERMANENT, RETRY, flag_of, request_digest, request_salt
 from batchflow.answers.diff import read_pointers
 from batchflow.answers.partitions import PartitionWriter, partitions_for
-from batchflow.collect import outcomes
+from batchflow.collect import Redo, outcomes, redo_of
 from batchflow.hotloop import relaxed_gc
 from batchflow.logs import Progress
 from batchflow.sharding import key_json
@@ -94,7 +94,7 @@ def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> 
         for part in state.parts:
             progress.tick(part=part.index, parts=len(state.parts))
             carried = read_pointers(root / part.carried) if part.carried else {}
-            fresh = _fresh_answers(root, state, part.units)
+            fresh = _fresh_answers(root, state, part.units, redo_of(spec))
             fallback = _unanswered(state, part.units)
             with open(tmp / answer_file(part.index), "wb") as out, open(root / part.requests, "rb") as lines, \
                     open(tmp / digest_file(part.index), "wb") as digests:
@@ -134,7 +134,8 @@ def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> 
             "ok": counts[OK], "kept_errors": counts[PERMANENT], "retry": counts[RETRY]}
 
 
-def _fresh_answers(root: Path, state: State, units: list[int]) -> dict[bytes, tuple[bytes, bytes]]:
+def _fresh_answers(root: Path, state: State, units: list[int],
+                   redo: Redo | None = None) -> dict[bytes, tuple[bytes, bytes]]:
     """The answer line and flag of each record the units sent and got a result for, by the key's JSON.
 
     A unit whose one job succeeded (the usual case) has one result line per key, ``{"key": K, "response"|"error":
@@ -158,7 +159,7 @@ def _fresh_answers(root: Path, state: State, units: list[int]) -> dict[bytes, tu
                         found[quoted] = (b'{"key":%s,%s' % (quoted, orjson.dumps({**item, "attempts": 1},
                                                                                  option=_NL)[1:]), flag_of(item))
             continue
-        for key, outcome in outcomes(root, unit).items():
+        for key, outcome in outcomes(root, unit, redo).items():
             kj = orjson.dumps(key)
             answer = orjson.dumps({**outcome.result, "attempts": outcome.sent}, option=_NL)
             found[kj] = (b'{"key":%s,%s' % (kj, answer[1:]), flag_of(outcome.result))

@@ -31,6 +31,7 @@ class JobInfo:
     status: str  # a job status of the state file (submitted, running, succeeded, failed, ...)
     error: str | None = None
     output: str | None = None  # files/... or gs://dir: where the results are
+    done: int | None = None  # requests the service reports finished (ok or failed), when it reports that
 
 
 @dataclass(frozen=True)

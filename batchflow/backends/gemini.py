@@ -13,7 +13,7 @@ import orjson
 
 from batchflow.backends import JobInfo, Result
 from batchflow.backends.sdk import SdkBackend, api_errors
-from batchflow.errors import BackendError, SpecError, TransientError
+from batchflow.errors import BackendError, OutputMissing, SpecError, TransientError
 from batchflow.spec import Spec
 
 
@@ -55,10 +55,17 @@ class GeminiBackend(SdkBackend):
 
     def results(self, job: JobInfo, workdir: Path, sent: Path) -> Iterator[Result]:
         if not job.output:
+            if job.status == "succeeded":
+                raise OutputMissing(f"job {job.name} succeeded but names no output file yet")
             return
         raw = workdir / f"{job.name.replace('/', '-')}.download"
-        with api_errors(f"download {job.output}"):
-            self.client.files.download(file=job.output, destination=str(raw))
+        try:
+            with api_errors(f"download {job.output}"):
+                self.client.files.download(file=job.output, destination=str(raw))
+        except BackendError as exc:
+            if "HTTP 404" in str(exc):
+                raise OutputMissing(f"job {job.name}: its output {job.output} is not there (404)") from exc
+            raise
         try:
             yield from read_result_lines(raw)
         finally:

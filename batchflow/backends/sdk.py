@@ -54,6 +54,14 @@ def _is_transport_error(exc: Exception) -> bool:
     return any(cls.__name__ in {"TransportError", "TimeoutException"} for cls in type(exc).__mro__)
 
 
+def _done(job: Any) -> int | None:
+    """Requests finished so far, from Vertex's completionStats (google-genai drops the Gemini API's batchStats)."""
+    stats = getattr(job, "completion_stats", None)
+    if stats is None:
+        return None
+    return int(stats.successful_count or 0) + int(stats.failed_count or 0)
+
+
 def state_name(job: Any) -> str:
     """The SDK's job state as a string, ``JOB_STATE_X``."""
     return str(job.state.name if hasattr(job.state, "name") else job.state)
@@ -123,7 +131,7 @@ class SdkBackend:
 
     def _info(self, job: Any) -> JobInfo:
         return JobInfo(str(job.name), job.display_name, job_status(state_name(job)), job_error(job),
-                       self._output(job))
+                       self._output(job), _done(job))
 
     def _output(self, job: Any) -> str | None:
         raise NotImplementedError

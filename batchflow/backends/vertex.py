@@ -22,7 +22,7 @@ import orjson
 from batchflow.backends import JobInfo, Result
 from batchflow.backends.gemini import line_error
 from batchflow.backends.sdk import SdkBackend, api_errors
-from batchflow.errors import BackendError, SpecError
+from batchflow.errors import BackendError, OutputMissing, SpecError
 from batchflow.spec import Spec
 from batchflow.storage import url_to_fs
 
@@ -111,10 +111,16 @@ class VertexBackend(SdkBackend):
 
     def results(self, job: JobInfo, workdir: Path, sent: Path) -> Iterator[Result]:
         if not job.output:
+            if job.status == "succeeded":
+                raise OutputMissing(f"job {job.name} succeeded but names no output directory yet")
             return
         matcher = _Matcher(sent, self.task)
         fs, directory = url_to_fs(job.output)
-        for name in sorted(fs.glob(f"{directory}/predictions*.jsonl")):
+        fs.invalidate_cache(directory)  # a late output appears between two looks: never a cached listing
+        files = sorted(fs.glob(f"{directory}/predictions*.jsonl"))
+        if not files and job.status == "succeeded":
+            raise OutputMissing(f"job {job.name}: no predictions files under {job.output}")
+        for name in files:
             # a remote file's own readline makes many small reads: ~400x slower than a local buffer over it
             with fs.open(name, "rb") as remote, io.BufferedReader(remote, 1 << 20) as fh:
                 for line in fh:
