@@ -90,8 +90,11 @@ def _row_maker(spec: Spec) -> _MakeRow:
 def _generated(response: dict[str, Any], parse: str) -> dict[str, Any]:
     candidates = response.get("candidates") or []
     if not candidates:
-        reason = (response.get("promptFeedback") or {}).get("blockReason", "no candidates")
-        return {"status": "error", "error": {"code": None, "message": f"no answer: {reason}"}}
+        reason = (response.get("promptFeedback") or {}).get("blockReason")
+        if reason:  # the prompt was refused: the same request would be again, so it is kept, not retried
+            return {"status": "error", "error": {"code": None, "message": f"blocked: {reason} "
+                                                                          "(promptFeedback.blockReason); not retried"}}
+        return {"status": "error", "error": {"code": None, "message": "no answer: no candidates"}}
     first = candidates[0]
     parts = (first.get("content") or {}).get("parts") or []
     if len(parts) == 1 and not parts[0].get("thought") and type(text := parts[0].get("text", "")) is str:

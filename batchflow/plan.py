@@ -118,7 +118,7 @@ def make_plan(state: State, now: float, max_concurrent: int, output_fingerprint:
             adopt.append(Adopt(shard.index, job.n))
         elif job.status in st.REMOTE:
             remote.append((shard.index, job.n))
-            if now - (job.progress_at or job.created_at or now) >= stuck_after:
+            if now - job.unchanged_since(now) >= stuck_after:
                 unstick.append(Unstick(shard.index, job.n))
         elif job.status in st.FINISHED and job.not_before > now:
             backoffs.append(job.not_before)  # a succeeded job's output not there yet: look again later

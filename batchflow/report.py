@@ -176,6 +176,9 @@ def status_report(spec: Spec) -> str:
     return f"spec {spec.name}:\n" + status_of(state)
 
 
+EXPIRY_WARNING = 36 * 3600.0  # a job this old is near the services' expiry (API_NOTES.md, "Limits")
+
+
 def status_of(state: State) -> str:
     """The generation, what it sends and reuses, jobs by status, counts, job errors, what is left."""
     jobs = state.jobs()
@@ -196,6 +199,15 @@ def status_of(state: State) -> str:
     if state.merged:
         m = state.merged
         lines.append(f"  merged: {m['rows']:,} rows, {m['ok']:,} ok, {m['failed']:,} failed")
+    now = time.time()
+    for shard, job in jobs:
+        if job.status in st.REMOTE and job.created_at is not None and now - job.created_at >= EXPIRY_WARNING:
+            lines.append(f"  shard {shard.index} job {job.n} ({job.name}): {job.status} for "
+                         f"{(now - job.created_at) / 3600:.0f} h: the service expires a job at 48 h (Gemini API) "
+                         "or cancels it after 24 h of running (Vertex)")
+        if job.stuck:
+            lines.append(f"  shard {shard.index} job {job.n} ({job.name}): cancelled by batchflow after "
+                         "jobs.stuck_after without progress; its unanswered requests are sent again")
     cancelled = sum(j.cancel_requested for _, j in jobs)
     if cancelled:
         lines.append(f"  {cancelled} job(s) cancelled with `batchflow cancel`; `run` collects what they answered "

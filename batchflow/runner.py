@@ -327,7 +327,7 @@ class Runner:
     def _unstick(self, state: State, shard: Shard, job: Job) -> bool:
         """Cancel a job the service has reported no change of for ``jobs.stuck_after``: what it finished is still
         collected, the rest goes in a new job (a job attempt, as for an expired one)."""
-        since = job.progress_at or job.created_at or self.clock()
+        since = job.unchanged_since(self.clock())
         log.warning("job stuck: cancelling it; its unanswered requests go in a new job", shard=shard.index,
                     job=job.name, state=job.status, unchanged_for=round(self.clock() - since),
                     stuck_after=self.spec.jobs.stuck_after)

@@ -94,6 +94,11 @@ class Job:
     tokens: int = 0  # the input's estimated tokens (its bytes / 4): what it enqueues against the model's quota
 
 
+    def unchanged_since(self, now: float) -> float:
+        """When the service last reported a change of this job (its creation, if never)."""
+        return next((t for t in (self.progress_at, self.created_at) if t is not None), now)
+
+
 @dataclass
 class Part:
     """A slice of the input as rendered, in input order: every record, whether it is sent or carried."""
