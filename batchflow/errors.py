@@ -49,6 +49,11 @@ class TransientError(BatchflowError):
     """A call may succeed if retried (HTTP 408/429/5xx, connection reset)."""
 
 
+class QuotaExceeded(TransientError):
+    """HTTP 429 RESOURCE_EXHAUSTED: the service's quota (enqueued tokens, concurrent jobs) is full for now. On a
+    create it is backpressure: wait for a job to finish, then look the job up by name before creating it."""
+
+
 class UnreachableError(TransientError):
     """The batch API cannot be reached (connection refused, no such host): a fault that may not cure itself, so
     the runner gives up on it at once under ``--no-wait`` and after ``UNREACHABLE_FOR`` seconds otherwise."""

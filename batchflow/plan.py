@@ -134,20 +134,22 @@ def make_plan(state: State, now: float, max_concurrent: int, output_fingerprint:
     # A staged job already holds a slot of max_concurrent; a written one needs a free slot.
     staged = [j for j in ready if j.status == st.STAGED]
     fresh = [j for j in ready if j.status != st.STAGED][:max(0, max_concurrent - in_flight)]
-    admitted = _admitted([*staged, *fresh], token_room, in_flight)
+    busy = len(remote) + len(adopt) + sum(job.status == st.SUBMITTING for job in (s.current for s in state.shards)
+                                          if job is not None and job.not_before > now)
+    admitted = _admitted([*staged, *fresh], token_room, busy)
     submits: list[Step] = [Submit(shard_of[id(j)], j.n) for j in admitted]
     steps = (*collect, *adopt, *([Poll(tuple(remote))] if remote else []), *unstick, *submits)
     return Plan(steps, min(backoffs) if backoffs and not submits else None, False)
 
 
-def _admitted(ready: list[st.Job], token_room: int | None, in_flight: int) -> list[st.Job]:
-    """The ready jobs that fit in ``token_room`` (estimated input tokens), in order; with nothing in flight the
-    first always goes (a job bigger than the quota can only run alone)."""
+def _admitted(ready: list[st.Job], token_room: int | None, busy: int) -> list[st.Job]:
+    """The ready jobs that fit in ``token_room`` (estimated input tokens), in order; with no job at the service
+    (``busy``: created or maybe created) the first always goes (a job bigger than the quota can only run alone)."""
     if token_room is None:
         return ready
     admitted: list[st.Job] = []
     for job in ready:
-        if job.tokens > token_room and (admitted or in_flight):
+        if job.tokens > token_room and (admitted or busy):
             break
         admitted.append(job)
         token_room -= job.tokens

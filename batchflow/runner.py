@@ -24,6 +24,7 @@ from batchflow.errors import (
     BatchflowError,
     DataError,
     OutputMissing,
+    QuotaExceeded,
     RunFailed,
     StateError,
     TransientError,
@@ -92,6 +93,7 @@ class Runner:
         self._wait = True  # run(wait=...): an unreachable API ends a --no-wait run at once
         self._unreachable_since = 0.0  # when the API was first found unreachable, in a row
         self._listed = False  # this run listed the service for jobs the state has no record of
+        self._quota_full: int | None = None  # jobs at the service when a create met a 429
         self._first_gen = 1  # the generation a state made from nothing starts at (after --restart: past the old)
 
     def run(self, wait: bool = True, restart: bool = False, retry_errors: bool = False) -> Summary:
@@ -291,6 +293,13 @@ class Runner:
             job.status = st.STAGED
             self.store.save(state)
             raise
+        except QuotaExceeded as exc:  # backpressure, not a failure: no more creates until a job finishes
+            self._quota_full = sum(j.status in st.REMOTE for _, j in state.jobs())
+            log.info("the service's quota is full (429 on create): waiting for a job to finish", shard=shard.index,
+                     display_name=job.display_name, in_flight=self._quota_full, error=str(exc))
+            job.not_before = self.clock() + self._poll_cap(self.spec.jobs.poll_interval)
+            self.store.save(state)  # stays "submitting": it is looked up by name before it is created again
+            return False
         except TransientError:
             raise  # stays "submitting": the next cycle looks it up before creating again
         job.created_at = self.clock()
@@ -338,7 +347,12 @@ class Runner:
         return True
 
     def _token_room(self, state: State) -> int | None:
-        """Input tokens that may still be enqueued (gemini: the model's enqueued-token quota, ``limits.py``)."""
+        """Input tokens that may still be enqueued (gemini: the model's enqueued-token quota, ``limits.py``); none
+        after a 429 on create until one of the jobs then in flight has finished."""
+        if self._quota_full is not None:
+            if sum(j.status in st.REMOTE for _, j in state.jobs()) >= self._quota_full > 0:
+                return 0
+            self._quota_full = None
         limit = self.spec.jobs.max_enqueued_tokens
         if limit is None and self.spec.backend.type == "gemini":
             limit = enqueued_tokens(self.spec.model)

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from batchflow.backends import JobInfo, job_status
-from batchflow.errors import BackendError, TransientError, UnreachableError
+from batchflow.errors import BackendError, QuotaExceeded, TransientError, UnreachableError
 
 _TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
 _BATCH_METHODS = {"generate": "batchGenerateContent", "embed": "asyncBatchEmbedContent"}
@@ -25,7 +25,8 @@ def api_errors(call: str) -> Iterator[None]:
         yield
     except errors.APIError as exc:
         where = f"{call}: HTTP {exc.code} {exc.status or ''}: {exc.message or ''}".strip()
-        raise (TransientError if exc.code in _TRANSIENT_CODES else BackendError)(where) from exc
+        kind = QuotaExceeded if exc.code == 429 else TransientError if exc.code in _TRANSIENT_CODES else BackendError
+        raise kind(where) from exc
     except Exception as exc:
         if _is_unreachable(exc):
             raise UnreachableError(f"{call}: the batch API cannot be reached: {type(exc).__name__}: {exc}") from exc
