@@ -192,6 +192,13 @@ def test_output_lines_can_be_dropped_or_written_twice(tmp_path: Path) -> None:
     ("seed: x", "seed: must be an integer"),
     ("requests: [1]", "requests: must be a mapping"),
     ("seed: [1", "f.yaml:2:1: not YAML or JSON"),
+    ("jobs: {expire_after: soon}", "jobs.expire_after: must be a duration"),
+    ("jobs: {stuck: -1}", "jobs.stuck: must be a number between 0 and 1"),
+    ("output: {late_seconds: [1]}", "output.late_seconds: must be a duration"),
+    ("output: {drop_labels: 1}", "output.drop_labels: must be true or false"),
+    ("requests: {blocked: 2}", "requests.blocked: must be a number between 0 and 1"),
+    ("quota: {enqueued_tokens: 0}", "quota.enqueued_tokens: must be a positive integer"),
+    ("quota: {tokens: 5}", "quota.tokens: unknown key"),
 ])
 def test_a_bad_plan_is_one_line_naming_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "f.yaml"
@@ -210,3 +217,178 @@ def test_a_json_plan_loads_too(tmp_path: Path) -> None:
         drawn = [emu.engine.faults.request_fault("batches.get") for _ in range(40)]
         assert {f.error.code for f in drawn if f} == {503} and 5 < drawn.count(None) < 35
         assert emu.engine.faults.request_fault("emulator.stats") is None
+
+
+def _raw_job(client: genai.Client, name: str) -> dict[str, Any]:
+    """The raw batch resource (the SDK drops the Developer API's `error` and `batchStats`)."""
+    return dict(json.loads(client._api_client.request("get", name, {}).body))
+
+
+def _download_code(client: genai.Client, file_name: str) -> int | None:
+    try:
+        client.files.download(file=file_name)
+    except errors.ClientError as exc:
+        assert exc.status == "NOT_FOUND"
+        return exc.code
+    return None
+
+
+def test_a_stuck_job_stays_pending_until_cancelled_or_expired_after_the_limit(tmp_path: Path) -> None:
+    with faulty(tmp_path, {"jobs": {"stuck": 2, "expire_after": "0.6s"}}) as (emu, client):
+        stuck, cancelled, fine = (_inline_job(client, n) for n in ("stuck", "cancelled", "fine"))
+        assert wait_done(client, fine).state == types.JobState.JOB_STATE_SUCCEEDED
+        assert client.batches.get(name=stuck).state == types.JobState.JOB_STATE_PENDING
+        client.batches.cancel(name=cancelled)
+        assert client.batches.get(name=cancelled).state == types.JobState.JOB_STATE_CANCELLED
+        time.sleep(0.4)
+        assert client.batches.get(name=stuck).state == types.JobState.JOB_STATE_PENDING
+        expired = wait_done(client, stuck)
+        op = _raw_job(client, stuck)
+        faults = emu.engine.stats()["faults"]
+    assert expired.state == types.JobState.JOB_STATE_EXPIRED and "output" not in op["metadata"] and op["error"]
+    assert faults == {"job_stuck": 2, "job_time_limit_expired": 1}
+
+
+def test_a_stalled_job_expires_at_the_time_limit_too(tmp_path: Path) -> None:
+    with faulty(tmp_path, {"jobs": {"stall": 1, "expire_after": "0.5s"}}) as (emu, client):
+        name = _inline_job(client, "stalled")
+        assert client.batches.get(name=name).state == types.JobState.JOB_STATE_RUNNING
+        assert wait_done(client, name).state == types.JobState.JOB_STATE_EXPIRED
+        assert emu.engine.stats()["faults"] == {"job_stalled": 1, "job_time_limit_expired": 1}
+
+
+def test_late_output_is_404_until_late_seconds_after_the_end_then_readable(tmp_path: Path) -> None:
+    plan = {"jobs": {"late_output": True}, "output": {"late_seconds": "0.6s"}}
+    with faulty(tmp_path, plan) as (emu, client):
+        job = wait_done(client, str(client.batches.create(model=MODEL, src=_upload(client, tmp_path, ["a", "b"])).name))
+        inline = _inline_job(client, "inline")
+        wait_done(client, inline)
+        assert job.state == types.JobState.JOB_STATE_SUCCEEDED and job.dest and job.dest.file_name
+        assert _download_code(client, job.dest.file_name) == 404
+        assert "output" not in _raw_job(client, inline)["metadata"]
+        time.sleep(0.7)
+        assert [line["key"] for line in _lines(client, job)] == ["a", "b"]
+        assert _raw_job(client, inline)["metadata"]["output"]["inlinedResponses"]["inlinedResponses"]
+        assert emu.engine.stats()["faults"] == {"job_late_output": 2}
+
+
+def test_gone_output_is_deleted_retention_after_the_end(tmp_path: Path) -> None:
+    with faulty(tmp_path, {"jobs": {"output_gone": 1}, "output": {"retention": "0.5s"}}) as (_, client):
+        job = wait_done(client, str(client.batches.create(model=MODEL, src=_upload(client, tmp_path, ["a"])).name))
+        kept = wait_done(client, str(client.batches.create(model=MODEL, src=_upload(client, tmp_path, ["b"])).name))
+        assert job.dest and job.dest.file_name and [line["key"] for line in _lines(client, job)] == ["a"]
+        time.sleep(0.6)
+        assert _download_code(client, job.dest.file_name) == 404
+        assert _raw_job(client, str(job.name))["metadata"]["output"]["responsesFile"] == job.dest.file_name
+        assert [line["key"] for line in _lines(client, kept)] == ["b"]
+
+
+def test_a_cancelled_job_delivers_the_lines_it_had_finished(tmp_path: Path) -> None:
+    keys = [f"k{i:03d}" for i in range(200)]
+    plan = {"seed": 4, "jobs": {"stall": True, "cancel_delivers": True}}
+    with faulty(tmp_path, plan) as (emu, client):
+        file = _upload(client, tmp_path, keys)
+        name = str(client.batches.create(model=MODEL, src=file, config={"display_name": "cut-short"}).name)
+        inline = _inline_job(client, "inline")
+        for job in (name, inline):
+            assert client.batches.get(name=job).state == types.JobState.JOB_STATE_RUNNING  # stalled
+            client.batches.cancel(name=job)
+        job = client.batches.get(name=name)
+        delivered = [line["key"] for line in _lines(client, job)]
+        op = _raw_job(client, name)
+        inline_op = _raw_job(client, inline)
+        faults = emu.engine.stats()["faults"]
+    assert job.state == types.JobState.JOB_STATE_CANCELLED
+    assert 60 < len(delivered) < 140 and delivered == sorted(delivered)  # a stalled job finished half its lines
+    assert op["metadata"]["batchStats"]["successfulRequestCount"] == str(len(delivered))
+    assert inline_op["metadata"]["state"] == "BATCH_STATE_CANCELLED"
+    assert faults["job_cancel_delivers"] == 2 and faults["job_stalled"] == 2
+
+
+def test_a_cancel_without_cancel_delivers_returns_nothing_and_a_stuck_job_has_nothing_to_deliver(
+        tmp_path: Path) -> None:
+    with faulty(tmp_path, {"jobs": {"stuck": 1, "stall": 1, "cancel_delivers": 1}}) as (_, client):
+        stuck = _inline_job(client, "stuck-and-delivering")  # the first created takes stuck and cancel_delivers
+        stalled = _inline_job(client, "stalled")
+        assert client.batches.get(name=stalled).state == types.JobState.JOB_STATE_RUNNING
+        for name in (stuck, stalled):
+            client.batches.cancel(name=name)
+            op = _raw_job(client, name)
+            assert op["metadata"]["state"] == "BATCH_STATE_CANCELLED" and "output" not in op["metadata"]
+
+
+def _create_code(client: genai.Client, src: Any, model: str = MODEL) -> int | None:
+    try:
+        client.batches.create(model=model, src=src)
+    except errors.ClientError as exc:
+        assert exc.status == "RESOURCE_EXHAUSTED" and "exceeded" in (exc.message or "")
+        return exc.code
+    return None
+
+
+def test_creates_past_the_enqueued_token_quota_are_429_until_live_jobs_end(tmp_path: Path) -> None:
+    plan = {"jobs": {"stuck": 1}, "quota": {"enqueued_tokens": 100}}
+    with faulty(tmp_path, plan) as (emu, client):
+        small, big = _upload(client, tmp_path, ["abc"]), _upload(client, tmp_path, ["a" * 150])  # 21 and 95 tokens
+        first = str(client.batches.create(model=MODEL, src=small).name)  # stuck: stays live
+        wait_done(client, str(client.batches.create(model=MODEL, src=small).name))  # 42 tokens while it ran
+        assert _create_code(client, big) == 429
+        wait_done(client, str(client.batches.create(model="gemini-2.5-pro", src=big).name))  # another model's own
+        status, reply, headers = _raw_create(emu.base_url, "x" * 400)
+        assert status == 429 and "Retry-After" not in headers
+        assert reply["error"]["status"] == "RESOURCE_EXHAUSTED" and "enqueued token limit" in reply["error"]["message"]
+        client.batches.cancel(name=first)
+        assert _create_code(client, big) is None
+        assert emu.engine.stats()["faults"]["quota_enqueued_tokens"] == 2
+
+
+def _raw_create(base_url: str, text: str) -> tuple[int, Any, dict[str, str]]:
+    import urllib.error
+    import urllib.request
+
+    body = {"batch": {"inputConfig": {"requests": {"requests": [
+        {"request": {"contents": [{"role": "user", "parts": [{"text": text}]}]}}]}}}}
+    req = urllib.request.Request(f"{base_url}/v1beta/models/{MODEL}:batchGenerateContent",
+                                 data=json.dumps(body).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+
+def test_creates_past_the_concurrent_batch_quota_are_429(tmp_path: Path) -> None:
+    with faulty(tmp_path, {"jobs": {"stuck": True}, "quota": {"concurrent_batches": 2}}) as (emu, client):
+        src: Any = [{"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}]
+        names = [str(client.batches.create(model=MODEL, src=src).name) for _ in range(2)]
+        assert _create_code(client, src, "gemini-2.5-pro") == 429
+        client.batches.cancel(name=names[0])
+        assert _create_code(client, src) is None
+        assert emu.engine.stats()["faults"]["quota_concurrent_batches"] == 1
+
+
+def test_lines_can_be_answered_safety_blocked_or_cut_at_max_tokens(tmp_path: Path) -> None:
+    schema = {"type": "OBJECT", "properties": {"label": {"type": "STRING"}, "notes": {"type": "STRING"}}}
+    config = {"responseMimeType": "application/json", "responseSchema": schema}
+    lines = [{"key": f"k{i:03d}", "request": {"contents": [{"role": "user", "parts": [{"text": f"t{i}"}]}],
+                                              **({"generationConfig": config} if i % 2 else {})}}
+             for i in range(300)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with faulty(tmp_path, {"seed": 9, "requests": {"blocked": 0.1, "max_tokens": 0.1}}) as (emu, client):
+        file = client.files.upload(file=str(path), config=types.UploadFileConfig(mime_type="jsonl")).name
+        out = _lines(client, wait_done(client, str(client.batches.create(model=MODEL, src=str(file)).name)))
+        faults = emu.engine.stats()["faults"]
+    responses = [types.GenerateContentResponse.model_validate(x["response"]) for x in out]
+    blocked = [r for r in responses if r.prompt_feedback and r.prompt_feedback.block_reason]
+    cut = [(x, r) for x, r in zip(out, responses, strict=True)
+           if r.candidates and r.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS]
+    assert 15 < len(blocked) < 45 and 15 < len(cut) < 45 and "error" not in str(out)
+    assert all(r.candidates is None and r.text is None and r.prompt_feedback and r.prompt_feedback.safety_ratings
+               and r.prompt_feedback.block_reason == types.BlockedReason.SAFETY for r in blocked)
+    for line, response in cut:
+        if int(line["key"][1:]) % 2:
+            with pytest.raises(json.JSONDecodeError):
+                json.loads(response.text or "")
+    assert faults == {"line_blocked": len(blocked), "line_max_tokens": len(cut)}

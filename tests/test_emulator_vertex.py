@@ -187,12 +187,13 @@ def test_list_filters_by_state_and_display_name_and_pages(
     assert status == 400 and reply["error"]["status"] == "INVALID_ARGUMENT"
 
 
-def test_cancel_ends_a_live_job_cancelled(tmp_path: Path, fs: Any, bucket: str) -> None:
+def test_cancel_ends_a_live_job_cancelled_after_a_while_cancelling(tmp_path: Path, fs: Any, bucket: str) -> None:
     src = _put(fs, f"{bucket}/in.jsonl", [_line(0)])
     with start_in_thread(tmp_path / "emu", job_seconds=60) as emu, _client(emu) as client:
         name = _create(client, src, f"gs://{bucket}/out")
         client.batches.cancel(name=name)
-        job = client.batches.get(name=name)
+        assert client.batches.get(name=name).state == types.JobState.JOB_STATE_CANCELLING
+        job = wait_done(client, name)
         assert job.state == types.JobState.JOB_STATE_CANCELLED and job.end_time
 
 

@@ -4,6 +4,10 @@ Every job lives in `data_dir/jobs/ID.json` (+ its own copy of the input lines an
 so a restarted engine on the same directory knows every job and file. Results are computed by a background
 worker as soon as a job is created; a job becomes visible as finished when its time has come *and* its
 results are ready (a `get` of a due job waits for them), so `job_seconds=0` means "as soon as possible".
+
+A finished job's output is made readable, and deleted, lazily: whenever the job or its output file is looked at
+(`_settle`), as the fault plan's `late_output` / `output_gone` times say. Creates are refused with 429 beyond the
+plan's `quota` (enqueued tokens per model, concurrent batches), counted over live jobs.
 """
 
 from __future__ import annotations
@@ -18,13 +22,21 @@ from typing import Any
 import orjson
 
 from batchflow.emulator import jobs
-from batchflow.emulator.errors import not_found
-from batchflow.emulator.execute import LineCounts, count_requests, run_lines
+from batchflow.emulator.errors import ApiError, not_found
+from batchflow.emulator.execute import LineCounts, count_requests, identity, run_lines
 from batchflow.emulator.faults import FaultPlan, NoFaults
 from batchflow.emulator.files import FileStore
 from batchflow.emulator.job_engine import JobEngine
-from batchflow.emulator.jobs import LIVE, JobRecord
-from batchflow.emulator.store import new_id, page_token, parse_page_token, read_json, write_json_atomic
+from batchflow.emulator.jobs import LIVE, JobRecord, output_visible
+from batchflow.emulator.model import byte_tokens
+from batchflow.emulator.store import (
+    new_id,
+    page_token,
+    parse_page_token,
+    read_json,
+    save_record,
+    write_json_atomic,
+)
 from batchflow.emulator.submit import parse_create
 from batchflow.emulator.vertex_engine import VertexJobs
 
@@ -52,14 +64,20 @@ class Emulator(JobEngine[JobRecord, LineCounts]):
         """Create a generate or embed batch from a create body; returns its resource."""
         submission = parse_create(kind, body, self.files)
         job_id = new_id()
-        submission.write_input(self.files, self._path(job_id, "input.jsonl"))
-        request_count = count_requests(self._path(job_id, "input.jsonl"))  # outside the lock: may be large
+        source = self._path(job_id, "input.jsonl")
+        submission.write_input(self.files, source)
+        request_count = count_requests(source)  # outside the lock: may be large
         now = self._clock()
         job = JobRecord(id=job_id, seq=0, kind=kind, model=f"models/{model.removeprefix('models/')}",
                         display_name=submission.display_name, input_file=submission.file_id,
                         request_count=request_count, create_time=now, due_time=now + self.job_seconds,
-                        update_time=now)
+                        update_time=now, input_tokens=byte_tokens(source.stat().st_size))
         with self._lock:
+            try:
+                self._check_quota(job)
+            except ApiError:
+                source.unlink(missing_ok=True)
+                raise
             self._add(job)
             self.count_create(submission.display_name)
         self._queue.put(job_id)
@@ -85,13 +103,34 @@ class Emulator(JobEngine[JobRecord, LineCounts]):
         return result
 
     def cancel_batch(self, job_id: str) -> dict[str, Any]:
-        """Cancel a live batch (no output is kept); a finished one is left as it is."""
+        """Cancel a live batch: no output is kept, unless the plan has it deliver the lines finished by now; a
+        finished batch is left as it is."""
+        job = self._job(job_id)
+        now = self._clock()
+        if job.cancel_delivers and job.state == LIVE:
+            self._compute(job_id)  # the finished lines are taken from the computed output
         with self._lock:
             job = self._job(job_id)
             if job.state == LIVE:
+                if job.cancel_delivers and job.computed:
+                    self._keep_finished(job, self._progress(job, now))
+                if not job.partial:
+                    self._path(job_id, "output.jsonl").unlink(missing_ok=True)
                 self._end(job, "CANCELLED")
-                self._path(job_id, "output.jsonl").unlink(missing_ok=True)
         return {}
+
+    def settle_file(self, file_id: str) -> None:
+        """Make a batch's output file readable, or delete it, as its times say (before the file is looked at)."""
+        with self._lock:
+            job = self._jobs.get(file_id.removeprefix("batch-")) if file_id.startswith("batch-") else None
+            if job is not None:
+                self._settle(job)
+
+    def settle_files(self) -> None:
+        """`settle_file` for every batch (before files are listed)."""
+        with self._lock:
+            for job in self._jobs.values():
+                self._settle(job)
 
     def delete_batch(self, job_id: str) -> dict[str, Any]:
         """Forget a batch; its output file, if any, stays a file resource (the Files API owns it)."""
@@ -126,21 +165,64 @@ class Emulator(JobEngine[JobRecord, LineCounts]):
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
-    def _succeed(self, job: JobRecord) -> str:
-        """A file job's output becomes a file resource (an inline job's is rendered from disk)."""
-        if job.input_file is not None:
-            output_id = f"batch-{job.id}"
-            if not self.files.exists(output_id):
-                self.files.add_generated(output_id, self._path(job.id, "output.jsonl"), OUTPUT_MIME_TYPE,
-                                         display_name=output_id)
-            job.output_file = output_id
-        return "SUCCEEDED"
+    def _ended(self, job: JobRecord) -> None:
+        """A file job's output is named now, and becomes a file resource once it is readable (`_settle`)."""
+        if job.has_output and job.input_file is not None:
+            job.output_file = f"batch-{job.id}"
+            save_record(self._dir, job)
+        self._settle(job)
+
+    def _settle(self, job: JobRecord) -> None:
+        """Register a file job's output once it is readable; delete it once it is gone (under the lock)."""
+        if job.output_file is None:
+            return
+        readable = output_visible(job.output_at, job.gone_at, self._clock())
+        exists = self.files.exists(job.output_file)
+        source = self._path(job.id, "output.jsonl")
+        if readable and not exists and source.exists():
+            self.files.add_generated(job.output_file, source, OUTPUT_MIME_TYPE, display_name=job.output_file)
+        elif exists and job.gone_at is not None and not readable:
+            self.files.delete(job.output_file)
+
+    def _keep_finished(self, job: JobRecord, progress: float) -> None:
+        """Cut a cancelled job's computed output down to the lines finished by then (`progress`, 0..1)."""
+        path, kept = self._path(job.id, "output.jsonl"), self._path(job.id, "finished.tmp")
+        ok = failed = 0
+        with open(path, "rb") as src, open(kept, "wb") as out:
+            for n, raw in enumerate(src):
+                line = orjson.loads(raw)
+                if self.faults.finished(job.id, job.display_name, identity(line, n), progress):
+                    out.write(raw)
+                    ok, failed = ok + ("error" not in line), failed + ("error" in line)
+        os.replace(kept, path)
+        job.succeeded, job.failed, job.partial = ok, failed, ok + failed > 0
+
+    def _check_quota(self, job: JobRecord) -> None:
+        """429 RESOURCE_EXHAUSTED, as the service answers, when the job would pass the plan's quota."""
+        service = self.faults.service
+        if service.concurrent_batches is None and service.enqueued_tokens is None:
+            return
+        for earlier in list(self._jobs.values()):
+            self._advance(earlier, block=False)  # a job whose time came is no longer live
+        live = [j for j in self._jobs.values() if j.state == LIVE]
+        if service.concurrent_batches is not None and len(live) >= service.concurrent_batches:
+            self.faults.note("quota_concurrent_batches")
+            raise ApiError(429, "RESOURCE_EXHAUSTED", f"You've exceeded the limit of {service.concurrent_batches} "
+                           "concurrent batches. You exceeded your current quota, please check your plan and "
+                           "billing details.")
+        enqueued = sum(j.input_tokens for j in live if j.model == job.model)
+        if service.enqueued_tokens is not None and enqueued + job.input_tokens > service.enqueued_tokens:
+            self.faults.note("quota_enqueued_tokens")
+            raise ApiError(429, "RESOURCE_EXHAUSTED", f"You've exceeded the enqueued token limit for "
+                           f"{job.model}: {enqueued} tokens are enqueued and this batch adds {job.input_tokens}, "
+                           f"over the limit of {service.enqueued_tokens}. You exceeded your current quota, please "
+                           "check your plan and billing details.")
 
     def _run(self, job: JobRecord) -> LineCounts | None:
         """Answer a job's lines into a temporary output file."""
         try:
             return run_lines(job.kind, job.model, self._path(job.id, "input.jsonl"), self._path(job.id, "output.tmp"),
-                             self.faults.line_faults(job.id, job.display_name))
+                             self.faults.line_faults(job.id, job.display_name, job.kind))
         except FileNotFoundError:  # deleted meanwhile: its input went with it
             return None
 
@@ -161,10 +243,13 @@ class Emulator(JobEngine[JobRecord, LineCounts]):
         return job
 
     def _render(self, job: JobRecord) -> dict[str, Any]:
+        now = self._clock()
         inline = None
-        if job.state == "SUCCEEDED" and job.input_file is None:
+        if job.has_output and job.input_file is None and output_visible(job.output_at, job.gone_at, now):
             inline = _read_lines(self._path(job.id, "output.jsonl"))
-        return jobs.resource(job, self._clock(), inline)
+        with self._lock:
+            self._settle(job)
+        return jobs.resource(job, now, inline)
 
     def _path(self, job_id: str, suffix: str) -> Path:
         return self._dir / f"{job_id}.{suffix}"

@@ -3,7 +3,7 @@
 Input lines are `{"key"?, "request", "metadata"?}` (file lines carry a key, inline requests their metadata);
 each output line carries the same key/metadata and either `response` or `error` (a google.rpc.Status). A bad
 line fails alone: the job goes on and counts it as failed. A fault plan may turn a line into an error line, or
-drop or double it (the counts stay those of the lines answered).
+drop or double it, or block or cut its answer (the counts stay those of the lines answered).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 import orjson
 
 from batchflow.emulator import model, proto_json
+from batchflow.emulator.degraded import degrade
 from batchflow.emulator.errors import ApiError, invalid_argument, line_error
-from batchflow.emulator.faults import LineFaults
+from batchflow.emulator.faults import LineFault, LineFaults
 
 Answerer = Callable[[Any, str], dict[str, Any]]
 _WRITE_BUFFER = 1 << 20
@@ -60,9 +61,9 @@ def run_lines(kind: str, model_name: str, source: Path, dest: Path, faults: Line
                 continue
             line = answer_line(raw, answer, model_name)
             copies = 1
-            fault = faults(_identity(line, n)) if faults is not None else None
+            fault = faults(identity(line, n)) if faults is not None else None
             if fault is not None:
-                line = _with_error(line, fault.error) if fault.error is not None else line
+                line = _with_error(line, fault.error) if fault.error is not None else _degraded(line, fault)
                 copies = fault.copies
             out.write((orjson.dumps(line) + b"\n") * copies)
             if "error" in line:
@@ -72,12 +73,19 @@ def run_lines(kind: str, model_name: str, source: Path, dest: Path, faults: Line
     return LineCounts(succeeded=ok, failed=failed)
 
 
-def _identity(line: dict[str, Any], n: int) -> str:
+def identity(line: dict[str, Any], n: int) -> str:
     """What a line's fault is drawn by: its key, else its metadata's key, else its position."""
     key = line.get("key")
     if key is None and isinstance(line.get("metadata"), dict):
         key = line["metadata"].get("key")
     return f"#{n}" if key is None else str(key)
+
+
+def _degraded(line: dict[str, Any], fault: LineFault) -> dict[str, Any]:
+    """The line with its response blocked or cut, as the fault says (an error line stays as it is)."""
+    if "response" not in line:
+        return line
+    return {**line, "response": degrade(line["response"], fault)}
 
 
 def _with_error(line: dict[str, Any], error: ApiError) -> dict[str, Any]:

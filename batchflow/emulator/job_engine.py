@@ -4,6 +4,10 @@ Every job is `jobs_dir/ID.json`. A background worker does a job's work (`_run`) 
 the lock; a job is seen finished once its time has come *and* that work is done (a blocking `_advance`, a `get`,
 waits for it). A restarted engine on the same directory queues its unfinished jobs again. Only the final state is
 written, once, and the fault plan may force it (`_decide_outcome`).
+
+The plan also decides, when a job is created, whether it is stuck (PENDING, never due), whether its output comes
+late or goes away, and whether a cancel still delivers its finished lines; those decisions are kept on the record.
+A job that never ends on its own (stuck, or stalled by the plan) ends at the service's time limit (`_time_limit`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from batchflow.emulator.faults import FaultPlan
-from batchflow.emulator.jobs import LIVE
+from batchflow.emulator.jobs import ALIVE, LIVE, start_time
 from batchflow.emulator.store import Record, load_records, save_record
 
 
@@ -27,18 +31,32 @@ class Job(Record, Protocol):
     seq: int
     state: str
     computed: bool
+    create_time: float
     due_time: float
     update_time: float
     end_time: float | None
     error: dict[str, Any] | None
+    stuck: bool
+    late_output: bool
+    output_gone: bool
+    cancel_delivers: bool
+    partial: bool
+    output_at: float | None
+    gone_at: float | None
 
     @property
     def display_name(self) -> str | None:
         """The name the fault plan matches."""
 
+    @property
+    def has_output(self) -> bool:
+        """Whether the job ended with answers."""
+
 
 J = TypeVar("J", bound=Job)
 Result = TypeVar("Result")
+HOUR = 3600.0
+_STALLED_PROGRESS = 0.5  # the share of its lines a job held past its due time (stalled) has finished
 
 
 class JobEngine(ABC, Generic[J, Result]):
@@ -59,7 +77,7 @@ class JobEngine(ABC, Generic[J, Result]):
         self._worker = threading.Thread(target=self._work, name=worker_name, daemon=True)
         self._worker.start()
         for job in self._jobs.values():
-            if job.state == LIVE and not job.computed:
+            if job.state in ALIVE and not job.computed:
                 self._queue.put(job.id)
 
     def close(self) -> None:
@@ -84,6 +102,18 @@ class JobEngine(ABC, Generic[J, Result]):
         """The final state of a due, computed job the fault plan leaves alone."""
         return "SUCCEEDED"
 
+    def _time_limit(self, job: J) -> tuple[float, str]:
+        """When a job that does not end on its own (stuck or stalled) is ended, and how. Gemini: EXPIRED 48 h after
+        its creation, with nothing returned."""
+        return job.create_time + (self.faults.service.expire_after or 48 * HOUR), "EXPIRED"
+
+    def _keep_finished(self, job: J, progress: float) -> None:
+        """Cut a cancelled job's computed output down to the lines finished by then (`progress`, 0..1), marking
+        it `partial` when any are left (under the lock)."""
+
+    def _ended(self, job: J) -> None:
+        """What follows a job's end (under the lock, the record saved): e.g. making its output readable."""
+
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def _add(self, job: J) -> None:
@@ -91,11 +121,23 @@ class JobEngine(ABC, Generic[J, Result]):
         with self._lock:
             self._seq += 1
             job.seq = self._seq
+            self._mark_faults(job)
             save_record(self._dir, job)
             self._jobs[job.id] = job
 
+    def _mark_faults(self, job: J) -> None:
+        """Keep on a new job what the fault plan decides at its creation."""
+        found = self.faults.job_faults(job.id, job.display_name)
+        job.stuck, job.late_output = found.stuck, found.late_output
+        job.output_gone, job.cancel_delivers = found.output_gone, found.cancel_delivers
+
     def _advance(self, job: J, *, block: bool) -> None:
-        if job.state != LIVE or self._clock() < job.due_time:
+        if job.state != LIVE:
+            return
+        if job.stuck:
+            self._end_if_over_time(job)
+            return
+        if self._clock() < job.due_time:
             return
         if not job.computed:
             if not block:
@@ -103,7 +145,32 @@ class JobEngine(ABC, Generic[J, Result]):
             self._compute(job.id)
         with self._lock:
             if job.state == LIVE and job.computed and self._jobs.get(job.id) is job:
-                self._end(job, self._decide_outcome(job))
+                outcome = self._decide_outcome(job)
+                if outcome == LIVE:  # stalled
+                    self._end_if_over_time(job)
+                else:
+                    self._end(job, outcome)
+
+    def _end_if_over_time(self, job: J) -> None:
+        deadline, state = self._time_limit(job)
+        with self._lock:
+            if self._clock() < deadline or not self._is_live(job):
+                return
+            job.error = {"code": 4 if state == "EXPIRED" else 1,
+                         "message": f"{self.failed_noun} {state.lower()}: it did not finish in time."}
+            self.faults.note(f"job_time_limit_{state.lower()}")
+            if state == "CANCELLED" and job.computed:
+                self._keep_finished(job, self._progress(job, self._clock()))
+            self._end(job, state)
+
+    def _progress(self, job: J, at: float) -> float:
+        """How far a live job had got at `at` (0..1): nothing while PENDING, then in proportion to its time."""
+        start = start_time(job.create_time, job.due_time)
+        if job.stuck or at < start or at <= job.create_time:
+            return 0.0
+        if at >= job.due_time:
+            return _STALLED_PROGRESS
+        return (at - start) / (job.due_time - start)
 
     def _decide_outcome(self, job: J) -> str:
         """The one place a due job's final state is chosen: the fault plan first (FAILED, EXPIRED, or STALL)."""
@@ -120,11 +187,18 @@ class JobEngine(ABC, Generic[J, Result]):
             return
         now = self._clock()
         job.state, job.end_time, job.update_time = state, now, now
+        if job.has_output:
+            service = self.faults.service
+            if job.late_output:
+                job.output_at = now + service.late_seconds
+            if job.output_gone:
+                job.gone_at = (job.output_at or now) + service.retention
         save_record(self._dir, job)
+        self._ended(job)
 
     def _is_live(self, job: J) -> bool:
         with self._lock:
-            return self._jobs.get(job.id) is job and job.state == LIVE
+            return self._jobs.get(job.id) is job and job.state in ALIVE
 
     def _compute(self, job_id: str) -> None:
         """Do a job's work once; a job cancelled or deleted meanwhile keeps nothing."""
@@ -133,7 +207,7 @@ class JobEngine(ABC, Generic[J, Result]):
         with lock:
             with self._lock:
                 job = self._jobs.get(job_id)
-                if job is None or job.state != LIVE or job.computed:
+                if job is None or job.state not in ALIVE or job.computed:
                     return
             result = self._run(job)
             with self._lock:

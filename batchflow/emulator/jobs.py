@@ -1,8 +1,8 @@
 """Batch job records: one JSON file per job under `jobs/`, and the Operation-shaped resource they render to.
 
 A live job's state is not stored: it follows from the clock (PENDING for the first quarter of its time, then
-RUNNING), so a job whose time came while the emulator was down is simply due when next looked at. Only the
-final state is written, once, by the engine.
+RUNNING; always PENDING for a job the fault plan made `stuck`), so a job whose time came while the emulator was
+down is simply due when next looked at. Only the final state is written, once, by the engine.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 from batchflow.emulator.store import rfc3339
 
 LIVE = "LIVE"
+CANCELLING = "CANCELLING"  # Vertex only: cancelled, not yet ended
+ALIVE = frozenset({LIVE, CANCELLING})  # a job whose work may still be kept
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
 _PENDING_SHARE = 0.25
 _TYPE_PREFIX = "type.googleapis.com/google.ai.generativelanguage.v1main."
@@ -40,15 +42,36 @@ class JobRecord:
     failed: int = 0
     output_file: str | None = None
     error: dict[str, Any] | None = field(default=None)
+    input_tokens: int = 0  # the input's token estimate, counted against `quota.enqueued_tokens`
+    # what the fault plan decided at creation (faults.JobFaults), and what followed from it
+    stuck: bool = False
+    late_output: bool = False
+    output_gone: bool = False
+    cancel_delivers: bool = False
+    partial: bool = False  # cancelled, with the lines it had finished
+    output_at: float | None = None  # the output can be read from then on (None: from the end)
+    gone_at: float | None = None  # the output is deleted then (None: kept)
 
     @property
     def name(self) -> str:
         """The resource name, `batches/ID`."""
         return f"batches/{self.id}"
 
+    @property
+    def has_output(self) -> bool:
+        """Whether the job ended with answers: SUCCEEDED, or CANCELLED with those it had finished."""
+        return self.state == "SUCCEEDED" or self.partial
+
     def visible_state(self, now: float) -> str:
         """The state a client sees now (without the BATCH_STATE_ prefix)."""
-        return live_state(self.create_time, self.due_time, now) if self.state == LIVE else self.state
+        if self.state != LIVE:
+            return self.state
+        return "PENDING" if self.stuck else live_state(self.create_time, self.due_time, now)
+
+
+def output_visible(output_at: float | None, gone_at: float | None, now: float) -> bool:
+    """Whether a finished job's output can be read now: from `output_at` on, before `gone_at` (Gemini or Vertex)."""
+    return (output_at is None or now >= output_at) and (gone_at is None or now < gone_at)
 
 
 def start_time(create_time: float, due_time: float) -> float:
@@ -86,15 +109,17 @@ def resource(job: JobRecord, now: float, inline: list[dict[str, Any]] | None) ->
 
 
 def _output(job: JobRecord, inline: list[dict[str, Any]] | None) -> dict[str, Any] | None:
-    if job.state != "SUCCEEDED":
+    """The file an output is in (named even when it cannot be read yet, or any more), or the inline answers
+    (None when they cannot be read now)."""
+    if not job.has_output:
         return None
     if job.output_file is not None:
         return {"responsesFile": f"files/{job.output_file}"}
-    return {"inlinedResponses": {"inlinedResponses": inline or []}}
+    return None if inline is None else {"inlinedResponses": {"inlinedResponses": inline}}
 
 
 def _stats(job: JobRecord, state: str) -> dict[str, str]:
-    done = state == "SUCCEEDED"
+    done = job.has_output
     return {"requestCount": str(job.request_count),
             "successfulRequestCount": str(job.succeeded if done else 0),
             "failedRequestCount": str(job.failed if done else 0),

@@ -33,6 +33,11 @@ def tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4)
 
 
+def byte_tokens(size: int) -> int:
+    """The same estimate for `size` bytes of input (a job's whole input, for the enqueued-token quota)."""
+    return max(1, (size + 3) // 4)
+
+
 def generate(request: Any, model: str) -> dict[str, Any]:
     """A GenerateContentResponse for one request; raises ApiError(400) for an invalid request."""
     check_generate_request(request)

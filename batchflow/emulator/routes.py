@@ -138,12 +138,14 @@ def _upload_chunk(call: Call, upload_id: str) -> Reply:
 
 def get_file(call: Call) -> Reply:
     """GET files/ID."""
+    call.engine.settle_file(call.params["id"])
     return Reply(json=call.engine.files.get(call.params["id"]).resource(call.base_url))
 
 
 def list_files(call: Call) -> Reply:
     """GET files?pageSize&pageToken."""
     size = page_size(call.query.get("pageSize"), _DEFAULT_PAGE, _MAX_PAGE)
+    call.engine.settle_files()
     records, token = call.engine.files.list(size, call.query.get("pageToken"))
     body: dict[str, Any] = {"files": [r.resource(call.base_url) for r in records]}
     if token:
@@ -160,6 +162,7 @@ def delete_file(call: Call) -> Reply:
 def download_file(call: Call) -> Reply:
     """GET files/ID:download?alt=media: the raw bytes, streamed from disk."""
     files = call.engine.files
+    call.engine.settle_file(call.params["id"])
     record = files.get(call.params["id"])
     return Reply(file=files.data_path(record.id), content_type=record.mime_type)
 

@@ -24,9 +24,11 @@ from typing import Any
 import orjson
 
 from batchflow.emulator import model, proto_json
+from batchflow.emulator.degraded import degrade
 from batchflow.emulator.errors import ApiError, invalid_argument
 from batchflow.emulator.faults import LineFaults
 from batchflow.emulator.validate import check_embed_request, field
+from batchflow.emulator.vertex_echo import echo
 
 LINES_PER_PART = 1000  # one predictions file per this many lines...
 MAX_PARTS = 64  # ...up to this many; and at least two whenever there are two lines
@@ -73,28 +75,48 @@ def is_embedding_model(model_name: str) -> bool:
     return "embedding" in model_name.rsplit("/", 1)[-1]
 
 
+def kind_of(model_name: str) -> str:
+    """What a model's lines are: generate or embed."""
+    return "embed" if is_embedding_model(model_name) else "generate"
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a job writes its predictions: the echo's shape, and whether they wait on local disk (`defer`) for the
+    engine to publish them when the job ends."""
+
+    defer: bool = False
+    reserialise: bool = True
+    drop_labels: bool = False
+
+
 def run_job(job_id: str, model_name: str, uris: list[str], output_dir: str, work: Path,
             clock: Callable[[], float], keep: Callable[[], bool], faults: LineFaults | None = None,
-            parameters: Mapping[str, Any] | None = None) -> JobResult:
-    """Read, answer and write one job; `keep()` is asked before uploading (a cancelled job writes nothing)."""
+            parameters: Mapping[str, Any] | None = None, output: Output = Output()) -> JobResult:
+    """Read, answer and write one job; `keep()` is asked before uploading (a cancelled job writes nothing).
+    Deferred predictions stay in `kept_parts(work, job_id)`."""
     fs = filesystem()
     staged = work / f"{job_id}.input.jsonl"
     parts: list[Path] = []
+    published = False
     try:
         count = stage_input(fs, uris, staged)
         if count == 0:
             raise InputError(3, f"No instances found in the input {', '.join(uris)}.")
         parts = [work / f"{job_id}.part{i}.jsonl" for i in range(part_count(count))]
-        ok, failed = answer_lines(model_name, staged, parts, job_id, clock, faults, parameters)
-        if keep():
+        ok, failed = answer_lines(model_name, staged, parts, job_id, clock, faults, parameters,
+                                  lambda request: echo(request, reserialise=output.reserialise,
+                                                       drop_labels=output.drop_labels))
+        if keep() and not output.defer:
             upload(fs, parts, output_dir)
+        published = output.defer and keep()
         return JobResult(count, ok, failed)
     except InputError as exc:
         return JobResult(error={"code": exc.code, "message": exc.message})
     except FileNotFoundError as exc:  # the output bucket does not exist
         return JobResult(error={"code": 5, "message": f"Failed to write the output to {output_dir}: {exc}"})
     finally:
-        for path in (staged, *parts):
+        for path in (staged, *([] if published else parts)):
             path.unlink(missing_ok=True)
 
 
@@ -151,10 +173,12 @@ def part_count(lines: int) -> int:
 
 
 def answer_lines(model_name: str, source: Path, parts: list[Path], seed: str, clock: Callable[[], float],
-                 faults: LineFaults | None = None, parameters: Mapping[str, Any] | None = None) -> tuple[int, int]:
+                 faults: LineFaults | None = None, parameters: Mapping[str, Any] | None = None,
+                 echoed: Callable[[Any], Any] | None = None) -> tuple[int, int]:
     """Answer every line of `source` into the `parts` files, shuffled; (succeeded, failed).
 
-    A fault plan's `faults` may replace a line's answer by an error, drop the line or write it twice.
+    A fault plan's `faults` may replace a line's answer by an error, block or cut it, drop the line or write it
+    twice; `echoed` gives what a line echoes of its request (default: the request as sent).
     """
     rng = random.Random(seed)  # a str seed is hashed with SHA-512: the same on every run and machine
     embed = is_embedding_model(model_name)
@@ -178,6 +202,10 @@ def answer_lines(model_name: str, source: Path, parts: list[Path], seed: str, cl
                 fault = faults(_identity(line, n)) if faults is not None else None
                 if fault is not None and fault.error is not None:
                     line, good = _with_error(line, fault.error), False
+                elif "response" in line:
+                    line["response"] = degrade(line["response"], fault)
+                if echoed is not None and "request" in line:
+                    line["request"] = echoed(line["request"])
                 ok, failed = ok + good, failed + (not good)
                 window.extend([orjson.dumps(line) + b"\n"] * (1 if fault is None else fault.copies))
                 if len(window) >= _SHUFFLE_WINDOW:
@@ -190,7 +218,8 @@ def upload(fs: Any, parts: list[Path], output_dir: str) -> None:
     """Write the prediction files under the output directory."""
     base = output_dir.removeprefix("gs://").rstrip("/")
     for i, part in enumerate(parts, start=1):
-        fs.put_file(str(part), f"{base}/predictions_{i:05d}.jsonl")
+        if part.stat().st_size:  # a partial output may leave a file empty
+            fs.put_file(str(part), f"{base}/predictions_{i:05d}.jsonl")
 
 
 def answer_line(raw: bytes, model_id: str, embed: bool, clock: Callable[[], float],

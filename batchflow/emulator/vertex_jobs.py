@@ -4,7 +4,8 @@ A create body is what google-genai sends in Vertex mode (`_CreateBatchJobParamet
 `{"model": "publishers/google/models/M", "displayName", "inputConfig": {"instancesFormat": "jsonl",
 "gcsSource": {"uris": [...]}}, "outputConfig": {"predictionsFormat": "jsonl", "gcsDestination":
 {"outputUriPrefix": "gs://..."}}}`. As for Gemini jobs, a live job's state follows from the clock (PENDING for
-the first quarter of its time, then RUNNING) and only the final state is written.
+the first quarter of its time, then RUNNING; always PENDING when stuck) and only the final state is written. A
+cancelled job is CANCELLING for a while (`cancel_time`), then ends as `cancel_outcome` says.
 
 A job whose lines partly failed still ends SUCCEEDED, with `completionStats.failedCount` > 0: that is what the
 service reports for Gemini batch jobs (JOB_STATE_PARTIALLY_SUCCEEDED exists in the enum but is not used for it).
@@ -20,7 +21,7 @@ from typing import Any
 
 from batchflow.emulator import vertex_bigquery
 from batchflow.emulator.errors import invalid_argument
-from batchflow.emulator.jobs import LIVE, TERMINAL, live_state, start_time
+from batchflow.emulator.jobs import CANCELLING, LIVE, TERMINAL, live_state, start_time
 from batchflow.emulator.store import rfc3339
 from batchflow.emulator.validate import field as proto_field
 
@@ -53,6 +54,16 @@ class VertexJob:
     succeeded: int = 0
     failed: int = 0
     error: dict[str, Any] | None = field(default=None)
+    # what the fault plan decided at creation (faults.JobFaults), and what followed from it
+    stuck: bool = False
+    late_output: bool = False
+    output_gone: bool = False
+    cancel_delivers: bool = False
+    partial: bool = False  # cancelled, with the predictions it had finished
+    output_at: float | None = None  # the predictions are uploaded then (None: when the job ends)
+    gone_at: float | None = None  # the predictions are deleted then (None: kept, or deleted already)
+    cancel_time: float | None = None  # when a cancel moved it to CANCELLING
+    cancel_outcome: str | None = None  # how CANCELLING ends: CANCELLED or SUCCEEDED
 
     @property
     def name(self) -> str:
@@ -69,9 +80,21 @@ class VertexJob:
         """When the job starts RUNNING."""
         return start_time(self.create_time, self.due_time)
 
+    @property
+    def has_output(self) -> bool:
+        """Whether the job ended with predictions: SUCCEEDED, or CANCELLED with those it had finished."""
+        return self.state == "SUCCEEDED" or self.partial
+
+    @property
+    def deferred(self) -> bool:
+        """Whether its predictions wait on local disk until the job ends (late, or partial on a cancel)."""
+        return self.late_output or self.cancel_delivers
+
     def visible_state(self, now: float) -> str:
         """The state a client sees now (without the JOB_STATE_ prefix)."""
-        return live_state(self.create_time, self.due_time, now) if self.state == LIVE else self.state
+        if self.state != LIVE:
+            return self.state
+        return "PENDING" if self.stuck else live_state(self.create_time, self.due_time, now)
 
 
 def parent(project: str, location: str) -> str:
@@ -170,10 +193,10 @@ def resource(job: VertexJob, now: float) -> dict[str, Any]:
         body["labels"] = job.labels
     if job.model_parameters:
         body["modelParameters"] = job.model_parameters
-    started = state != "PENDING" and (job.end_time is None or job.end_time >= job.start_time)
+    started = state != "PENDING" and not job.stuck and (job.end_time is None or job.end_time >= job.start_time)
     if started:
         body["startTime"] = rfc3339(job.start_time)
-    if state in ("RUNNING", "SUCCEEDED"):
+    if state in ("RUNNING", CANCELLING, "SUCCEEDED") or job.partial:
         bigquery = vertex_bigquery.is_bigquery(job.input_config)
         body["outputInfo"] = vertex_bigquery.output_info(job.output_dir) if bigquery else \
             {"gcsOutputDirectory": job.output_dir}
