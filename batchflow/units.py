@@ -52,6 +52,8 @@ def parse_share(value: int | str) -> int | float:
     """``max_failed``: an int stays a count; ``"1%"`` becomes the share ``0.01``."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
+    if isinstance(value, float) and value.is_integer() and value >= 0:  # JSON Schema's integer: 3.0 is 3
+        return int(value)
     if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+(\.[0-9]+)?\s*%\s*", value):
         return float(value.strip().rstrip("%")) / 100
     raise ValueError(f"not a count or a percentage: {value!r}")
