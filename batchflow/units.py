@@ -48,7 +48,7 @@ def parse_size(value: int | str) -> int:
     return int(float(number) * base ** _POWER[unit[0].lower()])
 
 
-def parse_share(value: int | str) -> int | float:
+def parse_share(value: int | float | str) -> int | float:
     """``max_failed``: an int stays a count; ``"1%"`` becomes the share ``0.01``."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
