@@ -141,7 +141,8 @@ class Harness:
         return run.last_mark() or guess
 
     def check(self, name: str, spec: Any) -> int:
-        """Record what is wrong with the round's output and jobs; returns how many rows are not ok."""
+        """Record what is wrong with the round's output and jobs; returns how many rows ended in errors that may
+        pass if sent again (a blocked prompt or a 4xx would not: those are kept, never sent again)."""
         out = Path(spec.output.path)
         rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
         got = [r["key"] for r in rows]
@@ -155,6 +156,7 @@ class Harness:
         if bad and (self.args.strict or not self.args.faults):
             self.problems.append(f"{name}: rows not ok: {dict(bad)}")
         self.bad_rows += bad
+        passing = sum(r["status"] != "ok" and not _final(r) for r in rows)
         creates = self.creates(name)
         self.display_names += len(creates)
         for display, n in sorted(creates.items()):
@@ -164,7 +166,7 @@ class Harness:
         known = {j.display_name for _, j in state.jobs() if j.name} if state else set()
         for display in sorted(set(creates) - known):
             self.problems.append(f"{name}: {display} was created but the state does not know it (an orphan job)")
-        return sum(bad.values())
+        return passing
 
     def creates(self, name: str) -> dict[str, int]:
         made: dict[str, int] = self.stats()["creates_by_display_name"]
@@ -182,9 +184,12 @@ class Harness:
             "version": 1, "name": name, "backend": {"type": "gemini", "base_url": self.url},
             "model": "gemini-2.5-flash", "source": {"type": "files", "path": "data/in.jsonl"}, "key": "{{ id }}",
             "prompt": "Say something about {{ text }}",
-            "jobs": {"max_requests": math.ceil(a.records / a.jobs), "max_concurrent": a.jobs, "poll_interval": "0.05s"},
+            "jobs": {"max_requests": math.ceil(a.records / a.jobs), "max_concurrent": a.jobs, "poll_interval": "0.05s",
+                     # the fault plan's stuck jobs and late outputs are seconds long here, not hours
+                     "stuck_after": "1s", "output_wait": "2s"},
             "retry": {"job_attempts": attempts, "request_attempts": attempts,
-                      "backoff": {"initial": "0.05s", "max": "0.2s"}},
+                      "backoff": {"initial": "0.05s", "max": "0.2s"},
+                      **({"on": ["max_tokens"]} if a.faults else {})},
             "output": {"type": "files", "path": f"out/{name}.jsonl", "include_record": False,
                        "max_failed": a.records if a.faults else 0},
         }
@@ -274,6 +279,22 @@ def start_gcs(work: Path) -> subprocess.Popen[bytes]:
     storage.Client(project="harness", credentials=AnonymousCredentials()).create_bucket(  # type: ignore[no-untyped-call]
         "harness")
     return proc
+
+
+def _final(row: dict[str, Any]) -> bool:
+    """A row whose error would come back the same (batchflow keeps it and does not send it again)."""
+    error = row.get("error") or {}
+    code = error.get("code")
+    return str(error.get("message", "")).startswith("blocked:") or (
+        isinstance(code, int) and 400 <= code < 500 and code not in (408, 429))
+
+
+def _final(row: dict[str, Any]) -> bool:
+    """A row whose error would come back the same (batchflow keeps it and does not send it again)."""
+    error = row.get("error") or {}
+    code = error.get("code")
+    return str(error.get("message", "")).startswith("blocked:") or (
+        isinstance(code, int) and 400 <= code < 500 and code not in (408, 429))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,18 @@ def test_eight_kills_lose_nothing_and_create_nothing_twice(repo_root: Path, tmp_
     assert out.rstrip().endswith("OK") and "VIOLATION" not in out
 
 
+def test_kills_lose_nothing_under_the_services_misbehaviours(repo_root: Path, tmp_path: Path) -> None:
+    """Stuck jobs, quota 429s on create, late outputs, blocked prompts and cut answers, with kills among them."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("seed: 2\njobs: {stuck: 0.2, late_output: 0.3}\noutput: {late_seconds: 0.5s}\n"
+                    "quota: {enqueued_tokens: 40000}\nrequests: {blocked: 0.02, max_tokens: 0.05}\n", encoding="utf-8")
+    done = _harness(repo_root, tmp_path, "--kills", "5", "--seed", "5", "--records", "400", "--jobs", "4",
+                    "--faults", str(plan))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"creates: \d+ display names, at most 1 create each", done.stdout)
+    assert "VIOLATION" not in done.stdout and done.stdout.rstrip().endswith("OK")
+
+
 def test_a_lost_row_is_a_violation_and_exits_1(repo_root: Path, tmp_path: Path) -> None:
     # every request line fails, in every retry: the rows carry errors, which --strict does not allow
     plan = tmp_path / "plan.yaml"
