@@ -176,7 +176,7 @@ def test_list_filters_by_state_and_display_name_and_pages(
     names = [wait_done(client, _create(client, src, f"gs://{bucket}/o{i}", f"list-{i % 2}")).name for i in range(4)]
     listed = client.batches.list(config=types.ListBatchJobsConfig(filter='display_name="list-0"'))
     assert [j.name for j in listed] == [names[2], names[0]]
-    both = 'state="JOB_STATE_SUCCEEDED" AND displayName="list-1"'
+    both = 'state="JOB_STATE_SUCCEEDED" AND display_name="list-1"'
     assert [j.name for j in client.batches.list(config=types.ListBatchJobsConfig(filter=both))] == [names[3], names[1]]
     assert not list(client.batches.list(config=types.ListBatchJobsConfig(filter="state=JOB_STATE_RUNNING")))
     _, first = _raw(emulator, "GET", f"{PARENT}/batchPredictionJobs?pageSize=3")
@@ -185,6 +185,32 @@ def test_list_filters_by_state_and_display_name_and_pages(
     assert [j["name"] for j in rest["batchPredictionJobs"]] == names[:1] and "nextPageToken" not in rest
     status, reply = _raw(emulator, "GET", f"{PARENT}/batchPredictionJobs?filter=create_time%3E%222020%22")
     assert status == 400 and reply["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_list_takes_aip160_filters_through_the_sdk(client: genai.Client, fs: Any, bucket: str) -> None:
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(0)])
+    extra = types.HttpOptions(extra_body={"labels": {"team": "a"}})
+    labelled = client.batches.create(model=MODEL, src=src, config=types.CreateBatchJobConfig(
+        dest=f"gs://{bucket}/l", display_name="dc-labelled", http_options=extra)).name
+    assert labelled
+    plain = _create(client, src, f"gs://{bucket}/p", "dc-plain")
+    other = _create(client, src, f"gs://{bucket}/o", "other", model="gemini-2.5-pro")
+    jobs = [wait_done(client, name) for name in (labelled, plain, other)]
+    since = jobs[1].create_time
+    assert since
+
+    def listed(text: str) -> list[str | None]:
+        return [j.name for j in client.batches.list(config=types.ListBatchJobsConfig(filter=text))]
+
+    assert listed('display_name:"dc-*"') == [plain, labelled]
+    assert listed('NOT display_name:"dc-*" OR labels.team:*') == [other, labelled]
+    assert listed('state!="JOB_STATE_SUCCEEDED" OR display_name="dc-plain"') == [plain]
+    assert listed('display_name="other" OR display_name="dc-plain" AND model_display_name="gemini-2.5-pro"') \
+        == [other]  # OR before AND
+    assert listed(f'create_time>="{since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}" AND -labels.team=a') == [other, plain]
+    with pytest.raises(errors.ClientError) as info:
+        listed('displayName="other"')
+    assert info.value.code == 400 and "displayName" in str(info.value.message)
 
 
 def test_cancel_ends_a_live_job_cancelled(tmp_path: Path, fs: Any, bucket: str) -> None:

@@ -24,6 +24,10 @@ from batchflow.emulator.jobs import LIVE, TERMINAL, live_state, start_time
 from batchflow.emulator.store import rfc3339
 from batchflow.emulator.validate import field as proto_field
 
+# JobState in its proto order: the number of a name is its index (`$alt=json;enum-encoding=int` answers those)
+JOB_STATES = tuple(f"JOB_STATE_{name}" for name in (
+    "UNSPECIFIED", "QUEUED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED", "PAUSED",
+    "EXPIRED", "UPDATING", "PARTIALLY_SUCCEEDED"))
 _GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{2,221}(/.*)?$")
 _MODEL = re.compile(r"^(projects/[^/]+/locations/[^/]+/)?(publishers/[^/]+/)?models/[^/]+$")
 
