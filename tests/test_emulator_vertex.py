@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,7 @@ def test_list_filters_by_state_and_display_name_and_pages(
     assert [j["name"] for j in rest["batchPredictionJobs"]] == names[:1] and "nextPageToken" not in rest
     status, reply = _raw(emulator, "GET", f"{PARENT}/batchPredictionJobs?filter=create_time%3E%222020%22")
     assert status == 400 and reply["error"]["status"] == "INVALID_ARGUMENT"
+    assert _raw(emulator, "GET", "projects/proj/locations/elsewhere/batchPredictionJobs") == (200, {})
 
 
 def test_list_takes_aip160_filters_through_the_sdk(client: genai.Client, fs: Any, bucket: str) -> None:
@@ -211,6 +213,39 @@ def test_list_takes_aip160_filters_through_the_sdk(client: genai.Client, fs: Any
     with pytest.raises(errors.ClientError) as info:
         listed('displayName="other"')
     assert info.value.code == 400 and "displayName" in str(info.value.message)
+
+
+def test_job_times_never_lie_ahead_of_the_answer_and_error_only_on_failed_or_cancelled(
+        tmp_path: Path, fs: Any, bucket: str) -> None:
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(0)])
+    with start_in_thread(tmp_path / "emu", job_seconds=60) as emu:
+        status, created = _raw(emu, "POST", f"{PARENT}/batchPredictionJobs", _body(src, f"gs://{bucket}/out"))
+        assert status == 200
+        _raw(emu, "POST", f"{created['name']}:cancel", {})
+        asked = time.time()
+        _, job = _raw(emu, "GET", created["name"])
+    assert job["state"] == "JOB_STATE_CANCELLED" and "startTime" not in job
+    times = [_epoch(job[key]) for key in ("createTime", "updateTime", "endTime")]
+    assert times == sorted(times) and times[-1] <= asked
+
+
+def test_an_expired_job_carries_no_error(tmp_path: Path, fs: Any, bucket: str) -> None:
+    plan = tmp_path / "faults.json"
+    plan.write_text(json.dumps({"seed": 1, "jobs": {"expire": 1}}))
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(0)])
+    with start_in_thread(tmp_path / "emu", faults=load_faults(plan)) as emu, _client(emu) as client:
+        job = wait_done(client, _create(client, src, f"gs://{bucket}/out"))
+        assert job.state == types.JobState.JOB_STATE_EXPIRED and job.error is None
+
+
+def _body(src: str, dest: str) -> dict[str, Any]:
+    return {"displayName": "raw", "model": f"publishers/google/models/{MODEL}",
+            "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": [src]}},
+            "outputConfig": {"predictionsFormat": "jsonl", "gcsDestination": {"outputUriPrefix": dest}}}
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def test_cancel_ends_a_live_job_cancelled(tmp_path: Path, fs: Any, bucket: str) -> None:

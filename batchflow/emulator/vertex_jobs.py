@@ -28,6 +28,7 @@ from batchflow.emulator.validate import field as proto_field
 JOB_STATES = tuple(f"JOB_STATE_{name}" for name in (
     "UNSPECIFIED", "QUEUED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED", "PAUSED",
     "EXPIRED", "UPDATING", "PARTIALLY_SUCCEEDED"))
+_ERROR_STATES = frozenset({"FAILED", "CANCELLED"})  # `error`: "Only populated when the job's state is" one of these
 _GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{2,221}(/.*)?$")
 _MODEL = re.compile(r"^(projects/[^/]+/locations/[^/]+/)?(publishers/[^/]+/)?models/[^/]+$")
 
@@ -162,19 +163,22 @@ def _labels(labels: Any) -> dict[str, str] | None:
 
 
 def resource(job: VertexJob, now: float) -> dict[str, Any]:
-    """The BatchPredictionJob resource as the service returns it (int64 counts as strings, per proto-JSON)."""
+    """The BatchPredictionJob resource as the service returns it (int64 counts as strings, per proto-JSON).
+
+    No time in it lies after `now`: a job cancelled before it would have started never started.
+    """
     state = job.visible_state(now)
+    started = state != "PENDING" and job.start_time <= (now if job.end_time is None else job.end_time)
     body: dict[str, Any] = {
         "name": job.name, "displayName": job.display_name, "model": job.model,
         "inputConfig": job.input_config, "outputConfig": job.output_config, "state": f"JOB_STATE_{state}",
         "createTime": rfc3339(job.create_time),
-        "updateTime": rfc3339(max(job.update_time, job.start_time if state != "PENDING" else 0.0)),
+        "updateTime": rfc3339(max(job.update_time, job.start_time) if started else job.update_time),
     }
     if job.labels:
         body["labels"] = job.labels
     if job.model_parameters:
         body["modelParameters"] = job.model_parameters
-    started = state != "PENDING" and (job.end_time is None or job.end_time >= job.start_time)
     if started:
         body["startTime"] = rfc3339(job.start_time)
     if state in ("RUNNING", "SUCCEEDED"):
@@ -187,7 +191,7 @@ def resource(job: VertexJob, now: float) -> dict[str, Any]:
         incomplete = max(0, job.request_count - job.succeeded - job.failed) if job.computed else job.request_count
         body["completionStats"] = {"successfulCount": str(job.succeeded), "failedCount": str(job.failed),
                                    "incompleteCount": str(incomplete)}
-    if job.error is not None:
+    if job.error is not None and state in _ERROR_STATES:
         body["error"] = job.error
     return body
 
