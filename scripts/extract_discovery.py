@@ -25,7 +25,8 @@ from typing import Any
 DISCOVERY_WHEEL = ("google-api-python-client", "2.202.0")
 GEMINI_WHEEL = ("google-ai-generativelanguage", "0.12.1")
 VERTEX_DOCUMENT = "googleapiclient/discovery_cache/documents/aiplatform.v1.json"
-VERTEX_ROOTS = {"generate": "GoogleCloudAiplatformV1GenerateContentRequest"}
+VERTEX_ROOTS = {"generate": "GoogleCloudAiplatformV1GenerateContentRequest",
+                "batchPredictionJob": "GoogleCloudAiplatformV1BatchPredictionJob"}  # a create body
 GEMINI_PACKAGE = "google.ai.generativelanguage.v1beta"
 GEMINI_ROOTS = {"generate": "GenerateContentRequest", "embed": "EmbedContentRequest"}
 _KEPT_KEYS = ("type", "format", "$ref", "items", "enum", "additionalProperties")

@@ -238,6 +238,19 @@ def test_an_expired_job_carries_no_error(tmp_path: Path, fs: Any, bucket: str) -
         assert job.state == types.JobState.JOB_STATE_EXPIRED and job.error is None
 
 
+def test_create_refuses_an_unknown_field_as_googles_parser_does(emulator: RunningEmulator) -> None:
+    status, reply = _raw(emulator, "POST", f"{PARENT}/batchPredictionJobs",
+                         {**_body("gs://bkt/in.jsonl", "gs://bkt/out"), "notAField": True})
+    assert status == 400 and reply["error"]["status"] == "INVALID_ARGUMENT"
+    assert reply["error"]["message"] == "Invalid JSON payload received. Unknown name \"notAField\" at " \
+        "'batch_prediction_job': Cannot find field."
+    body = _body("gs://bkt/in.jsonl", "gs://bkt/out")
+    body["inputConfig"]["gcsSource"]["uri"] = "gs://bkt/x"
+    status, reply = _raw(emulator, "POST", f"{PARENT}/batchPredictionJobs", body)
+    assert status == 400 and "'batch_prediction_job.input_config.gcs_source'" in reply["error"]["message"]
+    assert emulator.engine.stats()["creates_by_display_name"] == {}
+
+
 def _body(src: str, dest: str) -> dict[str, Any]:
     return {"displayName": "raw", "model": f"publishers/google/models/{MODEL}",
             "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": [src]}},

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchflow.emulator import vertex_bigquery
+from batchflow.emulator import proto_json, vertex_bigquery
 from batchflow.emulator.errors import invalid_argument
 from batchflow.emulator.jobs import LIVE, TERMINAL, live_state, start_time
 from batchflow.emulator.store import rfc3339
@@ -94,6 +94,9 @@ def parse_create(body: Any, job_id: str, seq: int, project: str, location: str, 
     """A new job from a create body; raises ApiError(400) for a malformed one."""
     if not isinstance(body, Mapping):
         raise invalid_argument("The request body must be a BatchPredictionJob object")
+    # as Google's JSON parser reads it first: an unknown name or a mistyped value refuses the body (output-only
+    # fields parse, and are then ignored, as AIP-203 has services do)
+    proto_json.check("vertex", "batchPredictionJob", body, "batch_prediction_job")
     display_name = proto_field(body, "displayName")
     if not isinstance(display_name, str) or not display_name:
         raise invalid_argument("batch_prediction_job.display_name: required field is not set")
