@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the request schemas the emulator validates batch lines against, taken from Google's own published schemas.
+"""Write the schemas the emulator checks batch lines and Vertex create bodies against, from Google's published ones.
 
     python scripts/extract_discovery.py [--wheels DIR] [--out batchflow/emulator/google_schemas.json]
 

@@ -238,6 +238,18 @@ def test_an_expired_job_carries_no_error(tmp_path: Path, fs: Any, bucket: str) -
         assert job.state == types.JobState.JOB_STATE_EXPIRED and job.error is None
 
 
+def test_numeric_enums_when_asked_as_google_clients_ask(emulator: RunningEmulator, fs: Any, bucket: str) -> None:
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(0)])
+    numbers = "%24alt=json%3Benum-encoding%3Dint"
+    status, created = _raw(emulator, "POST", f"{PARENT}/batchPredictionJobs?{numbers}", _body(src, f"gs://{bucket}/o"))
+    assert status == 200 and created["state"] == 2  # JOB_STATE_PENDING
+    _, job = _raw(emulator, "GET", f"{created['name']}?{numbers}")
+    assert job["state"] == 4  # JOB_STATE_SUCCEEDED
+    _, page = _raw(emulator, "GET", f"{PARENT}/batchPredictionJobs?{numbers}")
+    assert [j["state"] for j in page["batchPredictionJobs"]] == [4]
+    assert _raw(emulator, "GET", created["name"])[1]["state"] == "JOB_STATE_SUCCEEDED"
+
+
 def test_create_refuses_an_unknown_field_as_googles_parser_does(emulator: RunningEmulator) -> None:
     status, reply = _raw(emulator, "POST", f"{PARENT}/batchPredictionJobs",
                          {**_body("gs://bkt/in.jsonl", "gs://bkt/out"), "notAField": True})

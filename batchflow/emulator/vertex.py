@@ -14,6 +14,7 @@ from typing import Any
 from batchflow.emulator.store import page_size
 from batchflow.emulator.vertex_engine import VertexJobs
 from batchflow.emulator.vertex_filter import parse_filter
+from batchflow.emulator.vertex_jobs import with_enum_numbers
 
 Handler = Callable[[VertexJobs, dict[str, str], dict[str, str], Any], Any]
 
@@ -24,19 +25,22 @@ _JOB = _COLLECTION + r"/(?P<id>[^/:]+)"
 
 def create(jobs: VertexJobs, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
     """POST …/batchPredictionJobs."""
-    return jobs.create(params["project"], params["location"], body)
+    return _as_asked(query)(jobs.create(params["project"], params["location"], body))
 
 
 def get(jobs: VertexJobs, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
     """GET …/batchPredictionJobs/ID."""
-    return jobs.get(params["project"], params["location"], params["id"])
+    return _as_asked(query)(jobs.get(params["project"], params["location"], params["id"]))
 
 
 def list_jobs(jobs: VertexJobs, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
     """GET …/batchPredictionJobs?pageSize&pageToken&filter."""
     size = page_size(query.get("pageSize"), _DEFAULT_PAGE, _MAX_PAGE)
     keep = parse_filter(query.get("filter", ""))
-    return jobs.list(params["project"], params["location"], size, query.get("pageToken"), keep)
+    page = jobs.list(params["project"], params["location"], size, query.get("pageToken"), keep)
+    if "batchPredictionJobs" in page:
+        page["batchPredictionJobs"] = [_as_asked(query)(job) for job in page["batchPredictionJobs"]]
+    return page
 
 
 def cancel(jobs: VertexJobs, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
@@ -47,6 +51,14 @@ def cancel(jobs: VertexJobs, params: dict[str, str], query: dict[str, str], body
 def delete(jobs: VertexJobs, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
     """DELETE …/batchPredictionJobs/ID → a finished Operation."""
     return jobs.delete(params["project"], params["location"], params["id"])
+
+
+def _as_asked(query: dict[str, str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """How a job is rendered for this request: enums by name (proto-JSON's default) or, when the query's `$alt` is
+    `json;enum-encoding=int` (what google-cloud-aiplatform's REST transport sends), by number."""
+    if "enum-encoding=int" in query.get("$alt", "").split(";"):
+        return with_enum_numbers
+    return lambda job: job
 
 
 # (method, path pattern after the version prefix, endpoint name for counters and fault plans, handler)

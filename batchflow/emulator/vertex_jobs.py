@@ -198,3 +198,8 @@ def resource(job: VertexJob, now: float) -> dict[str, Any]:
         body["error"] = job.error
     return body
 
+
+def with_enum_numbers(job: dict[str, Any]) -> dict[str, Any]:
+    """A rendered job with its `state` as the JobState number, for a client asking `$alt=json;enum-encoding=int`
+    (google-cloud-aiplatform's REST transport always does); `state` is the resource's only enum."""
+    return {**job, "state": JOB_STATES.index(job["state"])}
