@@ -28,6 +28,7 @@ _ORDER: dict[str, Callable[[int, int], bool]] = {
 _RFC3339 = re.compile(r"(?P<seconds>\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2})(?:\.(?P<fraction>\d{1,9}))?"
                       r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})")
 
+
 def parse_filter(text: str) -> JobFilter:
     """A predicate over (job, visible state) for a list filter; 400 for one the service would refuse."""
     test = filters.compile_filter(filters.parse(text), _bind)
@@ -71,16 +72,16 @@ def _create_time(restriction: filters.Restriction) -> _Test:
         raise invalid_argument(f"Invalid value {restriction.value!r} for create_time in filter; expected an RFC 3339 "
                                "timestamp such as \"2021-05-18T00:00:00Z\".")
     compare = _ORDER[restriction.comparator]
-    return lambda seen: compare(_nanos(rfc3339(seen[0].create_time)) or 0, bound)
+    return lambda seen: compare(_shown_nanos(seen[0].create_time), bound)
 
 
-def _labels(restriction: filters.Restriction) -> _Test:
+def _label_is_set(restriction: filters.Restriction) -> _Test:
     """`labels:KEY`: the label is set."""
     key = restriction.value
     return lambda seen: key in (seen[0].labels or {})
 
 
-def _label(restriction: filters.Restriction) -> _Test:
+def _label_value(restriction: filters.Restriction) -> _Test:
     """`labels.KEY=value`, `!=`, and `labels.KEY:pattern` (`labels.KEY:*`: the label is set, to anything)."""
     key = restriction.member.removeprefix("labels.")
     return _text_test(restriction, lambda job, state: (job.labels or {}).get(key))
@@ -101,6 +102,11 @@ def _text_test(restriction: filters.Restriction, read: Callable[[VertexJob, str]
     return has
 
 
+def _shown_nanos(epoch: float) -> int:
+    """A job time as its resource shows it (microseconds, rounded as `rfc3339` rounds), in nanoseconds."""
+    return _nanos(rfc3339(epoch)) or 0
+
+
 def _nanos(text: str) -> int | None:
     """Nanoseconds since the epoch of an RFC 3339 timestamp (the finest it can say); None if it is not one."""
     found = _RFC3339.fullmatch(text)
@@ -118,6 +124,6 @@ _FIELDS: dict[str, tuple[frozenset[str], Callable[[filters.Restriction], _Test]]
     "model_display_name": (_EQUALITY, _model_display_name),
     "state": (_EQUALITY, _state),
     "create_time": (filters.COMPARATORS - {":"}, _create_time),
-    "labels": (frozenset({":"}), _labels),
-    "labels.KEY": (_EQUALITY | {":"}, _label),
+    "labels": (frozenset({":"}), _label_is_set),
+    "labels.KEY": (_EQUALITY | {":"}, _label_value),
 }
