@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the request schemas the emulator validates batch lines against, taken from Google's own published schemas.
+"""Write the schemas the emulator checks batch lines and Vertex create bodies against, from Google's published ones.
 
     python scripts/extract_discovery.py [--wheels DIR] [--out batchflow/emulator/google_schemas.json]
 
@@ -25,7 +25,8 @@ from typing import Any
 DISCOVERY_WHEEL = ("google-api-python-client", "2.202.0")
 GEMINI_WHEEL = ("google-ai-generativelanguage", "0.12.1")
 VERTEX_DOCUMENT = "googleapiclient/discovery_cache/documents/aiplatform.v1.json"
-VERTEX_ROOTS = {"generate": "GoogleCloudAiplatformV1GenerateContentRequest"}
+VERTEX_ROOTS = {"generate": "GoogleCloudAiplatformV1GenerateContentRequest",
+                "batchPredictionJob": "GoogleCloudAiplatformV1BatchPredictionJob"}  # a create body
 GEMINI_PACKAGE = "google.ai.generativelanguage.v1beta"
 GEMINI_ROOTS = {"generate": "GenerateContentRequest", "embed": "EmbedContentRequest"}
 _KEPT_KEYS = ("type", "format", "$ref", "items", "enum", "additionalProperties")

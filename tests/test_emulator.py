@@ -284,3 +284,8 @@ def test_cli_prints_base_url_first_and_exits_cleanly_on_sigterm(tmp_path: Path) 
         assert proc.wait(10) == 0
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_empty_lists_omit_their_repeated_field_as_proto3_json_does(emulator: RunningEmulator) -> None:
+    for path in ("v1beta/batches", "v1beta/files", "v1beta1/publishers/acme/models"):
+        assert http_json("GET", f"{emulator.base_url}/{path}") == (200, {})

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,7 @@ def test_list_filters_by_state_and_display_name_and_pages(
     names = [wait_done(client, _create(client, src, f"gs://{bucket}/o{i}", f"list-{i % 2}")).name for i in range(4)]
     listed = client.batches.list(config=types.ListBatchJobsConfig(filter='display_name="list-0"'))
     assert [j.name for j in listed] == [names[2], names[0]]
-    both = 'state="JOB_STATE_SUCCEEDED" AND displayName="list-1"'
+    both = 'state="JOB_STATE_SUCCEEDED" AND display_name="list-1"'
     assert [j.name for j in client.batches.list(config=types.ListBatchJobsConfig(filter=both))] == [names[3], names[1]]
     assert not list(client.batches.list(config=types.ListBatchJobsConfig(filter="state=JOB_STATE_RUNNING")))
     _, first = _raw(emulator, "GET", f"{PARENT}/batchPredictionJobs?pageSize=3")
@@ -185,6 +186,91 @@ def test_list_filters_by_state_and_display_name_and_pages(
     assert [j["name"] for j in rest["batchPredictionJobs"]] == names[:1] and "nextPageToken" not in rest
     status, reply = _raw(emulator, "GET", f"{PARENT}/batchPredictionJobs?filter=create_time%3E%222020%22")
     assert status == 400 and reply["error"]["status"] == "INVALID_ARGUMENT"
+    assert _raw(emulator, "GET", "projects/proj/locations/elsewhere/batchPredictionJobs") == (200, {})
+
+
+def test_list_takes_aip160_filters_through_the_sdk(client: genai.Client, fs: Any, bucket: str) -> None:
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(0)])
+    extra = types.HttpOptions(extra_body={"labels": {"team": "a"}})
+    labelled = client.batches.create(model=MODEL, src=src, config=types.CreateBatchJobConfig(
+        dest=f"gs://{bucket}/l", display_name="dc-labelled", http_options=extra)).name
+    assert labelled
+    plain = _create(client, src, f"gs://{bucket}/p", "dc-plain")
+    other = _create(client, src, f"gs://{bucket}/o", "other", model="gemini-2.5-pro")
+    jobs = [wait_done(client, name) for name in (labelled, plain, other)]
+    since = jobs[1].create_time
+    assert since
+
+    def listed(text: str) -> list[str | None]:
+        return [j.name for j in client.batches.list(config=types.ListBatchJobsConfig(filter=text))]
+
+    assert listed('display_name:"dc-*"') == [plain, labelled]
+    assert listed('NOT display_name:"dc-*" OR labels.team:*') == [other, labelled]
+    assert listed('state!="JOB_STATE_SUCCEEDED" OR display_name="dc-plain"') == [plain]
+    assert listed('display_name="other" OR display_name="dc-plain" AND model_display_name="gemini-2.5-pro"') \
+        == [other]  # OR before AND
+    assert listed(f'create_time>="{since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}" AND -labels.team=a') == [other, plain]
+    with pytest.raises(errors.ClientError) as info:
+        listed('displayName="other"')
+    assert info.value.code == 400 and "displayName" in str(info.value.message)
+
+
+def test_job_times_never_lie_ahead_of_the_answer_and_error_only_on_failed_or_cancelled(
+        tmp_path: Path, fs: Any, bucket: str) -> None:
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(0)])
+    with start_in_thread(tmp_path / "emu", job_seconds=60) as emu:
+        status, created = _raw(emu, "POST", f"{PARENT}/batchPredictionJobs", _body(src, f"gs://{bucket}/out"))
+        assert status == 200
+        _raw(emu, "POST", f"{created['name']}:cancel", {})
+        asked = time.time()
+        _, job = _raw(emu, "GET", created["name"])
+    assert job["state"] == "JOB_STATE_CANCELLED" and "startTime" not in job
+    times = [_epoch(job[key]) for key in ("createTime", "updateTime", "endTime")]
+    assert times == sorted(times) and times[-1] <= asked
+
+
+def test_an_expired_job_carries_no_error(tmp_path: Path, fs: Any, bucket: str) -> None:
+    plan = tmp_path / "faults.json"
+    plan.write_text(json.dumps({"seed": 1, "jobs": {"expire": 1}}))
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(0)])
+    with start_in_thread(tmp_path / "emu", faults=load_faults(plan)) as emu, _client(emu) as client:
+        job = wait_done(client, _create(client, src, f"gs://{bucket}/out"))
+        assert job.state == types.JobState.JOB_STATE_EXPIRED and job.error is None
+
+
+def test_numeric_enums_when_asked_as_google_clients_ask(emulator: RunningEmulator, fs: Any, bucket: str) -> None:
+    src = _put(fs, f"{bucket}/in.jsonl", [_line(0)])
+    numbers = "%24alt=json%3Benum-encoding%3Dint"
+    status, created = _raw(emulator, "POST", f"{PARENT}/batchPredictionJobs?{numbers}", _body(src, f"gs://{bucket}/o"))
+    assert status == 200 and created["state"] == 2  # JOB_STATE_PENDING
+    _, job = _raw(emulator, "GET", f"{created['name']}?{numbers}")
+    assert job["state"] == 4  # JOB_STATE_SUCCEEDED
+    _, page = _raw(emulator, "GET", f"{PARENT}/batchPredictionJobs?{numbers}")
+    assert [j["state"] for j in page["batchPredictionJobs"]] == [4]
+    assert _raw(emulator, "GET", created["name"])[1]["state"] == "JOB_STATE_SUCCEEDED"
+
+
+def test_create_refuses_an_unknown_field_as_googles_parser_does(emulator: RunningEmulator) -> None:
+    status, reply = _raw(emulator, "POST", f"{PARENT}/batchPredictionJobs",
+                         {**_body("gs://bkt/in.jsonl", "gs://bkt/out"), "notAField": True})
+    assert status == 400 and reply["error"]["status"] == "INVALID_ARGUMENT"
+    assert reply["error"]["message"] == "Invalid JSON payload received. Unknown name \"notAField\" at " \
+        "'batch_prediction_job': Cannot find field."
+    body = _body("gs://bkt/in.jsonl", "gs://bkt/out")
+    body["inputConfig"]["gcsSource"]["uri"] = "gs://bkt/x"
+    status, reply = _raw(emulator, "POST", f"{PARENT}/batchPredictionJobs", body)
+    assert status == 400 and "'batch_prediction_job.input_config.gcs_source'" in reply["error"]["message"]
+    assert emulator.engine.stats()["creates_by_display_name"] == {}
+
+
+def _body(src: str, dest: str) -> dict[str, Any]:
+    return {"displayName": "raw", "model": f"publishers/google/models/{MODEL}",
+            "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": [src]}},
+            "outputConfig": {"predictionsFormat": "jsonl", "gcsDestination": {"outputUriPrefix": dest}}}
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def test_cancel_ends_a_live_job_cancelled_after_a_while_cancelling(tmp_path: Path, fs: Any, bucket: str) -> None:

@@ -111,7 +111,8 @@ def _publisher(name: str) -> str:
 
 def _page(key: str, items: list[dict[str, Any]], size: int, token: str | None) -> dict[str, Any]:
     start = parse_page_token(token) or 0
-    body: dict[str, Any] = {key: items[start:start + size]}
+    page = items[start:start + size]
+    body: dict[str, Any] = {key: page} if page else {}  # proto3 JSON omits an empty repeated field
     if start + size < len(items):
         body["nextPageToken"] = page_token(start + size)
     return body

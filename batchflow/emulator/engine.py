@@ -89,7 +89,7 @@ class Emulator(JobEngine[JobRecord, LineCounts]):
         return self._render(self._job(job_id))
 
     def list_batches(self, size: int, token: str | None) -> dict[str, Any]:
-        """One page of batches, newest first: `{"operations": [...], "nextPageToken"?}`."""
+        """One page of batches, newest first: `{"operations"?: [...], "nextPageToken"?}` (no batch, no key)."""
         after = parse_page_token(token)
         with self._lock:
             ordered = sorted(self._jobs.values(), key=lambda j: -j.seq)
@@ -97,7 +97,7 @@ class Emulator(JobEngine[JobRecord, LineCounts]):
         page = rest[:size]
         for job in page:
             self._advance(job, block=False)  # a listing never waits on a computation
-        result: dict[str, Any] = {"operations": [self._render(j) for j in page]}
+        result: dict[str, Any] = {"operations": [self._render(j) for j in page]} if page else {}
         if len(rest) > size:
             result["nextPageToken"] = page_token(page[-1].seq)
         return result

@@ -147,7 +147,7 @@ def list_files(call: Call) -> Reply:
     size = page_size(call.query.get("pageSize"), _DEFAULT_PAGE, _MAX_PAGE)
     call.engine.settle_files()
     records, token = call.engine.files.list(size, call.query.get("pageToken"))
-    body: dict[str, Any] = {"files": [r.resource(call.base_url) for r in records]}
+    body: dict[str, Any] = {"files": [r.resource(call.base_url) for r in records]} if records else {}
     if token:
         body["nextPageToken"] = token
     return Reply(json=body)

@@ -77,7 +77,8 @@ class VertexJobs(JobEngine[VertexJob, vertex_execute.JobResult]):
 
     def list(self, project: str, location: str, size: int, token: str | None,
              keep: JobFilter) -> dict[str, Any]:
-        """One page of the jobs `keep` accepts, newest first: `{"batchPredictionJobs": [...], "nextPageToken"?}`."""
+        """One page of the jobs `keep` accepts, newest first: `{"batchPredictionJobs"?: [...], "nextPageToken"?}`
+        (proto3 JSON omits an empty repeated field: no job, no key)."""
         after = parse_page_token(token)
         with self._lock:
             ordered = sorted((j for j in self._jobs.values() if (j.project, j.location) == (project, location)),
@@ -92,7 +93,8 @@ class VertexJobs(JobEngine[VertexJob, vertex_execute.JobResult]):
                 if len(rest) > size:
                     break
         page = rest[:size]
-        result: dict[str, Any] = {"batchPredictionJobs": [vertex_jobs.resource(j, self._clock()) for j in page]}
+        result: dict[str, Any] = {"batchPredictionJobs": [vertex_jobs.resource(j, self._clock()) for j in page]} \
+            if page else {}
         if len(rest) > size:
             result["nextPageToken"] = page_token(page[-1].seq)
         return result

@@ -19,12 +19,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchflow.emulator import vertex_bigquery
+from batchflow.emulator import proto_json, vertex_bigquery
 from batchflow.emulator.errors import invalid_argument
 from batchflow.emulator.jobs import CANCELLING, LIVE, TERMINAL, live_state, start_time
 from batchflow.emulator.store import rfc3339
 from batchflow.emulator.validate import field as proto_field
 
+# JobState in its proto order: the number of a name is its index (`$alt=json;enum-encoding=int` answers those)
+JOB_STATES = tuple(f"JOB_STATE_{name}" for name in (
+    "UNSPECIFIED", "QUEUED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED", "PAUSED",
+    "EXPIRED", "UPDATING", "PARTIALLY_SUCCEEDED"))
+_ERROR_STATES = frozenset({"FAILED", "CANCELLED"})  # `error`: "Only populated when the job's state is" one of these
 _GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{2,221}(/.*)?$")
 _MODEL = re.compile(r"^(projects/[^/]+/locations/[^/]+/)?(publishers/[^/]+/)?models/[^/]+$")
 
@@ -112,6 +117,9 @@ def parse_create(body: Any, job_id: str, seq: int, project: str, location: str, 
     """A new job from a create body; raises ApiError(400) for a malformed one."""
     if not isinstance(body, Mapping):
         raise invalid_argument("The request body must be a BatchPredictionJob object")
+    # as Google's JSON parser reads it first: an unknown name or a mistyped value refuses the body (output-only
+    # fields parse, and are then ignored, as AIP-203 has services do)
+    proto_json.check("vertex", "batchPredictionJob", body, "batch_prediction_job")
     display_name = proto_field(body, "displayName")
     if not isinstance(display_name, str) or not display_name:
         raise invalid_argument("batch_prediction_job.display_name: required field is not set")
@@ -181,19 +189,23 @@ def _labels(labels: Any) -> dict[str, str] | None:
 
 
 def resource(job: VertexJob, now: float) -> dict[str, Any]:
-    """The BatchPredictionJob resource as the service returns it (int64 counts as strings, per proto-JSON)."""
+    """The BatchPredictionJob resource as the service returns it (int64 counts as strings, per proto-JSON).
+
+    No time in it lies after `now`: a job cancelled before it would have started never started.
+    """
     state = job.visible_state(now)
+    started = state != "PENDING" and not job.stuck and job.start_time <= (now if job.end_time is None else
+                                                                           job.end_time)
     body: dict[str, Any] = {
         "name": job.name, "displayName": job.display_name, "model": job.model,
         "inputConfig": job.input_config, "outputConfig": job.output_config, "state": f"JOB_STATE_{state}",
         "createTime": rfc3339(job.create_time),
-        "updateTime": rfc3339(max(job.update_time, job.start_time if state != "PENDING" else 0.0)),
+        "updateTime": rfc3339(max(job.update_time, job.start_time) if started else job.update_time),
     }
     if job.labels:
         body["labels"] = job.labels
     if job.model_parameters:
         body["modelParameters"] = job.model_parameters
-    started = state != "PENDING" and not job.stuck and (job.end_time is None or job.end_time >= job.start_time)
     if started:
         body["startTime"] = rfc3339(job.start_time)
     if state in ("RUNNING", CANCELLING, "SUCCEEDED") or job.partial:
@@ -206,7 +218,12 @@ def resource(job: VertexJob, now: float) -> dict[str, Any]:
         incomplete = max(0, job.request_count - job.succeeded - job.failed) if job.computed else job.request_count
         body["completionStats"] = {"successfulCount": str(job.succeeded), "failedCount": str(job.failed),
                                    "incompleteCount": str(incomplete)}
-    if job.error is not None:
+    if job.error is not None and state in _ERROR_STATES:
         body["error"] = job.error
     return body
 
+
+def with_enum_numbers(job: dict[str, Any]) -> dict[str, Any]:
+    """A rendered job with its `state` as the JobState number, for a client asking `$alt=json;enum-encoding=int`
+    (google-cloud-aiplatform's REST transport always does); `state` is the resource's only enum."""
+    return {**job, "state": JOB_STATES.index(job["state"])}
