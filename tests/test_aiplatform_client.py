@@ -20,7 +20,7 @@ aiplatform = pytest.importorskip("google.cloud.aiplatform")
 pytestmark = pytest.mark.gcs
 
 MODEL = "publishers/google/models/gemini-2.5-flash"
-_LIVE = ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING")
+_LIVE = ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_CANCELLING")
 
 
 @pytest.fixture
