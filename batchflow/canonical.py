@@ -23,6 +23,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 _FREE = "free"  # a free-form value (Any, dict[str, Any]): keys kept as written, nulls kept
 _BYTES = "bytes"  # base64 text
 
@@ -42,8 +44,6 @@ _memo: dict[tuple[str, bytes], Any] = {}
 def canonical_request(request: dict[str, Any]) -> dict[str, Any]:
     """A GenerateContentRequest (either spelling, nulls or not) in its canonical form. The result shares parts with
     other results: read-only."""
-    import orjson
-
     fields = _request_fields()
     out: dict[str, Any] = {}
     for key, value in request.items():

@@ -51,7 +51,7 @@ def _digest(value: Any) -> bytes:
     return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
-def line_identity(line: dict[str, Any]) -> tuple[bytes, bytes]:
+def _line_identity(line: dict[str, Any]) -> tuple[bytes, bytes]:
     """A staged or echoed line's (match digest, line digest): the first, of its canonical request without
     ``labels`` (whether the service echoes labels is not documented), finds the requests it may answer; the
     second, with them, tells apart requests that differ only in labels (each staged once)."""
@@ -61,8 +61,7 @@ def line_identity(line: dict[str, Any]) -> tuple[bytes, bytes]:
     request = canonical_request(line["request"] if isinstance(line["request"], dict) else {})
     labels = request.pop("labels", None)
     match = _digest(request)
-    return match, (hashlib.blake2b(match + orjson.dumps(labels, option=orjson.OPT_SORT_KEYS), digest_size=16)
-                   .digest() if labels else match)
+    return match, _digest([match.hex(), labels]) if labels else match
 
 
 _INSTANCE_FIELDS = (("task_type", "taskType"), ("title", "title"))
@@ -126,7 +125,7 @@ class VertexBackend(SdkBackend):
         """The job's input lines as Vertex reads them, each distinct request once."""
         seen: set[bytes] = set()
         for _, line in _vertex_lines(path, self.task, self.key_labels):
-            _, identity = line_identity(line)
+            _, identity = _line_identity(line)
             if identity not in seen:
                 seen.add(identity)
                 yield orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
@@ -178,7 +177,7 @@ def _labelled(request: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 class _Matcher:
-    """The keys an output line answers: those of the staged line whose request it echoes (``line_identity``).
+    """The keys an output line answers: those of the staged line whose request it echoes (``_line_identity``).
 
     Holds every key of the job once, in groups (one per staged line), as ``collect`` holds them anyway. An echo
     without the labels it was sent with matches all requests that differ only in labels: those are the same
@@ -189,7 +188,7 @@ class _Matcher:
         self.by_line: dict[bytes, list[str]] = {}
         self.by_match: dict[bytes, list[list[str]]] = {}
         for key, line in sent:
-            match, identity = line_identity(line)
+            match, identity = _line_identity(line)
             keys = self.by_line.get(identity)
             if keys is None:
                 keys = self.by_line[identity] = []
@@ -210,7 +209,7 @@ class _Matcher:
             yield Result(key, response, error)
 
     def _keys(self, echoed: dict[str, Any]) -> list[str] | None:
-        match, identity = line_identity(echoed)
+        match, identity = _line_identity(echoed)
         keys = self.by_line.get(identity)
         if keys is not None:
             return keys
