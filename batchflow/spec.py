@@ -27,6 +27,7 @@ class BackendSpec:
     location: str | None = None  # vertex
     staging: str | None = None  # vertex: gs://bucket/prefix
     base_url: str | None = None  # any: e.g. a running `batchflow emulator`
+    key_labels: bool = False  # vertex: each request also carries its key in labels.batchflow_key
 
 
 @dataclass(frozen=True)

@@ -225,6 +225,8 @@ def test_every_property_has_a_description() -> None:
         ("backend: {type: gemini, api_key: k}\n", ":7:25: backend.api_key: unknown key 'api_key' (did you mean"),
         ("backend: {type: vertex, project: p, location: l}\n", ":7:1: backend: missing required key 'staging'"),
         ("backend: {type: local, project: p}\n", ":7:24: backend.project: 'project' is not used by backend type local"),
+        ("backend: {type: gemini, key_labels: true}\n",
+         ":7:25: backend.key_labels: 'key_labels' is not used by backend type gemini (labels are a Vertex AI field)"),
         ("prompt: again\n", ":7:1: prompt: duplicate key 'prompt' (first on line 5)"),
         ("name: x\n", ":7:1: name: duplicate key 'name' (first on line 2)"),
         ("task: embd\n", ":7:7: task: expected one of generate, embed; got string 'embd' (did you mean 'embed'?)"),

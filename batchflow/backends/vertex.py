@@ -1,9 +1,18 @@
 """Vertex AI through google-genai (``vertexai=True``): shards staged as JSONL on GCS, results read from GCS.
 
 Vertex's JSONL has no key field and its output comes back in any order, split over several files
-(API_NOTES.md). So the key travels in the request's ``labels`` (hashed when it breaks label rules), with a
-hash of the request as the second way; an embedding instance is matched by a hash of the instance. A line that
-matches no request the job sent is refused by ``collect``: never a silent misalignment, never a match by position.
+(API_NOTES.md), echoing each request re-serialised (``canonical``). So an output line is matched by the digest of
+its request's canonical form, and identical requests of a job are staged once: their one answer (one charge) goes
+to every key that asked. An embedding instance is matched the same way. A line that matches no request the job sent
+is refused by ``collect``: never a silent misalignment, never a match by position.
+
+The key goes in the request's ``labels`` only when the spec asks (``backend.key_labels``). Google's page on custom
+metadata labels (https://docs.cloud.google.com/gemini-enterprise-agent-platform/models/capabilities/
+add-labels-to-api-calls?hl=ja, "ラベルの要件"; cited in BerriAI/litellm #14044) says:
+"各ラベルキーには、関連付けられた請求先アカウントの有効期間にわたって、すべてのリクエストで最大 1,000 個の一意の値を
+設定できます。1,000 個を超える一意の値が関連付けられている場合、ラベルキーは予告なく削除されることがあります。"
+(each label key may have at most 1,000 unique values over the billing account's lifetime; beyond that the key may
+be deleted without notice). A key per record passes that in one job.
 """
 
 from __future__ import annotations
@@ -12,7 +21,6 @@ import hashlib
 import io
 import os
 import re
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +30,7 @@ import orjson
 from batchflow.backends import JobInfo, Result
 from batchflow.backends.gemini import line_error
 from batchflow.backends.sdk import SdkBackend, api_errors
+from batchflow.canonical import canonical, canonical_request
 from batchflow.errors import BackendError, OutputMissing, SpecError
 from batchflow.spec import Spec
 from batchflow.storage import url_to_fs
@@ -40,6 +49,19 @@ def key_label(key: str) -> str:
 
 def _digest(value: Any) -> bytes:
     return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+
+
+def _line_identity(line: dict[str, Any]) -> tuple[bytes, bytes]:
+    """A staged or echoed line's (match digest, line digest): the first, of its canonical request without
+    ``labels`` (whether the service echoes labels is not documented), finds the requests it may answer; the
+    second, with them, tells apart requests that differ only in labels (each staged once)."""
+    if "request" not in line:  # an embedding instance
+        digest = _digest(canonical(line))
+        return digest, digest
+    request = canonical_request(line["request"] if isinstance(line["request"], dict) else {})
+    labels = request.pop("labels", None)
+    match = _digest(request)
+    return match, _digest([match.hex(), labels]) if labels else match
 
 
 _INSTANCE_FIELDS = (("task_type", "taskType"), ("title", "title"))
@@ -73,31 +95,40 @@ def job_parameters(spec: Spec) -> dict[str, Any] | None:
 class VertexBackend(SdkBackend):
     """Inputs under ``backend.staging/<spec>/<job>/input.jsonl``; each job writes under ``…/<job>/output``."""
 
-    def __init__(self, client: Any, staging: str, task: str, parameters: dict[str, Any] | None = None) -> None:
+    def __init__(self, client: Any, staging: str, task: str, parameters: dict[str, Any] | None = None,
+                 key_labels: bool = False) -> None:
         super().__init__(client)
         self.staging = staging.rstrip("/")
         self.task = task
         self.parameters = parameters
+        self.key_labels = key_labels
 
     @classmethod
     def from_spec(cls, spec: Spec) -> VertexBackend:
         if not spec.backend.staging:
             raise SpecError(f"{spec.where('backend')}: backend: vertex needs staging (gs://bucket/prefix)")
-        return cls(vertex_client(spec), f"{spec.backend.staging}/{spec.name}", spec.task, job_parameters(spec))
+        return cls(vertex_client(spec), f"{spec.backend.staging}/{spec.name}", spec.task, job_parameters(spec),
+                   spec.backend.key_labels)
 
     def stage(self, path: Path, display_name: str) -> str:
         uri = f"{self.staging}/{display_name}/input.jsonl"
         fs, target = url_to_fs(uri)
-        convert = _embed_line if self.task == "embed" else _labelled
         try:
-            with open(path, "rb") as src, fs.open(target, "wb") as dst:
-                for line in src:
-                    item = orjson.loads(line)
-                    dst.write(orjson.dumps(convert(item["request"], str(item["key"])),
-                                           option=orjson.OPT_APPEND_NEWLINE))
+            with fs.open(target, "wb") as dst:
+                for line in self._staged_lines(path):
+                    dst.write(line)
         except OSError as exc:
             raise BackendError(f"stage {uri}: {exc}") from exc
         return uri
+
+    def _staged_lines(self, path: Path) -> Iterator[bytes]:
+        """The job's input lines as Vertex reads them, each distinct request once."""
+        seen: set[bytes] = set()
+        for _, line in _vertex_lines(path, self.task, self.key_labels):
+            _, identity = _line_identity(line)
+            if identity not in seen:
+                seen.add(identity)
+                yield orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
     def create(self, model: str, task: str, staged: str, display_name: str) -> JobInfo:
         from google.genai import types
@@ -114,7 +145,7 @@ class VertexBackend(SdkBackend):
             if job.status == "succeeded":
                 raise OutputMissing(f"job {job.name} succeeded but names no output directory yet")
             return
-        matcher = _Matcher(sent, self.task)
+        matcher = _Matcher(_vertex_lines(sent, self.task, self.key_labels))
         fs, directory = url_to_fs(job.output)
         fs.invalidate_cache(directory)  # a late output appears between two looks: never a cached listing
         files = sorted(fs.glob(f"{directory}/predictions*.jsonl"))
@@ -125,7 +156,7 @@ class VertexBackend(SdkBackend):
             with fs.open(name, "rb") as remote, io.BufferedReader(remote, 1 << 20) as fh:
                 for line in fh:
                     if line.strip():
-                        yield matcher.result(orjson.loads(line))
+                        yield from matcher.results(orjson.loads(line))
 
     def _output(self, job: Any) -> str | None:
         info = job.output_info
@@ -135,52 +166,63 @@ class VertexBackend(SdkBackend):
         return f'display_name="{display_name}"'
 
 
-def _embed_line(request: dict[str, Any], key: str) -> dict[str, Any]:
-    return embed_instance(request)
+def _vertex_lines(path: Path, task: str, key_labels: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, the line Vertex gets for it) for each ``{"key", "request"}`` line of a job's input."""
+    with open(path, "rb") as fh:
+        for raw in fh:
+            item = orjson.loads(raw)
+            key, request = str(item["key"]), item["request"]
+            if task == "embed":
+                yield key, embed_instance(request)
+            else:
+                yield key, {"request": _labelled(request, key) if key_labels else request}
 
 
 def _labelled(request: dict[str, Any], key: str) -> dict[str, Any]:
-    return {"request": {**request, "labels": {**(request.get("labels") or {}), KEY_LABEL: key_label(key)}}}
+    return {**request, "labels": {**(request.get("labels") or {}), KEY_LABEL: key_label(key)}}
 
 
 class _Matcher:
-    """Finds the key of an output line: by label, else by a hash of what was sent (equal inputs, any of them)."""
+    """The keys an output line answers: those of the staged line whose request it echoes (``_line_identity``).
 
-    def __init__(self, sent: Path, task: str) -> None:
-        self.task = task
-        self.by_label: dict[str, str] = {}
-        self.by_digest: dict[bytes, list[str]] = defaultdict(list)
-        with open(sent, "rb") as fh:
-            for line in fh:
-                item = orjson.loads(line)
-                key = str(item["key"])
-                if task == "embed":
-                    self.by_digest[_digest(embed_instance(item["request"]))].append(key)
-                else:
-                    self.by_label[key_label(key)] = key
-                    self.by_digest[_digest(item["request"])].append(key)
+    Holds every key of the job once, in groups (one per staged line), as ``collect`` holds them anyway. An echo
+    without the labels it was sent with matches all requests that differ only in labels: those are the same
+    request to the model, so each such line answers the next group, and the last one any repeat (which ``collect``
+    then reports as a duplicate)."""
 
-    def result(self, line: dict[str, Any]) -> Result:
+    def __init__(self, sent: Iterator[tuple[str, dict[str, Any]]]) -> None:
+        self.by_line: dict[bytes, list[str]] = {}
+        self.by_match: dict[bytes, list[list[str]]] = {}
+        for key, line in sent:
+            match, identity = _line_identity(line)
+            keys = self.by_line.get(identity)
+            if keys is None:
+                keys = self.by_line[identity] = []
+                self.by_match.setdefault(match, []).append(keys)
+            keys.append(key)
+
+    def results(self, line: dict[str, Any]) -> Iterator[Result]:
+        """One result per key the line answers; one with no key when it answers none."""
         error = line_error(line.get("status"))
-        if self.task == "embed":
-            key = self._pop(line.get("instance"))
+        if "instance" in line:
             predictions = line.get("predictions") or [{}]
             values = (predictions[0].get("embeddings") or {}).get("values")
-            return Result(key, None if error else {"embedding": {"values": values}}, error)
-        request = dict(line.get("request") or {})
-        labels = dict(request.get("labels") or {})
-        key = self.by_label.get(labels.pop(KEY_LABEL, ""))
-        if key is None:
-            if labels:
-                request["labels"] = labels
-            else:
-                request.pop("labels", None)
-            key = self._pop(request)
-        return Result(key, None if error else line.get("response"), error)
+            response, echoed = None if error else {"embedding": {"values": values}}, line["instance"]
+        else:
+            response, echoed = None if error else line.get("response"), {"request": line.get("request")}
+        keys = self._keys(echoed) if isinstance(echoed, dict) else None
+        for key in keys or (None,):
+            yield Result(key, response, error)
 
-    def _pop(self, sent: Any) -> str | None:
-        keys = self.by_digest.get(_digest(sent))
-        return keys.pop() if keys else None
+    def _keys(self, echoed: dict[str, Any]) -> list[str] | None:
+        match, identity = _line_identity(echoed)
+        keys = self.by_line.get(identity)
+        if keys is not None:
+            return keys
+        groups = self.by_match.get(match)
+        if not groups:
+            return None
+        return groups.pop(0) if len(groups) > 1 else groups[0]
 
 
 def vertex_client(spec: Spec) -> Any:
