@@ -16,7 +16,7 @@ from batchflow.answers.keep import keep
 from batchflow.errors import DataError
 from batchflow.limits import spec_job_size
 from batchflow.merge import output_fingerprint
-from batchflow.prepare import fingerprint, prepare, rendered
+from batchflow.prepare import check_not_empty, fingerprint, prepare, rendered
 from batchflow.runner import Runner, state_store
 from batchflow.sources import open_source
 from batchflow.spec import Spec, load_spec
@@ -44,9 +44,12 @@ def validate_one(path: Path, records: int) -> str:
         compile_spec(spec)
     if not _reads_locally(spec):
         return f"ok: {path} (the {spec.source.type} source is not read by validate)"
-    sample = list(itertools.islice(rendered(spec), records))
-    keys = ", ".join(repr(r.key) for r in sample)
-    return f"ok: {path} ({len(sample)} record(s) rendered: {keys})"
+    sample = list(itertools.islice(rendered(spec), max(records, 1)))  # one at least: is the input empty?
+    if not sample:
+        check_not_empty(spec)
+        return f"ok: {path} (no records, as source.allow_empty allows)"
+    keys = ", ".join(repr(r.key) for r in sample[:records])
+    return f"ok: {path} ({len(sample[:records])} record(s) rendered: {keys})"
 
 
 @dataclass(frozen=True)
