@@ -13,7 +13,7 @@ from batchflow import plan as p
 from batchflow import state as st
 from batchflow.answers.earlier import Earlier
 from batchflow.answers.keep import keep
-from batchflow.errors import DataError
+from batchflow.errors import DataError, SpecError
 from batchflow.limits import spec_job_size
 from batchflow.merge import output_fingerprint
 from batchflow.prepare import check_not_empty, fingerprint, prepare, rendered
@@ -38,6 +38,13 @@ def validate_one(path: Path, records: int) -> str:
     """Schema, templates, limits and the first records rendered; raises on the first problem."""
     spec = load_spec(path)
     _size(spec)
+    if spec.output.type == "files":  # its format, with no filesystem opened: validate touches no bucket
+        from batchflow.destinations.files import writer_for
+
+        try:
+            writer_for(spec.output)
+        except SpecError as exc:
+            raise SpecError(f"{spec.where('output')}: {exc}") from None
     if spec.source.native:  # the templates must be SQL: checked now, with no network
         from batchflow.native_sql import compile_spec
 
