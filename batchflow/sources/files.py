@@ -25,10 +25,11 @@ from typing import Any, BinaryIO, TypeVar
 
 from fsspec.utils import infer_compression
 
+from batchflow.arrow import INSTALL_HINT, pyarrow_missing
 from batchflow.errors import DataError, SpecError
 from batchflow.jsonio import ArrayError, JSONDecodeError, dumps, dumps_canonical, iter_array, loads, type_name
 from batchflow.sources import BadRecord, Item, Reject, Source, bad_record_handler
-from batchflow.sources.parquet import INSTALL_HINT, pyarrow_missing, read_parquet
+from batchflow.sources.parquet import read_parquet
 from batchflow.spec import SourceSpec
 from batchflow.storage import spec_filesystem
 

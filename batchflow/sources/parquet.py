@@ -1,7 +1,7 @@
 """Parquet files as a ``files`` source: streamed record batch by record batch through pyarrow.
 
-pyarrow is an extra (``pip install 'batchflow[parquet]'``), imported only when a Parquet file is read or written,
-so the other formats, ``--help`` and ``validate`` of other specs never pay for it.
+pyarrow is an extra (``pip install 'batchflow[parquet]'``), imported through ``batchflow.arrow`` only when a
+Parquet file is read or written, so the other formats, ``--help`` and ``validate`` of other specs never pay for it.
 
 Memory stays flat whatever the file's row groups: column chunks are read through a buffered stream (pages, not
 whole row groups, in memory) and records are made one batch at a time. Reads are sequential and single-threaded,
@@ -18,29 +18,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
+from batchflow.arrow import arrow, release_unused
 from batchflow.bigquery import json_value
 from batchflow.errors import DataError
 from batchflow.sources import BadRecord, Item
 
 BATCH_ROWS = 4_096  # records made at a time: small enough to stay flat, large enough to amortise the calls
 _STREAM_BUFFER = 1 << 20  # bytes read at a time from a column chunk (0 would read a whole row group's chunk)
-INSTALL_HINT = "needs pyarrow: pip install 'batchflow[parquet]'"
-
-
-def pyarrow_missing() -> bool:
-    """Whether pyarrow cannot be imported here: a Parquet source or output then stops before anything runs."""
-    try:
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        return True
-    return False
 
 
 def read_parquet(f: BinaryIO, name: str, bad: BadRecord) -> Iterator[Item]:
     """Records of a Parquet file, one per row, in the file's order (``where``: ``name:row N``)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    pa, pq = arrow()
     try:
         parquet = pq.ParquetFile(f, buffer_size=_STREAM_BUFFER, pre_buffer=False)
         convert = _converters(parquet.schema_arrow, name)
@@ -53,6 +42,8 @@ def read_parquet(f: BinaryIO, name: str, bad: BadRecord) -> Iterator[Item]:
                 yield record, None, f"{name}:row {row}", 0
     except (pa.ArrowException, OSError) as exc:  # a file that is not Parquet, or is cut short
         raise DataError(f"{name}: cannot read as Parquet: {exc}") from None
+    finally:
+        release_unused()
 
 
 def _converters(schema: Any, name: str) -> list[tuple[str, Callable[[Any], Any]]]:
