@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,22 @@ def test_parquet_without_pyarrow_stops_with_exit_2_and_the_install_hint(tmp_path
         assert result.exit_code == 2, (command, result.stdout)
         [line] = [x for x in result.stderr.splitlines() if not x.startswith("{")]
         assert f"{side}.format 'parquet' needs pyarrow: pip install 'batchflow[parquet]'" in line, (command, line)
+
+
+@pytest.mark.gcs
+def test_parquet_in_and_out_on_gcs(tmp_path: Path, gcs_emulator: str) -> None:
+    import gcsfs
+
+    fs = gcsfs.GCSFileSystem(token="anon")
+    bucket = f"pq-{uuid.uuid4().hex[:10]}"
+    fs.mkdir(bucket)
+    for n, part in enumerate((RECORDS[:3], RECORDS[3:]), start=1):
+        _write_parquet(tmp_path / f"in-{n}.parquet", part)
+        fs.put(str(tmp_path / f"in-{n}.parquet"), f"{bucket}/in/part-{n}.parquet")
+    spec = write_spec(tmp_path, source={"type": "files", "path": f"gs://{bucket}/in/part-*.parquet"},
+                      output={"type": "files", "path": f"gs://{bucket}/out/result.parquet"})
+    result = cli("run", str(spec))
+    assert result.exit_code == 0, result.stderr
+    fs.invalidate_cache()
+    fs.get(f"{bucket}/out/result.parquet", str(tmp_path / "result.parquet"))
+    assert [row["key"] for row in _read_parquet(tmp_path / "result.parquet")] == [r["id"] for r in RECORDS]
