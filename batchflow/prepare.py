@@ -68,6 +68,14 @@ def fingerprint(spec: Spec, source_fingerprint: str = "") -> str:
     return hashlib.blake2b(blob, digest_size=12).hexdigest()
 
 
+def check_not_empty(spec: Spec) -> None:
+    """An input with no records stops validate, plan and run (exit 2) unless the spec allows it: an export that
+    came out empty by mistake must not replace a good output with nothing."""
+    if not spec.source.allow_empty:
+        raise DataError(f"{spec.where('source')}: source: no records to run (set source.allow_empty: true if an "
+                        "empty input is expected)")
+
+
 def rendered(spec: Spec, rejects: IO[bytes] | None = None) -> Iterator[Rendered]:
     """Every record of the source with its key and request; a duplicate key is an error naming both.
 
@@ -122,7 +130,7 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
     with ShardWriter(tmp / "shards", size) as writer:
         source, records = _write_parts(spec, writer, tmp, compare, rejects)
     if not records:
-        raise DataError(f"{spec.where('source')}: source: no records to run")
+        check_not_empty(spec)
     parts: list[Part] = []
     starts: list[int] = []
     for info in writer.shards:

@@ -21,7 +21,7 @@ from batchflow.backends import open_backend
 from batchflow.errors import BatchflowError, DataError, SpecError
 from batchflow.limits import spec_job_size
 from batchflow.merge import output_fingerprint
-from batchflow.prepare import fingerprint, prepare, rendered
+from batchflow.prepare import check_not_empty, fingerprint, prepare, rendered
 from batchflow.runner import Runner, state_store
 from batchflow.sources import open_source
 from batchflow.spec import Spec, load_spec
@@ -45,13 +45,24 @@ def validate_one(path: Path, records: int) -> str:
     """Schema, templates, limits and the first records rendered; raises on the first problem."""
     spec = load_spec(path)
     _size(spec)
+    if spec.output.type == "files":  # its format, with no filesystem opened: validate touches no bucket
+        from batchflow.destinations.files import writer_for
+
+        try:
+            writer_for(spec.output)
+        except SpecError as exc:
+            raise SpecError(f"{spec.where('output')}: {exc}") from None
     if spec.source.native:  # the templates must be SQL: checked now, with no network
         from batchflow.native_sql import compile_spec
 
         compile_spec(spec)
     if not _reads_locally(spec):
         return f"ok: {path} (the {spec.source.type} source is not read by validate)"
-    sample = list(itertools.islice(rendered(spec), records))
+    sample = list(itertools.islice(rendered(spec), max(records, 1)))  # one at least: is the input empty?
+    if not sample:
+        check_not_empty(spec)
+        return f"ok: {path} (no records, as source.allow_empty allows)"
+    sample = sample[:records]
     keys = ", ".join(repr(r.key) for r in sample)
     limit = models.prompt_bytes(spec.model, spec.backend.type, spec.task)
     over = [f"\n  {r.record.where}: key {r.key!r}: {models.too_long(spec.model, size)}" for r in sample

@@ -43,6 +43,7 @@ class SourceSpec:
     project: str | None = None  # bigquery: the project that runs the queries (default: the table's)
     location: str | None = None  # bigquery: where the queries run (default: the client's)
     on_bad_record: str = "fail"  # fail | skip
+    allow_empty: bool = False  # an input with no records runs to an empty output instead of stopping (exit 2)
 
 
 @dataclass(frozen=True)

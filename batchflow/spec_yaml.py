@@ -1,4 +1,10 @@
-"""Reading a spec's YAML with every node's position, ``${VAR}`` expanded from the environment."""
+"""Reading a spec's YAML with every node's position, ``${VAR}`` expanded from the environment.
+
+The shell's forms, so a spec reads as a shell user expects: ``${VAR}`` (unset is an error; empty stays empty),
+``${VAR:-default}`` (the default when VAR is unset or empty), ``${VAR:?message}`` (an error at the value's
+file:line:col with the message when VAR is unset or empty), and ``$${`` for a literal ``${``. A default or a
+message runs to the first ``}``; it is not expanded again.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ class InvalidSpec(SpecError):
 
 Problem = tuple[int, int, str, str]  # line, column (1-based), dotted path, message
 _MAX_NODES = 200_000  # after aliases are expanded: stops "billion laughs" before it eats the memory
-_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}")
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
 
@@ -134,17 +140,27 @@ class Reader:
             return node.value
 
     def _variable(self, match: re.Match[str], node: yaml.Node, dotted: str) -> str:
-        name = match.group(1)
+        name, form, word = match.groups()
         if name is None:  # "$${" escapes a literal "${"
             return "${"
-        if name in self.environ:
-            return self.environ[name]
+        value = self.environ.get(name)
+        if value is not None and (value or form is None):  # ":-" and ":?" take an empty value for an unset one
+            return value
+        if form == ":-":
+            return str(word)
         self.env_paths.add(dotted)
-        self._problem(node, dotted, f"environment variable {name} is not set")
+        self._problem(node, dotted, _unset(name, form, word))
         return match.group(0)
 
     def _problem(self, node: yaml.Node, dotted: str, message: str) -> None:
         self.problems.append((*_pos(node.start_mark), dotted, message))
+
+
+def _unset(name: str, form: str | None, message: str | None) -> str:
+    """Why a variable could not be expanded: ``${VAR}`` needs it set, ``${VAR:?…}`` set and not empty."""
+    if form is None:
+        return f"environment variable {name} is not set"
+    return f"environment variable {name} is not set or empty" + (f": {message}" if message else "")
 
 
 def join_path(dotted: str, part: str) -> str:

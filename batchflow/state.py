@@ -155,8 +155,9 @@ class State:
 
     @property
     def done(self) -> bool:
-        """Every unit is settled (a generation that sends nothing is done at once)."""
-        return all(s.done for s in self.shards) and bool(self.shards or self.parts)
+        """Every unit is settled (a generation that sends nothing, every answer kept or no record at all under
+        ``source.allow_empty``, is done at once)."""
+        return all(s.done for s in self.shards)
 
     @property
     def gen_dir(self) -> str:

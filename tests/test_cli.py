@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from helpers import cli, write_jsonl, write_spec
+from helpers import cli, read_rows, write_jsonl, write_spec
 
 BAD_SPEC = """\
 version: 1
@@ -54,6 +54,48 @@ def test_validate_checks_every_spec_given_and_fails_if_any_fails(tmp_path: Path)
     assert result.exit_code == 2
     assert "ok: " in result.stdout
     assert "record 1" in result.stderr and "missing" in result.stderr
+
+
+def test_validate_plan_and_run_refuse_an_empty_input_with_one_located_line(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [])
+    spec = write_spec(tmp_path)
+    for command in ("validate", "plan", "run"):
+        result = cli(command, str(spec))
+        assert result.exit_code == 2, (command, result.stdout)
+        [line] = [x for x in result.stderr.splitlines() if not x.startswith("{")]  # the JSON lines are logs
+        assert line.startswith(f"error: {spec}:7:3: source: no records"), (command, line)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_input_allowed_runs_to_an_empty_output_and_a_second_run_does_nothing(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [])
+    spec = write_spec(tmp_path, source={"type": "files", "path": "data/in.jsonl", "allow_empty": True})
+    validated = cli("validate", str(spec))
+    assert validated.exit_code == 0 and "no records, as source.allow_empty allows" in validated.stdout
+    planned = cli("plan", "--exit-code", str(spec))
+    assert planned.exit_code == 0 and "records: 0: 0 new" in planned.stdout and "jobs to submit: 0" in planned.stdout
+    first = cli("run", str(spec))
+    assert first.exit_code == 0, first.stderr
+    assert "0 records: 0 ok, 0 failed" in first.stdout
+    output, state = tmp_path / "out/result.jsonl", tmp_path / ".batchflow/t/state.json"
+    assert output.read_bytes() == b""
+    seen = (output.stat().st_mtime_ns, state.read_bytes())
+    again = cli("run", str(spec))
+    assert again.exit_code == 0 and "0 records" in again.stdout
+    assert (output.stat().st_mtime_ns, state.read_bytes()) == seen
+    assert "finished; `run` has nothing to do" in cli("plan", str(spec)).stdout
+
+
+def test_an_allowed_empty_input_that_grows_is_run_then_emptied_again(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [])
+    spec = write_spec(tmp_path, source={"type": "files", "path": "data/in.jsonl", "allow_empty": True})
+    assert cli("run", str(spec)).exit_code == 0
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+    assert cli("run", str(spec)).exit_code == 0
+    assert [r["key"] for r in read_rows(tmp_path / "out/result.jsonl")] == ["a"]
+    write_jsonl(tmp_path / "data/in.jsonl", [])
+    assert cli("run", str(spec)).exit_code == 0
+    assert (tmp_path / "out/result.jsonl").read_bytes() == b""
 
 
 def test_plan_before_a_run_counts_records_and_jobs(tmp_path: Path) -> None:

@@ -7,15 +7,19 @@ import gzip
 import io
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from batchflow.destinations import Rows, open_destination
+from batchflow.destinations import parquet as parquet_output
 from batchflow.destinations.files import csv_columns, flatten
 from batchflow.errors import BatchflowError, SpecError
 from batchflow.spec import OutputSpec
@@ -148,7 +152,7 @@ def broken_rows(after: int) -> Rows:
     return rows
 
 
-@pytest.mark.parametrize("name", ["out.jsonl", "out.csv", "out.jsonl.gz"])
+@pytest.mark.parametrize("name", ["out.jsonl", "out.csv", "out.jsonl.gz", "out.parquet"])
 def test_a_failure_midway_leaves_no_file_and_no_temp_file(tmp_path: Path, name: str) -> None:
     with pytest.raises(RuntimeError, match="merge broke"):
         write(tmp_path / "sub" / name, broken_rows(5000))
@@ -189,10 +193,67 @@ def test_format_comes_from_the_extension_or_is_a_spec_error(tmp_path: Path) -> N
         write(tmp_path / "out.txt", rows_of(OK))
     assert write(tmp_path / "out.txt", rows_of(OK), format="csv") == 1
     assert read_csv(tmp_path / "out.txt")[0]["key"] == "r-17"
-    with pytest.raises(SpecError, match="pyarrow"):
-        write(tmp_path / "out.parquet", rows_of(OK))
     with pytest.raises(SpecError, match=r"output\.format 'json' is not supported"):
         write(tmp_path / "out.json", rows_of(OK), format="json")
+
+
+SCHEMA = {"type": "object", "properties": {"sentiment": {"type": "string"}, "score": {"type": "number"}}}
+
+
+def test_parquet_has_the_bigquery_columns_typed_with_varying_shapes_as_json_text(tmp_path: Path) -> None:
+    path = tmp_path / "out.parquet"
+    assert write(path, rows_of(OK, ERROR), parse="json") == 2
+    table = pq.read_table(path)
+    assert table.schema.names == ["key", "status", "text", "parsed", "finish_reason", "usage", "attempts", "error",
+                                  "record"]
+    assert str(table.schema.field("usage").type) == \
+        "struct<prompt_tokens: int64, output_tokens: int64, total_tokens: int64>"
+    ok, error = table.to_pylist()
+    assert orjson.loads(ok["parsed"]) == OK["parsed"] and orjson.loads(ok["record"]) == OK["record"]
+    assert {k: ok[k] for k in ("key", "status", "text", "finish_reason", "usage", "attempts", "error")} == {
+        **{k: OK[k] for k in ("key", "status", "text", "finish_reason", "usage", "attempts")}, "error": None}
+    assert (error["status"], error["error"], error["text"], error["usage"]) == ("error", ERROR["error"], None, None)
+
+
+def test_parquet_parsed_is_typed_when_the_response_schema_is_an_object(tmp_path: Path) -> None:
+    path = tmp_path / "out.parquet"
+    odd = {**OK, "key": "r-19", "parsed": {"sentiment": 3, "score": 0.5, "extra": 1}}
+    write(path, rows_of(OK, odd, ERROR), parse="json", response_schema=SCHEMA)
+    assert [row["parsed"] for row in pq.read_table(path, columns=["parsed"]).to_pylist()] == [
+        {"sentiment": "positive", "score": 0.9}, {"sentiment": "3", "score": 0.5}, None]
+
+
+def test_parquet_embeddings_are_a_list_of_doubles(tmp_path: Path) -> None:
+    path = tmp_path / "out.parquet"
+    write(path, rows_of(EMBED), task="embed", include_record=False)
+    table = pq.read_table(path)
+    assert pa.types.is_float64(table.schema.field("embedding").type.value_type)
+    assert table.to_pylist()[0]["embedding"] == [0.5, -0.25]
+
+
+def test_parquet_is_written_in_bounded_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parquet_output, "ROW_GROUP_ROWS", 1000)
+    path = tmp_path / "out.parquet"
+    assert write(path, lambda: ({**OK, "key": f"r-{n}"} for n in range(2500))) == 2500
+    meta = pq.ParquetFile(path).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 500]
+    assert pq.read_table(path, columns=["key"])["key"].to_pylist() == [f"r-{n}" for n in range(2500)]
+
+
+def test_parquet_of_no_rows_is_a_valid_file_with_the_columns(tmp_path: Path) -> None:
+    path = tmp_path / "out.parquet"
+    assert write(path, rows_of()) == 0
+    table = pq.read_table(path)
+    assert table.num_rows == 0 and table.schema.names[:2] == ["key", "status"]
+
+
+def test_parquet_without_pyarrow_is_a_spec_error_saying_what_to_install(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    hint = r"^output\.format 'parquet' needs pyarrow: pip install 'batchflow\[parquet\]'$"
+    with pytest.raises(SpecError, match=hint):
+        write(tmp_path / "out.parquet", rows_of(OK))
 
 
 def test_unsupported_destination_type_is_a_spec_error_naming_it() -> None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
 import json
 import os
+import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -197,7 +202,63 @@ def test_format_comes_from_the_extension_or_is_a_spec_error(tmp_path: Path) -> N
     with pytest.raises(SpecError, match="cannot tell the format"):
         read(tmp_path / "x.txt")
     assert [r.record for r in read(tmp_path / "x.txt", format="jsonl")] == [{"a": 1}]
-    with pytest.raises(SpecError, match="pyarrow"):
+
+
+def test_parquet_without_pyarrow_is_a_spec_error_saying_what_to_install(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    write_parquet_file(tmp_path / "x.parquet", {"a": [1]})
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # what an import finds when pyarrow is not installed
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    hint = r"^source\.format 'parquet' needs pyarrow: pip install 'batchflow\[parquet\]'$"
+    with pytest.raises(SpecError, match=hint):
+        read(tmp_path / "x.parquet")
+
+
+def write_parquet_file(path: Path, columns: dict[str, Any], **kw: Any) -> Path:
+    pq.write_table(pa.table(columns), path, **kw)
+    return path
+
+
+def test_parquet_rows_are_records_named_by_file_and_row_across_row_groups_and_files(tmp_path: Path) -> None:
+    write_parquet_file(tmp_path / "x-1.parquet", {"id": ["a", "b", "c"], "n": [1, None, 3]}, row_group_size=2)
+    write_parquet_file(tmp_path / "x-2.parquet", {"id": ["d"], "n": [4]})
+    records = read(tmp_path / "x-*.parquet")
+    assert [(r.ordinal, r.record) for r in records] == [
+        (1, {"id": "a", "n": 1}), (2, {"id": "b", "n": None}), (3, {"id": "c", "n": 3}), (4, {"id": "d", "n": 4})]
+    assert wheres(records) == [f"{tmp_path}/x-1.parquet:row {n}" for n in (1, 2, 3)] + [f"{tmp_path}/x-2.parquet:row 1"]
+
+
+def test_parquet_values_become_json_values_as_bigquery_ones_do(tmp_path: Path) -> None:
+    stamp = dt.datetime(2024, 3, 1, 12, 30, tzinfo=dt.UTC)
+    write_parquet_file(tmp_path / "x.parquet", {
+        "when": [stamp], "day": [stamp.date()], "price": pa.array([Decimal("12.50")], pa.decimal128(6, 2)),
+        "blob": [b"\x00\x01"], "tags": [["p", "q"]], "nested": [{"at": stamp, "k": 1}], "ok": [True], "x": [0.5]})
+    [record] = read(tmp_path / "x.parquet")
+    assert record.record == {"when": "2024-03-01T12:30:00+00:00", "day": "2024-03-01", "price": "12.50",
+                             "blob": "AAE=", "tags": ["p", "q"], "nested": {"at": "2024-03-01T12:30:00+00:00", "k": 1},
+                             "ok": True, "x": 0.5}
+
+
+def test_parquet_content_digest_is_of_the_bytes_and_the_same_on_every_read(tmp_path: Path) -> None:
+    path = write_parquet_file(tmp_path / "x.parquet", {"id": [str(i) for i in range(10_000)]}, row_group_size=999)
+    source = open_source(SourceSpec(type="files", path=str(path)))
+    digests = set()
+    for _ in range(2):
+        assert sum(1 for _ in source.items()) == 10_000
+        digests.add(source.content_digest())
+    assert len(digests) == 1
+
+
+def test_parquet_duplicate_columns_are_a_data_error(tmp_path: Path) -> None:
+    table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["a", "a"])
+    pq.write_table(table, tmp_path / "x.parquet")
+    with pytest.raises(DataError, match=r"x\.parquet: duplicate column 'a'"):
+        read(tmp_path / "x.parquet")
+
+
+def test_a_file_that_is_not_parquet_is_a_data_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "x.parquet").write_bytes(b'{"a": 1}\n')
+    with pytest.raises(DataError, match=rf"^{tmp_path}/x\.parquet: cannot read as Parquet: "):
         read(tmp_path / "x.parquet")
 
 
@@ -248,6 +309,14 @@ def memory_fs() -> Iterator[fsspec.AbstractFileSystem]:
     fs = fsspec.filesystem("memory")
     yield fs
     fs.rm("/bf-test", recursive=True)
+
+
+def test_parquet_is_read_from_any_fsspec_url(memory_fs: fsspec.AbstractFileSystem, tmp_path: Path) -> None:
+    path = write_parquet_file(tmp_path / "x.parquet", {"a": [1, 2]})
+    memory_fs.pipe({"/bf-test/x.parquet": path.read_bytes()})
+    records = read("memory://bf-test/*.parquet")
+    assert [(r.where, r.record) for r in records] == [
+        ("memory:///bf-test/x.parquet:row 1", {"a": 1}), ("memory:///bf-test/x.parquet:row 2", {"a": 2})]
 
 
 def test_any_fsspec_url_is_read_and_named_with_its_protocol(memory_fs: fsspec.AbstractFileSystem) -> None:

@@ -153,6 +153,35 @@ def test_variables_are_expanded_and_a_plain_one_keeps_its_type(tmp_path: Path) -
     assert spec.raw["system"] == "you costs ${PRICE}"
 
 
+@pytest.mark.parametrize(("environ", "model"), [({}, "gemini-2.5-flash"), ({"MODEL": ""}, "gemini-2.5-flash"),
+                                                ({"MODEL": "gemini-2.5-pro"}, "gemini-2.5-pro")])
+def test_a_default_stands_in_for_an_unset_or_empty_variable(tmp_path: Path, environ: dict[str, str],
+                                                            model: str) -> None:
+    text = MINIMAL.replace("gemini-2.5-flash", "${MODEL:-gemini-2.5-flash}") + "jobs:\n  max_concurrent: ${N:-2}\n"
+    spec = load_spec(write(tmp_path, text), environ=environ)
+    assert spec.model == model
+    assert spec.jobs.max_concurrent == 2  # a plain default keeps its type, as a plain ${N} does
+
+
+def test_a_plain_variable_set_empty_stays_empty(tmp_path: Path) -> None:
+    text = MINIMAL + "system: 'Be ${TONE}brief'\n"
+    assert load_spec(write(tmp_path, text), environ={"TONE": ""}).system == "Be brief"
+
+
+@pytest.mark.parametrize("environ", [{}, {"MODEL": ""}])
+def test_a_required_variable_unset_or_empty_is_an_error_at_its_place_with_the_message(
+        tmp_path: Path, environ: dict[str, str]) -> None:
+    path = write(tmp_path, MINIMAL.replace("gemini-2.5-flash", "${MODEL:?set MODEL to a batch model}"))
+    assert problems(path, environ) == [
+        f"{path}:3:8: model: environment variable MODEL is not set or empty: set MODEL to a batch model"]
+
+
+def test_a_required_variable_without_a_message_says_what_is_missing(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("gemini-2.5-flash", "${MODEL:?}"))
+    assert problems(path) == [f"{path}:3:8: model: environment variable MODEL is not set or empty"]
+    assert load_spec(path, environ={"MODEL": "m"}).model == "m"
+
+
 def test_durations_and_sizes_are_parsed(tmp_path: Path) -> None:
     text = MINIMAL + "jobs: {poll_interval: 1h30m, max_bytes: 1GiB}\nretry: {backoff: {initial: 1.5, max: 2m}}\n"
     spec = load_spec(write(tmp_path, text), environ={})

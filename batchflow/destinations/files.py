@@ -21,6 +21,8 @@ Formats, by ``output.format`` or the extension under the compression suffix:
 
   Cells: strings as they are, numbers as written, ``true``/``false``, empty for null or absent, anything else
   (lists, objects, the embedding) as JSON text.
+- ``parquet``: the columns of a ``bigquery`` output, typed, written in row groups with pyarrow (the extra
+  ``batchflow[parquet]``); one pass (``destinations/parquet.py`` says why that shape).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from fsspec.spec import AbstractFileSystem
 from fsspec.utils import infer_compression
 
 from batchflow.destinations import Rows
+from batchflow.destinations.parquet import write_parquet
 from batchflow.errors import BatchflowError, SpecError
 from batchflow.jsonio import dumps_line, dumps_str
 from batchflow.sources.files import format_from_extension, pick_format
@@ -100,10 +103,10 @@ class _TextSink:
         self._sink.write(text.encode())
 
 
-Writer = Callable[[Rows, _Sink], int]
+Writer = Callable[[Rows, _Sink, OutputSpec], int]
 
 
-def write_jsonl(rows: Rows, sink: _Sink) -> int:
+def write_jsonl(rows: Rows, sink: _Sink, _spec: OutputSpec) -> int:
     """One JSON object per line, one pass."""
     count, write, dumps = 0, sink.write, orjson.dumps
     for row in rows():
@@ -168,7 +171,7 @@ _CELLS: dict[type, Callable[[Any], str]] = {
 }
 
 
-def write_csv(rows: Rows, sink: _Sink) -> int:
+def write_csv(rows: Rows, sink: _Sink, _spec: OutputSpec) -> int:
     """A header and one line per row (RFC 4180); a first pass over the rows finds the columns."""
     seen: dict[str, Any] = {}
     for row in rows():
@@ -187,13 +190,14 @@ def write_csv(rows: Rows, sink: _Sink) -> int:
     return count
 
 
-WRITERS: dict[str, Writer] = {"jsonl": write_jsonl, "csv": write_csv}
+WRITERS: dict[str, Writer] = {"jsonl": write_jsonl, "csv": write_csv, "parquet": write_parquet}
 EXTENSIONS: dict[str, str] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-_NOT_YET: dict[str, str] = {"parquet": "parquet outputs need pyarrow and are not supported yet"}
 
 
-def _writer(fmt: str | None, path: str) -> Writer:
-    return pick_format("output", WRITERS, _NOT_YET, fmt, path)
+def writer_for(spec: OutputSpec) -> Writer:
+    """The writer of the output's format (given, or from the extension); a SpecError if there is none here."""
+    path = str(spec.path)
+    return pick_format("output", WRITERS, spec.format or format_from_extension(path, EXTENSIONS), path)
 
 
 def _read_umask() -> int:
@@ -271,8 +275,8 @@ class FilesDestination:
     def __init__(self, spec: OutputSpec) -> None:
         if not spec.path:
             raise SpecError("output.path is required for output type 'files'")
-        self._path = spec.path
-        self._write_rows = _writer(spec.format or format_from_extension(spec.path, EXTENSIONS), spec.path)
+        self._path, self._spec = spec.path, spec
+        self._write_rows = writer_for(spec)
         self._fs, self._root = spec_filesystem(spec.path, "output.path")
 
     def check(self) -> None:
@@ -291,7 +295,7 @@ class FilesDestination:
     def write(self, rows: Rows) -> int:
         with self._target() as raw, _compressed(raw, self._path) as out:
             sink = _Sink(out, self._path)
-            count = self._write_rows(rows, sink)
+            count = self._write_rows(rows, sink, self._spec)
             sink.flush()
         return count
 

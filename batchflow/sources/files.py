@@ -9,6 +9,8 @@ is decompressed on the fly. Formats, by ``source.format`` or by the extension un
   the read even under ``on_bad_record: skip`` (there is no telling where the next one starts).
 - ``csv`` (``.csv``): the first row names the columns, every value stays a string; a row with another number
   of fields is a bad record. Bytes that are not UTF-8 end the read in both modes (a row may span lines).
+- ``parquet`` (``.parquet``): streamed record batch by record batch with pyarrow (the extra
+  ``batchflow[parquet]``); ``where`` is ``file.parquet:row N`` (``sources/parquet.py``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from typing import Any, BinaryIO, TypeVar
 
 from fsspec.utils import infer_compression
 
+from batchflow.arrow import INSTALL_HINT, pyarrow_missing
 from batchflow.errors import DataError, SpecError
 from batchflow.jsonio import ArrayError, JSONDecodeError, dumps, dumps_canonical, iter_array, loads, type_name
 from batchflow.sources import BadRecord, Item, Reject, Source, bad_record_handler
+from batchflow.sources.parquet import read_parquet
 from batchflow.spec import SourceSpec
 from batchflow.storage import spec_filesystem
 
@@ -169,7 +173,7 @@ def read_csv(f: BinaryIO, name: str, bad: BadRecord) -> Iterator[Item]:
         raise DataError(f"{name}:{start}: malformed CSV: {exc}") from None
 
 
-READERS: dict[str, Reader] = {"jsonl": read_jsonl, "json": read_json, "csv": read_csv}
+READERS: dict[str, Reader] = {"jsonl": read_jsonl, "json": read_json, "csv": read_csv, "parquet": read_parquet}
 EXTENSIONS: dict[str, str] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -177,7 +181,6 @@ EXTENSIONS: dict[str, str] = {
     ".csv": "csv",
     ".parquet": "parquet",
 }
-_NOT_YET: dict[str, str] = {"parquet": "parquet sources need pyarrow and are not supported yet"}
 
 
 def format_from_extension(path: str, extensions: dict[str, str] = EXTENSIONS) -> str | None:
@@ -191,13 +194,13 @@ def format_from_extension(path: str, extensions: dict[str, str] = EXTENSIONS) ->
 T = TypeVar("T")
 
 
-def pick_format(section: str, table: Mapping[str, T], not_yet: Mapping[str, str], fmt: str | None,
-                path: str) -> T:
-    """The reader or writer of a format, or a SpecError naming ``section`` (source / output) and why."""
+def pick_format(section: str, table: Mapping[str, T], fmt: str | None, path: str) -> T:
+    """The reader or writer of a format, or a SpecError naming ``section`` (source / output) and why (a format
+    whose extra is not installed says which to install)."""
     if fmt is None:
         raise SpecError(f"{section}.path {path!r}: cannot tell the format from the extension; set {section}.format")
-    if fmt in not_yet:
-        raise SpecError(f"{section}.format {fmt!r}: {not_yet[fmt]}")
+    if fmt == "parquet" and pyarrow_missing():
+        raise SpecError(f"{section}.format 'parquet' {INSTALL_HINT}")
     try:
         return table[fmt]
     except KeyError:
@@ -206,7 +209,7 @@ def pick_format(section: str, table: Mapping[str, T], not_yet: Mapping[str, str]
 
 
 def _reader(fmt: str | None, path: str) -> Reader:
-    return pick_format("source", READERS, _NOT_YET, fmt, path)
+    return pick_format("source", READERS, fmt, path)
 
 
 
