@@ -222,8 +222,12 @@ def test_job_times_never_lie_ahead_of_the_answer_and_error_only_on_failed_or_can
         status, created = _raw(emu, "POST", f"{PARENT}/batchPredictionJobs", _body(src, f"gs://{bucket}/out"))
         assert status == 200
         _raw(emu, "POST", f"{created['name']}:cancel", {})
-        asked = time.time()
         _, job = _raw(emu, "GET", created["name"])
+        assert job["state"] == "JOB_STATE_CANCELLING"  # for a moment, as the service shows
+        while job["state"] == "JOB_STATE_CANCELLING":
+            time.sleep(0.05)
+            _, job = _raw(emu, "GET", created["name"])
+        asked = time.time()
     assert job["state"] == "JOB_STATE_CANCELLED" and "startTime" not in job
     times = [_epoch(job[key]) for key in ("createTime", "updateTime", "endTime")]
     assert times == sorted(times) and times[-1] <= asked
