@@ -378,3 +378,17 @@ def test_fault_plans_reach_vertex_lines_and_jobs(tmp_path: Path, fs: Any, bucket
         faulted = [x for x in out if x["status"]]
         assert 0 < len(faulted) == job.completion_stats.failed_count < 40
         assert all("UNAVAILABLE" in x["status"] and "response" not in x and x["request"] for x in faulted)
+
+
+def test_vertex_discovery_check_finds_no_deviation(tmp_path: Path, repo_root: Path) -> None:
+    """Every call batchflow makes to Vertex, the emulator's answers and the staged JSONL lines, validated against
+    Vertex AI's own discovery document by the shared checker (it fetches the document once with pip)."""
+    script = SHARED / "conformance" / "vertex_discovery_check.py"
+    if not script.exists():
+        pytest.skip(f"the shared discovery checker is not at {script}")
+    done = subprocess.run([sys.executable, str(script), str(repo_root), "--python", sys.executable,
+                           "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path)
+    summary = [line for line in done.stdout.splitlines() if line.startswith("SUMMARY")]
+    assert done.returncode == 0 and summary and summary[0].startswith("SUMMARY 0 distinct deviation"), \
+        done.stdout[-4000:] + done.stderr[-2000:]
