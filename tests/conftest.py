@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,19 @@ def bigquery_emulator() -> Iterator[str]:
             yield emulator.url
         finally:
             emulator.stop()
+
+
+@pytest.fixture
+def fs(gcs_emulator: str) -> Any:
+    """gcsfs on the GCS emulator (anonymous, as gcsfs goes with STORAGE_EMULATOR_HOST)."""
+    import gcsfs
+
+    return gcsfs.GCSFileSystem(token="anon", project="p")
+
+
+@pytest.fixture
+def bucket(fs: Any) -> str:
+    """A new bucket on the GCS emulator, for one test."""
+    name = f"bf-{uuid.uuid4().hex[:10]}"
+    fs.mkdir(name)
+    return name

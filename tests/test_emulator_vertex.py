@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -30,20 +29,6 @@ pytestmark = pytest.mark.gcs
 MODEL = "gemini-2.5-flash"
 PARENT = "projects/proj/locations/us-central1"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-@pytest.fixture
-def fs(gcs_emulator: str) -> Any:
-    import gcsfs
-
-    return gcsfs.GCSFileSystem(token="anon")
-
-
-@pytest.fixture
-def bucket(fs: Any) -> str:
-    name = f"vx-{uuid.uuid4().hex[:10]}"
-    fs.mkdir(name)
-    return name
 
 
 @pytest.fixture

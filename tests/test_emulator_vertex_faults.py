@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,20 +24,6 @@ pytestmark = pytest.mark.gcs
 
 MODEL = "gemini-2.5-flash"
 State = types.JobState
-
-
-@pytest.fixture
-def fs(gcs_emulator: str) -> Any:
-    import gcsfs
-
-    return gcsfs.GCSFileSystem(token="anon")
-
-
-@pytest.fixture
-def bucket(fs: Any) -> str:
-    name = f"vf-{uuid.uuid4().hex[:10]}"
-    fs.mkdir(name)
-    return name
 
 
 @contextmanager

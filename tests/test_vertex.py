@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,20 +15,6 @@ from helpers import cli_process, write_spec
 from batchflow.emulator import model, start_in_thread
 
 pytestmark = pytest.mark.gcs
-
-
-@pytest.fixture
-def fs(gcs_emulator: str) -> Any:
-    import gcsfs
-
-    return gcsfs.GCSFileSystem(token="anon", project="p")
-
-
-@pytest.fixture
-def bucket(fs: Any) -> str:
-    name = "bf-" + uuid.uuid4().hex[:10]
-    fs.mkdir(name)
-    return name
 
 
 @pytest.fixture
