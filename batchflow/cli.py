@@ -7,7 +7,9 @@ Exit codes: 0 finished (failures within ``max_failed``); 1 too many failed recor
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,8 @@ from batchflow.errors import EXIT_FAILED, EXIT_USAGE, EXIT_WOULD_SUBMIT, Batchfl
 F = TypeVar("F", bound=Callable[..., Any])
 
 _specs_arg = click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
+_json_option = click.option("--json", "as_json", is_flag=True,
+                            help="one JSON object a spec on stdout (shapes in the README)")
 
 
 def _expected_errors(fn: F) -> F:
@@ -76,8 +80,9 @@ def main(log_format: str, verbose: bool, debug: bool) -> None:
               help="start over: put the old state and its kept answers aside, and send every record again")
 @click.option("--retry-errors", is_flag=True,
               help="send again the records whose kept failure would come back the same (a 400, a safety block)")
+@_json_option
 @_expected_errors
-def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: bool) -> None:
+def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: bool, as_json: bool) -> None:
     """Plan, submit, poll, retry and merge; resumes from the state, reuses the answers kept.
 
     SPECS: spec files, globs, or directories (their *.yaml specs); several end with a table and the worst exit
@@ -92,8 +97,12 @@ def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: boo
             click.echo(f"{path}: the old state and its kept answers are in {summary.archived}")
         skipped = f" ({summary.rejected:,} bad record{'s' * (summary.rejected != 1)} skipped)" \
             if summary.rejected else ""
-        click.echo(f"{summary.records:,} records: {summary.ok:,} ok, {summary.failed:,} failed{skipped} -> "
-                   f"{summary.output}")
+        if as_json:
+            click.echo(json.dumps({"spec": str(path), **dataclasses.asdict(summary)}))
+        else:
+            money = "" if summary.cost_usd is None else f"; cost ${summary.cost_usd:,.4f}"
+            click.echo(f"{summary.records:,} records: {summary.ok:,} ok, {summary.failed:,} failed{skipped} -> "
+                       f"{summary.output}{money}")
         return Row(path, 0, "ok", summary.records, summary.ok, summary.failed, summary.jobs)
 
     _many(specs, one)
@@ -143,8 +152,9 @@ def validate(specs: tuple[Path, ...], records: int) -> None:
 @click.option("--exit-code", is_flag=True,
               help=f"exit {EXIT_WOULD_SUBMIT} when `run` would submit jobs, 0 when it would not (for CI)")
 @click.option("--retry-errors", is_flag=True, help="plan as `run --retry-errors` would")
+@_json_option
 @_expected_errors
-def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool) -> None:
+def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool, as_json: bool) -> None:
     """Show what `run` would do now: new / changed / unchanged / removed records, jobs, a sample, tokens."""
     from batchflow.many import Row
     from batchflow.report import plan_report
@@ -154,7 +164,7 @@ def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool) -> None:
 
     def one(path: Path) -> Row:
         report = plan_report(load_spec(path), retry_errors)
-        click.echo(report.text)
+        click.echo(json.dumps(report.data) if as_json else report.text)
         submits.append(report.submits)
         return Row(path, 0, "would submit jobs" if report.submits else "nothing to submit")
 
@@ -169,15 +179,18 @@ def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool) -> None:
 
 @main.command()
 @_specs_arg
+@click.option("--offline", is_flag=True, help="read only the state; ask the service nothing")
+@_json_option
 @_expected_errors
-def status(specs: tuple[Path, ...]) -> None:
-    """Show the state: the generation, records sent and reused, jobs, answers kept, errors."""
+def status(specs: tuple[Path, ...], offline: bool, as_json: bool) -> None:
+    """Show jobs as the service reports them, beside the state: counts, errors by cause, cost; never writes."""
     from batchflow.many import Row
-    from batchflow.report import status_report
     from batchflow.spec import load_spec
+    from batchflow.status import status_report
 
     def one(path: Path) -> Row:
-        click.echo(status_report(load_spec(path)))
+        report = status_report(load_spec(path), offline)
+        click.echo(json.dumps(report.data) if as_json else report.text)
         return Row(path, 0, "shown")
 
     _many(specs, one)
