@@ -87,12 +87,18 @@ def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: boo
 
     SPECS: spec files, globs, or directories (their *.yaml specs); several end with a table and the worst exit
     code (2 over 1 over 75 over 0)."""
+    from batchflow import live
     from batchflow.many import Row
     from batchflow.runner import Runner
     from batchflow.spec import load_spec
 
+    console_logs = click.get_current_context().find_root().params.get("log_format") != "json"
+
     def one(path: Path) -> Row:
-        summary = Runner(load_spec(path)).run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
+        spec = load_spec(path)
+        with live.shown(spec, console_logs) as view:
+            runner = Runner(spec, watch=view.cycle if view else None)
+            summary = runner.run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
         if summary.archived:
             click.echo(f"{path}: the old state and its kept answers are in {summary.archived}")
         skipped = f" ({summary.rejected:,} bad record{'s' * (summary.rejected != 1)} skipped)" \

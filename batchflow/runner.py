@@ -65,6 +65,10 @@ class Summary:
     cost_usd: float | None = None  # what they cost at the price table's batch prices; None: the model is not priced
 
 
+def _unwatched(state: State, next_poll: float) -> None:
+    """No live view: nothing to show."""
+
+
 def state_store(spec: Spec, view: bool = False) -> StateStore:
     """The state directory of one spec (for a gs:// state, its local cache and the GCS state behind it).
 
@@ -84,8 +88,10 @@ class Runner:
     """Drives one spec to the end (or, with ``wait=False``, as far as it goes without waiting)."""
 
     def __init__(self, spec: Spec, path: ExecutionPath | None = None,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+                 watch: Callable[[State, float], None] | None = None) -> None:
         self.spec = spec
+        self.watch = watch or _unwatched  # the live view: the state each cycle, and the seconds until the next
         self.store = state_store(spec)
         self.root = self.store.dir
         self.path = path or open_path(spec, self.store)
@@ -215,6 +221,7 @@ class Runner:
             plan = p.make_plan(state, now, self.spec.jobs.max_concurrent, out_fp, self.path.output_exists(),
                                stuck_after=self.spec.jobs.stuck_after, token_room=self._token_room(state))
             if plan.finished:
+                self.watch(state, 0.0)
                 return self._summary(state)
             progressed = False
             streak = self._transient_streak
@@ -230,7 +237,9 @@ class Runner:
                 continue
             if not wait:
                 raise NotFinished(f"{self._pending(state)}; run again later")
-            self.sleep(self._pause(plan, now))
+            pause = self._pause(plan, now)
+            self.watch(state, pause)
+            self.sleep(pause)
 
     def _stop_if_budget_reached(self, state: State) -> None:
         """Jobs wait for the budget; once no created job is left to bring their actual cost in, the run stops."""
