@@ -1,8 +1,8 @@
 """The command line: thin commands, documented exit codes, no traceback for expected errors.
 
-Exit codes: 0 finished (failures within ``max_failed``); 1 too many failed records, or the run failed;
-2 bad spec, bad data or bad usage (nothing submitted); 3 ``plan --exit-code``: ``run`` would submit jobs;
-75 not finished yet (``--no-wait``, or locked).
+Exit codes: 0 finished (failures within ``max_failed``); 1 too many failed records, the run failed, or
+``budget:`` reached mid-run; 2 bad spec, bad data, bad usage or a plan over ``budget:`` (nothing submitted);
+3 ``plan --exit-code``: ``run`` would submit jobs; 75 not finished yet (``--no-wait``, or locked).
 """
 
 from __future__ import annotations

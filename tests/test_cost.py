@@ -96,3 +96,13 @@ def test_a_cost_budget_on_an_unpriced_model_asks_for_pricing(tmp_path: Path) -> 
     priced = write_spec(tmp_path, model="gemini-9-unknown", budget={"max_cost_usd": 1},
                         pricing={"input_per_million": 1, "output_per_million": 4})
     assert cli("validate", str(priced)).exit_code == 0
+
+
+def test_plan_json_after_a_run_says_finished_with_the_actual_cost(tmp_path: Path) -> None:
+    _records(tmp_path)
+    spec = write_spec(tmp_path)
+    summary = _json(cli("run", "--json", str(spec)))
+    plan = _json(cli("plan", "--json", str(spec)))
+    assert plan["kind"] == "finished" and plan["submits"] is False and plan["records"] == 6
+    assert plan["cost"]["actual_usd"] == pytest.approx(summary["cost_usd"])
+    assert plan["cost"]["actual_tokens"] == plan["cost"]["committed_tokens"] == summary["usage"]
