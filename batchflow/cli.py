@@ -96,26 +96,32 @@ def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: boo
 
     def one(path: Path) -> Row:
         spec = load_spec(path)
-        with live.shown(spec, console_logs) as view:
-            runner = Runner(spec, watch=view.cycle if view else None)
-            summary = runner.run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
-        if summary.archived:
-            click.echo(f"{path}: the old state and its kept answers are in {summary.archived}")
+        try:
+            with live.shown(spec, console_logs) as view:
+                runner = Runner(spec, watch=view.cycle if view else None)
+                summary = runner.run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
+        except BatchflowError as exc:
+            if as_json:  # the summary object still comes, saying how the run ended
+                click.echo(json.dumps({"spec": str(path), "error": str(exc), "exit_code": exc.exit_code}))
+            raise
         skipped = f" ({summary.rejected:,} bad record{'s' * (summary.rejected != 1)} skipped)" \
             if summary.rejected else ""
         if as_json:
             click.echo(json.dumps({"spec": str(path), **dataclasses.asdict(summary)}))
         else:
+            if summary.archived:
+                click.echo(f"{path}: the old state and its kept answers are in {summary.archived}")
             money = "" if summary.cost_usd is None else f"; cost ${summary.cost_usd:,.4f}"
             click.echo(f"{summary.records:,} records: {summary.ok:,} ok, {summary.failed:,} failed{skipped} -> "
                        f"{summary.output}{money}")
         return Row(path, 0, "ok", summary.records, summary.ok, summary.failed, summary.jobs)
 
-    _many(specs, one)
+    _many(specs, one, as_json)
 
 
-def _many(specs: tuple[Path, ...], one: Any) -> None:
-    """One spec: as it always was (its errors end the command). Several: each on its own, then the table."""
+def _many(specs: tuple[Path, ...], one: Any, as_json: bool = False) -> None:
+    """One spec: as it always was (its errors end the command). Several: each on its own, then the table (on
+    stderr with ``--json``, so that stdout holds only the JSON objects)."""
     from batchflow import many
 
     paths = many.expand(specs)
@@ -125,11 +131,11 @@ def _many(specs: tuple[Path, ...], one: Any) -> None:
     if not paths:
         raise InputError(f"no spec found in {' '.join(map(str, specs))}")
     def headed(path: Path) -> Any:
-        click.echo(f"== {path}")
+        click.echo(f"== {path}", err=as_json)
         return one(path)
 
     rows = many.each(paths, headed, lambda path, exc: _echo_error(exc, f"{path}: "))
-    click.echo(many.table(rows))
+    click.echo(many.table(rows), err=as_json)
     sys.exit(many.worst(rows))
 
 
@@ -175,7 +181,7 @@ def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool, as_json: 
         return Row(path, 0, "would submit jobs" if report.submits else "nothing to submit")
 
     try:
-        _many(specs, one)
+        _many(specs, one, as_json)
     except SystemExit as done:
         if done.code or not (exit_code and any(submits)):
             raise
@@ -199,7 +205,7 @@ def status(specs: tuple[Path, ...], offline: bool, as_json: bool) -> None:
         click.echo(json.dumps(report.data) if as_json else report.text)
         return Row(path, 0, "shown")
 
-    _many(specs, one)
+    _many(specs, one, as_json)
 
 
 @main.command()

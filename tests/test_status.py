@@ -64,3 +64,26 @@ def test_status_offline_reads_the_state_alone(tmp_path: Path) -> None:
 def test_status_before_any_run(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
     assert _status(write_spec(tmp_path))["run"] is False
+
+
+def test_status_counts_errors_by_cause_and_run_json_says_how_a_run_ended(tmp_path: Path) -> None:
+    (tmp_path / "faults.yaml").write_text(json.dumps({"seed": 2, "requests": {"fail": 0.05}}))
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"k{i}", "text": f"t{i}"} for i in range(400)])
+    with batchflow_emulator(tmp_path / "emulator", job_seconds=0.2, faults=tmp_path / "faults.yaml") as url:
+        spec = write_spec(tmp_path, name="causes", backend={"type": "gemini", "base_url": url},
+                          retry={"request_attempts": 1})
+        ended = cli("run", "--json", str(spec))
+        data = _status(spec)
+    assert ended.exit_code == 1 and json.loads(ended.stdout)["exit_code"] == 1
+    assert "records failed" in json.loads(ended.stdout)["error"]
+    failed = data["merged"]["failed"]
+    assert failed > 0 and sum(data["errors"].values()) == failed
+    assert all(cause.split(":")[0] in {"429", "500", "503"} for cause in data["errors"])
+
+
+def test_several_specs_with_json_keep_stdout_to_json_lines(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+    first, second = write_spec(tmp_path, name="one"), write_spec(tmp_path, name="two")
+    result = cli("status", "--json", "--offline", str(first), str(second))
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["spec"] for line in result.stdout.splitlines()] == ["one", "two"]
