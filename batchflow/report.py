@@ -142,7 +142,6 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) 
     lines.append(f"  jobs to submit: {len(new.shards)}" + (f" ({sent:,} requests; at most {max_requests:,} "
                  f"requests and {max_bytes:,} bytes each), {spec.jobs.max_concurrent} at a time on "
                  f"{spec.backend.type}" if new.shards else ""))
-    lines.append(f"  input tokens (estimate): ~{size // models.CHARS_PER_TOKEN:,}")
     lines.append(_cost_line(spec, new))
     if sample:
         lines.append("  sample request: " + sample)
