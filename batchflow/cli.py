@@ -1,13 +1,15 @@
 """The command line: thin commands, documented exit codes, no traceback for expected errors.
 
-Exit codes: 0 finished (failures within ``max_failed``); 1 too many failed records, or the run failed;
-2 bad spec, bad data or bad usage (nothing submitted); 3 ``plan --exit-code``: ``run`` would submit jobs;
-75 not finished yet (``--no-wait``, or locked).
+Exit codes: 0 finished (failures within ``max_failed``); 1 too many failed records, the run failed, or
+``budget:`` reached mid-run; 2 bad spec, bad data, bad usage or a plan over ``budget:`` (nothing submitted);
+3 ``plan --exit-code``: ``run`` would submit jobs; 75 not finished yet (``--no-wait``, or locked).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,8 @@ from batchflow.errors import EXIT_FAILED, EXIT_USAGE, EXIT_WOULD_SUBMIT, Batchfl
 F = TypeVar("F", bound=Callable[..., Any])
 
 _specs_arg = click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
+_json_option = click.option("--json", "as_json", is_flag=True,
+                            help="one JSON object a spec on stdout (shapes in the README)")
 
 
 def _expected_errors(fn: F) -> F:
@@ -76,31 +80,48 @@ def main(log_format: str, verbose: bool, debug: bool) -> None:
               help="start over: put the old state and its kept answers aside, and send every record again")
 @click.option("--retry-errors", is_flag=True,
               help="send again the records whose kept failure would come back the same (a 400, a safety block)")
+@_json_option
 @_expected_errors
-def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: bool) -> None:
+def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: bool, as_json: bool) -> None:
     """Plan, submit, poll, retry and merge; resumes from the state, reuses the answers kept.
 
     SPECS: spec files, globs, or directories (their *.yaml specs); several end with a table and the worst exit
     code (2 over 1 over 75 over 0)."""
+    from batchflow import live
     from batchflow.many import Row
     from batchflow.runner import Runner
     from batchflow.spec import load_spec
 
+    console_logs = click.get_current_context().find_root().params.get("log_format") != "json"
+
     def one(path: Path) -> Row:
-        summary = Runner(load_spec(path)).run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
-        if summary.archived:
-            click.echo(f"{path}: the old state and its kept answers are in {summary.archived}")
+        spec = load_spec(path)
+        try:
+            with live.shown(spec, console_logs) as view:
+                runner = Runner(spec, watch=view.cycle if view else None)
+                summary = runner.run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
+        except BatchflowError as exc:
+            if as_json:  # the summary object still comes, saying how the run ended
+                click.echo(json.dumps({"spec": str(path), "error": str(exc), "exit_code": exc.exit_code}))
+            raise
         skipped = f" ({summary.rejected:,} bad record{'s' * (summary.rejected != 1)} skipped)" \
             if summary.rejected else ""
-        click.echo(f"{summary.records:,} records: {summary.ok:,} ok, {summary.failed:,} failed{skipped} -> "
-                   f"{summary.output}")
+        if as_json:
+            click.echo(json.dumps({"spec": str(path), **dataclasses.asdict(summary)}))
+        else:
+            if summary.archived:
+                click.echo(f"{path}: the old state and its kept answers are in {summary.archived}")
+            money = "" if summary.cost_usd is None else f"; cost ${summary.cost_usd:,.4f}"
+            click.echo(f"{summary.records:,} records: {summary.ok:,} ok, {summary.failed:,} failed{skipped} -> "
+                       f"{summary.output}{money}")
         return Row(path, 0, "ok", summary.records, summary.ok, summary.failed, summary.jobs)
 
-    _many(specs, one)
+    _many(specs, one, as_json)
 
 
-def _many(specs: tuple[Path, ...], one: Any) -> None:
-    """One spec: as it always was (its errors end the command). Several: each on its own, then the table."""
+def _many(specs: tuple[Path, ...], one: Any, as_json: bool = False) -> None:
+    """One spec: as it always was (its errors end the command). Several: each on its own, then the table (on
+    stderr with ``--json``, so that stdout holds only the JSON objects)."""
     from batchflow import many
 
     paths = many.expand(specs)
@@ -110,11 +131,11 @@ def _many(specs: tuple[Path, ...], one: Any) -> None:
     if not paths:
         raise InputError(f"no spec found in {' '.join(map(str, specs))}")
     def headed(path: Path) -> Any:
-        click.echo(f"== {path}")
+        click.echo(f"== {path}", err=as_json)
         return one(path)
 
     rows = many.each(paths, headed, lambda path, exc: _echo_error(exc, f"{path}: "))
-    click.echo(many.table(rows))
+    click.echo(many.table(rows), err=as_json)
     sys.exit(many.worst(rows))
 
 
@@ -143,8 +164,9 @@ def validate(specs: tuple[Path, ...], records: int) -> None:
 @click.option("--exit-code", is_flag=True,
               help=f"exit {EXIT_WOULD_SUBMIT} when `run` would submit jobs, 0 when it would not (for CI)")
 @click.option("--retry-errors", is_flag=True, help="plan as `run --retry-errors` would")
+@_json_option
 @_expected_errors
-def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool) -> None:
+def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool, as_json: bool) -> None:
     """Show what `run` would do now: new / changed / unchanged / removed records, jobs, a sample, tokens."""
     from batchflow.many import Row
     from batchflow.report import plan_report
@@ -154,12 +176,12 @@ def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool) -> None:
 
     def one(path: Path) -> Row:
         report = plan_report(load_spec(path), retry_errors)
-        click.echo(report.text)
+        click.echo(json.dumps(report.data) if as_json else report.text)
         submits.append(report.submits)
         return Row(path, 0, "would submit jobs" if report.submits else "nothing to submit")
 
     try:
-        _many(specs, one)
+        _many(specs, one, as_json)
     except SystemExit as done:
         if done.code or not (exit_code and any(submits)):
             raise
@@ -169,18 +191,21 @@ def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool) -> None:
 
 @main.command()
 @_specs_arg
+@click.option("--offline", is_flag=True, help="read only the state; ask the service nothing")
+@_json_option
 @_expected_errors
-def status(specs: tuple[Path, ...]) -> None:
-    """Show the state: the generation, records sent and reused, jobs, answers kept, errors."""
+def status(specs: tuple[Path, ...], offline: bool, as_json: bool) -> None:
+    """Show jobs as the service reports them, beside the state: counts, errors by cause, cost; never writes."""
     from batchflow.many import Row
-    from batchflow.report import status_report
     from batchflow.spec import load_spec
+    from batchflow.status import status_report
 
     def one(path: Path) -> Row:
-        click.echo(status_report(load_spec(path)))
+        report = status_report(load_spec(path), offline)
+        click.echo(json.dumps(report.data) if as_json else report.text)
         return Row(path, 0, "shown")
 
-    _many(specs, one)
+    _many(specs, one, as_json)
 
 
 @main.command()

@@ -17,6 +17,7 @@ import orjson
 import structlog
 
 from batchflow.backends import Backend, JobInfo, Result
+from batchflow.cost import Usage, usage_of
 from batchflow.errors import BackendError
 from batchflow.sharding import ContentDigest, request_key
 from batchflow.spec import Spec
@@ -112,7 +113,15 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     os.replace(tmp, out)
     job.ok = sum("response" in r for r in lines.values())
     job.failed = len(lines) - job.ok
+    job.usage = _billed(lines.values()).as_dict()
     return out
+
+
+def _billed(lines: Iterable[dict[str, Any]]) -> Usage:
+    """The usage of a job's answers, each response once (Vertex answers identical requests once, for every key
+    that asked, and bills that one answer)."""
+    responses = {id(r["response"]): r["response"] for r in lines if "response" in r}
+    return usage_of(responses.values())
 
 
 def collect_lost(root: Path, shard: Shard, job: Job, message: str) -> Path:
@@ -124,7 +133,7 @@ def collect_lost(root: Path, shard: Shard, job: Job, message: str) -> Path:
         for key in input_keys(root / job.input):
             fh.write(orjson.dumps({"key": key, "job_error": {"code": None, "message": message}}, option=_NL))
     os.replace(tmp, out)
-    job.ok, job.failed = 0, job.count
+    job.ok, job.failed, job.usage = 0, job.count, Usage().as_dict()
     return out
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -29,9 +31,31 @@ def configure(fmt: str = "auto", verbose: bool = False) -> None:
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+
+
+def _stderr_logger(*_: Any) -> structlog.PrintLogger:
+    """A logger on stderr as it is when the line is logged: the live view (live.py) moves what is written there
+    above itself while it is shown."""
+    return structlog.PrintLogger(sys.stderr)
+
+
+ProgressSink = Callable[[str, dict[str, Any]], None]
+_sink: ProgressSink | None = None  # the live view, while one is shown (one run a process shows one)
+_SHOWN_EVERY = 0.25  # seconds between two redraws of local progress
+
+
+@contextmanager
+def progress_to(sink: ProgressSink) -> Iterator[None]:
+    """While the block runs, ``Progress`` also tells ``sink`` how far local work has come, often."""
+    global _sink
+    previous, _sink = _sink, sink
+    try:
+        yield
+    finally:
+        _sink = previous
 
 
 class Progress:
@@ -41,10 +65,14 @@ class Progress:
         self.event = event
         self.every = every
         self._next = time.monotonic() + every
+        self._shown = time.monotonic()  # a live view shows local work at once; the logs wait for `every`
         self._log = structlog.get_logger("batchflow.progress")
 
     def tick(self, **fields: Any) -> None:
         now = time.monotonic()
+        if _sink is not None and now >= self._shown:
+            self._shown = now + _SHOWN_EVERY
+            _sink(self.event, fields)
         if now >= self._next:
             self._next = now + self.every
             self._log.info(self.event, **fields)

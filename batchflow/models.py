@@ -119,3 +119,50 @@ def too_long(name: str, line_bytes: int) -> str:
     model = _BY_NAME[bare(name)]
     return (f"the prompt is about {line_bytes // CHARS_PER_TOKEN:,} tokens (estimate), over {model.name}'s input "
             f"limit of {model.input_tokens:,}; not sent")
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per 1M tokens at the online rate; a batch job is billed ``batch_discount`` less (half, today)."""
+
+    input: float
+    output: float
+    thinking: float  # thinking tokens are billed at the output rate
+    batch_discount: float = 0.5
+
+
+# Standard (paid tier) prices for prompts up to 200k tokens, taken on this date from the pages below; the Gemini API
+# and Vertex AI bill Gemini models alike except where the Vertex row says otherwise. A spec's `pricing:` overrides
+# any field (a model not here must give its own). Vertex's text-embedding models bill per character: not priced.
+PRICES_TAKEN = "2025-12"
+PRICE_SOURCES = {"gemini": "https://ai.google.dev/gemini-api/docs/pricing",
+                 "vertex": "https://cloud.google.com/vertex-ai/generative-ai/pricing"}
+
+
+def _price(input_usd: float, output_usd: float) -> Price:
+    return Price(input_usd, output_usd, output_usd)
+
+
+_GEMINI_PRICES: dict[str, Price] = {
+    "gemini-3-pro-preview": _price(2.00, 12.00),
+    "gemini-3-flash-preview": _price(0.50, 3.00),
+    "gemini-2.5-pro": _price(1.25, 10.00),
+    "gemini-2.5-flash": _price(0.30, 2.50),
+    "gemini-2.5-flash-lite": _price(0.10, 0.40),
+    "gemini-2.0-flash": _price(0.10, 0.40),
+    "gemini-2.0-flash-lite": _price(0.075, 0.30),
+    "gemini-embedding-001": _price(0.15, 0.0),
+}
+
+PRICES: dict[tuple[str, str], Price] = {
+    **{("gemini", name): price for name, price in _GEMINI_PRICES.items()},
+    **{("vertex", name): price for name, price in _GEMINI_PRICES.items() if name != "gemini-embedding-001"},
+    ("vertex", "gemini-2.0-flash"): _price(0.15, 0.60),
+    ("vertex", "gemini-2.0-flash-001"): _price(0.15, 0.60),
+    ("vertex", "gemini-2.0-flash-lite-001"): _price(0.075, 0.30),
+}
+
+
+def price_of(name: str, backend: str) -> Price | None:
+    """The table's price of a model on a backend (``local`` is priced as the gemini backend it stands in for)."""
+    return PRICES.get(("gemini" if backend == "local" else backend, bare(name)))

@@ -1,4 +1,4 @@
-"""What ``validate``, ``plan`` and ``status`` print; reads only local files, calls no API."""
+"""What ``validate`` and ``plan`` print, and the state summary ``status`` shows; calls no API but ``models.get``."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import itertools
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import structlog
 
-from batchflow import models
+from batchflow import cost, models
 from batchflow import plan as p
 from batchflow import state as st
 from batchflow.answers.earlier import Earlier
@@ -45,6 +46,7 @@ def validate_one(path: Path, records: int) -> str:
     """Schema, templates, limits and the first records rendered; raises on the first problem."""
     spec = load_spec(path)
     _size(spec)
+    cost.check_priced(spec)
     if spec.output.type == "files":  # its format, with no filesystem opened: validate touches no bucket
         from batchflow.destinations.files import writer_for
 
@@ -74,6 +76,7 @@ def validate_one(path: Path, records: int) -> str:
 class PlanReport:
     text: str
     submits: bool  # run would create jobs (``plan --exit-code``)
+    data: dict[str, Any] = field(default_factory=dict)  # ``plan --json`` (README, "Commands and exit codes")
 
 
 def plan_report(spec: Spec, retry_errors: bool = False) -> PlanReport:
@@ -84,7 +87,8 @@ def plan_report(spec: Spec, retry_errors: bool = False) -> PlanReport:
     if spec.source.native:  # the records stay in BigQuery: the plan is the state's, never a read of the input
         if state is None:
             return PlanReport(f"spec {spec.name}: nothing run yet; `run` builds the requests in BigQuery and "
-                              "submits one Vertex job per partition", True)
+                              "submits one Vertex job per partition", True,
+                              {"spec": spec.name, "path": str(spec.path), "kind": "new", "submits": True})
         return _plan_of(spec, state)
     if state is None:
         return _diff_plan(spec, None, store.dir, retry_errors)
@@ -138,10 +142,39 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) 
     lines.append(f"  jobs to submit: {len(new.shards)}" + (f" ({sent:,} requests; at most {max_requests:,} "
                  f"requests and {max_bytes:,} bytes each), {spec.jobs.max_concurrent} at a time on "
                  f"{spec.backend.type}" if new.shards else ""))
-    lines.append(f"  input tokens (estimate): ~{size // models.CHARS_PER_TOKEN:,}")
+    lines.append(_cost_line(spec, new))
     if sample:
         lines.append("  sample request: " + sample)
-    return PlanReport("\n".join(lines), bool(new.shards))
+    cost.check_plan(spec, new)
+    data = {"spec": spec.name, "path": str(spec.path), "kind": "new" if state is None else "changed",
+            "records": new.records, "diff": {k: v for k, v in d.items() if k != "examples"},
+            "jobs_to_submit": len(new.shards), "requests": sent, "bytes": size, "cost": _cost_data(spec, new),
+            "submits": bool(new.shards)}
+    return PlanReport("\n".join(lines), bool(new.shards), data)
+
+
+def _cost_line(spec: Spec, state: State) -> str:
+    """The generation's estimated tokens and cost (README, "Cost and budget": how output is estimated)."""
+    spent = cost.spend(spec, state)
+    usd = spent.usd(spent.planned)
+    money = f"${usd:,.4f}" if usd is not None else f"no price for {spec.model} on {spec.backend.type} (pricing:)"
+    output, thinking = cost.per_request(spec)
+    return (f"  cost (estimate): {money} for ~{spent.planned.input:,} input, {spent.planned.output:,} output "
+            f"({output:,} a request) and {spent.planned.thinking:,} thinking tokens ({thinking:,} a request), "
+            f"batch prices of {models.PRICES_TAKEN}" + _budget_text(spec))
+
+
+def _budget_text(spec: Spec) -> str:
+    caps = [f"${spec.budget.max_cost_usd:,.4f}" if spec.budget.max_cost_usd is not None else "",
+            f"{spec.budget.max_input_tokens:,} input tokens" if spec.budget.max_input_tokens is not None else ""]
+    return f"; budget: {', '.join(c for c in caps if c)}" if any(caps) else ""
+
+
+def _cost_data(spec: Spec, state: State) -> dict[str, Any]:
+    spent = cost.spend(spec, state)
+    return {**spent.as_dict(), "per_request": dict(zip(("output", "thinking"), cost.per_request(spec), strict=True)),
+            "prices_taken": models.PRICES_TAKEN,
+            "budget": {"max_cost_usd": spec.budget.max_cost_usd, "max_input_tokens": spec.budget.max_input_tokens}}
 
 
 def _check_model_at_service(spec: Spec) -> None:
@@ -171,20 +204,17 @@ def _first_rejects(path: Path, count: int = 5) -> list[tuple[int, str]]:
 
 def _plan_of(spec: Spec, state: State) -> PlanReport:
     steps = p.make_plan(state, time.time(), spec.jobs.max_concurrent, output_fingerprint(spec))
+    data = {"spec": spec.name, "path": str(spec.path), "records": state.records, "cost": _cost_data(spec, state)}
     if steps.finished:
-        return PlanReport(f"spec {spec.name}: finished; `run` has nothing to do\n" + status_of(state), False)
+        return PlanReport(f"spec {spec.name}: finished; `run` has nothing to do\n" + status_of(state), False,
+                          {**data, "kind": "finished", "submits": False, "next": {}})
+    cost.check_plan(spec, state)
     names = Counter(type(s).__name__ for s in steps.steps)
     todo = ", ".join(f"{n} x {k.lower()}" for k, n in names.items()) or "wait"
     submits = any(isinstance(s, p.Submit) for s in steps.steps)
-    return PlanReport(f"spec {spec.name}: next: {todo}\n" + status_of(state), submits)
-
-
-def status_report(spec: Spec) -> str:
-    """The state as saved."""
-    state = state_store(spec, view=True).load()
-    if state is None:
-        return f"spec {spec.name}: not run yet (no state in {state_store(spec, view=True).dir})"
-    return f"spec {spec.name}:\n" + status_of(state)
+    return PlanReport(f"spec {spec.name}: next: {todo}\n" + status_of(state) + "\n" + _cost_line(spec, state),
+                      submits, {**data, "kind": "resume", "submits": submits, "next": {k.lower(): n for k, n in
+                                                                                       names.items()}})
 
 
 EXPIRY_WARNING = 36 * 3600.0  # a job this old is near the services' expiry (API_NOTES.md, "Limits")

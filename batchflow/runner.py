@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from batchflow import cost
 from batchflow import plan as p
 from batchflow import state as st
 from batchflow.answers.earlier import Earlier
@@ -60,6 +61,12 @@ class Summary:
     archived: str | None = None  # where --restart put the old state
     rejected: int = 0  # bad records skipped under on_bad_record: skip (error rows, not counted by max_failed)
     jobs: int = 0  # the jobs this generation made (retries included)
+    usage: dict[str, int] | None = None  # input / output / thinking tokens of the generation's answers
+    cost_usd: float | None = None  # what they cost at the price table's batch prices; None: the model is not priced
+
+
+def _unwatched(state: State, next_poll: float) -> None:
+    """No live view: nothing to show."""
 
 
 def state_store(spec: Spec, view: bool = False) -> StateStore:
@@ -81,8 +88,10 @@ class Runner:
     """Drives one spec to the end (or, with ``wait=False``, as far as it goes without waiting)."""
 
     def __init__(self, spec: Spec, path: ExecutionPath | None = None,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+                 watch: Callable[[State, float], None] | None = None) -> None:
         self.spec = spec
+        self.watch = watch or _unwatched  # the live view: the state each cycle, and the seconds until the next
         self.store = state_store(spec)
         self.root = self.store.dir
         self.path = path or open_path(spec, self.store)
@@ -95,6 +104,7 @@ class Runner:
         self._listed = False  # this run listed the service for jobs the state has no record of
         self._quota_full: int | None = None  # jobs at the service when a create met a 429
         self._first_gen = 1  # the generation a state made from nothing starts at (after --restart: past the old)
+        self._budget_wait: str | None = None  # why a job was not created this cycle (over budget:)
 
     def run(self, wait: bool = True, restart: bool = False, retry_errors: bool = False) -> Summary:
         self._wait = wait
@@ -204,16 +214,21 @@ class Runner:
 
     def _drive(self, state: State, wait: bool) -> Summary:
         out_fp = output_fingerprint(self.spec)
+        cost.check_plan(self.spec, state)
         while True:
             now = self.clock()
+            self._budget_wait = None
             plan = p.make_plan(state, now, self.spec.jobs.max_concurrent, out_fp, self.path.output_exists(),
                                stuck_after=self.spec.jobs.stuck_after, token_room=self._token_room(state))
             if plan.finished:
+                self.watch(state, 0.0)
                 return self._summary(state)
             progressed = False
             streak = self._transient_streak
             for step in plan.steps:
                 progressed |= self._execute(step, state)
+            if not progressed:
+                self._stop_if_budget_reached(state)
             if self._transient_streak == streak:
                 self._transient_streak = 0  # a cycle without a transient error ends the streak
                 self._unreachable_since = 0.0
@@ -222,7 +237,18 @@ class Runner:
                 continue
             if not wait:
                 raise NotFinished(f"{self._pending(state)}; run again later")
-            self.sleep(self._pause(plan, now))
+            pause = self._pause(plan, now)
+            self.watch(state, pause)
+            self.sleep(pause)
+
+    def _stop_if_budget_reached(self, state: State) -> None:
+        """Jobs wait for the budget; once no created job is left to bring their actual cost in, the run stops."""
+        if self._budget_wait is None or any(j.status in st.LIVE for _, j in state.jobs()):
+            return
+        waiting = sum(not s.done for s in state.shards)
+        raise cost.BudgetReached(f"budget reached: the next job would bring committed spend to {self._budget_wait}; "
+                                 f"{waiting} unit(s) not submitted, the state is kept (raise the budget and run "
+                                 "again to go on)")
 
     def _execute(self, step: p.Step, state: State) -> bool:
         try:
@@ -281,6 +307,9 @@ class Runner:
             return True  # the plan changed: make it again
         if job.status not in (st.WRITTEN, st.STAGED):
             return False  # adopted since this cycle's plan was made
+        self._budget_wait = self._budget_wait or cost.admits(self.spec, state, job)
+        if self._budget_wait is not None:
+            return False  # waits: a job in flight may finish below its estimate and make room
         if job.status == st.WRITTEN:
             job.file = self.path.stage(job)
             job.status = st.STAGED
@@ -441,8 +470,10 @@ class Runner:
         merged = state.merged or {}
         rejected = int(state.diff.get("rejected", 0))
         jobs = sum(j.name is not None for _, j in state.jobs())
+        spent = cost.spend(self.spec, state)
         summary = Summary(merged.get("rows", 0), merged.get("ok", 0), merged.get("failed", 0),
-                          self.path.output_name(), rejected=rejected, jobs=jobs)
+                          self.path.output_name(), rejected=rejected, jobs=jobs, usage=spent.actual.as_dict(),
+                          cost_usd=spent.usd(spent.actual))
         limit = self.spec.output.max_failed
         allowed = math.floor(limit * summary.records) if isinstance(limit, float) else limit
         if summary.failed - rejected > allowed:

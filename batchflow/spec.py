@@ -90,6 +90,14 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class BudgetSpec:
+    """Caps on committed spend (cost.py); None: no cap."""
+
+    max_cost_usd: float | None = None
+    max_input_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class Spec:
     path: Path  # the spec file
     name: str
@@ -110,6 +118,8 @@ class Spec:
     embed_config: Mapping[str, Any] | None = None
     jobs: JobsSpec = field(default_factory=JobsSpec)
     retry: RetrySpec = field(default_factory=RetrySpec)
+    pricing: Mapping[str, float] = field(default_factory=dict)  # pricing: as written; over the models.py table
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
     # "prompt" -> "spec.yaml:12:3": where each top-level key (and template leaf, by dotted path) was written
     locations: Mapping[str, str] = field(default_factory=dict)
     # the spec as loaded (after ${VAR}), for fingerprints; never holds a secret, since keys come by variable name
@@ -217,6 +227,8 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
             max_enqueued_tokens=jobs.get("max_enqueued_tokens"),
         ),
         retry=_retry(retry),
+        pricing=data.get("pricing", {}),
+        budget=BudgetSpec(**data.get("budget", {})),
         locations={k: f"{label}:{line}:{col}" for k, (line, col) in doc.values.items() if k},
         raw=data,
         **{k: data[k] for k in _TEMPLATES if k in data},

@@ -92,6 +92,7 @@ class Job:
     progress_at: float | None = None  # when the service last reported a change (state or counts)
     done_count: int | None = None  # requests the service reports finished, when it reports it
     tokens: int = 0  # the input's estimated tokens (its bytes / 4): what it enqueues against the model's quota
+    usage: dict[str, int] | None = None  # once collected: input / output / thinking tokens of its answers (cost.py)
 
 
     def unchanged_since(self, now: float) -> float:

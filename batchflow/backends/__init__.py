@@ -19,9 +19,14 @@ _STATUS = {
 }
 
 
+def service_state(state: str) -> str:
+    """``JOB_STATE_X`` / ``BATCH_STATE_X`` -> ``X``: the service's word, the same on either API."""
+    return state.rsplit("_STATE_", 1)[-1]
+
+
 def job_status(state: str) -> str:
     """Map ``JOB_STATE_X`` / ``BATCH_STATE_X`` / ``X`` to a job status; unknown states count as running."""
-    return _STATUS.get(state.rsplit("_STATE_", 1)[-1], "running")
+    return _STATUS.get(service_state(state), "running")
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class JobInfo:
     error: str | None = None
     output: str | None = None  # files/... or gs://dir: where the results are
     done: int | None = None  # requests the service reports finished (ok or failed), when it reports that
+    state: str | None = None  # the job's state as the service spells it, prefix stripped (SUCCEEDED, PENDING, ...)
 
 
 @dataclass(frozen=True)

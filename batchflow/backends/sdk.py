@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from batchflow.backends import JobInfo, job_status
+from batchflow.backends import JobInfo, job_status, service_state
 from batchflow.errors import BackendError, QuotaExceeded, TransientError, UnreachableError
 
 _TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
@@ -131,8 +131,9 @@ class SdkBackend:
         self.client.close()
 
     def _info(self, job: Any) -> JobInfo:
-        return JobInfo(str(job.name), job.display_name, job_status(state_name(job)), job_error(job),
-                       self._output(job), _done(job))
+        state = state_name(job)
+        return JobInfo(str(job.name), job.display_name, job_status(state), job_error(job), self._output(job),
+                       _done(job), service_state(state))
 
     def _output(self, job: Any) -> str | None:
         raise NotImplementedError
