@@ -84,6 +84,7 @@ class Runner:
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
         self.spec = spec
         self.store = state_store(spec)
+        self.store.ensure_writable()
         self.root = self.store.dir
         self.path = path or open_path(spec, self.store)
         self.clock = clock
