@@ -41,8 +41,8 @@ def _expected_errors(fn: F) -> F:
                 raise
             _echo_error(exc)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted: the state is saved; run again to resume", err=True)
+        except KeyboardInterrupt as exc:  # runner.Interrupted says what goes on at the service, and what to do
+            click.echo(f"interrupted: {exc or 'the state is saved; run again to resume'}", err=True)
             sys.exit(130)
         except Exception as exc:
             if debug:
@@ -119,9 +119,14 @@ def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: boo
     SPECS: spec files, globs, or directories (their *.yaml specs); several end with a table and the worst exit
     code (2 over 1 over 75 over 0)."""
     from batchflow.many import Row
-    from batchflow.runner import Runner
+    from batchflow.runner import Runner, interrupted
     def one(path: Path) -> Row:
-        summary = Runner(_load(path)).run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
+        spec = _load(path)
+        try:
+            summary = Runner(spec).run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
+        except KeyboardInterrupt:
+            elsewhere = _setting("state_dir")
+            raise interrupted(spec, f"{path} --state-dir {elsewhere}" if elsewhere else str(path)) from None
         if summary.archived:
             click.echo(f"{path}: the old state and its kept answers are in {summary.archived}")
         skipped = f" ({summary.rejected:,} bad record{'s' * (summary.rejected != 1)} skipped)" \

@@ -162,3 +162,32 @@ def test_a_run_with_state_dir_writes_nothing_beside_the_spec_but_its_output(tmp_
     assert cli("run", str(spec), "--state-dir", str(tmp_path / "elsewhere")).exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "elsewhere", "out", "t.yaml"]
     assert [r["key"] for r in read_rows(tmp_path / "out/result.jsonl")] == ["a"]
+
+
+def test_ctrl_c_during_a_run_names_the_jobs_that_keep_running_and_what_to_do(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from servers import batchflow_emulator
+
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"r{i}", "text": "x"} for i in range(5)])
+    with batchflow_emulator(tmp_path / "emulator", job_seconds=60) as url:
+        spec = write_spec(tmp_path, backend={"type": "gemini", "base_url": url}, jobs={"max_requests": 1,
+                                                                                      "poll_interval": "0.2s"})
+        run = subprocess.Popen([sys.executable, "-m", "batchflow", "--log-format", "json", "run", str(spec)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "GEMINI_API_KEY": "test"})
+        state = tmp_path / ".batchflow/t/state.json"
+        deadline = time.monotonic() + 60
+        while not (state.exists() and state.read_text().count('"status": "running"') == 4):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.1)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130
+    line = _one_line(stderr)
+    assert line.startswith("interrupted: the state is saved; 4 job(s) already created keep running (and billing) "
+                           "at the service: batches/"), line
+    assert " and 1 more; " in line
+    assert line.endswith(f"cancel them with `batchflow cancel {spec}`, or resume with `batchflow run {spec}`")
