@@ -1,3 +1,3 @@
 from batchflow.cli import main
 
-main()
+main(prog_name="batchflow")  # as the installed command: `python -m batchflow` completes under _BATCHFLOW_COMPLETE

@@ -13,11 +13,14 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from batchflow.errors import EXIT_FAILED, EXIT_USAGE, EXIT_WOULD_SUBMIT, BatchflowError, InputError
+
+if TYPE_CHECKING:
+    from batchflow.spec import Spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,8 +34,10 @@ def _expected_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        debug = bool(ctx.find_root().params.get("debug"))
+        from batchflow import logs
+
+        logs.configure(_setting("log_format") or "auto", bool(_setting("verbose")))
+        debug = bool(_setting("debug"))
         try:
             return fn(*args, **kwargs)
         except BatchflowError as exc:
@@ -40,8 +45,8 @@ def _expected_errors(fn: F) -> F:
                 raise
             _echo_error(exc)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted: the state is saved; run again to resume", err=True)
+        except KeyboardInterrupt as exc:  # runner.Interrupted says what goes on at the service, and what to do
+            click.echo(f"interrupted: {exc or 'the state is saved; run again to resume'}", err=True)
             sys.exit(130)
         except Exception as exc:
             if debug:
@@ -53,6 +58,42 @@ def _expected_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given (before the command or after it; the later wins), kept for ``_setting``."""
+    if value is not None and value is not False:
+        ctx.find_root().meta[f"batchflow.{param.name}"] = value
+
+
+def _setting(name: str) -> Any:
+    return click.get_current_context().find_root().meta.get(f"batchflow.{name}")
+
+
+_GLOBAL_OPTIONS = (
+    click.option("--log-format", type=click.Choice(["auto", "console", "json"]), expose_value=False,
+                 callback=_remember, help="logs: JSON lines when stderr is not a terminal (auto)"),
+    click.option("-v", "--verbose", is_flag=True, default=None, expose_value=False, callback=_remember,
+                 help="debug logging"),
+    click.option("--debug", is_flag=True, default=None, expose_value=False, callback=_remember,
+                 help="re-raise errors with a traceback"),
+    click.option("--state-dir", metavar="DIR|gs://…", expose_value=False, callback=_remember,  # str: keeps gs://
+                 help="keep the specs' state here instead of their state.dir (also $BATCHFLOW_STATE_DIR)"),
+)
+
+
+def _global_options(fn: F) -> F:
+    """The options every command takes, before its name as well as after it (``run --log-format json x.yaml``)."""
+    for option in reversed(_GLOBAL_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _load(path: Path) -> Spec:
+    """The spec at ``path``, its state where ``--state-dir`` says (if given)."""
+    from batchflow.spec import load_spec
+
+    return load_spec(path, state_dir=_setting("state_dir"))
+
+
 def _echo_error(exc: BatchflowError, where: str = "") -> None:
     """Every problem on its own line, each saying what it is (``error``, or ``not finished`` / ``locked`` for a
     run that is to be tried again later, which is no error)."""
@@ -61,19 +102,14 @@ def _echo_error(exc: BatchflowError, where: str = "") -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
-              show_default=True, help="JSON lines when stderr is not a terminal")
-@click.option("-v", "--verbose", is_flag=True, help="debug logging")
-@click.option("--debug", is_flag=True, help="re-raise errors with a traceback")
+@_global_options
 @click.version_option(package_name="batchflow")
-def main(log_format: str, verbose: bool, debug: bool) -> None:
+def main() -> None:
     """Run Gemini / Vertex AI batch prediction jobs from a declarative spec."""
-    from batchflow import logs
-
-    logs.configure(log_format, verbose)
 
 
 @main.command()
+@_global_options
 @_specs_arg
 @click.option("--no-wait", is_flag=True, help="advance as far as possible without waiting; exit 75 if unfinished")
 @click.option("--restart", is_flag=True,
@@ -89,17 +125,19 @@ def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: boo
     code (2 over 1 over 75 over 0)."""
     from batchflow import live
     from batchflow.many import Row
-    from batchflow.runner import Runner
-    from batchflow.spec import load_spec
+    from batchflow.runner import Runner, interrupted
 
-    console_logs = click.get_current_context().find_root().params.get("log_format") != "json"
+    console_logs = _setting("log_format") != "json"
 
     def one(path: Path) -> Row:
-        spec = load_spec(path)
+        spec = _load(path)
         try:
             with live.shown(spec, console_logs) as view:
                 runner = Runner(spec, watch=view.cycle if view else None)
                 summary = runner.run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
+        except KeyboardInterrupt:
+            elsewhere = _setting("state_dir")
+            raise interrupted(spec, f"{path} --state-dir {elsewhere}" if elsewhere else str(path)) from None
         except BatchflowError as exc:
             if as_json:  # the summary object still comes, saying how the run ended
                 click.echo(json.dumps({"spec": str(path), "error": str(exc), "exit_code": exc.exit_code}))
@@ -134,24 +172,34 @@ def _many(specs: tuple[Path, ...], one: Any, as_json: bool = False) -> None:
         click.echo(f"== {path}", err=as_json)
         return one(path)
 
-    rows = many.each(paths, headed, lambda path, exc: _echo_error(exc, f"{path}: "))
+    rows = many.each(paths, headed, lambda path, exc: _echo_error(exc, f"{path}: "), _load)
     click.echo(many.table(rows), err=as_json)
     sys.exit(many.worst(rows))
 
 
 @main.command()
-@click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_global_options
+@_specs_arg
 @click.option("--records", default=3, show_default=True, help="render this many records of each source")
+@click.option("--allow-unset-env", is_flag=True,
+              help="an unset ${VAR} is a note, not an error (for variables that exist only where specs run)")
+@click.option("--only-specs", is_flag=True,
+              help="skip YAML files with no top-level `version:` (for pre-commit, which passes every YAML file)")
 @_expected_errors
-def validate(specs: tuple[Path, ...], records: int) -> None:
+def validate(specs: tuple[Path, ...], records: int, allow_unset_env: bool, only_specs: bool) -> None:
     """Check specs (schema, templates, the first records rendered) without calling anything."""
-    from batchflow.many import expand
+    from batchflow.many import expand, is_spec
     from batchflow.report import validate_one
 
+    paths = expand(specs)
+    if not paths:
+        raise InputError(f"no spec found in {' '.join(map(str, specs))}")
     failures = 0
-    for path in expand(specs):
+    for path in paths:
+        if only_specs and not is_spec(path):
+            continue
         try:
-            click.echo(validate_one(path, records))
+            click.echo(validate_one(path, records, allow_unset_env))
         except BatchflowError as exc:
             failures += 1
             _echo_error(exc)
@@ -160,6 +208,7 @@ def validate(specs: tuple[Path, ...], records: int) -> None:
 
 
 @main.command()
+@_global_options
 @_specs_arg
 @click.option("--exit-code", is_flag=True,
               help=f"exit {EXIT_WOULD_SUBMIT} when `run` would submit jobs, 0 when it would not (for CI)")
@@ -170,12 +219,10 @@ def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool, as_json: 
     """Show what `run` would do now: new / changed / unchanged / removed records, jobs, a sample, tokens."""
     from batchflow.many import Row
     from batchflow.report import plan_report
-    from batchflow.spec import load_spec
-
     submits = []
 
     def one(path: Path) -> Row:
-        report = plan_report(load_spec(path), retry_errors)
+        report = plan_report(_load(path), retry_errors)
         click.echo(json.dumps(report.data) if as_json else report.text)
         submits.append(report.submits)
         return Row(path, 0, "would submit jobs" if report.submits else "nothing to submit")
@@ -190,6 +237,7 @@ def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool, as_json: 
 
 
 @main.command()
+@_global_options
 @_specs_arg
 @click.option("--offline", is_flag=True, help="read only the state; ask the service nothing")
 @_json_option
@@ -197,11 +245,10 @@ def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool, as_json: 
 def status(specs: tuple[Path, ...], offline: bool, as_json: bool) -> None:
     """Show jobs as the service reports them, beside the state: counts, errors by cause, cost; never writes."""
     from batchflow.many import Row
-    from batchflow.spec import load_spec
     from batchflow.status import status_report
 
     def one(path: Path) -> Row:
-        report = status_report(load_spec(path), offline)
+        report = status_report(_load(path), offline)
         click.echo(json.dumps(report.data) if as_json else report.text)
         return Row(path, 0, "shown")
 
@@ -209,16 +256,15 @@ def status(specs: tuple[Path, ...], offline: bool, as_json: bool) -> None:
 
 
 @main.command()
+@_global_options
 @_specs_arg
 @_expected_errors
 def cancel(specs: tuple[Path, ...]) -> None:
     """Cancel the specs' running jobs; a later `run` collects what they answered and sends the rest."""
     from batchflow.cancel import cancel as cancel_jobs
     from batchflow.many import Row
-    from batchflow.spec import load_spec
-
     def one(path: Path) -> Row:
-        count = cancel_jobs(load_spec(path))
+        count = cancel_jobs(_load(path))
         click.echo(f"cancelled {count} job(s)")
         return Row(path, 0, "cancelled", jobs=count)
 
@@ -226,6 +272,7 @@ def cancel(specs: tuple[Path, ...]) -> None:
 
 
 @main.command()
+@_global_options
 def schema() -> None:
     """Print the spec's JSON Schema."""
     from importlib.resources import files
@@ -234,6 +281,7 @@ def schema() -> None:
 
 
 @main.command()
+@_global_options
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int, help="0 picks a free port")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".batchflow-emulator"),

@@ -12,8 +12,12 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchflow.errors import EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_OK, EXIT_USAGE, BatchflowError, SpecError
+
+if TYPE_CHECKING:
+    from batchflow.spec import Spec
 
 _SPEC = re.compile(rb"^version\s*:", re.M)
 _SEVERITY = {EXIT_OK: 0, EXIT_NOT_FINISHED: 1, EXIT_FAILED: 2, EXIT_USAGE: 3}  # the worst code is the exit code
@@ -24,7 +28,7 @@ def expand(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in [*path.glob("*.yaml"), *path.glob("*.yml")] if _is_spec(p))
+            found += sorted(p for p in [*path.glob("*.yaml"), *path.glob("*.yml")] if is_spec(p))
         elif not path.exists() and any(c in str(path) for c in "*?["):
             found += sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
         else:
@@ -32,7 +36,8 @@ def expand(paths: Iterable[Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _is_spec(path: Path) -> bool:
+def is_spec(path: Path) -> bool:
+    """A YAML file with a top-level ``version:`` key (a file that cannot be read is none)."""
     try:
         return bool(_SPEC.search(path.read_bytes()))
     except OSError:
@@ -52,9 +57,11 @@ class Row:
     jobs: int | None = None
 
 
-def each(paths: list[Path], act: Callable[[Path], Row], report: Callable[[Path, BatchflowError], None]) -> list[Row]:
-    """``act`` on every spec, whatever the others did; an expected error becomes that spec's row."""
-    clashes = _shared_states(paths)
+def each(paths: list[Path], act: Callable[[Path], Row], report: Callable[[Path, BatchflowError], None],
+         load: Callable[[Path], Spec]) -> list[Row]:
+    """``act`` on every spec, whatever the others did; an expected error becomes that spec's row. ``load`` reads a
+    spec as ``act`` will (its state where the command line says)."""
+    clashes = _shared_states(paths, load)
     rows = []
     for path in paths:
         try:
@@ -68,15 +75,13 @@ def each(paths: list[Path], act: Callable[[Path], Row], report: Callable[[Path, 
     return rows
 
 
-def _shared_states(paths: list[Path]) -> dict[Path, BatchflowError]:
+def _shared_states(paths: list[Path], load: Callable[[Path], Spec]) -> dict[Path, BatchflowError]:
     """Specs that would share a state directory, each with the error that names the other."""
-    from batchflow.spec import load_spec
-
     owners: dict[Path, Path] = {}
     clashes: dict[Path, BatchflowError] = {}
     for path in paths:
         try:
-            spec = load_spec(path)
+            spec = load(path)
         except BatchflowError:
             continue  # reported when the spec's turn comes
         state = spec.state_dir / spec.name

@@ -84,6 +84,24 @@ def state_store(spec: Spec, view: bool = False) -> StateStore:
     return StateStore(local, GcsState(f"{spec.state_url}/{spec.name}", local, spec.lease_seconds))
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: still an interrupt (it stops every spec of the command), carrying what to tell the
+    user: the jobs already created go on at the service, and are billed, whatever happens here."""
+
+
+def interrupted(spec: Spec, command: str) -> Interrupted:
+    """What a Ctrl-C leaves behind: the state saved, the jobs that keep running (named, the first few), and the
+    two ways on: cancel them, or run again to collect them."""
+    state = state_store(spec).load()
+    names = [str(j.name) for _, j in state.jobs() if j.name and j.status in st.IN_FLIGHT] if state else []
+    again = f"resume with `batchflow run {command}`"
+    if not names:
+        return Interrupted(f"the state is saved; no job is running at the service; {again}")
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return Interrupted(f"the state is saved; {len(names)} job(s) already created keep running (and billing) at the "
+                       f"service: {shown}; cancel them with `batchflow cancel {command}`, or {again}")
+
+
 class Runner:
     """Drives one spec to the end (or, with ``wait=False``, as far as it goes without waiting)."""
 
@@ -93,6 +111,7 @@ class Runner:
         self.spec = spec
         self.watch = watch or _unwatched  # the live view: the state each cycle, and the seconds until the next
         self.store = state_store(spec)
+        self.store.ensure_writable()
         self.root = self.store.dir
         self.path = path or open_path(spec, self.store)
         self.clock = clock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -124,6 +125,8 @@ class Spec:
     locations: Mapping[str, str] = field(default_factory=dict)
     # the spec as loaded (after ${VAR}), for fingerprints; never holds a secret, since keys come by variable name
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # load_spec(allow_unset_env=True): dotted path -> "file:line:col: path: environment variable X is not set"
+    unset_env: Mapping[str, str] = field(default_factory=dict)
 
     def where(self, dotted: str) -> str:
         """``file:line:col`` of a spec path, or of its nearest written parent, or the file alone."""
@@ -135,11 +138,21 @@ class Spec:
         return str(self.path)
 
 
-def load_spec(path: Path | str, environ: Mapping[str, str] | None = None) -> Spec:
-    """Read, expand, validate and type a spec file; raise ``InvalidSpec`` listing every problem."""
+STATE_DIR_ENV = "BATCHFLOW_STATE_DIR"
+
+
+def load_spec(path: Path | str, environ: Mapping[str, str] | None = None, *, state_dir: Path | str | None = None,
+              allow_unset_env: bool = False) -> Spec:
+    """Read, expand, validate and type a spec file; raise ``InvalidSpec`` listing every problem.
+
+    ``state_dir`` (else ``$BATCHFLOW_STATE_DIR``) replaces the spec's ``state.dir``: the machine that runs a spec
+    decides where its state lives (a read-only checkout, a shared volume); relative to the working directory, as
+    any path given on a command line. ``allow_unset_env``: see ``spec_yaml``; the unset variables are in
+    ``Spec.unset_env``."""
     label = str(path)
+    environ = os.environ if environ is None else environ
     try:
-        doc = Reader(os.environ if environ is None else environ).read(read_text(path, label), label)
+        doc = Reader(environ, allow_unset_env).read(read_text(path, label), label)
         check_version(doc, label)
         problems = doc.problems + [p for p in schema_problems(doc) if p[2] not in doc.env_paths]
     except RecursionError:
@@ -148,7 +161,14 @@ def load_spec(path: Path | str, environ: Mapping[str, str] | None = None) -> Spe
         problems += _model_problems(doc)
     if problems:
         raise InvalidSpec([format_problem(label, p) for p in sorted(set(problems))])
-    return _to_spec(Path(os.path.abspath(path)), label, doc)
+    spec = _to_spec(Path(os.path.abspath(path)), label, doc)
+    state_dir = state_dir or environ.get(STATE_DIR_ENV)
+    return _elsewhere(spec, str(state_dir)) if state_dir else spec
+
+
+def _elsewhere(spec: Spec, directory: str) -> Spec:
+    """The spec with its state in ``directory`` (local, or gs://) instead of its ``state.dir``."""
+    return dataclasses.replace(spec, state_dir=_state_dir(directory, Path.cwd()), state_url=_state_url(directory))
 
 
 def _model_problems(doc: Reader) -> list[Problem]:
@@ -231,6 +251,7 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
         budget=BudgetSpec(**data.get("budget", {})),
         locations={k: f"{label}:{line}:{col}" for k, (line, col) in doc.values.items() if k},
         raw=data,
+        unset_env={p[2]: format_problem(label, p) for p in doc.notes},
         **{k: data[k] for k in _TEMPLATES if k in data},
     )
 
@@ -274,7 +295,7 @@ def _retry(retry: Mapping[str, Any]) -> RetrySpec:
     )
 
 
-__all__ = ["SCHEMA_PATH", "SPEC_VERSION", "InvalidSpec", "Spec", "load_spec", "spec_schema"]
+__all__ = ["SCHEMA_PATH", "SPEC_VERSION", "STATE_DIR_ENV", "InvalidSpec", "Spec", "load_spec", "spec_schema"]
 
 
 def _state_url(directory: str | None) -> str | None:

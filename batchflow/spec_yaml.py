@@ -4,6 +4,10 @@ The shell's forms, so a spec reads as a shell user expects: ``${VAR}`` (unset is
 ``${VAR:-default}`` (the default when VAR is unset or empty), ``${VAR:?message}`` (an error at the value's
 file:line:col with the message when VAR is unset or empty), and ``$${`` for a literal ``${``. A default or a
 message runs to the first ``}``; it is not expanded again.
+
+``allow_unset`` (``validate --allow-unset-env``) is for specs whose variables exist only where they run: an unset
+variable then stays as written, ``${VAR}``, and is a note instead of an error; a field that must be a number or a
+duration still fails the schema with it, since nothing can check such a field without its value.
 """
 
 from __future__ import annotations
@@ -49,13 +53,15 @@ def read_text(path: Path | str, label: str) -> str:
 class Reader:
     """Turns a composed YAML node tree into plain data, noting where every path was written."""
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(self, environ: Mapping[str, str], allow_unset: bool = False) -> None:
         self.environ = environ
+        self.allow_unset = allow_unset
         self.loader = yaml.SafeLoader("")
         self.values: dict[str, tuple[int, int]] = {}  # dotted path -> where its value starts
         self.keys: dict[str, tuple[int, int]] = {}  # dotted path -> where its key is written
         self.problems: list[Problem] = []
-        self.env_paths: set[str] = set()
+        self.env_paths: set[str] = set()  # where an unset variable is an error (its schema problems are not)
+        self.notes: list[Problem] = []  # unset variables allowed by ``allow_unset``
         self.data: Any = None
         self.label = ""
         self._open: set[int] = set()
@@ -148,6 +154,9 @@ class Reader:
             return value
         if form == ":-":
             return str(word)
+        if self.allow_unset:
+            self.notes.append((*_pos(node.start_mark), dotted, _unset(name, form, word)))
+            return match.group(0)
         self.env_paths.add(dotted)
         self._problem(node, dotted, _unset(name, form, word))
         return match.group(0)

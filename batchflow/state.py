@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 import time
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
@@ -193,6 +194,17 @@ class StateStore:
         except OSError as exc:
             raise StateError(f"{self.path}: cannot read the state: {exc.strerror}") from exc
         return _decode(self.path, text)
+
+    def ensure_writable(self) -> None:
+        """Before a run writes anything: the state directory made and written to once, or one line saying why
+        not and what to do (a read-only checkout, a path under a file)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.dir):
+                pass
+        except OSError as exc:
+            raise StateError(f"{self.dir}: cannot write the state here: {exc.strerror or exc}; give another "
+                             "directory with --state-dir or $BATCHFLOW_STATE_DIR") from None
 
     def save(self, state: State) -> None:
         """Write the state atomically: a crash leaves the old or the new file, never half of one."""

@@ -12,7 +12,7 @@ from typing import Any
 from fsspec.core import url_to_fs as _url_to_fs
 from fsspec.spec import AbstractFileSystem
 
-from batchflow.errors import SpecError
+from batchflow.errors import InputError, SpecError
 
 
 def storage_options(url: str) -> dict[str, Any]:
@@ -26,7 +26,13 @@ def storage_options(url: str) -> dict[str, Any]:
 
 def url_to_fs(url: str) -> tuple[AbstractFileSystem, str]:
     """The filesystem and the path inside it, as ``fsspec.core.url_to_fs`` gives them."""
-    return _url_to_fs(url, **storage_options(url))  # type: ignore[no-any-return]
+    try:
+        return _url_to_fs(url, **storage_options(url))  # type: ignore[no-any-return]
+    except ImportError as exc:  # fsspec's own words name the package, not how to get it with batchflow
+        extra = "gcs" if url.startswith(("gs://", "gcs://")) else None
+        if extra is None:
+            raise
+        raise InputError(f"{url}: gs:// needs the gcsfs package: pip install 'batchflow[{extra}]'") from exc
 
 
 def spec_filesystem(url: str, field: str) -> tuple[AbstractFileSystem, str]:
@@ -34,5 +40,7 @@ def spec_filesystem(url: str, field: str) -> tuple[AbstractFileSystem, str]:
     missing (gs:// without gcsfs), is a SpecError naming the field."""
     try:
         return url_to_fs(url)
+    except InputError as exc:
+        raise SpecError(f"{field}: {exc}") from None
     except (ImportError, ValueError) as exc:
         raise SpecError(f"{field} {url!r}: {exc}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 import threading
@@ -11,6 +12,7 @@ from types import FrameType, TracebackType
 from batchflow.emulator.engine import Emulator
 from batchflow.emulator.faults import FaultPlan, load_faults
 from batchflow.emulator.http import EmulatorServer
+from batchflow.errors import InputError
 
 
 class RunningEmulator:
@@ -47,11 +49,22 @@ def start_in_thread(data_dir: Path, job_seconds: float = 0.0, host: str = "127.0
     return RunningEmulator(EmulatorServer((host, port), engine), engine)
 
 
+def _cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """Why the emulator cannot serve where it was asked to, and what to do: a port taken is the usual case."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use; pick another with --port (0 picks a free one)"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
 def serve(host: str, port: int, data_dir: Path, job_seconds: float, faults: FaultPlan | Path | None) -> None:
     """Serve until SIGTERM or SIGINT; the first line on stdout is the base URL. A bad fault plan raises
     FaultPlanError before anything is bound."""
     engine = Emulator(Path(data_dir), job_seconds, faults=_plan(faults))
-    server = EmulatorServer((host, port), engine)
+    try:
+        server = EmulatorServer((host, port), engine)
+    except OSError as exc:
+        engine.close()
+        raise InputError(_cannot_listen(host, port, exc)) from None
     print(_base_url(server), flush=True)
 
     def stop(signum: int, frame: FrameType | None) -> None:
