@@ -7,6 +7,7 @@ The floors are what a careful user would write by hand with orjson; batchflow's 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import resource
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 
 from batchflow import bench_data
-from batchflow.runner import Runner, state_store
+from batchflow.runner import NotFinished, Runner, state_store
 from batchflow.sharding import request_key
 from batchflow.state import StateStore
 
@@ -60,6 +61,24 @@ def prep(p: dict[str, Any]) -> None:
 
 def _prep_setup(p: dict[str, Any]) -> None:
     shutil.rmtree(state_store(bench_data.load(Path(p["spec"]))).dir, ignore_errors=True)
+
+
+def submitted(p: dict[str, Any]) -> None:
+    """``run`` until every job is created (against an emulator whose jobs stay pending): prep, staging, creates.
+
+    ``--no-wait`` ends the run there, after one poll of the jobs it created (one paged list)."""
+    with contextlib.suppress(NotFinished):
+        Runner(bench_data.load(Path(p["spec"]))).run(wait=False)
+
+
+def upload_floor(p: dict[str, Any]) -> None:
+    """The same shard files through google-genai's ``files.upload``, one after another: the floor of staging."""
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key="bench", http_options=types.HttpOptions(base_url=p["url"]))
+    for path in sorted(Path(p["shards"]).glob("shard-?????.jsonl")):
+        client.files.upload(file=str(path), config=types.UploadFileConfig(mime_type="jsonl", display_name=path.name))
 
 
 def merge_floor(p: dict[str, Any]) -> None:
@@ -134,6 +153,8 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any
     "floor": (floor, None),
     "naive": (naive, None),
     "prep": (prep, _prep_setup),
+    "submitted": (submitted, _prep_setup),
+    "upload-floor": (upload_floor, None),
     "merge-floor": (merge_floor, None),
     "merge": (merge, _merge_setup),
     "incremental": (incremental, _incremental_setup),
