@@ -183,7 +183,8 @@ class Bench:
                         continue
                     name = f"submit-{kind[0]}{rep}"
                     spec = bench_data.write_spec(data.parent, name, data, "prompt", backend={
-                        "type": "gemini", "base_url": url}, jobs={"max_concurrent": 1000, "poll_interval": "1h"})
+                        "type": "gemini", "base_url": url}, jobs={"max_concurrent": 1000, "poll_interval": "1h",
+                                 "max_enqueued_tokens": 10**12})  # every job at once: no quota waits
                     runs[kind].append({**case("submitted", code, spec=spec), "jobs": bench_api.created(url, name)})
                     bench_api.empty(url)
         self.results["submitted"] = runs
@@ -268,8 +269,11 @@ def _submitted_lines(runs: dict[str, list[dict[str, float]]]) -> tuple[list[str]
             ok = (wall / bound <= TARGETS["submitted"] and wall / floor <= TARGETS["submitted_floor"]
                   and rss < TARGETS["rss_mb"])
         label = "batchflow run" if kind == "submitted" else "the baseline's run"
+        prepared = _median(runs[kind], "prepared")
         lines.append(f"  {label:<22}{wall:>7.2f} s  {wall / bound:.2f}x max(prep, upload)  {wall / floor:.2f}x the "
                      f"floor  peak RSS {rss:.0f} MB   target <= 1.25x, <= 2.5x, < 200 MB")
+        lines.append(f"  {'':<22}{prepared:>7.2f} s  when its preparation returned (with the units staged, where "
+                     "that version stages while it prepares); the creates after it")
     return lines, ok
 
 

@@ -10,6 +10,7 @@ own stage step, which retries and reports it as it always has.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -90,6 +91,14 @@ class Stager:
         return done
 
     def _upload(self, path: Path, display_name: str) -> str:
+        try:
+            return self._upload_or_reuse(path, display_name)
+        finally:
+            # httpx leaves each chunk it sent (8 MiB) in a reference cycle, and the preparation beside us collects
+            # cycles rarely (hotloop.relaxed_gc): without this, a 1M-record run held 410 MB at its peak, 105 with
+            gc.collect(1)
+
+    def _upload_or_reuse(self, path: Path, display_name: str) -> str:
         try:
             reused = self._reuse(display_name, path.stat().st_size)
             return reused if reused is not None else self._backend.stage(path, display_name)
