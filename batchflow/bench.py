@@ -13,7 +13,11 @@ a noisy machine slows both sides of a ratio alike), and prints medians and ratio
    floor of the grown file;
 5. the peak RSS of prep, merge and incremental prep at ``--records`` and at ``--big`` (5x by default) records;
 6. a no-op re-run of a finished 100-shard spec: wall time and API calls;
-7. the API calls of each poll cycle with 50 jobs in flight.
+7. the API calls of each poll cycle with 50 jobs in flight;
+8. the time to all submitted: ``run`` against a separately started ``batchflow emulator`` (gemini backend) until
+   every job is created (prep, staging, creates), against the larger of the prep alone and a raw upload of the
+   same shard files through google-genai's ``files.upload``, one after another, and against the orjson floor;
+   ``--baseline DIR`` measures another version of batchflow the same way, side by side.
 
 No timing is asserted: ``--check`` only makes the exit status say whether the targets were met.
 """
@@ -39,7 +43,9 @@ from batchflow import bench_api, bench_data
 from batchflow.bench_cases import finish, grown
 
 TARGETS = {"prep": 2.0, "merge": 2.0, "incremental": 2.0, "rss_mb": 200.0, "rss_growth": 1.10, "noop_s": 1.0,
-           "per_cycle": 2.0}
+           "per_cycle": 2.0, "submitted": 1.25, "submitted_floor": 2.5}
+# Run a case from this file with another version of batchflow on the path (``--baseline``): the same measurement.
+_RUN_CASE = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 
 
 def machine() -> str:
@@ -57,14 +63,21 @@ def machine() -> str:
             f"Python {platform.python_version()}; load average {load}")
 
 
-def case(name: str, **params: Any) -> dict[str, float]:
-    """Run one case in a fresh process; its wall and CPU seconds and peak RSS.
+def case(name: str, baseline: Path | None = None, **params: Any) -> dict[str, float]:
+    """Run one case in a fresh process; its wall and CPU seconds and peak RSS. ``baseline``: with that copy of
+    batchflow imported instead of this one (the case's own code is this file's).
 
     The disk is synced first: the gigabytes earlier cases wrote are otherwise written back while a later case
     runs, by kernel threads that take a share of a two-core machine from whichever case it happens to be."""
     os.sync()
-    out = subprocess.run([sys.executable, "-m", "batchflow.bench_cases", name, json.dumps(params, default=str)],
-                         check=True, capture_output=True, text=True)
+    args, env, cwd = ["-m", "batchflow.bench_cases"], None, None
+    if baseline is not None:
+        from batchflow import bench_cases
+
+        args, cwd = ["-c", _RUN_CASE, bench_cases.__file__], tempfile.gettempdir()
+        env = {**os.environ, "PYTHONPATH": str(baseline)}
+    out = subprocess.run([sys.executable, *args, name, json.dumps(params, default=str)], check=True,
+                         capture_output=True, text=True, env=env, cwd=cwd)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -152,6 +165,30 @@ class Bench:
         _progress("the hand-written json + Jinja2 script (once)")
         self.results["naive"] = case("naive", data=data, dir=data.parent)
 
+    def submitted(self, baseline: Path | None) -> None:
+        """Time to all submitted, beside the prep alone and the raw upload of the same shards (the floors)."""
+        data, specs = self.data(self.records)
+        runs: dict[str, list[dict[str, float]]] = {k: [] for k in ("floor", "prep", "upload", "submitted",
+                                                                   "baseline")}
+        shards = bench_api.shard_dir(specs["prompt"])
+        with bench_api.separate_emulator(self.work / "emulator-submit") as url:
+            for rep in range(self.repeat):
+                _progress(f"time to all submitted, repetition {rep + 1} of {self.repeat}")
+                runs["floor"].append(case("floor", kind="prompt", data=data, dir=data.parent))
+                runs["prep"].append(case("prep", spec=specs["prompt"]))
+                runs["upload"].append(case("upload-floor", url=url, shards=shards))
+                bench_api.empty(url)
+                for kind, code in (("submitted", None), ("baseline", baseline)):
+                    if kind == "baseline" and code is None:
+                        continue
+                    name = f"submit-{kind[0]}{rep}"
+                    spec = bench_data.write_spec(data.parent, name, data, "prompt", backend={
+                        "type": "gemini", "base_url": url}, jobs={"max_concurrent": 1000, "poll_interval": "1h",
+                                 "max_enqueued_tokens": 10**12})  # every job at once: no quota waits
+                    runs[kind].append({**case("submitted", code, spec=spec), "jobs": bench_api.created(url, name)})
+                    bench_api.empty(url)
+        self.results["submitted"] = runs
+
     def api(self) -> None:
         _progress("no-op re-run of a finished 100-shard spec")
         self.results["noop"] = bench_api.noop_rerun(self.work / "api", per_shard=2 if self.quick else 20)
@@ -199,6 +236,10 @@ def report(r: dict[str, Any], where: str) -> tuple[str, bool]:
             ok &= large <= small * TARGETS["rss_growth"]
             text += f", {large:.0f} MB at {r['big']:,} ({large / small - 1:+.0%}; {r['big_rss'][stage]['wall']:.1f} s)"
         lines.append(text + "   target < 200 MB, <= +10 %")
+    if "submitted" in r:
+        submitted, met = _submitted_lines(r["submitted"])
+        lines += submitted
+        ok &= met
     noop, poll = r["noop"], r["poll"]
     ok &= noop["cli_s"] < TARGETS["noop_s"] and noop["mutating_calls"] == 0
     ok &= poll["per_cycle"] <= TARGETS["per_cycle"]
@@ -211,6 +252,31 @@ def report(r: dict[str, Any], where: str) -> tuple[str, bool]:
     return "\n".join(lines), ok
 
 
+def _submitted_lines(runs: dict[str, list[dict[str, float]]]) -> tuple[list[str], bool]:
+    """The time-to-all-submitted rows: each against max(prep alone, raw upload) and against the orjson floor."""
+    prep, upload, floor = (_median(runs[k], "wall") for k in ("prep", "upload", "floor"))
+    bound = max(prep, upload)
+    lines = ["", f"time to all submitted ({runs['submitted'][0]['jobs']:.0f} jobs, gemini, a separate emulator):",
+             f"  {'prep alone':<22}{prep:>7.2f} s", f"  {'raw files.upload':<22}{upload:>7.2f} s",
+             f"  {'orjson floor':<22}{floor:>7.2f} s"]
+    ok = True
+    for kind in ("submitted", "baseline"):
+        if not runs[kind]:
+            continue
+        wall = _median(runs[kind], "wall")
+        rss = max(x["rss_mb"] for x in runs[kind])
+        if kind == "submitted":
+            ok = (wall / bound <= TARGETS["submitted"] and wall / floor <= TARGETS["submitted_floor"]
+                  and rss < TARGETS["rss_mb"])
+        label = "batchflow run" if kind == "submitted" else "the baseline's run"
+        prepared = _median(runs[kind], "prepared")
+        lines.append(f"  {label:<22}{wall:>7.2f} s  {wall / bound:.2f}x max(prep, upload)  {wall / floor:.2f}x the "
+                     f"floor  peak RSS {rss:.0f} MB   target <= 1.25x, <= 2.5x, < 200 MB")
+        lines.append(f"  {'':<22}{prepared:>7.2f} s  when its preparation returned (with the units staged, where "
+                     "that version stages while it prepares); the creates after it")
+    return lines, ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batchflow.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -221,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, help="work directory (kept); default: a temporary one")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--submitted-only", action="store_true", help="only the time to all submitted")
+    parser.add_argument("--baseline", type=Path,
+                        help="a copy of another version of batchflow (the directory holding its package): its time "
+                             "to all submitted is measured too, side by side")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # the API cases
     big = 5 * args.records if args.big is None else args.big
@@ -229,14 +299,19 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         bench = Bench(work, args.records, big, args.repeat, args.quick)
         started, where = time.perf_counter(), machine()
-        bench.prep()
-        bench.merge()
-        bench.incremental()
-        if args.naive:
-            bench.naive()
-        bench.big_rss()
-        bench.api()
-    text, ok = report(bench.results, where)
+        if args.submitted_only:
+            bench.submitted(args.baseline)
+            text, ok = "\n".join(_submitted_lines(bench.results["submitted"])[0]), True
+        else:
+            bench.prep()
+            bench.merge()
+            bench.incremental()
+            if args.naive:
+                bench.naive()
+            bench.big_rss()
+            bench.api()
+            bench.submitted(args.baseline)
+            text, ok = report(bench.results, where)
     print(text + f"\n({time.perf_counter() - started:.0f} s in all; load average at the end "
                  f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
     if args.json:

@@ -3,17 +3,20 @@
 - ``noop_rerun``: a spec of 100 shards run to the end, then run again: the second run's wall time (as a user
   runs it, ``python -m batchflow run``, interpreter start included; and in-process) and the calls it makes.
 - ``poll_cycle``: 50 jobs in flight (the emulator keeps them running): the calls of each poll cycle.
+- ``separate_emulator``, ``empty``, ``created``: the emulator the time-to-all-submitted case runs against.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ import httpx
 
 from batchflow import bench_data
 from batchflow.emulator import start_in_thread
-from batchflow.runner import NotFinished, Runner
+from batchflow.runner import NotFinished, Runner, state_store
 
 _READS = (".get", ".list", ".download")  # endpoints that change nothing
 
@@ -87,3 +90,42 @@ def poll_cycle(work: Path, jobs: int = 50, cycles: int = 5) -> dict[str, Any]:
         calls = _stats(emulator.base_url) - before
     return {"jobs": jobs, "cycles": slept, "calls": dict(calls),
             "per_cycle": sum(calls.values()) / slept, "mutating_calls": _mutating(calls)}
+
+
+@contextlib.contextmanager
+def separate_emulator(data_dir: Path) -> Iterator[str]:
+    """``batchflow emulator`` in a process of its own (as a user runs one), its jobs pending for an hour: its URL."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    proc = subprocess.Popen([sys.executable, "-m", "batchflow", "emulator", "--host", "127.0.0.1", "--port", "0",
+                             "--data-dir", str(data_dir), "--job-seconds", "3600"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().split()[0]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def empty(url: str) -> None:
+    """Delete every batch and file of the emulator (each case uploads the whole input: a GB or so at 1M)."""
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key="bench", http_options=types.HttpOptions(base_url=url))
+    for job in list(client.batches.list(config=types.ListBatchJobsConfig(page_size=100))):
+        client.batches.delete(name=str(job.name))
+    for f in list(client.files.list(config=types.ListFilesConfig(page_size=100))):
+        client.files.delete(name=str(f.name))
+
+
+def created(url: str, spec_name: str) -> int:
+    """Jobs the emulator has created under a spec's display names."""
+    made = httpx.get(f"{url}/_emulator/stats").json()["creates_by_display_name"]
+    return sum(n for name, n in made.items() if name.startswith(f"batchflow-{spec_name}-"))
+
+
+def shard_dir(spec: Path) -> Path:
+    """Where the prep case leaves a spec's shard files (gen-1)."""
+    return state_store(bench_data.load(spec)).dir / "gen-1" / "shards"

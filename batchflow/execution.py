@@ -73,8 +73,10 @@ class ExecutionPath(Protocol):
         """Fail (exit 2) before anything is spent if the output could not be written."""
         ...
 
-    def prepare(self, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool) -> State:
-        """Generation ``gen``: every part and unit made (the caller saves the state); nothing submitted."""
+    def prepare(self, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool,
+                stage: bool = False) -> State:
+        """Generation ``gen``: every part and unit made (the caller saves the state); nothing created. ``stage``:
+        the units staged too, each as soon as it is written (``run``; nothing staged on a failure)."""
         ...
 
     def keep(self, state: State) -> dict[str, Any]:

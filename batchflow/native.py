@@ -93,7 +93,9 @@ class NativePath:
     def check_output(self) -> None:
         self.output.check()
 
-    def prepare(self, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool) -> State:
+    def prepare(self, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool,
+                stage: bool = False) -> State:
+        """The partition tables are the jobs' inputs as they stand: staged whatever ``stage`` says."""
         fp = self.fingerprint()
         per_job = spec_job_size(self.spec).max_requests
         requests = self.table("requests")

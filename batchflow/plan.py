@@ -131,12 +131,11 @@ def make_plan(state: State, now: float, max_concurrent: int, output_fingerprint:
             shard_of[id(job)] = shard.index
         else:
             backoffs.append(job.not_before)
-    # A staged job already holds a slot of max_concurrent; a written one needs a free slot.
-    staged = [j for j in ready if j.status == st.STAGED]
-    fresh = [j for j in ready if j.status != st.STAGED][:max(0, max_concurrent - in_flight)]
+    # A staged job, like a written one, waits for a free slot of max_concurrent: staged is not yet created.
+    fresh = ready[:max(0, max_concurrent - in_flight)]
     busy = len(remote) + len(adopt) + sum(job.status == st.SUBMITTING for job in (s.current for s in state.shards)
                                           if job is not None and job.not_before > now)
-    admitted = _admitted([*staged, *fresh], token_room, busy)
+    admitted = _admitted(fresh, token_room, busy)
     submits: list[Step] = [Submit(shard_of[id(j)], j.n) for j in admitted]
     steps = (*collect, *adopt, *([Poll(tuple(remote))] if remote else []), *unstick, *submits)
     return Plan(steps, min(backoffs) if backoffs and not submits else None, False)

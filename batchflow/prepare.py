@@ -28,10 +28,11 @@ from batchflow.hotloop import relaxed_gc
 from batchflow.keys import KeyHashes, first_duplicate
 from batchflow.limits import spec_job_size
 from batchflow.logs import Progress
-from batchflow.sharding import ShardInfo, ShardWriter, too_large
+from batchflow.sharding import ShardInfo, ShardWriter, Written, shard_names, too_large
 from batchflow.sources import Source, SourceRecord, open_source, where
 from batchflow.sources.files import parse_line
 from batchflow.spec import Spec
+from batchflow.staging import Stager
 from batchflow.state import Job, Part, Shard, State
 from batchflow.templating import Renderer
 
@@ -102,14 +103,23 @@ class _Compare:
         self.carried_in_place = 0  # records found unchanged at their place
 
 
-def prepare(spec: Spec, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool = False) -> State:
-    """Generation ``gen`` of the spec, its files in ``root/gen-N``; the caller saves the state it returns."""
+def prepare(spec: Spec, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool = False,
+            stager: Stager | None = None) -> State:
+    """Generation ``gen`` of the spec, its files in ``root/gen-N``; the caller saves the state it returns.
+
+    With a ``stager``, each unit is staged as soon as its file is whole, beside the rest of the work; the units
+    come back staged. Nothing is created here: a failure deletes what was staged."""
     final, tmp = root / f"gen-{gen}", root / f"gen-{gen}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "shards").mkdir(parents=True)
     try:
-        state = _prepare(spec, root, tmp, final.name, gen, earlier, retry_errors)
+        state = _prepare(spec, root, tmp, final.name, gen, earlier, retry_errors, stager)
+        if stager is not None:
+            staged = stager.take([shard.jobs[0] for shard in state.shards])
+            log.info("staged while preparing", jobs=staged, of=len(state.shards))
     except BaseException:
+        if stager is not None:
+            stager.discard()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(final, ignore_errors=True)
@@ -120,14 +130,16 @@ def prepare(spec: Spec, root: Path, gen: int, earlier: Earlier | None, retry_err
 
 
 def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Earlier | None,
-             retry_errors: bool) -> State:
+             retry_errors: bool, stager: Stager | None) -> State:
     size = spec_job_size(spec)
     # the input's stat before it is read: a file that changes while it is read then differs from it next time,
     # and is read again, rather than taken for the content read here
     stat = open_source(spec.source).fingerprint()
     compare = _Compare(spec, tmp, earlier, retry_errors)
     rejects: list[tuple[int, dict[str, Any]]] = []
-    with ShardWriter(tmp / "shards", size) as writer:
+    # the first generation's parts are its units (unless records were rejected): staged as they are written
+    upload = _upload_when_written(stager if earlier is None else None, tmp / "shards", spec, gen)
+    with ShardWriter(tmp / "shards", size, on_written=upload) as writer:
         source, records = _write_parts(spec, writer, tmp, compare, rejects)
     if not records:
         check_not_empty(spec)
@@ -165,7 +177,7 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
         for part in parts:
             part.units = [part.index]
     else:
-        units = _pack(spec, gen, tmp, name, parts, send)
+        units = _pack(spec, gen, tmp, name, parts, send, stager)
     return State(spec.name, fingerprint(spec), records=records, shards=units, gen=gen, parts=parts,
                  source={"stat": stat, "content": source.content_digest()},
                  spec=request_fields(spec),
@@ -173,11 +185,13 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
                  diff=changes.as_dict())
 
 
-def _pack(spec: Spec, gen: int, tmp: Path, name: str, parts: list[Part], send: bytearray) -> list[Shard]:
+def _pack(spec: Spec, gen: int, tmp: Path, name: str, parts: list[Part], send: bytearray,
+          stager: Stager | None) -> list[Shard]:
     """The records to send, copied from the parts into units cut by count and bytes (a part's records go in one
     unit, or in two that follow each other)."""
     (tmp / "units").mkdir()
-    with ShardWriter(tmp / "units", spec_job_size(spec), manifests=False) as writer:
+    upload = _upload_when_written(stager, tmp / "units", spec, gen)
+    with ShardWriter(tmp / "units", spec_job_size(spec), manifests=False, on_written=upload) as writer:
         for part in parts:
             if send.find(SEND, part.first, part.first + part.count) < 0:
                 continue
@@ -189,6 +203,17 @@ def _pack(spec: Spec, gen: int, tmp: Path, name: str, parts: list[Part], send: b
             part.units = list(range(start, len(writer.shards) + 1))
         writer.close()
     return [_unit(spec, gen, info, f"{name}/units/{info.requests}") for info in writer.shards]
+
+
+def _upload_when_written(stager: Stager | None, directory: Path, spec: Spec, gen: int) -> Written | None:
+    """What the shard-writing thread calls as each unit's file is whole: its first job's input staged."""
+    if stager is None:
+        return None
+
+    def upload(index: int, digest: str) -> None:
+        stager.stage(directory / shard_names(index)[0], display_name(spec.name, gen, index, 1, digest), digest)
+
+    return upload
 
 
 def _unit(spec: Spec, gen: int, info: ShardInfo, requests: str, manifest: str = "") -> Shard:
@@ -339,7 +364,12 @@ def _duplicate(where: str, ordinal: int, key: str, first: int, spec: Spec) -> st
 
 def display_name(spec_name: str, gen: int, unit: int, n: int, digest: str) -> str:
     """The job's deterministic name: the same generation, unit, attempt and content always give the same one."""
-    return f"batchflow-{spec_name[:56]}-g{gen}-s{unit:05d}-j{n}-{digest[:8]}"
+    return f"{generation_prefix(spec_name, gen)}s{unit:05d}-j{n}-{digest[:8]}"
+
+
+def generation_prefix(spec_name: str, gen: int) -> str:
+    """What the display names of one generation's jobs begin with."""
+    return f"batchflow-{spec_name[:56]}-g{gen}-"
 
 
 def _rejecter(out: IO[bytes]) -> Any:

@@ -124,9 +124,11 @@ class Runner:
         self._quota_full: int | None = None  # jobs at the service when a create met a 429
         self._first_gen = 1  # the generation a state made from nothing starts at (after --restart: past the old)
         self._budget_wait: str | None = None  # why a job was not created this cycle (over budget:)
+        self._stage = False
 
     def run(self, wait: bool = True, restart: bool = False, retry_errors: bool = False) -> Summary:
         self._wait = wait
+        self._stage = True  # a run stages each unit while it prepares the rest (load_or_prepare only prepares)
         with self.store.lock():
             try:
                 archived = None
@@ -197,7 +199,7 @@ class Runner:
         earlier = None
         if state is not None and state.answers:
             earlier = Earlier(state.answers, self.root, tuple(state.parts), state.fingerprint)
-        new = self.path.prepare(self.root, gen, earlier, retry_errors)
+        new = self.path.prepare(self.root, gen, earlier, retry_errors, stage=self._stage)
         if save:
             self.store.save(new)
         return new

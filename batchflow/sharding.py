@@ -12,7 +12,7 @@ import hashlib
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +24,8 @@ from batchflow.limits import JobSize
 
 _BUFFER = 1 << 19  # bytes gathered before a write: few calls; 1 MiB was no faster and held 4 MB more at a peak
 _QUEUED = 1  # buffers waiting for the writing thread at most: 3 and 8 held 5 and 16 MB more, for no speed
+
+Written = Callable[[int, str], None]  # told (index, digest) of each shard whose files are whole and closed
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,11 @@ class ShardWriter:
 
     Lines are gathered in memory and handed, 512 KiB at a time, to a thread that hashes and writes them: both
     release the GIL, so on a second core they cost the caller nothing (over a quarter of preparing a shard).
+    ``on_written`` is called from that thread as each shard is whole on disk (``run`` starts its upload then).
     """
 
-    def __init__(self, directory: Path | None, size: JobSize, manifests: bool = True) -> None:
+    def __init__(self, directory: Path | None, size: JobSize, manifests: bool = True,
+                 on_written: Written | None = None) -> None:
         self.dir = directory
         self.size = size
         self.shards: list[ShardInfo] = []
@@ -113,14 +117,14 @@ class ShardWriter:
         # way to gather millions of short lines. The digest of the concatenation is the digest line by line.
         self._requests = bytearray()
         self._manifest = bytearray()
-        self._disk = _Disk(directory, manifests)
+        self._disk = _Disk(directory, manifests, on_written)
 
     def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """Close whatever is open; a shard cut short by an error is not counted."""
-        self._disk.stop()
+        """Close whatever is open; a shard cut short by an error is not counted (nor is anyone told of it)."""
+        self._disk.stop(abort=True)
 
     def add(self, line: bytes, record: bytes, where: str) -> None:
         """Append one request line and its record's JSON (no newline); starts a new shard when this one would pass
@@ -134,6 +138,7 @@ class ShardWriter:
         if self._count and (self._count >= self.size.max_requests
                             or self._bytes + len(line) > self.size.max_bytes):
             self._cut()
+            self._disk.put(len(self.shards), bytearray(), bytearray())  # the shard before is whole: say so now
         self._count += 1
         self._bytes += len(line)
         self._requests += line
@@ -166,13 +171,15 @@ class ShardWriter:
 class _Disk:
     """The thread that hashes and writes shard data, in the order it is put; errors come back to the caller."""
 
-    def __init__(self, directory: Path | None, manifests: bool = True) -> None:
+    def __init__(self, directory: Path | None, manifests: bool = True, on_written: Written | None = None) -> None:
         self._dir = directory
         self._manifests = manifests
+        self._on_written = on_written
         self._queue: queue.Queue[tuple[int, bytearray, bytearray] | None] = queue.Queue(maxsize=_QUEUED)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._digests: list[str] = []
+        self._abort = False
 
     def put(self, index: int, requests: bytearray, manifest: bytearray) -> None:
         if self._thread is None:
@@ -183,12 +190,13 @@ class _Disk:
 
     def finish(self) -> list[str]:
         """Wait for every write; the digest of each shard, in order."""
-        self.stop()
+        self.stop(abort=False)
         self._raise()
         return self._digests
 
-    def stop(self) -> None:
+    def stop(self, abort: bool) -> None:
         if self._thread is not None:
+            self._abort = abort
             self._queue.put(None)
             self._thread.join()
             self._thread = None
@@ -208,23 +216,31 @@ class _Disk:
                     continue  # drain, so the producer never blocks on a full queue
                 if index != current:
                     if current >= 0:
-                        self._digests.append(digest.hexdigest())
+                        self._written(files, current, digest)
                         digest = ContentDigest()
-                    files = self._open(files, index)
+                    files = self._open(None, index)
                     current = index
                 digest.update(requests)
                 if files is not None:
                     files[0].write(requests)
                     if self._manifests:
                         files[1].write(manifest)
-            if current >= 0:
-                self._digests.append(digest.hexdigest())
+            if current >= 0 and not self._abort:
+                self._written(files, current, digest)
+                files = None
         except BaseException as exc:  # handed to the caller at its next put() or finish()
             self._error = exc
             while self._queue.get() is not None:
                 pass
         finally:
             self._open(files, None)
+
+    def _written(self, files: tuple[IO[bytes], IO[bytes]] | None, index: int, digest: ContentDigest) -> None:
+        """Shard ``index`` is whole: its files closed, its digest kept, and whoever asked told."""
+        self._open(files, None)
+        self._digests.append(digest.hexdigest())
+        if self._on_written is not None and self._dir is not None:
+            self._on_written(index, self._digests[-1])
 
     def _open(self, files: tuple[IO[bytes], IO[bytes]] | None, index: int | None) -> tuple[IO[bytes], IO[bytes]] | None:
         if files is not None:

@@ -14,9 +14,10 @@ from batchflow.destinations import open_destination
 from batchflow.errors import BatchflowError, DataError
 from batchflow.execution import NextJob
 from batchflow.merge import Tally, rows
-from batchflow.prepare import fingerprint, prepare
+from batchflow.prepare import fingerprint, generation_prefix, prepare
 from batchflow.sources import open_source
 from batchflow.spec import Spec
+from batchflow.staging import Stager
 from batchflow.state import Job, Shard, State
 
 
@@ -49,8 +50,10 @@ class ShardsPath:
         except BatchflowError as exc:  # found before anything is spent: the user fixes the spec or the disk
             raise DataError(f"{exc} ({self.spec.where('output.path')})") from exc
 
-    def prepare(self, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool) -> State:
-        return prepare(self.spec, root, gen, earlier, retry_errors)
+    def prepare(self, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool,
+                stage: bool = False) -> State:
+        stager = Stager(self.jobs, generation_prefix(self.spec.name, gen)) if stage else None
+        return prepare(self.spec, root, gen, earlier, retry_errors, stager)
 
     def keep(self, state: State) -> dict[str, Any]:
         return keep(self.spec, state, self.root)

@@ -58,7 +58,9 @@ EXPIRED = "expired"
 CANCELLED = "cancelled"
 COLLECTED = "collected"
 
-IN_FLIGHT = frozenset({STAGED, SUBMITTING, SUBMITTED, RUNNING})
+# Jobs that hold a slot of max_concurrent and count against the enqueued tokens: created, or maybe created. A
+# staged job holds none: ``run`` stages every unit while it prepares, long before their turn to be created.
+IN_FLIGHT = frozenset({SUBMITTING, SUBMITTED, RUNNING})
 REMOTE = frozenset({SUBMITTED, RUNNING})
 FINISHED = frozenset({SUCCEEDED, FAILED, EXPIRED, CANCELLED})
 LIVE = frozenset({SUBMITTING, *REMOTE, *FINISHED})  # created (or maybe created) and not yet collected

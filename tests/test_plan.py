@@ -28,9 +28,9 @@ def test_running_jobs_hold_their_slots_and_are_polled_in_one_step() -> None:
     assert plan.waiting is False
 
 
-def test_a_staged_job_is_submitted_even_when_no_slot_is_free() -> None:
-    plan = p.make_plan(_state(st.RUNNING, st.STAGED), now=0, max_concurrent=1, output_fingerprint="o")
-    assert p.Submit(1, 1) in plan.steps
+def test_a_staged_job_waits_for_a_free_slot_like_a_written_one() -> None:
+    plan = p.make_plan(_state(st.RUNNING, st.STAGED, st.STAGED), now=0, max_concurrent=2, output_fingerprint="o")
+    assert plan.steps == (p.Poll(((0, 1),)), p.Submit(1, 1))
 
 
 def test_a_job_left_submitting_is_adopted_not_created_again() -> None:

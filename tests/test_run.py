@@ -171,7 +171,9 @@ def test_a_template_failing_deep_in_the_input_stops_the_run_with_nothing_submitt
     message = result.stderr.strip().splitlines()[-1]
     assert "data/in.jsonl:40001" in message and "record 40001" in message and "text" in message
     assert StateStore(tmp_path / ".batchflow/t").load() is None, "no state: nothing was planned or submitted"
-    assert not (tmp_path / ".batchflow/t/emulator").exists(), "the backend was never started"
+    emulator = tmp_path / ".batchflow/t/emulator"  # the first 30,000 were uploaded while the rest were prepared
+    assert sorted(p.relative_to(emulator).as_posix() for p in emulator.rglob("*") if p.is_file()) == [], \
+        "what was staged is deleted, and nothing was created"
     assert not (tmp_path / "out").exists()
 
 

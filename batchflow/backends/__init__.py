@@ -58,6 +58,15 @@ class Backend(Protocol):
         """Upload a job's request lines; return what ``create`` takes as input."""
         ...
 
+    def staged_files(self) -> dict[str, tuple[str, int]]:
+        """What ``stage`` left at the service that a later stage of the same display name may reuse: by display
+        name, (the reference ``stage`` returned, its size in bytes). Empty where staging again overwrites it."""
+        ...
+
+    def delete_staged(self, staged: str) -> None:
+        """Delete what ``stage`` returned (nothing created from it will run)."""
+        ...
+
     def create(self, model: str, task: str, staged: str, display_name: str) -> JobInfo:
         """Create a job. Never retried blindly: the runner adopts by display name instead."""
         ...

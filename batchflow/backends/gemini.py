@@ -16,6 +16,8 @@ from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.errors import BackendError, OutputMissing, SpecError, TransientError
 from batchflow.spec import Spec
 
+_FILES_PAGE = 100
+
 
 class GeminiBackend(SdkBackend):
     """Shards are uploaded as ``{"key","request"}`` lines; results come from the job's output file."""
@@ -38,6 +40,24 @@ class GeminiBackend(SdkBackend):
             f = self.client.files.upload(file=str(path), config=types.UploadFileConfig(
                 mime_type="jsonl", display_name=display_name))
         return str(f.name)
+
+    def staged_files(self) -> dict[str, tuple[str, int]]:
+        """Uploaded files that are ready, by display name (a run killed while uploading left them): one paged list.
+
+        A file's display name is its job's, which carries the digest of its content; with the same size it holds
+        the same request lines."""
+        from google.genai import types
+
+        found: dict[str, tuple[str, int]] = {}
+        with api_errors("list files"):
+            for f in self.client.files.list(config=types.ListFilesConfig(page_size=_FILES_PAGE)):
+                if f.display_name and f.name and _state(f.state) in ("ACTIVE", "STATE_UNSPECIFIED"):
+                    found.setdefault(f.display_name, (f.name, int(f.size_bytes or 0)))
+        return found
+
+    def delete_staged(self, staged: str) -> None:
+        with api_errors(f"delete {staged}"):
+            self.client.files.delete(name=staged)
 
     def create(self, model: str, task: str, staged: str, display_name: str) -> JobInfo:
         from google.genai import types
@@ -89,6 +109,10 @@ class GeminiBackend(SdkBackend):
             return None  # the reason is a nicety; the job's state is what counts
         error = raw.get("error") or {}
         return f"{error.get('code', '')} {error.get('message', '')}".strip() or None
+
+
+def _state(state: Any) -> str:
+    return str(getattr(state, "name", state) or "STATE_UNSPECIFIED")
 
 
 def make_client(api_key: str, base_url: str | None) -> Any:

@@ -121,6 +121,19 @@ class VertexBackend(SdkBackend):
             raise BackendError(f"stage {uri}: {exc}") from exc
         return uri
 
+    def staged_files(self) -> dict[str, tuple[str, int]]:
+        """None to reuse: a job's staging object is named by its display name, so staging again overwrites it."""
+        return {}
+
+    def delete_staged(self, staged: str) -> None:
+        fs, target = url_to_fs(staged)
+        try:
+            fs.rm(target)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise BackendError(f"delete {staged}: {exc}") from exc
+
     def _staged_lines(self, path: Path) -> Iterator[bytes]:
         """The job's input lines as Vertex reads them, each distinct request once."""
         seen: set[bytes] = set()
