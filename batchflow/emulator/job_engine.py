@@ -1,9 +1,11 @@
 """What the Gemini and the Vertex job engines share: a table of jobs on disk and the worker that computes them.
 
-Every job is `jobs_dir/ID.json`. A background worker does a job's work (`_run`) as soon as it is created, outside
-the lock; a job is seen finished once its time has come *and* that work is done (a blocking `_advance`, a `get`,
-waits for it). A restarted engine on the same directory queues its unfinished jobs again. Only the final state is
-written, once, and the fault plan may force it (`_decide_outcome`).
+Every job is `jobs_dir/ID.json`. A background worker does a job's work (`_run`) once the job would be RUNNING
+(`start_time`: a quarter of the way to its due time), outside the lock — not at once, so that answering a burst of
+creates and uploads does not wait on the work of the jobs just created (the service's jobs do not run on the
+client's cores); a job is seen finished once its time has come *and* that work is done (a blocking `_advance`, a
+`get`, does it then if the worker has not). A restarted engine on the same directory queues its unfinished jobs
+again. Only the final state is written, once, and the fault plan may force it (`_decide_outcome`).
 
 The plan also decides, when a job is created, whether it is stuck (PENDING, never due), whether its output comes
 late or goes away, and whether a cancel still delivers its finished lines; those decisions are kept on the record.
@@ -74,6 +76,7 @@ class JobEngine(ABC, Generic[J, Result]):
         self._seq = max((j.seq for j in self._jobs.values()), default=0)
         self._compute_locks: dict[str, threading.Lock] = {}
         self._queue: queue.Queue[str | None] = queue.Queue()
+        self._closing = threading.Event()
         self._worker = threading.Thread(target=self._work, name=worker_name, daemon=True)
         self._worker.start()
         for job in self._jobs.values():
@@ -82,6 +85,7 @@ class JobEngine(ABC, Generic[J, Result]):
 
     def close(self) -> None:
         """Stop the worker (unfinished work is picked up again by the next engine on this directory)."""
+        self._closing.set()
         self._queue.put(None)
         self._worker.join(timeout=5)
 
@@ -200,6 +204,18 @@ class JobEngine(ABC, Generic[J, Result]):
         with self._lock:
             return self._jobs.get(job.id) is job and job.state in ALIVE
 
+    def _until_running(self, job_id: str) -> bool:
+        """Wait until the job would be RUNNING (on the engine's clock, looked at every 50 ms); False if closing."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return True
+        starts = start_time(job.create_time, job.due_time)
+        while self._clock() < starts and not job.computed:
+            if self._closing.wait(min(0.05, max(0.0, starts - self._clock()))):
+                return False
+        return True
+
     def _compute(self, job_id: str) -> None:
         """Do a job's work once; a job cancelled or deleted meanwhile keeps nothing."""
         with self._lock:
@@ -221,6 +237,8 @@ class JobEngine(ABC, Generic[J, Result]):
 
     def _work(self) -> None:
         while (job_id := self._queue.get()) is not None:
+            if not self._until_running(job_id):
+                return
             try:
                 self._compute(job_id)
             except Exception as exc:  # a worker that dies silently would leave every later job RUNNING
