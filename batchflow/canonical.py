@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from batchflow.request_json import camel
+
 _FREE = "free"  # a free-form value (Any, dict[str, Any]): keys kept as written, nulls kept
 _BYTES = "bytes"  # base64 text
 
@@ -49,7 +51,7 @@ def canonical_request(request: dict[str, Any]) -> dict[str, Any]:
     for key, value in request.items():
         if value is None:
             continue
-        name = _camel(key)
+        name = camel(key)
         if name == "contents":  # what differs from line to line is walked every time
             out[name] = value if _plain_contents(value) else _walk(value, fields[name])
             continue
@@ -97,7 +99,7 @@ def _walk(value: Any, node: Node) -> Any:
         if isinstance(node, _Map):
             return {k: _walk(v, node.of) for k, v in value.items() if v is not None}
         fields = node if isinstance(node, dict) else {}
-        return {_camel(k): _walk(v, fields.get(_camel(k))) for k, v in value.items() if v is not None}
+        return {camel(k): _walk(v, fields.get(camel(k))) for k, v in value.items() if v is not None}
     if kind is list:
         return [_walk(item, node) for item in value]
     if kind is float:
@@ -132,12 +134,6 @@ _TO_URLSAFE = str.maketrans("+/", "-_")
 
 
 @functools.cache
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(word[:1].upper() + word[1:] for word in rest)
-
-
-@functools.cache
 def _request_fields() -> dict[str, Node]:
     """The REST GenerateContentRequest's fields, each as the google-genai type that reads it."""
     from google.genai import types
@@ -157,7 +153,7 @@ def _message(model: type) -> dict[str, Node]:
     if found is None:
         found = _messages[model] = {}
         for name, field in model.model_fields.items():  # type: ignore[attr-defined]
-            found[_camel(name)] = _node(field.annotation)
+            found[camel(name)] = _node(field.annotation)
     return found
 
 

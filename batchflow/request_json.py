@@ -201,11 +201,10 @@ class RequestBuilder:
             if isinstance(item, dict) and item.get("role") not in (None, *_ROLES):
                 problems.append(Problem((*path, "role"), f"expected one of {', '.join(_ROLES)}, got "
                                                          f"{_kind(item['role'])}"))
-            found = _validated(types.Content, orjson.loads(orjson.dumps(item)), path)
+            content, found = _instance(types.Content, orjson.loads(orjson.dumps(item)), path)
             if found:
                 problems += found
                 continue
-            content = types.Content.model_validate(item)
             wire.append(orjson.loads(orjson.dumps(common.encode_unserializable_types(
                 common.convert_to_dict(convert(content))))))
         if problems:
@@ -251,7 +250,7 @@ class RequestBuilder:
             problems.append(Problem((names_of(config, "output_dimensionality"),), f"expected 1 to 3072, got {dims}"))
         if problems:
             raise RequestProblems(problems)
-        return {_camel(k): (v.value if isinstance(v, Enum) else v)
+        return {camel(k): (v.value if isinstance(v, Enum) else v)
                 for k, v in types.EmbedContentConfig.model_validate(snake).model_dump(exclude_none=True).items()}
 
 
@@ -296,6 +295,11 @@ def _semantic(config: dict[str, Any], origin: dict[str, Path]) -> Iterator[Probl
 
 def _validated(model: Any, value: Any, at: Path, names: Mapping[str, str] | None = None) -> list[Problem]:
     """Problems of ``value`` as a ``model`` (a google-genai type), at the paths of the value as written."""
+    return _instance(model, value, at, names)[1]
+
+
+def _instance(model: Any, value: Any, at: Path, names: Mapping[str, str] | None = None) -> tuple[Any, list[Problem]]:
+    """``value`` as a ``model`` (None if it is not one) and its problems, at the paths of the value as written."""
     import pydantic
 
     with warnings.catch_warnings():
@@ -303,8 +307,9 @@ def _validated(model: Any, value: Any, at: Path, names: Mapping[str, str] | None
         try:
             instance = model.model_validate(value)
         except pydantic.ValidationError as exc:
-            return [_explain(error, value, at, names, model) for error in exc.errors()]
-    return [Problem(_written(value, path, at, names), message) for path, message in _bad_enums(instance, ())]
+            return None, [_explain(error, value, at, names, model) for error in exc.errors()]
+    return instance, [Problem(_written(value, path, at, names), message)
+                      for path, message in _bad_enums(instance, ())]
 
 
 def _validated_params(params_type: Any, params: dict[str, Any], origin: dict[str, Path],
@@ -388,7 +393,7 @@ def _written(value: Any, loc: tuple[Any, ...], at: Path, names: Mapping[str, str
             path.append(step)
             value = value[step]
         elif isinstance(value, dict) and isinstance(step, str):
-            key = next((k for k in (step, _camel(step), _snake(step)) if k in value), None)
+            key = next((k for k in (step, camel(step), _snake(step)) if k in value), None)
             if key is None:
                 path.append(names.get(step, step) if names and len(path) == len(at) else step)
                 break
@@ -431,7 +436,7 @@ def _members(annotation: Any) -> Iterator[Any]:
 
 def names_of(mapping: Mapping[str, Any], field: str) -> str:
     """``field`` as ``mapping`` spells it (snake_case or camelCase)."""
-    return field if field in mapping else _camel(field)
+    return field if field in mapping else camel(field)
 
 
 def _put(config: dict[str, Any], origin: dict[str, Path], field: str, value: Any, path: Path,
@@ -463,7 +468,7 @@ def _plain_content(content: Any) -> bool:
 
 
 def _unknown(at: Path, field: str, allowed: typing.Sequence[str]) -> Problem:
-    choices = list(allowed) + [_camel(a) for a in allowed]
+    choices = list(allowed) + [camel(a) for a in allowed]
     return Problem((*at, field), f"unknown field {field!r}" + (
         _did_you_mean(field, choices) or f" (expected one of: {', '.join(allowed)})"))
 
@@ -493,9 +498,10 @@ def _snake(name: str) -> str:
 
 
 @functools.cache
-def _camel(name: str) -> str:
+def camel(name: str) -> str:
+    """``generation_config`` -> ``generationConfig`` (proto-JSON's name of a field; the rest of a word kept)."""
     head, *rest = name.split("_")
-    return head + "".join(word.capitalize() for word in rest)
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
 
 
 @functools.cache

@@ -35,7 +35,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchflow.errors import DataError
 from batchflow.fast_templates import Code, Whole, single_expression, static, templated
-from batchflow.request_json import Path, RequestBuilder, RequestProblems, dotted
+from batchflow.request_json import Path, RequestBuilder, RequestProblems, camel, dotted
 from batchflow.sources import SourceRecord
 from batchflow.spec import InvalidSpec, Spec
 
@@ -348,20 +348,15 @@ def _with_defaults(body: _Build, extras: list[tuple[str, _Build]]) -> _Build:
 
 def _fill(request: dict[str, Any], name: str, part: _Build, context: dict[str, Any]) -> None:
     """Add ``name`` to the request unless it is there (in either spelling); merge configs field by field."""
-    present = name if name in request else _camel(name) if _camel(name) in request else None
+    present = name if name in request else camel(name) if camel(name) in request else None
     if present is None:
         request[name] = part(context)
         return
     given = request[present]
     if name == "generation_config" and isinstance(given, dict):
         for field, value in part(context).items():
-            if field not in given and _camel(field) not in given:
+            if field not in given and camel(field) not in given:
                 given[field] = value
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(word.capitalize() for word in rest)
 
 
 def _to_json(value: Any) -> Any:
