@@ -8,7 +8,7 @@ is retried (within ``retry.request_attempts``) and reported, never silently merg
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import structlog
 
-from batchflow.backends import Backend, JobInfo, Result
+from batchflow.backends import Backend, JobInfo
 from batchflow.cost import Usage, usage_of
 from batchflow.errors import BackendError
 from batchflow.sharding import ContentDigest, request_key
@@ -94,34 +94,68 @@ def input_keys(path: Path) -> list[str]:
 
 
 def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo) -> Path:
-    """Write the job's results to ``results/`` and return the file; counts go into ``job``."""
+    """Write the job's results to ``results/`` and return the file; counts go into ``job``.
+
+    Streamed: each result line is written as the backend reads it (one line per key; the keys the output has no
+    line for at the end), so a collection holds the job's keys, never its answers: several run at once."""
     sent = input_keys(root / job.input)
+    expected = set(sent)
     out = _results_path(root, shard, job)
-    where = f"job {info.name} (shard {shard.index})"
-    lines = _match(backend.results(info, out.parent, root / job.input), set(sent), where)
-    for key in sent:
-        if job.status == SUCCEEDED:  # the backend ran the job but gave this request no line
-            lines.setdefault(key, {"error": {"code": None, "message": f"no result in the output of {info.name}"}})
-        else:  # the job failed, expired or was cancelled before answering this request
-            lines.setdefault(key, {"job_error": {"code": None, "message": _ended(info)},
-                                   **({"cancelled": True} if job.cancel_requested else {})})
     tmp = out.with_suffix(".tmp")
+    where = f"job {info.name} (shard {shard.index})"
+    seen: dict[str, bool] = {}  # key -> its line is a response
+    twice: set[str] = set()
+    usage, last = Usage(), None
     with open(tmp, "wb", buffering=1 << 20) as fh:
+        for r in backend.results(info, out.parent, root / job.input):
+            if r.key is None or r.key not in expected:
+                raise BackendError(f"{where}: the output has a line for key {r.key!r}, which the job did not "
+                                   "send; refusing to merge it")
+            if r.key in seen:
+                twice.add(r.key)
+                continue
+            seen[r.key] = r.error is None
+            if r.error is not None:
+                fh.write(orjson.dumps({"key": r.key, "error": r.error}, option=_NL))
+                continue
+            fh.write(orjson.dumps({"key": r.key, "response": r.response}, option=_NL))
+            # Vertex answers identical requests once, for each key that asked, and bills that one answer
+            if r.response is not None and r.response is not last:
+                usage, last = usage + usage_of((r.response,)), r.response
         for key in sent:
-            if key in lines:
-                fh.write(orjson.dumps({"key": key, **lines[key]}, option=_NL))
+            if key not in seen:
+                fh.write(orjson.dumps({"key": key, **_unanswered(job, info)}, option=_NL))
+    if twice:
+        _one_line_each(tmp, twice, where)
     os.replace(tmp, out)
-    job.ok = sum("response" in r for r in lines.values())
-    job.failed = len(lines) - job.ok
-    job.usage = _billed(lines.values()).as_dict()
+    job.ok = sum(ok for key, ok in seen.items() if key not in twice)
+    job.failed = len(sent) - job.ok
+    job.usage = usage.as_dict()
     return out
 
 
-def _billed(lines: Iterable[dict[str, Any]]) -> Usage:
-    """The usage of a job's answers, each response once (Vertex answers identical requests once, for every key
-    that asked, and bills that one answer)."""
-    responses = {id(r["response"]): r["response"] for r in lines if "response" in r}
-    return usage_of(responses.values())
+def _unanswered(job: Job, info: JobInfo) -> dict[str, Any]:
+    """The result of a request the job's output has no line for."""
+    if job.status == SUCCEEDED:  # the backend ran the job but gave this request no line
+        return {"error": {"code": None, "message": f"no result in the output of {info.name}"}}
+    # the job failed, expired or was cancelled before answering this request
+    cancelled = {"cancelled": True} if job.cancel_requested else {}
+    return {"job_error": {"code": None, "message": _ended(info)}, **cancelled}
+
+
+def _one_line_each(path: Path, twice: set[str], where: str) -> None:
+    """A key the output answered more than once gets one error line instead (rare: the file is written again)."""
+    for key in twice:
+        log.error("duplicate result", job=where, key=key)
+    again = path.with_suffix(".twice")
+    with open(path, "rb") as src, open(again, "wb", buffering=1 << 20) as dst:
+        for line in src:
+            if orjson.loads(line)["key"] not in twice:
+                dst.write(line)
+        for key in sorted(twice):
+            message = f"{where} returned more than one result for this key"
+            dst.write(orjson.dumps({"key": key, "error": {"code": None, "message": message}}, option=_NL))
+    os.replace(again, path)
 
 
 def collect_lost(root: Path, shard: Shard, job: Job, message: str) -> Path:
@@ -145,22 +179,6 @@ def _results_path(root: Path, shard: Shard, job: Job) -> Path:
 
 def _ended(info: JobInfo) -> str:
     return f"job {info.name} ended {info.status}" + (f": {info.error}" if info.error else "")
-
-
-def _match(results: Iterable[Result], sent: set[str], where: str) -> dict[str, dict[str, Any]]:
-    lines: dict[str, dict[str, Any]] = {}
-    twice: set[str] = set()
-    for r in results:
-        if r.key is None or r.key not in sent:
-            raise BackendError(f"{where}: the output has a line for key {r.key!r}, which the job did not send; "
-                               "refusing to merge it")
-        if r.key in lines:
-            twice.add(r.key)
-        lines[r.key] = {"response": r.response} if r.error is None else {"error": r.error}
-    for key in twice:
-        log.error("duplicate result", job=where, key=key)
-        lines[key] = {"error": {"code": None, "message": f"{where} returned more than one result for this key"}}
-    return lines
 
 
 def outcomes(root: Path, shard: Shard, redo: Redo | None = None) -> dict[str, Outcome]:
