@@ -180,6 +180,6 @@ def check_plan(spec: Spec, state: State) -> None:
 
 def admits(spec: Spec, state: State, job: Job) -> str | None:
     """Why ``job`` may not be created now (committed spend plus its estimate over budget); None if it may."""
-    if spec.budget.max_cost_usd is None and spec.budget.max_input_tokens is None:
+    if not spec.budget.capped:
         return None
     return over_budget(spec, spend(spec, state).committed + estimate(job, per_request(spec)))

@@ -11,6 +11,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -19,6 +20,7 @@ from batchflow import plan as p
 from batchflow import state as st
 from batchflow.answers.earlier import Earlier
 from batchflow.backends import JobInfo
+from batchflow.background import COLLECTIONS, CREATES, Pool, each
 from batchflow.errors import (
     UNREACHABLE_FOR,
     BackendError,
@@ -125,6 +127,8 @@ class Runner:
         self._first_gen = 1  # the generation a state made from nothing starts at (after --restart: past the old)
         self._budget_wait: str | None = None  # why a job was not created this cycle (over budget:)
         self._stage = False
+        # finished jobs' outputs, collected beside the cycle, by (generation, unit, job)
+        self._collections: Pool[tuple[int, int, int]] = Pool(COLLECTIONS, "collect")
 
     def run(self, wait: bool = True, restart: bool = False, retry_errors: bool = False) -> Summary:
         self._wait = wait
@@ -138,6 +142,7 @@ class Runner:
                 summary = self._drive(state, wait)
                 return dataclasses.replace(summary, archived=archived)
             finally:
+                self._collections.close()
                 self.path.close()
 
     def load_or_prepare(self) -> State:
@@ -210,10 +215,11 @@ class Runner:
             plan = p.make_plan(state, self.clock(), self.spec.jobs.max_concurrent, "", settle_only=True)
             if plan.finished:
                 break
-            progressed = False
-            for step in plan.steps:
-                progressed |= self._execute(step, state)
+            progressed = self._cycle(plan, state)
             if progressed and not self._transient_streak:
+                continue
+            if self._collections.running():
+                self._collections.wait(self._pause(plan, self.clock()))
                 continue
             if not wait:
                 raise NotFinished(f"{self._live(state)} job(s) of the previous plan still running; they are "
@@ -244,10 +250,8 @@ class Runner:
             if plan.finished:
                 self.watch(state, 0.0)
                 return self._summary(state)
-            progressed = False
             streak = self._transient_streak
-            for step in plan.steps:
-                progressed |= self._execute(step, state)
+            progressed = self._cycle(plan, state)
             if not progressed:
                 self._stop_if_budget_reached(state)
             if self._transient_streak == streak:
@@ -256,11 +260,23 @@ class Runner:
             if progressed and not self._transient_streak:
                 self._poll_ramp = _FIRST_POLL
                 continue
-            if not wait:
+            if not wait and not self._collections.running():
                 raise NotFinished(f"{self._pending(state)}; run again later")
             pause = self._pause(plan, now)
             self.watch(state, pause)
-            self.sleep(pause)
+            if self._collections.running():  # the cycle goes on as soon as a collection ends
+                self._collections.wait(pause)
+            else:
+                self.sleep(pause)
+
+    def _cycle(self, plan: p.Plan, state: State) -> bool:
+        """One pass over the plan: the collections that ended applied, each step taken, the creates together."""
+        progressed = self._collected(state)
+        creates = [step for step in plan.steps if isinstance(step, p.Submit)]
+        for step in plan.steps:
+            if not isinstance(step, p.Submit):
+                progressed |= self._execute(step, state)
+        return self._submit_all(state, creates) or progressed
 
     def _stop_if_budget_reached(self, state: State) -> None:
         """Jobs wait for the budget; once no created job is left to bring their actual cost in, the run stops."""
@@ -272,35 +288,43 @@ class Runner:
                                  "again to go on)")
 
     def _execute(self, step: p.Step, state: State) -> bool:
+        return self._guarded(type(step).__name__, self._dispatch, step, state)
+
+    def _dispatch(self, step: p.Step, state: State) -> bool:
+        match step:
+            case p.Adopt(shard, n):
+                return self._adopt(state, state.shards[shard].jobs[n - 1])
+            case p.Poll(jobs):
+                return self._poll(state, [state.shards[s].jobs[n - 1] for s, n in jobs])
+            case p.Unstick(shard, n):
+                return self._unstick(state, state.shards[shard], state.shards[shard].jobs[n - 1])
+            case p.Collect(shard, n):
+                return self._collect(state, state.shards[shard], state.shards[shard].jobs[n - 1])
+            case p.Settle(shard):
+                return self._settle(state, state.shards[shard])
+            case p.Keep():
+                return self._keep(state)
+            case p.Merge():
+                return self._merge(state, output_fingerprint(self.spec))
+            case p.Submit():
+                return self._submit_all(state, [step])
+        return False
+
+    def _guarded(self, step: str, call: Callable[..., bool], *args: Any) -> bool:
+        """``call(*args)``, with the service's passing troubles counted and backed off from (False then)."""
         try:
-            match step:
-                case p.Submit(shard, n):
-                    return self._submit(state, state.shards[shard], state.shards[shard].jobs[n - 1])
-                case p.Adopt(shard, n):
-                    return self._adopt(state, state.shards[shard].jobs[n - 1])
-                case p.Poll(jobs):
-                    return self._poll(state, [state.shards[s].jobs[n - 1] for s, n in jobs])
-                case p.Unstick(shard, n):
-                    return self._unstick(state, state.shards[shard], state.shards[shard].jobs[n - 1])
-                case p.Collect(shard, n):
-                    return self._collect(state, state.shards[shard], state.shards[shard].jobs[n - 1])
-                case p.Settle(shard):
-                    return self._settle(state, state.shards[shard])
-                case p.Keep():
-                    return self._keep(state)
-                case p.Merge():
-                    return self._merge(state, output_fingerprint(self.spec))
+            return call(*args)
         except UnreachableError as exc:
             now = self.clock()
             self._unreachable_since = self._unreachable_since or now
             if not self._wait or now - self._unreachable_since >= UNREACHABLE_FOR:
                 raise RunFailed(f"{exc}; check {self.spec.where('backend')} (base_url, network)") from exc
             self._transient_streak += 1
-            log.warning("the batch API cannot be reached; will retry", step=type(step).__name__, error=str(exc),
+            log.warning("the batch API cannot be reached; will retry", step=step, error=str(exc),
                         gives_up_in=round(self._unreachable_since + UNREACHABLE_FOR - now))
         except TransientError as exc:
             self._transient_streak += 1
-            log.warning("transient error; will retry", step=type(step).__name__, error=str(exc),
+            log.warning("transient error; will retry", step=step, error=str(exc),
                         retry_in=self._backoff(self._transient_streak))
         return False
 
@@ -310,11 +334,9 @@ class Runner:
         A state lost (a container that keeps no files) or restored from an old copy makes the same generations,
         units and display names again; one paged list finds what was created under them, which is then tracked,
         collected or retried, never created twice."""
-        self._listed = True
         waiting = {j.display_name: j for _, j in state.jobs() if j.status in (st.WRITTEN, st.STAGED)}
-        if not waiting:
-            return False
-        found = self.path.jobs.find_many(set(waiting))
+        found = self.path.jobs.find_many(set(waiting)) if waiting else {}
+        self._listed = True  # not before: a list that failed is made again before any create
         for name, info in found.items():
             log.info("job adopted: it exists at the service, the state had no record of it", job=info.name,
                      display_name=name)
@@ -323,11 +345,42 @@ class Runner:
             self.store.save(state)
         return bool(found)
 
-    def _submit(self, state: State, shard: Shard, job: Job) -> bool:
-        if not self._listed and self._adopt_unrecorded(state):
-            return True  # the plan changed: make it again
+    def _submit_all(self, state: State, steps: list[p.Submit]) -> bool:
+        """Create the jobs of the plan's Submit steps: each admitted by the budget, staged if it is not yet, and
+        saved "submitting", one after another; then created, ``CREATES`` at a time."""
+        if not steps:
+            return False
+        if not self._listed:
+            adopted = self._guarded("Submit", self._adopt_unrecorded, state)
+            if adopted or not self._listed:
+                return adopted  # the plan changed (make it again), or the list is to be tried again
+        ready = [(state.shards[step.shard], state.shards[step.shard].jobs[step.job - 1]) for step in steps]
+        marked = [(shard, job) for shard, job in ready if self._guarded("Submit", self._mark, state, job)]
+        if not marked:
+            return False
+        self.store.save(state)  # "submitting" before create: a crash from here on adopts instead of creating
+        outcomes = each(marked, lambda unit: self.path.create(*unit), CREATES)
+        created = [(shard, job, info) for (shard, job), info in outcomes if isinstance(info, JobInfo)]
+        for shard, job, info in created:
+            job.created_at = self.clock()
+            self.record(job, info)
+            log.info("job submitted", shard=shard.index, job=info.name, requests=job.count, attempt=job.n)
+        refused = [exc for (_, job), exc in outcomes if isinstance(exc, BackendError) and self._refused(job)]
+        if created or refused:
+            self.store.save(state)
+        for (shard, job), exc in outcomes:
+            if isinstance(exc, Exception) and not isinstance(exc, BackendError):
+                self._guarded("Submit", self._not_created, state, shard, job, exc)
+        if refused:
+            raise refused[0]
+        return bool(created)
+
+    def _mark(self, state: State, job: Job) -> bool:
+        """Whether ``job`` is to be created now; if so it is staged (when it is not yet) and marked "submitting"."""
         if job.status not in (st.WRITTEN, st.STAGED):
             return False  # adopted since this cycle's plan was made
+        if self.spec.budget.capped and self._collections.running():
+            return False  # a finished job's actual cost is being collected: the budget decides with it
         self._budget_wait = self._budget_wait or cost.admits(self.spec, state, job)
         if self._budget_wait is not None:
             return False  # waits: a job in flight may finish below its estimate and make room
@@ -335,28 +388,27 @@ class Runner:
             job.file = self.path.stage(job)
             job.status = st.STAGED
             self.store.save(state)
-        job.status = st.SUBMITTING  # saved before create: a crash from here on adopts instead of creating
-        self.store.save(state)
-        try:
-            info = self.path.create(shard, job)
-        except BackendError:
-            job.status = st.STAGED
-            self.store.save(state)
-            raise
-        except QuotaExceeded as exc:  # backpressure, not a failure: no more creates until a job finishes
-            self._quota_full = sum(j.status in st.REMOTE for _, j in state.jobs())
-            log.info("the service's quota is full (429 on create): waiting for a job to finish", shard=shard.index,
-                     display_name=job.display_name, in_flight=self._quota_full, error=str(exc))
-            job.not_before = self.clock() + self._poll_cap(self.spec.jobs.poll_interval)
-            self.store.save(state)  # stays "submitting": it is looked up by name before it is created again
-            return False
-        except TransientError:
-            raise  # stays "submitting": the next cycle looks it up before creating again
-        job.created_at = self.clock()
-        self.record(job, info)
-        log.info("job submitted", shard=shard.index, job=info.name, requests=job.count, attempt=job.n)
-        self.store.save(state)
+        job.status = st.SUBMITTING  # counted as committed spend by the budget check of the next job
         return True
+
+    @staticmethod
+    def _refused(job: Job) -> bool:
+        """The service refused to create ``job`` (an error that says so): it is not created, and staged as it was."""
+        job.status = st.STAGED
+        return True
+
+    def _not_created(self, state: State, shard: Shard, job: Job, exc: Exception) -> bool:
+        """A create that met the quota, or a passing error: the job stays "submitting", looked up by name before it
+        is created again."""
+        if not isinstance(exc, QuotaExceeded):
+            raise exc  # counted and backed off from by _guarded
+        # backpressure, not a failure: no more creates until a job finishes
+        self._quota_full = sum(j.status in st.REMOTE for _, j in state.jobs())
+        log.info("the service's quota is full (429 on create): waiting for a job to finish", shard=shard.index,
+                 display_name=job.display_name, in_flight=self._quota_full, error=str(exc))
+        job.not_before = self.clock() + self._poll_cap(self.spec.jobs.poll_interval)
+        self.store.save(state)
+        return False
 
     def _adopt(self, state: State, job: Job) -> bool:
         info = self.path.jobs.find(job.display_name)
@@ -421,10 +473,27 @@ class Runner:
             log.info("job finished", job=info.name, state=info.status, error=info.error)
 
     def _collect(self, state: State, shard: Shard, job: Job) -> bool:
-        try:
-            self.path.collect(shard, job)
-        except OutputMissing as exc:
-            return self._output_missing(state, shard, job, exc)
+        """Start collecting a finished job on the pool (``_collected`` applies the outcome); no progress yet."""
+        if job.status in st.FINISHED:  # not collected by the cycle's start, after this plan was made
+            self._collections.start((state.gen, shard.index, job.n), lambda: self.path.collect(shard, job))
+        return False
+
+    def _collected(self, state: State) -> bool:
+        """The collections that ended, applied: each job collected, or its output looked for again later, or the
+        error raised (after the others are applied)."""
+        progressed = False
+        ended = [(key, error) for key, error in self._collections.finished() if key[0] == state.gen]
+        for (_, index, n), error in sorted(ended, key=lambda item: item[1] is not None):
+            shard = state.shards[index]
+            job = shard.jobs[n - 1]
+            progressed |= self._guarded("Collect", self._apply_collected, state, shard, job, error)
+        return progressed
+
+    def _apply_collected(self, state: State, shard: Shard, job: Job, error: BaseException | None) -> bool:
+        if isinstance(error, OutputMissing):
+            return self._output_missing(state, shard, job, error)
+        if error is not None:
+            raise error
         job.status = st.COLLECTED
         log.info("job collected", shard=shard.index, job=job.name, ok=job.ok, failed=job.failed)
         self.store.save(state)

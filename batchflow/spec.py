@@ -97,6 +97,10 @@ class BudgetSpec:
     max_cost_usd: float | None = None
     max_input_tokens: int | None = None
 
+    @property
+    def capped(self) -> bool:
+        return self.max_cost_usd is not None or self.max_input_tokens is not None
+
 
 @dataclass(frozen=True)
 class Spec:
