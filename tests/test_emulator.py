@@ -289,3 +289,27 @@ def test_cli_prints_base_url_first_and_exits_cleanly_on_sigterm(tmp_path: Path) 
 def test_empty_lists_omit_their_repeated_field_as_proto3_json_does(emulator: RunningEmulator) -> None:
     for path in ("v1beta/batches", "v1beta/files", "v1beta1/publishers/acme/models"):
         assert http_json("GET", f"{emulator.base_url}/{path}") == (200, {})
+
+
+def test_the_request_lines_counted_as_an_upload_arrives_agree_with_the_file(tmp_path: Path) -> None:
+    """A create takes an uploaded file's request count from the upload (it does not read the file again): for any
+    content cut into any chunks, that count is the file's non-blank lines, or unknown (then the file is read)."""
+    import io
+    import random
+
+    from batchflow.emulator.execute import count_requests
+    from batchflow.emulator.files import FileStore
+
+    store, rng, counted = FileStore(tmp_path, time.time), random.Random(7), 0
+    pieces = [b'{"a":1}', b"", b" ", b'  {"b":2}', b"\t", b"\r", b'{"c":3}\r', b"x y"]
+    for _ in range(400):
+        data = b"\n".join(rng.choice(pieces) for _ in range(rng.randint(0, 8))) + rng.choice([b"", b"\n"])
+        cuts = sorted({0, len(data), *(rng.randint(0, len(data)) for _ in range(rng.randint(0, 4)))})
+        upload = store.start_upload({"file": {"mimeType": "jsonl"}}, None, None)
+        for start, end in zip(cuts, cuts[1:], strict=False):
+            store.receive(upload, start, io.BytesIO(data[start:end]), end - start)
+        record = store.finalize(upload)
+        if record.lines is not None:
+            counted += 1
+            assert record.lines == count_requests(store.data_path(record.id)), data
+    assert counted > 30  # a file whose every line starts with a non-blank byte (JSONL as written) is counted

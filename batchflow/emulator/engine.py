@@ -66,7 +66,9 @@ class Emulator(JobEngine[JobRecord, LineCounts]):
         job_id = new_id()
         source = self._path(job_id, "input.jsonl")
         submission.write_input(self.files, source)
-        request_count = count_requests(source)  # outside the lock: may be large
+        request_count = submission.lines(self.files)
+        if request_count is None:
+            request_count = count_requests(source)  # outside the lock: may be large
         now = self._clock()
         job = JobRecord(id=job_id, seq=0, kind=kind, model=f"models/{model.removeprefix('models/')}",
                         display_name=submission.display_name, input_file=submission.file_id,

@@ -8,6 +8,7 @@ Data is never held whole in memory: shards can be hundreds of megabytes.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -20,6 +21,8 @@ from batchflow.emulator.validate import field
 
 FILE_TTL_SECONDS = 48 * 3600
 _COPY_BUFFER = 1 << 20
+_BLANK_AT_LINE_START = re.compile(rb"\n[ \t\r\n]")
+_BLANK = (b" ", b"\t", b"\r", b"\n")
 
 
 class Readable(Protocol):
@@ -40,6 +43,7 @@ class FileRecord:
     size_bytes: int
     create_time: float
     source: str  # UPLOADED | GENERATED
+    lines: int | None = None  # its request lines, counted as the upload came in (None: not known)
 
     def resource(self, base_url: str) -> dict[str, Any]:
         """The File resource as the Files API returns it."""
@@ -54,6 +58,29 @@ class FileRecord:
         if self.display_name:
             res["displayName"] = self.display_name
         return res
+
+
+@dataclass
+class _LineCount:
+    """An upload's request lines (its non-blank lines), counted chunk by chunk as it arrives, so that a create
+    need not read the file again. Exact while every line starts with a non-blank byte (JSONL as it is written);
+    anything else leaves the count unknown, and the file is read when a job is made of it."""
+
+    newlines: int = 0
+    at_line_start: bool = True
+    exact: bool = True
+
+    def add(self, chunk: bytes) -> None:
+        if not chunk or not self.exact:
+            return
+        if (self.at_line_start and chunk[:1] in _BLANK) or _BLANK_AT_LINE_START.search(chunk):
+            self.exact = False
+            return
+        self.newlines += chunk.count(b"\n")
+        self.at_line_start = chunk.endswith(b"\n")
+
+    def total(self) -> int | None:
+        return self.newlines + (not self.at_line_start) if self.exact else None
 
 
 @dataclass
@@ -75,6 +102,7 @@ class FileStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._files = {r.id: r for r in map(_load_record, sorted(self._files_dir.glob("*.json"))) if r}
+        self._counts: dict[str, _LineCount] = {}  # uploads under way (one that survived a restart has none)
         self._seq = max((r.seq for r in self._files.values()), default=0)
 
     def start_upload(self, meta: Any, header_type: str | None, header_size: str | None) -> str:
@@ -86,6 +114,8 @@ class FileStore:
                          declared_size=int(size) if size not in (None, "") else None)
         write_json_atomic(self._uploads_dir / f"{upload.id}.json", asdict(upload))
         (self._uploads_dir / f"{upload.id}.part").touch()
+        with self._lock:
+            self._counts[upload.id] = _LineCount()
         return upload.id
 
     def received(self, upload_id: str) -> int:
@@ -97,6 +127,8 @@ class FileStore:
         part = self._part(upload_id)
         if offset != part.stat().st_size:
             raise invalid_argument(f"Upload offset {offset} does not match the {part.stat().st_size} bytes received")
+        with self._lock:
+            count = self._counts.pop(upload_id, None)  # back once the chunk is whole: a chunk cut short loses it
         with open(part, "ab") as out:
             left = length
             while left:
@@ -104,7 +136,12 @@ class FileStore:
                 if not chunk:
                     raise invalid_argument("Upload chunk ended before its Content-Length")
                 out.write(chunk)
+                if count is not None:
+                    count.add(chunk)
                 left -= len(chunk)
+        if count is not None:
+            with self._lock:
+                self._counts[upload_id] = count
         return offset + length
 
     def finalize(self, upload_id: str) -> FileRecord:
@@ -114,7 +151,10 @@ class FileStore:
         size = part.stat().st_size
         if upload.declared_size is not None and upload.declared_size != size:
             raise invalid_argument(f"Upload has {size} bytes but {upload.declared_size} were declared")
-        record = self._add(new_id(12), part, upload.mime_type, upload.display_name, "UPLOADED")
+        with self._lock:
+            count = self._counts.pop(upload_id, None)
+        record = self._add(new_id(12), part, upload.mime_type, upload.display_name, "UPLOADED",
+                           count.total() if count is not None else None)
         (self._uploads_dir / f"{upload_id}.json").unlink(missing_ok=True)
         return record
 
@@ -157,11 +197,13 @@ class FileStore:
         (self._files_dir / f"{file_id}.json").unlink(missing_ok=True)
         (self._files_dir / f"{file_id}.data").unlink(missing_ok=True)
 
-    def _add(self, file_id: str, data: Path, mime: str, display_name: str | None, source: str) -> FileRecord:
+    def _add(self, file_id: str, data: Path, mime: str, display_name: str | None, source: str,
+             lines: int | None = None) -> FileRecord:
         with self._lock:
             self._seq += 1
             record = FileRecord(id=file_id, seq=self._seq, display_name=display_name, mime_type=mime,
-                                size_bytes=data.stat().st_size, create_time=self._clock(), source=source)
+                                size_bytes=data.stat().st_size, create_time=self._clock(), source=source,
+                                lines=lines)
             os.replace(data, self._files_dir / f"{file_id}.data")
             write_json_atomic(self._files_dir / f"{file_id}.json", asdict(record))
             self._files[file_id] = record

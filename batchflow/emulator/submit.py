@@ -42,6 +42,12 @@ class Submission:
                 out.write(orjson.dumps(item))
                 out.write(b"\n")
 
+    def lines(self, files: FileStore) -> int | None:
+        """The input's request lines when known without reading it: inline, or counted as the file was uploaded."""
+        if self.file_id is not None:
+            return files.get(self.file_id).lines
+        return len(self.inline or ())
+
 
 def parse_create(kind: str, body: Any, files: FileStore) -> Submission:
     """A Submission from a create body; raises ApiError(400) for a malformed one."""
