@@ -37,7 +37,7 @@ class Stages(Protocol):
 
     def stage(self, path: Path, display_name: str) -> str: ...
 
-    def staged_files(self) -> dict[str, tuple[str, int]]: ...
+    def staged_files(self, prefix: str) -> dict[str, tuple[str, int]]: ...
 
     def delete_staged(self, staged: str) -> None: ...
 
@@ -118,7 +118,7 @@ class Stager:
         """A file a killed run staged under this display name, with this size: the same content."""
         with self._lock:
             if self._left_over is None:
-                self._left_over = self._backend.staged_files()
+                self._left_over = self._backend.staged_files(self._prefix)
             found = self._left_over.get(display_name)
             if found is None or found[1] != size:
                 return None
@@ -128,8 +128,9 @@ class Stager:
 
     def _delete_left_over(self) -> None:
         """Files a killed run staged for this generation that nothing reused (the input changed since). One that a
-        job was created from is kept: a state lost with its jobs running makes this generation's names again."""
-        stale = {name: ref for name, (ref, _) in (self._left_over or {}).items() if name.startswith(self._prefix)}
+        job was created from is kept: a state lost with its jobs running makes this generation's names again. One
+        this run staged again under its name is this run's (on vertex, the same object, written again)."""
+        stale = {name: ref for name, (ref, _) in (self._left_over or {}).items() if name not in self._uploads}
         if not stale:
             return
         try:

@@ -111,3 +111,33 @@ def test_on_vertex_a_failure_on_the_last_shard_deletes_the_staging_objects(tmp_p
         assert running.engine.stats()["creates_by_display_name"] == {}
     fs.invalidate_cache()
     assert fs.find(f"{bucket}/staging") == [], json.dumps(fs.find(bucket))
+
+
+@pytest.mark.gcs
+def test_on_vertex_a_killed_runs_stale_staging_object_is_deleted_and_its_units_staged_again(
+        tmp_path: Path, gcs_emulator: str) -> None:
+    import gcsfs
+
+    fs = gcsfs.GCSFileSystem(token="anon", project="p")
+    bucket = "bf-" + uuid.uuid4().hex[:10]
+    fs.mkdir(bucket)
+    write_jsonl(tmp_path / "data/in.jsonl", _records(25))
+    with start_in_thread(tmp_path / "emulator", job_seconds=0.0) as running:
+        backend = {"type": "vertex", "project": "p", "location": "us-central1", "staging": f"gs://{bucket}/staging",
+                   "base_url": running.base_url}
+        spec_path = write_spec(tmp_path, name="vx", backend=backend, jobs={"max_requests": 10,
+                                                                          "poll_interval": "0.05s"})
+        planned = prepare(load_spec(spec_path), tmp_path / "scratch", 1, None)
+        first = planned.shards[0].jobs[0].display_name
+        # left by runs killed while uploading: an object under the first unit's name (its content is not read: it
+        # is staged again), a stale one of this generation (the input changed since), one of another generation
+        left = {first: b"old\n", first[:-8] + "0badc0de": b"stale\n", "batchflow-vx-g9-s00000-j1-12345678": b"x\n"}
+        for name, data in left.items():
+            fs.pipe(f"{bucket}/staging/vx/{name}/input.jsonl", data)
+        result = cli("run", str(spec_path))
+        assert result.exit_code == 0, result.stderr
+    fs.invalidate_cache()
+    assert fs.cat(f"{bucket}/staging/vx/{first}/input.jsonl").startswith(b'{"request"'), "staged again"
+    assert not fs.exists(f"{bucket}/staging/vx/{first[:-8]}0badc0de/input.jsonl"), "the stale object is deleted"
+    assert fs.exists(f"{bucket}/staging/vx/batchflow-vx-g9-s00000-j1-12345678/input.jsonl"), "another generation's"
+    assert [r["status"] for r in read_rows(tmp_path / "out/result.jsonl")] == ["ok"] * 25

@@ -58,9 +58,9 @@ class Backend(Protocol):
         """Upload a job's request lines; return what ``create`` takes as input."""
         ...
 
-    def staged_files(self) -> dict[str, tuple[str, int]]:
-        """What ``stage`` left at the service that a later stage of the same display name may reuse: by display
-        name, (the reference ``stage`` returned, its size in bytes). Empty where staging again overwrites it."""
+    def staged_files(self, prefix: str) -> dict[str, tuple[str, int]]:
+        """What ``stage`` left at the service under display names starting with ``prefix``: by display name, (the
+        reference ``stage`` returned, its size in bytes, or -1 where it is not the size of the file staged)."""
         ...
 
     def delete_staged(self, staged: str) -> None:

@@ -41,7 +41,7 @@ class GeminiBackend(SdkBackend):
                 mime_type="jsonl", display_name=display_name))
         return str(f.name)
 
-    def staged_files(self) -> dict[str, tuple[str, int]]:
+    def staged_files(self, prefix: str) -> dict[str, tuple[str, int]]:
         """Uploaded files that are ready, by display name (a run killed while uploading left them): one paged list.
 
         A file's display name is its job's, which carries the digest of its content; with the same size it holds
@@ -51,7 +51,8 @@ class GeminiBackend(SdkBackend):
         found: dict[str, tuple[str, int]] = {}
         with api_errors("list files"):
             for f in self.client.files.list(config=types.ListFilesConfig(page_size=_FILES_PAGE)):
-                if f.display_name and f.name and _state(f.state) in ("ACTIVE", "STATE_UNSPECIFIED"):
+                if f.display_name and f.display_name.startswith(prefix) and f.name and \
+                        _state(f.state) in ("ACTIVE", "STATE_UNSPECIFIED"):
                     found.setdefault(f.display_name, (f.name, int(f.size_bytes or 0)))
         return found
 

@@ -121,9 +121,20 @@ class VertexBackend(SdkBackend):
             raise BackendError(f"stage {uri}: {exc}") from exc
         return uri
 
-    def staged_files(self) -> dict[str, tuple[str, int]]:
-        """None to reuse: a job's staging object is named by its display name, so staging again overwrites it."""
-        return {}
+    def staged_files(self, prefix: str) -> dict[str, tuple[str, int]]:
+        """The staging objects under display names starting with ``prefix`` (a run killed while uploading left
+        them): one listing. None is reused (an object holds the Vertex form of the lines, never the unit file's
+        size): a unit's is staged again, onto the same name; the rest are deleted."""
+        fs, directory = url_to_fs(self.staging)
+        fs.invalidate_cache(directory)
+        try:
+            found = fs.glob(f"{directory}/{prefix}*/input.jsonl")
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise BackendError(f"list {self.staging}: {exc}") from exc
+        names = (path.rsplit("/", 2)[-2] for path in found)
+        return {name: (f"{self.staging}/{name}/input.jsonl", -1) for name in names}
 
     def delete_staged(self, staged: str) -> None:
         fs, target = url_to_fs(staged)
