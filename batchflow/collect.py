@@ -147,7 +147,7 @@ def _one_line_each(path: Path, twice: set[str], where: str) -> None:
     """A key the output answered more than once gets one error line instead (rare: the file is written again)."""
     for key in twice:
         log.error("duplicate result", job=where, key=key)
-    again = path.with_suffix(".twice")
+    again = path.with_suffix(".twice.tmp")
     with open(path, "rb") as src, open(again, "wb", buffering=1 << 20) as dst:
         for line in src:
             if orjson.loads(line)["key"] not in twice:

@@ -103,7 +103,11 @@ class GcsState:
                     or "/." in rel):
                 continue
             known = self._synced.get(rel)
-            if known is None or _stat(path) != known[:2]:
+            try:
+                changed = known is None or _stat(path) != known[:2]
+            except FileNotFoundError:  # replaced or removed since the listing (a collection writes beside us)
+                continue
+            if changed:
                 self._fs.put_file(str(path), f"{self._root}/{rel}")
                 self._fs.invalidate_cache(f"{self._root}/{rel}")
                 info = self._fs.info(f"{self._root}/{rel}")

@@ -79,7 +79,7 @@ class GeminiBackend(SdkBackend):
             if job.status == "succeeded":
                 raise OutputMissing(f"job {job.name} succeeded but names no output file yet")
             return
-        raw = workdir / f"{job.name.replace('/', '-')}.download"
+        raw = workdir / f".{job.name.replace('/', '-')}.download"  # a dot file: never pushed to a gs:// state
         try:
             with api_errors(f"download {job.output}"):
                 self.client.files.download(file=job.output, destination=str(raw))
