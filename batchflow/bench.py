@@ -17,7 +17,11 @@ a noisy machine slows both sides of a ratio alike), and prints medians and ratio
 8. the time to all submitted: ``run`` against a separately started ``batchflow emulator`` (gemini backend) until
    every job is created (prep, staging, creates), against the larger of the prep alone and a raw upload of the
    same shard files through google-genai's ``files.upload``, one after another, and against the orjson floor;
-   ``--baseline DIR`` measures another version of batchflow the same way, side by side.
+   ``--baseline DIR`` measures another version of batchflow the same way, side by side;
+9. the time to collected: ``run`` on a state whose jobs (against a separate emulator, gemini backend) have all
+   succeeded, none collected yet, until every job is collected and every unit settled (stopped at the keep
+   step), against a raw download of the same output files through google-genai's ``files.download``, one after
+   another; ``--baseline DIR`` too.
 
 No timing is asserted: ``--check`` only makes the exit status say whether the targets were met.
 """
@@ -40,10 +44,10 @@ from typing import Any
 import structlog
 
 from batchflow import bench_api, bench_data
-from batchflow.bench_cases import finish, grown
+from batchflow.bench_cases import finish, grown, set_aside
 
 TARGETS = {"prep": 2.0, "merge": 2.0, "incremental": 2.0, "rss_mb": 200.0, "rss_growth": 1.10, "noop_s": 1.0,
-           "per_cycle": 2.0, "submitted": 1.25, "submitted_floor": 2.5}
+           "per_cycle": 2.0, "submitted": 1.25, "submitted_floor": 2.5, "collected": 1.5}
 # Run a case from this file with another version of batchflow on the path (``--baseline``): the same measurement.
 _RUN_CASE = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 
@@ -88,6 +92,26 @@ def _median(runs: list[dict[str, float]], field: str) -> float:
 
 def _progress(message: str) -> None:
     print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def _gemini_spec(data: Path, name: str, url: str) -> Path:
+    """The ``prompt:`` spec of ``data`` on the gemini backend at ``url``, every job created at once: no quota waits."""
+    return bench_data.write_spec(data.parent, name, data, "prompt", backend={"type": "gemini", "base_url": url},
+                                 jobs={"max_concurrent": 1000, "poll_interval": "1h", "max_enqueued_tokens": 10**12})
+
+
+def _succeeded(data: Path, name: str, url: str, baseline: Path | None) -> Path:
+    """A spec whose jobs were all created (by ``baseline``'s batchflow, if given) and have all succeeded, none
+    collected, its state set aside for the time-to-collected case to start from; the spec."""
+    _progress(f"{name}: creating its jobs and waiting for them to succeed")
+    spec, downloaded = _gemini_spec(data, name, url), bench_api.downloads(url)
+    case("submitted", baseline, spec=spec)  # ends after one poll, before any job has ended
+    if bench_api.downloads(url) != downloaded:
+        raise RuntimeError(f"{name}: some jobs ended, and were collected, before the run that created them ended; "
+                           "the emulator's jobs need more time")
+    bench_api.finished_outputs(url, name)
+    set_aside(spec)
+    return spec
 
 
 class Bench:
@@ -182,12 +206,28 @@ class Bench:
                     if kind == "baseline" and code is None:
                         continue
                     name = f"submit-{kind[0]}{rep}"
-                    spec = bench_data.write_spec(data.parent, name, data, "prompt", backend={
-                        "type": "gemini", "base_url": url}, jobs={"max_concurrent": 1000, "poll_interval": "1h",
-                                 "max_enqueued_tokens": 10**12})  # every job at once: no quota waits
+                    spec = _gemini_spec(data, name, url)
                     runs[kind].append({**case("submitted", code, spec=spec), "jobs": bench_api.created(url, name)})
                     bench_api.empty(url)
         self.results["submitted"] = runs
+
+    def collected(self, baseline: Path | None) -> None:
+        """Time to collected, beside the raw download of the same outputs (the floor)."""
+        data, _ = self.data(self.records)
+        codes = {"collected": None, "baseline": baseline} if baseline else {"collected": None}
+        runs: dict[str, list[dict[str, float]]] = {"download": [], "collected": [], "baseline": []}
+        # Jobs that end long enough after their create for the run creating them to poll them once before the
+        # first ends (its 34 creates take 1-3 s at 1M records), and soon enough not to wait long for them all.
+        job_seconds = 0.5 + self.records / 100_000
+        with bench_api.separate_emulator(self.work / "emulator-collect", job_seconds) as url:
+            specs = {kind: _succeeded(data, f"collect-{kind[0]}", url, code) for kind, code in codes.items()}
+            for rep in range(self.repeat):
+                _progress(f"time to collected, repetition {rep + 1} of {self.repeat}")
+                runs["download"].append(case("download-floor", url=url, spec_name="collect-c",
+                                             dir=self.work / "download"))
+                for kind, spec in specs.items():
+                    runs[kind].append(case("collected", codes[kind], spec=spec))
+        self.results["collected"] = runs
 
     def api(self) -> None:
         _progress("no-op re-run of a finished 100-shard spec")
@@ -236,10 +276,11 @@ def report(r: dict[str, Any], where: str) -> tuple[str, bool]:
             ok &= large <= small * TARGETS["rss_growth"]
             text += f", {large:.0f} MB at {r['big']:,} ({large / small - 1:+.0%}; {r['big_rss'][stage]['wall']:.1f} s)"
         lines.append(text + "   target < 200 MB, <= +10 %")
-    if "submitted" in r:
-        submitted, met = _submitted_lines(r["submitted"])
-        lines += submitted
-        ok &= met
+    for key, rows in (("submitted", _submitted_lines), ("collected", _collected_lines)):
+        if key in r:
+            more, met = rows(r[key])
+            lines += more
+            ok &= met
     noop, poll = r["noop"], r["poll"]
     ok &= noop["cli_s"] < TARGETS["noop_s"] and noop["mutating_calls"] == 0
     ok &= poll["per_cycle"] <= TARGETS["per_cycle"]
@@ -277,6 +318,38 @@ def _submitted_lines(runs: dict[str, list[dict[str, float]]]) -> tuple[list[str]
     return lines, ok
 
 
+def _collected_lines(runs: dict[str, list[dict[str, float]]]) -> tuple[list[str], bool]:
+    """The time-to-collected rows: batchflow's run (and the baseline's) against the raw download of the outputs."""
+    download = _median(runs["download"], "wall")
+    lines = ["", f"time to collected ({runs['download'][0]['jobs']:.0f} jobs' outputs, gemini, a separate emulator):",
+             f"  {'raw files.download':<22}{download:>7.2f} s  cpu {_median(runs['download'], 'cpu'):.2f} s  "
+             f"peak RSS {max(x['rss_mb'] for x in runs['download']):.0f} MB"]
+    ok = True
+    for kind in ("collected", "baseline"):
+        if not runs[kind]:
+            continue
+        wall, rss = _median(runs[kind], "wall"), max(x["rss_mb"] for x in runs[kind])
+        if kind == "collected":
+            ok = wall / download <= TARGETS["collected"] and rss < TARGETS["rss_mb"]
+        label = "batchflow run" if kind == "collected" else "the baseline's run"
+        lines.append(f"  {label:<22}{wall:>7.2f} s  cpu {_median(runs[kind], 'cpu'):.2f} s  {wall / download:.2f}x "
+                     f"the raw download  peak RSS {rss:.0f} MB   target <= 1.5x, < 200 MB")
+    return lines, ok
+
+
+def _api_only(bench: Bench, submitted: bool, collected: bool, baseline: Path | None, where: str) -> tuple[str, bool]:
+    """``--submitted-only`` / ``--collected-only``: those cases alone, and whether their targets were met."""
+    lines, ok = [f"batchflow bench: {bench.records:,} records, medians of {bench.repeat}", f"machine: {where}"], True
+    for wanted, measure, key, rows in ((submitted, bench.submitted, "submitted", _submitted_lines),
+                                       (collected, bench.collected, "collected", _collected_lines)):
+        if wanted:
+            measure(baseline)
+            more, met = rows(bench.results[key])
+            lines += more
+            ok &= met
+    return "\n".join(lines), ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batchflow.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -288,9 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument("--submitted-only", action="store_true", help="only the time to all submitted")
+    parser.add_argument("--collected-only", action="store_true", help="only the time to collected")
     parser.add_argument("--baseline", type=Path,
                         help="a copy of another version of batchflow (the directory holding its package): its time "
-                             "to all submitted is measured too, side by side")
+                             "to all submitted and to collected are measured too, side by side")
     args = parser.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # the API cases
     big = 5 * args.records if args.big is None else args.big
@@ -299,9 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         bench = Bench(work, args.records, big, args.repeat, args.quick)
         started, where = time.perf_counter(), machine()
-        if args.submitted_only:
-            bench.submitted(args.baseline)
-            text, ok = "\n".join(_submitted_lines(bench.results["submitted"])[0]), True
+        if args.submitted_only or args.collected_only:
+            text, ok = _api_only(bench, args.submitted_only, args.collected_only, args.baseline, where)
         else:
             bench.prep()
             bench.merge()
@@ -311,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.big_rss()
             bench.api()
             bench.submitted(args.baseline)
+            bench.collected(args.baseline)
             text, ok = report(bench.results, where)
     print(text + f"\n({time.perf_counter() - started:.0f} s in all; load average at the end "
                  f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")

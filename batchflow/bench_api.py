@@ -3,7 +3,8 @@
 - ``noop_rerun``: a spec of 100 shards run to the end, then run again: the second run's wall time (as a user
   runs it, ``python -m batchflow run``, interpreter start included; and in-process) and the calls it makes.
 - ``poll_cycle``: 50 jobs in flight (the emulator keeps them running): the calls of each poll cycle.
-- ``separate_emulator``, ``empty``, ``created``: the emulator the time-to-all-submitted case runs against.
+- ``separate_emulator``, ``empty``, ``created``: the emulator the time-to-all-submitted case runs against;
+  ``finished_outputs``, ``downloads``: the jobs and downloads there of the time-to-collected case.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 
 from batchflow import bench_data
+from batchflow.bench_cases import genai_client, outputs
 from batchflow.emulator import start_in_thread
 from batchflow.runner import NotFinished, Runner, state_store
 
@@ -93,12 +95,13 @@ def poll_cycle(work: Path, jobs: int = 50, cycles: int = 5) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def separate_emulator(data_dir: Path) -> Iterator[str]:
-    """``batchflow emulator`` in a process of its own (as a user runs one), its jobs pending for an hour: its URL."""
+def separate_emulator(data_dir: Path, job_seconds: float = 3600.0) -> Iterator[str]:
+    """``batchflow emulator`` in a process of its own (as a user runs one), each job ending ``job_seconds`` after
+    its create (pending for an hour by default): its URL."""
     shutil.rmtree(data_dir, ignore_errors=True)
     proc = subprocess.Popen([sys.executable, "-m", "batchflow", "emulator", "--host", "127.0.0.1", "--port", "0",
-                             "--data-dir", str(data_dir), "--job-seconds", "3600"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                             "--data-dir", str(data_dir), "--job-seconds", str(job_seconds)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         yield proc.stdout.readline().split()[0]
@@ -110,10 +113,9 @@ def separate_emulator(data_dir: Path) -> Iterator[str]:
 
 def empty(url: str) -> None:
     """Delete every batch and file of the emulator (each case uploads the whole input: a GB or so at 1M)."""
-    from google import genai
     from google.genai import types
 
-    client = genai.Client(api_key="bench", http_options=types.HttpOptions(base_url=url))
+    client = genai_client(url)
     for job in list(client.batches.list(config=types.ListBatchJobsConfig(page_size=100))):
         client.batches.delete(name=str(job.name))
     for f in list(client.files.list(config=types.ListFilesConfig(page_size=100))):
@@ -124,6 +126,21 @@ def created(url: str, spec_name: str) -> int:
     """Jobs the emulator has created under a spec's display names."""
     made = httpx.get(f"{url}/_emulator/stats").json()["creates_by_display_name"]
     return sum(n for name, n in made.items() if name.startswith(f"batchflow-{spec_name}-"))
+
+
+def finished_outputs(url: str, spec_name: str, timeout: float = 600.0) -> list[str]:
+    """Wait until every job of a spec has SUCCEEDED with its output file; their names."""
+    client, deadline = genai_client(url), time.monotonic() + timeout
+    while (names := outputs(client, spec_name)) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the jobs of {spec_name} did not all succeed within {timeout:.0f} s")
+        time.sleep(0.2)
+    return names
+
+
+def downloads(url: str) -> int:
+    """``files.download`` calls the emulator has answered."""
+    return int(_stats(url)["files.download"])
 
 
 def shard_dir(spec: Path) -> Path:

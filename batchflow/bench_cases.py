@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import resource
 import shutil
 import sys
@@ -85,12 +86,103 @@ def submitted(p: dict[str, Any]) -> dict[str, float]:
 
 def upload_floor(p: dict[str, Any]) -> None:
     """The same shard files through google-genai's ``files.upload``, one after another: the floor of staging."""
+    from google.genai import types
+
+    client = genai_client(p["url"])
+    for path in sorted(Path(p["shards"]).glob("shard-?????.jsonl")):
+        client.files.upload(file=str(path), config=types.UploadFileConfig(mime_type="jsonl", display_name=path.name))
+
+
+def genai_client(url: str) -> Any:
+    """A google-genai client of the emulator at ``url`` (google-genai imported when it is used, as batchflow does)."""
     from google import genai
     from google.genai import types
 
-    client = genai.Client(api_key="bench", http_options=types.HttpOptions(base_url=p["url"]))
-    for path in sorted(Path(p["shards"]).glob("shard-?????.jsonl")):
-        client.files.upload(file=str(path), config=types.UploadFileConfig(mime_type="jsonl", display_name=path.name))
+    return genai.Client(api_key="bench", http_options=types.HttpOptions(base_url=url))
+
+
+def outputs(client: Any, spec_name: str) -> list[str] | None:
+    """The output files of a spec's jobs (one paged ``batches.list``) once every job has SUCCEEDED with its file;
+    None before."""
+    from google.genai import types
+
+    jobs = [job for job in client.batches.list(config=types.ListBatchJobsConfig(page_size=100))
+            if str(job.display_name).startswith(f"batchflow-{spec_name}-")]
+    if not jobs or any(job.state != types.JobState.JOB_STATE_SUCCEEDED or not (job.dest and job.dest.file_name)
+                       for job in jobs):
+        return None
+    return [str(job.dest.file_name) for job in jobs]
+
+
+class _Collected(Exception):
+    """Ends the ``collected`` case's run at its keep step."""
+
+
+def collected(p: dict[str, Any]) -> dict[str, float]:
+    """``run`` on a state whose jobs have all succeeded at the service, until every job is collected and every unit
+    settled (a poll, then each output downloaded and read into results); ``collected``: when that was.
+
+    The stop is ``ExecutionPath.keep``, which the runner calls once every unit is settled, before the rest of a
+    run's end, however it collects (one job after another, or in parallel, streaming)."""
+    start, marks = time.perf_counter(), {}
+    runner = Runner(bench_data.load(Path(p["spec"])))
+
+    def stop(*_args: Any, **_kwargs: Any) -> Any:
+        marks["collected"] = time.perf_counter() - start
+        raise _Collected
+
+    setattr(runner.path, "keep", stop)  # noqa: B010 (mypy refuses assigning to a method)
+    with contextlib.suppress(_Collected):
+        runner.run()
+    if not marks:
+        raise RuntimeError("the run ended without reaching its keep step: the case measures nothing")
+    return marks
+
+
+def _collected_setup(p: dict[str, Any]) -> None:
+    """The state set aside (``set_aside``) put back: jobs created and succeeded, none collected."""
+    root = state_store(bench_data.load(Path(p["spec"]))).dir
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(_aside(Path(p["spec"])), root, copy_function=_link_or_copy)
+    os.sync()  # what the copy wrote is not written back while the case runs
+
+
+def set_aside(spec_path: Path) -> None:
+    """A copy of the spec's state beside it, for ``collected`` to start each repetition from."""
+    aside = _aside(spec_path)
+    shutil.rmtree(aside, ignore_errors=True)
+    shutil.copytree(state_store(bench_data.load(spec_path)).dir, aside, copy_function=_link_or_copy,
+                    ignore=shutil.ignore_patterns("lock", "lock.json"))
+
+
+def _aside(spec_path: Path) -> Path:
+    return spec_path.with_name(f"{spec_path.stem}.submitted")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    # The rendered shard files, most of a state's bytes, are only read once prepared: linked, not copied, so a
+    # restore writes little. Every other file is copied: a run may rewrite it.
+    if Path(src).parent.name == "shards":
+        os.link(src, dst)
+    else:
+        shutil.copy2(src, dst)
+
+
+def download_floor(p: dict[str, Any]) -> dict[str, float]:
+    """Each job's output file through google-genai's ``files.download``, one after another, to local files: the
+    floor of collecting. The names come from one ``batches.list``, as a script that polls its jobs has them."""
+    client = genai_client(p["url"])
+    names = outputs(client, p["spec_name"])
+    if names is None:
+        raise RuntimeError(f"the jobs of {p['spec_name']} have not all succeeded")
+    for name in names:
+        client.files.download(file=name, destination=str(Path(p["dir"]) / name.replace("/", "-")))
+    return {"jobs": len(names)}
+
+
+def _download_setup(p: dict[str, Any]) -> None:
+    shutil.rmtree(p["dir"], ignore_errors=True)
+    Path(p["dir"]).mkdir(parents=True)
 
 
 def merge_floor(p: dict[str, Any]) -> None:
@@ -168,6 +260,8 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], dict[str, float] | None],
     "prep": (prep, _prep_setup),
     "submitted": (submitted, _prep_setup),
     "upload-floor": (upload_floor, None),
+    "collected": (collected, _collected_setup),
+    "download-floor": (download_floor, _download_setup),
     "merge-floor": (merge_floor, None),
     "merge": (merge, _merge_setup),
     "incremental": (incremental, _incremental_setup),
