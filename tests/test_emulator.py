@@ -295,6 +295,7 @@ def test_the_request_lines_counted_as_an_upload_arrives_agree_with_the_file(tmp_
     """A create takes an uploaded file's request count from the upload (it does not read the file again): for any
     content cut into any chunks, that count is the file's non-blank lines, or unknown (then the file is read)."""
     import io
+    import itertools
     import random
 
     from batchflow.emulator.execute import count_requests
@@ -306,7 +307,7 @@ def test_the_request_lines_counted_as_an_upload_arrives_agree_with_the_file(tmp_
         data = b"\n".join(rng.choice(pieces) for _ in range(rng.randint(0, 8))) + rng.choice([b"", b"\n"])
         cuts = sorted({0, len(data), *(rng.randint(0, len(data)) for _ in range(rng.randint(0, 4)))})
         upload = store.start_upload({"file": {"mimeType": "jsonl"}}, None, None)
-        for start, end in zip(cuts, cuts[1:], strict=False):
+        for start, end in itertools.pairwise(cuts):
             store.receive(upload, start, io.BytesIO(data[start:end]), end - start)
         record = store.finalize(upload)
         if record.lines is not None:
