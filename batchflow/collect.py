@@ -17,7 +17,7 @@ import orjson
 import structlog
 
 from batchflow.backends import Backend, JobInfo
-from batchflow.cost import Usage, usage_of
+from batchflow.cost import Usage, add_usage
 from batchflow.errors import BackendError
 from batchflow.sharding import ContentDigest, request_key
 from batchflow.spec import Spec
@@ -105,7 +105,7 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     where = f"job {info.name} (shard {shard.index})"
     seen: dict[str, bool] = {}  # key -> its line is a response
     twice: set[str] = set()
-    usage, last = Usage(), None
+    tokens, last = [0, 0, 0], None
     with open(tmp, "wb", buffering=1 << 20) as fh:
         for r in backend.results(info, out.parent, root / job.input):
             if r.key is None or r.key not in expected:
@@ -118,10 +118,11 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
             if r.error is not None:
                 fh.write(orjson.dumps({"key": r.key, "error": r.error}, option=_NL))
                 continue
-            fh.write(orjson.dumps({"key": r.key, "response": r.response}, option=_NL))
+            fh.write(r.line or orjson.dumps({"key": r.key, "response": r.response}, option=_NL))
             # Vertex answers identical requests once, for each key that asked, and bills that one answer
             if r.response is not None and r.response is not last:
-                usage, last = usage + usage_of((r.response,)), r.response
+                last = r.response
+                add_usage(tokens, r.response)
         for key in sent:
             if key not in seen:
                 fh.write(orjson.dumps({"key": key, **_unanswered(job, info)}, option=_NL))
@@ -130,8 +131,9 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     os.replace(tmp, out)
     job.ok = sum(ok for key, ok in seen.items() if key not in twice)
     job.failed = len(sent) - job.ok
-    job.usage = usage.as_dict()
+    job.usage = Usage(*tokens).as_dict()
     return out
+
 
 
 def _unanswered(job: Job, info: JobInfo) -> dict[str, Any]:

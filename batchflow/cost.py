@@ -47,12 +47,19 @@ class BudgetReached(RunFailed):
 
 def usage_of(responses: Iterable[Mapping[str, Any]]) -> Usage:
     """The sum of the responses' ``usageMetadata`` (promptTokenCount, candidatesTokenCount, thoughtsTokenCount)."""
-    total = Usage()
+    total = [0, 0, 0]
     for response in responses:
-        meta = response.get("usageMetadata") or {}
-        total += Usage(int(meta.get("promptTokenCount", 0)), int(meta.get("candidatesTokenCount", 0)),
-                       int(meta.get("thoughtsTokenCount", 0)))
-    return total
+        add_usage(total, response)
+    return Usage(*total)
+
+
+def add_usage(total: list[int], response: Mapping[str, Any]) -> None:
+    """One response's usage added to ``total`` (input, output, thinking) in place: a collection's per-line form."""
+    meta = response.get("usageMetadata")
+    if meta:
+        total[0] += int(meta.get("promptTokenCount", 0))
+        total[1] += int(meta.get("candidatesTokenCount", 0))
+        total[2] += int(meta.get("thoughtsTokenCount", 0))
 
 
 def price(spec: Spec) -> models.Price | None:

@@ -72,8 +72,10 @@ class ShardsPath:
         job.results = str(collect_lost(self.root, shard, job, message).relative_to(self.root))
 
     def next_job(self, shard: Shard, n: int) -> NextJob | None:
-        retry = self.spec.retry
-        keys = {k for k, o in outcomes(self.root, shard, redo_of(self.spec)).items()
+        retry, redo = self.spec.retry, redo_of(self.spec)
+        if redo is None and shard.jobs[-1].failed == 0:
+            return None  # the last job answered every request it sent: the rest were answered, or out of attempts
+        keys = {k for k, o in outcomes(self.root, shard, redo).items()
                 if not o.ok and o.attempts < retry.request_attempts and o.job_failures < retry.job_attempts}
         if not keys:
             return None

@@ -47,6 +47,7 @@ class Result:
     key: str | None
     response: dict[str, Any] | None
     error: dict[str, Any] | None
+    line: bytes | None = None  # the output's line itself when it is a result line as collected, written as it is
 
 
 class Backend(Protocol):

@@ -136,6 +136,10 @@ def read_result_lines(path: Path) -> Iterator[Result]:
             except orjson.JSONDecodeError as exc:
                 raise BackendError(f"{path.name}:{n}: the backend wrote a malformed result line: {exc}") from exc
             key = item.get("key")
+            if type(key) is str and len(item) == 2 and line.startswith(b'{"key":%b,"response":' % orjson.dumps(key)):
+                # the usual line, {"key":K,"response":…} written as orjson writes it: kept as it came
+                yield Result(key, item["response"], None, line if line.endswith(b"\n") else line + b"\n")
+                continue
             if key is None and isinstance(item.get("metadata"), dict):
                 key = item["metadata"].get("key")
             yield Result(None if key is None else str(key), item.get("response"),
