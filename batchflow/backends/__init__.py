@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from batchflow.errors import SpecError
 from batchflow.spec import Spec
@@ -40,9 +40,9 @@ class JobInfo:
     state: str | None = None  # the job's state as the service spells it, prefix stripped (SUCCEEDED, PENDING, ...)
 
 
-@dataclass(frozen=True)
-class Result:
-    """One request's outcome as a backend reported it; ``key`` is None when it could not be matched."""
+class Result(NamedTuple):
+    """One request's outcome as a backend reported it; ``key`` is None when it could not be matched. (A tuple: a
+    collection makes one a line, and a frozen dataclass took 0.6 µs to make, a tuple 0.3.)"""
 
     key: str | None
     response: dict[str, Any] | None
