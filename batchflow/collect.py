@@ -19,13 +19,14 @@ import structlog
 from batchflow.backends import Backend, JobInfo
 from batchflow.cost import Usage, add_usage
 from batchflow.errors import BackendError
-from batchflow.sharding import ContentDigest, request_key
+from batchflow.sharding import ContentDigest, key_json, request_key
 from batchflow.spec import Spec
 from batchflow.state import SUCCEEDED, Job, Shard
 
 log = structlog.get_logger(__name__)
 
 _NL = orjson.OPT_APPEND_NEWLINE
+_FLUSH = 1 << 20
 
 
 Redo = Callable[[dict[str, Any]], str | None]
@@ -97,35 +98,43 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     """Write the job's results to ``results/`` and return the file; counts go into ``job``.
 
     Streamed: each result line is written as the backend reads it (one line per key; the keys the output has no
-    line for at the end), so a collection holds the job's keys, never its answers: several run at once."""
-    sent = input_keys(root / job.input)
+    line for at the end), so a collection holds the job's keys, never its answers: several run at once. Keys are
+    compared as the JSON text ``prepare`` wrote them in (a slice of each request line, nothing parsed)."""
+    with open(root / job.input, "rb") as fh:
+        sent = [key_json(line) for line in fh if line.strip()]
     expected = set(sent)
     out = _results_path(root, shard, job)
     tmp = out.with_suffix(".tmp")
     where = f"job {info.name} (shard {shard.index})"
-    seen: dict[str, bool] = {}  # key -> its line is a response
-    twice: set[str] = set()
-    tokens, last = [0, 0, 0], None
-    with open(tmp, "wb", buffering=1 << 20) as fh:
+    seen: dict[bytes, bool] = {}  # key (JSON) -> its line is a response
+    twice: set[bytes] = set()
+    tokens, last, buf = [0, 0, 0], None, bytearray()
+    with open(tmp, "wb") as fh:
         for r in backend.results(info, out.parent, root / job.input):
-            if r.key is None or r.key not in expected:
+            key = orjson.dumps(r.key)
+            if key not in expected:
                 raise BackendError(f"{where}: the output has a line for key {r.key!r}, which the job did not "
                                    "send; refusing to merge it")
-            if r.key in seen:
-                twice.add(r.key)
+            if key in seen:
+                twice.add(key)
                 continue
-            seen[r.key] = r.error is None
+            seen[key] = r.error is None
             if r.error is not None:
-                fh.write(orjson.dumps({"key": r.key, "error": r.error}, option=_NL))
-                continue
-            fh.write(r.line or orjson.dumps({"key": r.key, "response": r.response}, option=_NL))
-            # Vertex answers identical requests once, for each key that asked, and bills that one answer
-            if r.response is not None and r.response is not last:
-                last = r.response
-                add_usage(tokens, r.response)
+                buf += orjson.dumps({"key": r.key, "error": r.error}, option=_NL)
+            else:
+                buf += r.line or orjson.dumps({"key": r.key, "response": r.response}, option=_NL)
+                # Vertex answers identical requests once, for each key that asked, and bills that one answer
+                if r.response is not None and r.response is not last:
+                    last = r.response
+                    add_usage(tokens, r.response)
+            if len(buf) > _FLUSH:
+                fh.write(buf)
+                buf.clear()
+        unanswered = orjson.dumps(_unanswered(job, info))[1:]  # the same for every key: ``…}`` after the key
         for key in sent:
             if key not in seen:
-                fh.write(orjson.dumps({"key": key, **_unanswered(job, info)}, option=_NL))
+                buf += b'{"key":%b,%b\n' % (key, unanswered)
+        fh.write(buf)
     if twice:
         _one_line_each(tmp, twice, where)
     os.replace(tmp, out)
@@ -133,7 +142,6 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     job.failed = len(sent) - job.ok
     job.usage = Usage(*tokens).as_dict()
     return out
-
 
 
 def _unanswered(job: Job, info: JobInfo) -> dict[str, Any]:
@@ -145,16 +153,17 @@ def _unanswered(job: Job, info: JobInfo) -> dict[str, Any]:
     return {"job_error": {"code": None, "message": _ended(info)}, **cancelled}
 
 
-def _one_line_each(path: Path, twice: set[str], where: str) -> None:
+def _one_line_each(path: Path, twice: set[bytes], where: str) -> None:
     """A key the output answered more than once gets one error line instead (rare: the file is written again)."""
-    for key in twice:
+    keys = sorted(orjson.loads(key) for key in twice)
+    for key in keys:
         log.error("duplicate result", job=where, key=key)
     again = path.with_suffix(".twice.tmp")
     with open(path, "rb") as src, open(again, "wb", buffering=1 << 20) as dst:
         for line in src:
-            if orjson.loads(line)["key"] not in twice:
+            if orjson.dumps(orjson.loads(line)["key"]) not in twice:
                 dst.write(line)
-        for key in sorted(twice):
+        for key in keys:
             message = f"{where} returned more than one result for this key"
             dst.write(orjson.dumps({"key": key, "error": {"code": None, "message": message}}, option=_NL))
     os.replace(again, path)
