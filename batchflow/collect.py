@@ -26,7 +26,6 @@ from batchflow.state import SUCCEEDED, Job, Shard
 log = structlog.get_logger(__name__)
 
 _NL = orjson.OPT_APPEND_NEWLINE
-_FLUSH = 1 << 20
 
 
 Redo = Callable[[dict[str, Any]], str | None]
@@ -108,8 +107,8 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     where = f"job {info.name} (shard {shard.index})"
     seen: dict[bytes, bool] = {}  # key (JSON) -> its line is a response
     twice: set[bytes] = set()
-    tokens, last, buf = [0, 0, 0], None, bytearray()
-    with open(tmp, "wb") as fh:
+    tokens, last = [0, 0, 0], None
+    with open(tmp, "wb", buffering=1 << 20) as fh:
         for r in backend.results(info, out.parent, root / job.input):
             key = orjson.dumps(r.key)
             if key not in expected:
@@ -120,21 +119,17 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
                 continue
             seen[key] = r.error is None
             if r.error is not None:
-                buf += orjson.dumps({"key": r.key, "error": r.error}, option=_NL)
+                fh.write(orjson.dumps({"key": r.key, "error": r.error}, option=_NL))
             else:
-                buf += r.line or orjson.dumps({"key": r.key, "response": r.response}, option=_NL)
+                fh.write(r.line or orjson.dumps({"key": r.key, "response": r.response}, option=_NL))
                 # Vertex answers identical requests once, for each key that asked, and bills that one answer
                 if r.response is not None and r.response is not last:
                     last = r.response
                     add_usage(tokens, r.response)
-            if len(buf) > _FLUSH:
-                fh.write(buf)
-                buf.clear()
         unanswered = orjson.dumps(_unanswered(job, info))[1:]  # the same for every key: ``…}`` after the key
         for key in sent:
             if key not in seen:
-                buf += b'{"key":%b,%b\n' % (key, unanswered)
-        fh.write(buf)
+                fh.write(b'{"key":%b,%b\n' % (key, unanswered))
     if twice:
         _one_line_each(tmp, twice, where)
     os.replace(tmp, out)
