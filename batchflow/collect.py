@@ -101,23 +101,25 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     compared as the JSON text ``prepare`` wrote them in (a slice of each request line, nothing parsed)."""
     with open(root / job.input, "rb") as fh:
         sent = [key_json(line) for line in fh if line.strip()]
-    expected = set(sent)
+    # Each key's place in ``sent``, and what came for it: 0 nothing, 1 a response, 2 an error. (A result's key is
+    # made JSON to be looked up, never kept: see ``jsonio.dumps_kept``.)
+    place = {key: n for n, key in enumerate(sent)}
+    came = bytearray(len(sent))
+    twice: set[int] = set()
     out = _results_path(root, shard, job)
     tmp = out.with_suffix(".tmp")
     where = f"job {info.name} (shard {shard.index})"
-    seen: dict[bytes, bool] = {}  # key (JSON) -> its line is a response
-    twice: set[bytes] = set()
     tokens, last = [0, 0, 0], None
     with open(tmp, "wb", buffering=1 << 20) as fh:
         for r in backend.results(info, out.parent, root / job.input):
-            key = orjson.dumps(r.key)
-            if key not in expected:
+            n = place.get(orjson.dumps(r.key))
+            if n is None:
                 raise BackendError(f"{where}: the output has a line for key {r.key!r}, which the job did not "
                                    "send; refusing to merge it")
-            if key in seen:
-                twice.add(key)
+            if came[n]:
+                twice.add(n)
                 continue
-            seen[key] = r.error is None
+            came[n] = 1 if r.error is None else 2
             if r.error is not None:
                 fh.write(orjson.dumps({"key": r.key, "error": r.error}, option=_NL))
             else:
@@ -127,13 +129,13 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
                     last = r.response
                     add_usage(tokens, r.response)
         unanswered = orjson.dumps(_unanswered(job, info))[1:]  # the same for every key: ``…}`` after the key
-        for key in sent:
-            if key not in seen:
+        for n, key in enumerate(sent):
+            if not came[n]:
                 fh.write(b'{"key":%b,%b\n' % (key, unanswered))
     if twice:
-        _one_line_each(tmp, twice, where)
+        _one_line_each(tmp, {sent[n] for n in twice}, where)
     os.replace(tmp, out)
-    job.ok = sum(ok for key, ok in seen.items() if key not in twice)
+    job.ok = came.count(1) - sum(came[n] == 1 for n in twice)
     job.failed = len(sent) - job.ok
     job.usage = Usage(*tokens).as_dict()
     return out

@@ -32,6 +32,12 @@ def dumps(value: Any, *, option: int = 0) -> bytes:
         return orjson.dumps(value, default=_default, option=option | _LENIENT)
 
 
+def dumps_kept(value: Any) -> bytes:
+    """JSON bytes of ``value`` to keep (a dict's key, a set's member): a copy of its own size. The bytes orjson
+    returns hold ~4 KB of memory while they live, however short: 100,000 kept keys held 400 MB."""
+    return b"%b" % orjson.dumps(value)
+
+
 def dumps_line(value: Any) -> bytes:
     """One JSON line, newline included."""
     return dumps(value, option=_LINE)

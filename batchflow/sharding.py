@@ -20,6 +20,7 @@ from typing import IO, Any
 import orjson
 
 from batchflow.errors import DataError, StateError
+from batchflow.jsonio import dumps_kept
 from batchflow.limits import JobSize
 
 _BUFFER = 1 << 19  # bytes gathered before a write: few calls; 1 MiB was no faster and held 4 MB more at a peak
@@ -61,7 +62,7 @@ def key_json(line: bytes) -> bytes:
     end = line.find(_KEY_END, _KEY_START)
     if end > 0 and line.startswith(b'{"key":"'):
         return line[_KEY_START:end]
-    return orjson.dumps(request_key(line))
+    return dumps_kept(request_key(line))
 
 
 def records(manifest: Path, state_format: int) -> Iterator[Any]:

@@ -22,6 +22,7 @@ from batchflow.answers.diff import read_pointers
 from batchflow.answers.partitions import PartitionWriter, partitions_for
 from batchflow.collect import Redo, outcomes, redo_of
 from batchflow.hotloop import relaxed_gc
+from batchflow.jsonio import dumps_kept
 from batchflow.logs import Progress
 from batchflow.sharding import key_json
 from batchflow.spec import Spec
@@ -155,12 +156,12 @@ def _fresh_answers(root: Path, state: State, units: list[int],
                         found[line[_KEY_START:end]] = (line[:-2] + b',"attempts":1}\n', flag)
                     else:
                         item = orjson.loads(line)
-                        quoted = orjson.dumps(item.pop("key"))
+                        quoted = dumps_kept(item.pop("key"))
                         found[quoted] = (b'{"key":%s,%s' % (quoted, orjson.dumps({**item, "attempts": 1},
                                                                                  option=_NL)[1:]), flag_of(item))
             continue
         for key, outcome in outcomes(root, unit, redo).items():
-            kj = orjson.dumps(key)
+            kj = dumps_kept(key)
             answer = orjson.dumps({**outcome.result, "attempts": outcome.sent}, option=_NL)
             found[kj] = (b'{"key":%s,%s' % (kj, answer[1:]), flag_of(outcome.result))
     return found
