@@ -171,13 +171,20 @@ def _link_or_copy(src: str, dst: str) -> None:
 def download_floor(p: dict[str, Any]) -> dict[str, float]:
     """Each job's output file through google-genai's ``files.download``, one after another, to local files: the
     floor of collecting. The names come from one ``batches.list``, as a script that polls its jobs has them."""
+    start = time.perf_counter()
     client = genai_client(p["url"])
     names = outputs(client, p["spec_name"])
     if names is None:
         raise RuntimeError(f"the jobs of {p['spec_name']} have not all succeeded")
-    for name in names:
-        client.files.download(file=name, destination=str(Path(p["dir"]) / name.replace("/", "-")))
-    return {"jobs": len(names)}
+    files = [Path(p["dir"]) / name.replace("/", "-") for name in names]
+    for name, path in zip(names, files, strict=True):
+        client.files.download(file=name, destination=str(path))
+    downloaded = time.perf_counter() - start
+    for path in files:  # what any reader of the outputs does next: each line parsed (``wall`` includes it)
+        with open(path, "rb") as fh:
+            for line in fh:
+                orjson.loads(line)
+    return {"jobs": len(names), "downloaded": downloaded}
 
 
 def _download_setup(p: dict[str, Any]) -> None:
