@@ -21,7 +21,7 @@ a noisy machine slows both sides of a ratio alike), and prints medians and ratio
 9. the time to collected: ``run`` on a state whose jobs (against a separate emulator, gemini backend) have all
    succeeded, none collected yet, until every job is collected and every unit settled (stopped at the keep
    step), against a raw download of the same output files through google-genai's ``files.download``, one after
-   another; ``--baseline DIR`` too.
+   another, and against that download with each line then parsed by orjson; ``--baseline DIR`` too.
 
 No timing is asserted: ``--check`` only makes the exit status say whether the targets were met.
 """
