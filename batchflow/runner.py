@@ -306,9 +306,7 @@ class Runner:
                 return self._keep(state)
             case p.Merge():
                 return self._merge(state, output_fingerprint(self.spec))
-            case p.Submit():
-                return self._submit_all(state, [step])
-        return False
+        return False  # Submit: the cycle's creates go together (_submit_all)
 
     def _guarded(self, step: str, call: Callable[..., bool], *args: Any) -> bool:
         """``call(*args)``, with the service's passing troubles counted and backed off from (False then)."""
@@ -365,14 +363,16 @@ class Runner:
             job.created_at = self.clock()
             self.record(job, info)
             log.info("job submitted", shard=shard.index, job=info.name, requests=job.count, attempt=job.n)
-        refused = [exc for (_, job), exc in outcomes if isinstance(exc, BackendError) and self._refused(job)]
+        refused = [(job, exc) for (_, job), exc in outcomes if isinstance(exc, BackendError)]
+        for job, _ in refused:
+            job.status = st.STAGED  # the service said no: not created, staged as it was
         if created or refused:
             self.store.save(state)
         for (shard, job), exc in outcomes:
             if isinstance(exc, Exception) and not isinstance(exc, BackendError):
                 self._guarded("Submit", self._not_created, state, shard, job, exc)
         if refused:
-            raise refused[0]
+            raise refused[0][1]
         return bool(created)
 
     def _mark(self, state: State, job: Job) -> bool:
@@ -389,12 +389,6 @@ class Runner:
             job.status = st.STAGED
             self.store.save(state)
         job.status = st.SUBMITTING  # counted as committed spend by the budget check of the next job
-        return True
-
-    @staticmethod
-    def _refused(job: Job) -> bool:
-        """The service refused to create ``job`` (an error that says so): it is not created, and staged as it was."""
-        job.status = st.STAGED
         return True
 
     def _not_created(self, state: State, shard: Shard, job: Job, exc: Exception) -> bool:
