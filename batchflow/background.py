@@ -42,9 +42,9 @@ class Pool(Generic[K]):
             self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=self._name)
         self._tasks[key] = self._executor.submit(task)
 
-    def running(self, key: K | None = None) -> bool:
-        """Whether the task of ``key`` (or any task) is started and its outcome not yet handed back."""
-        return key in self._tasks if key is not None else bool(self._tasks)
+    def running(self) -> bool:
+        """Whether a task is started and its outcome not yet handed back."""
+        return bool(self._tasks)
 
     def finished(self) -> list[tuple[K, BaseException | None]]:
         """The tasks that ended since the last call, in the order they were started: (key, what it raised)."""
