@@ -15,6 +15,10 @@ from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Generic, TypeVar
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 # Collections at once: each holds one job's output as it parses it (streamed: a buffer and the keys it saw).
 COLLECTIONS = 4
 # Creates in flight at once. One create is a round trip and a little server work; four overlap them without
@@ -61,6 +65,9 @@ class Pool(Generic[K]):
     def close(self) -> None:
         """Drop the tasks not started; wait for those under way (they write in the state dir, which the run's
         lock guards until this returns)."""
+        under_way = sum(task.running() for task in self._tasks.values())
+        if under_way:  # a run stopped by an error or Ctrl-C: a download is not cut short, and may take a while
+            log.info("waiting for the collections under way to end", collections=under_way)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None

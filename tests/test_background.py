@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from helpers import read_rows, write_jsonl, write_spec
 
 from batchflow.backends import JobInfo
+from batchflow.background import Pool
 from batchflow.emulator import start_in_thread
 from batchflow.errors import BackendError
 from batchflow.runner import Runner, state_store
@@ -124,3 +126,21 @@ def test_a_create_refused_among_others_leaves_them_recorded_and_a_rerun_creates_
         made = emulator.engine.stats()["creates_by_display_name"]
     assert len(made) == 4 and set(made.values()) == {1}, made
     _all_collected(tmp_path, runner, 40)
+
+
+def test_a_closed_pool_waits_for_its_collections_under_way_and_says_so() -> None:
+    pool: Pool[int] = Pool(2, "collect")
+    started, release, ended = threading.Event(), threading.Event(), []
+
+    def collection() -> None:
+        started.set()
+        release.wait(TIMEOUT)
+        ended.append(True)
+
+    pool.start(1, collection)
+    assert started.wait(TIMEOUT)
+    threading.Timer(0.2, release.set).start()
+    with structlog.testing.capture_logs() as logs:
+        pool.close()  # as a run stopped by Ctrl-C does, before its lock is released
+    assert ended == [True], "close returned before the collection under way ended"
+    assert {"event": "waiting for the collections under way to end", "collections": 1, "log_level": "info"} in logs
