@@ -144,3 +144,17 @@ def test_a_closed_pool_waits_for_its_collections_under_way_and_says_so() -> None
         pool.close()  # as a run stopped by Ctrl-C does, before its lock is released
     assert ended == [True], "close returned before the collection under way ended"
     assert {"event": "waiting for the collections under way to end", "collections": 1, "log_level": "info"} in logs
+
+
+def test_a_unit_whose_job_answered_everything_is_settled_without_reading_its_results_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import batchflow.shards
+
+    def unread(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("a unit answered in full had its results read again to settle it")
+
+    monkeypatch.setattr(batchflow.shards, "outcomes", unread)
+    with start_in_thread(tmp_path / "emulator", job_seconds=0.0) as emulator:
+        runner = _runner(tmp_path, emulator.base_url, 20)
+        assert runner.run().ok == 20
+    _all_collected(tmp_path, runner, 20)
