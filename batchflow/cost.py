@@ -6,7 +6,7 @@ answered at their estimate. A job is created only if that, plus its own estimate
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,16 +45,9 @@ class BudgetReached(RunFailed):
     """Jobs wait because the next one would go over ``budget:``: exit 1, the state kept; raise it and run again."""
 
 
-def usage_of(responses: Iterable[Mapping[str, Any]]) -> Usage:
-    """The sum of the responses' ``usageMetadata`` (promptTokenCount, candidatesTokenCount, thoughtsTokenCount)."""
-    total = [0, 0, 0]
-    for response in responses:
-        add_usage(total, response)
-    return Usage(*total)
-
-
 def add_usage(total: list[int], response: Mapping[str, Any]) -> None:
-    """One response's usage added to ``total`` (input, output, thinking) in place: a collection's per-line form."""
+    """One response's ``usageMetadata`` (promptTokenCount, candidatesTokenCount, thoughtsTokenCount) added to
+    ``total`` (input, output, thinking) in place: a collection sums a job's answers line by line."""
     meta = response.get("usageMetadata")
     if meta:
         total[0] += int(meta.get("promptTokenCount", 0))
