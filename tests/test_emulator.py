@@ -291,16 +291,21 @@ def test_empty_lists_omit_their_repeated_field_as_proto3_json_does(emulator: Run
         assert http_json("GET", f"{emulator.base_url}/{path}") == (200, {})
 
 
-def test_the_request_lines_counted_as_an_upload_arrives_agree_with_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_size", [1 << 20, 3])
+def test_the_request_lines_counted_as_an_upload_arrives_agree_with_the_file(tmp_path: Path, read_size: int,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A create takes an uploaded file's request count from the upload (it does not read the file again): for any
-    content cut into any chunks, that count is the file's non-blank lines, or unknown (then the file is read)."""
+    content cut into any chunks, that count is the file's non-blank lines, or unknown (then the file is read).
+    ``read_size`` 3: each chunk read from the socket a few bytes at a time, into the same buffer."""
     import io
     import itertools
     import random
 
+    from batchflow.emulator import files
     from batchflow.emulator.execute import count_requests
     from batchflow.emulator.files import FileStore
 
+    monkeypatch.setattr(files, "_COPY_BUFFER", read_size)
     store, rng, counted = FileStore(tmp_path, time.time), random.Random(7), 0
     pieces = [b'{"a":1}', b"", b" ", b'  {"b":2}', b"\t", b"\r", b'{"c":3}\r', b"x y"]
     for _ in range(400):
@@ -313,4 +318,5 @@ def test_the_request_lines_counted_as_an_upload_arrives_agree_with_the_file(tmp_
         if record.lines is not None:
             counted += 1
             assert record.lines == count_requests(store.data_path(record.id)), data
+        assert store.data_path(record.id).read_bytes() == data
     assert counted > 30  # a file whose every line starts with a non-blank byte (JSONL as written) is counted

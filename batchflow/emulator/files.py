@@ -22,7 +22,8 @@ from batchflow.emulator.validate import field
 FILE_TTL_SECONDS = 48 * 3600
 _COPY_BUFFER = 1 << 20
 _BLANK_AT_LINE_START = re.compile(rb"\n[ \t\r\n]")
-_BLANK = (b" ", b"\t", b"\r", b"\n")
+_BLANK = frozenset(b" \t\r\n")
+_NEWLINE = ord("\n")
 
 
 class Readable(Protocol):
@@ -30,6 +31,9 @@ class Readable(Protocol):
 
     def read(self, size: int = -1, /) -> bytes:
         """Up to `size` bytes."""
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int | None:
+        """Fills `buffer` with what came, up to its length; how many bytes."""
 
 
 @dataclass
@@ -70,14 +74,15 @@ class _LineCount:
     at_line_start: bool = True
     exact: bool = True
 
-    def add(self, chunk: bytes) -> None:
-        if not chunk or not self.exact:
+    def add(self, buffer: bytearray, size: int) -> None:
+        """Count the first `size` bytes of `buffer`."""
+        if not size or not self.exact:
             return
-        if (self.at_line_start and chunk[:1] in _BLANK) or _BLANK_AT_LINE_START.search(chunk):
+        if (self.at_line_start and buffer[0] in _BLANK) or _BLANK_AT_LINE_START.search(buffer, 0, size):
             self.exact = False
             return
-        self.newlines += chunk.count(b"\n")
-        self.at_line_start = chunk.endswith(b"\n")
+        self.newlines += buffer.count(b"\n", 0, size)
+        self.at_line_start = buffer[size - 1] == _NEWLINE
 
     def total(self) -> int | None:
         return self.newlines + (not self.at_line_start) if self.exact else None
@@ -129,16 +134,19 @@ class FileStore:
             raise invalid_argument(f"Upload offset {offset} does not match the {part.stat().st_size} bytes received")
         with self._lock:
             count = self._counts.pop(upload_id, None)  # back once the chunk is whole: a chunk cut short loses it
+        # one buffer, filled again and again: a fresh megabyte per read costs the kernel its pages each time
+        buffer = bytearray(min(length, _COPY_BUFFER))
+        view = memoryview(buffer)
         with open(part, "ab") as out:
             left = length
             while left:
-                chunk = body.read(min(left, _COPY_BUFFER))
-                if not chunk:
+                size = body.readinto(view[:left]) or 0
+                if not size:
                     raise invalid_argument("Upload chunk ended before its Content-Length")
-                out.write(chunk)
+                out.write(view[:size])
                 if count is not None:
-                    count.add(chunk)
-                left -= len(chunk)
+                    count.add(buffer, size)
+                left -= size
         if count is not None:
             with self._lock:
                 self._counts[upload_id] = count
