@@ -112,7 +112,7 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     tokens, last = [0, 0, 0], None
     with open(tmp, "wb", buffering=1 << 20) as fh:
         for r in backend.results(info, out.parent, root / job.input):
-            n = place.get(orjson.dumps(r.key))
+            n = place.get(r.key_json or orjson.dumps(r.key))
             if n is None:
                 raise BackendError(f"{where}: the output has a line for key {r.key!r}, which the job did not "
                                    "send; refusing to merge it")

@@ -48,6 +48,7 @@ class Result(NamedTuple):
     response: dict[str, Any] | None
     error: dict[str, Any] | None
     line: bytes | None = None  # the output's line itself when it is a result line as collected, written as it is
+    key_json: bytes | None = None  # the key as JSON text, when the reader made it (not to be kept: jsonio.dumps_kept)
 
 
 class Backend(Protocol):

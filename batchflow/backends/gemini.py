@@ -127,19 +127,22 @@ def make_client(api_key: str, base_url: str | None) -> Any:
 
 def read_result_lines(path: Path) -> Iterator[Result]:
     """Result lines of an output file: ``{"key", "response"}`` or ``{"key", "error" | "status"}``."""
+    loads, dumps = orjson.loads, orjson.dumps  # locals: this loop runs once per line
     with open(path, "rb") as fh:
         for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
             try:
-                item = orjson.loads(line)
+                item = loads(line)
             except orjson.JSONDecodeError as exc:
+                if not line.strip():  # a blank line: looked for only when a line is not JSON (no copy of each)
+                    continue
                 raise BackendError(f"{path.name}:{n}: the backend wrote a malformed result line: {exc}") from exc
             key = item.get("key")
-            if type(key) is str and len(item) == 2 and line.startswith(b'{"key":%b,"response":' % orjson.dumps(key)):
-                # the usual line, {"key":K,"response":…} written as orjson writes it: kept as it came
-                yield Result(key, item["response"], None, line if line.endswith(b"\n") else line + b"\n")
-                continue
+            if type(key) is str and len(item) == 2:
+                key_json = dumps(key)
+                if line.startswith(b'{"key":%b,"response":' % key_json):
+                    # the usual line, {"key":K,"response":…} written as orjson writes it: kept as it came
+                    yield Result(key, item["response"], None, line if line.endswith(b"\n") else line + b"\n", key_json)
+                    continue
             if key is None and isinstance(item.get("metadata"), dict):
                 key = item["metadata"].get("key")
             yield Result(None if key is None else str(key), item.get("response"),
