@@ -100,7 +100,7 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     line for at the end), so a collection holds the job's keys, never its answers: several run at once. Keys are
     compared as the JSON text ``prepare`` wrote them in (a slice of each request line, nothing parsed)."""
     with open(root / job.input, "rb") as fh:
-        sent = [key_json(line) for line in fh if line.strip()]
+        sent = [key_json(line) for line in fh if not line.isspace()]  # no copy of each line, as strip() makes
     # Each key's place in ``sent``, and what came for it: 0 nothing, 1 a response, 2 an error. (A result's key is
     # made JSON to be looked up, never kept: see ``jsonio.dumps_kept``.)
     place = {key: n for n, key in enumerate(sent)}
@@ -111,27 +111,29 @@ def collect(backend: Backend, root: Path, shard: Shard, job: Job, info: JobInfo)
     where = f"job {info.name} (shard {shard.index})"
     tokens, last = [0, 0, 0], None
     with open(tmp, "wb", buffering=1 << 20) as fh:
-        for r in backend.results(info, out.parent, root / job.input):
-            n = place.get(r.key_json or orjson.dumps(r.key))
+        write, lookup, dumps = fh.write, place.get, orjson.dumps  # locals: this loop runs once per line
+        for key, response, error, line, made in backend.results(info, out.parent, root / job.input):
+            n = lookup(made or dumps(key))
             if n is None:
-                raise BackendError(f"{where}: the output has a line for key {r.key!r}, which the job did not "
+                raise BackendError(f"{where}: the output has a line for key {key!r}, which the job did not "
                                    "send; refusing to merge it")
             if came[n]:
                 twice.add(n)
                 continue
-            came[n] = 1 if r.error is None else 2
-            if r.error is not None:
-                fh.write(orjson.dumps({"key": r.key, "error": r.error}, option=_NL))
-            else:
-                fh.write(r.line or orjson.dumps({"key": r.key, "response": r.response}, option=_NL))
-                # Vertex answers identical requests once, for each key that asked, and bills that one answer
-                if r.response is not None and r.response is not last:
-                    last = r.response
-                    add_usage(tokens, r.response)
+            if error is not None:
+                came[n] = 2
+                write(dumps({"key": key, "error": error}, option=_NL))
+                continue
+            came[n] = 1
+            write(line or dumps({"key": key, "response": response}, option=_NL))
+            # Vertex answers identical requests once, for each key that asked, and bills that one answer
+            if response is not None and response is not last:
+                last = response
+                add_usage(tokens, response)
         unanswered = orjson.dumps(_unanswered(job, info))[1:]  # the same for every key: ``…}`` after the key
-        for n, key in enumerate(sent):
+        for n, sent_key in enumerate(sent):
             if not came[n]:
-                fh.write(b'{"key":%b,%b\n' % (key, unanswered))
+                write(b'{"key":%b,%b\n' % (sent_key, unanswered))
     if twice:
         _one_line_each(tmp, {sent[n] for n in twice}, where)
     os.replace(tmp, out)
