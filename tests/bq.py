@@ -2,7 +2,7 @@
 
 Offline, bqemulator stops at start trying to download DuckDB's `spatial` extension; the few lines in `_LAUNCH`
 replace `DuckDBEngine._load_spatial` with a no-op first (no GEOGRAPHY, which batchflow does not use), then run
-its own `start` command (API_NOTES.md, "Local stand-ins").
+its own `start` command (docs/google-apis.md, "Local stand-ins").
 """
 
 from __future__ import annotations

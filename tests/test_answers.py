@@ -10,7 +10,7 @@ from batchflow.answers import OK, PERMANENT, RETRY, flag_of
 from batchflow.answers.diff import SEND, Pointers, Spill, diff, read_pointers
 from batchflow.answers.keep import _fresh_answers
 from batchflow.answers.partitions import PartitionWriter, partition_lines, partitions_for
-from batchflow.state import COLLECTED, SUCCEEDED, Job, Shard, State
+from batchflow.state.state import COLLECTED, SUCCEEDED, Job, Shard, State
 
 ANSWER = {"candidates": [{"content": {"parts": [{"text": "yes"}]}, "finishReason": "STOP"}]}
 BLOCKED = {"promptFeedback": {"blockReason": "SAFETY"}}

@@ -15,13 +15,13 @@ import pytest
 import structlog.testing
 from helpers import read_rows, write_jsonl, write_spec
 
-from batchflow.backends import JobInfo
-from batchflow.background import Pool
+from batchflow.backends.base import JobInfo
 from batchflow.emulator import start_in_thread
 from batchflow.errors import BackendError
-from batchflow.runner import Runner, state_store
-from batchflow.spec import load_spec
-from batchflow.state import COLLECTED, Job, Shard
+from batchflow.execute.runner import Runner
+from batchflow.execute.threads import Pool
+from batchflow.spec.spec import load_spec
+from batchflow.state.state import COLLECTED, Job, Shard, state_store
 
 TIMEOUT = 20.0
 
@@ -148,12 +148,12 @@ def test_a_closed_pool_waits_for_its_collections_under_way_and_says_so() -> None
 
 def test_a_unit_whose_job_answered_everything_is_settled_without_reading_its_results_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import batchflow.shards
+    import batchflow.execute.shards_path
 
     def unread(*_args: Any, **_kwargs: Any) -> Any:
         raise AssertionError("a unit answered in full had its results read again to settle it")
 
-    monkeypatch.setattr(batchflow.shards, "outcomes", unread)
+    monkeypatch.setattr(batchflow.execute.shards_path, "outcomes", unread)
     with start_in_thread(tmp_path / "emulator", job_seconds=0.0) as emulator:
         runner = _runner(tmp_path, emulator.base_url, 20)
         assert runner.run().ok == 20

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from helpers import cli, write_spec
 
-from batchflow import bigquery as bq
+from batchflow.libs import bigquery as bq
 
 pytestmark = pytest.mark.bigquery
 

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from batchflow.canonical import canonical, canonical_request
-from batchflow.request_json import RequestBuilder
+from batchflow.request.canonical import canonical, canonical_request
+from batchflow.request.wire import RequestBuilder
 
 SCHEMA = {"type": "object", "properties": {"first_name": {"type": "string"}, "scoreValue": {"type": "integer"},
                                            "tags": {"type": "array", "items": {"type": "string"}}},

@@ -10,7 +10,8 @@ import pytest
 from conftest import genai_client
 from helpers import cli, read_rows, write_jsonl, write_spec
 
-from batchflow import cost, models
+from batchflow.spec import models
+from batchflow.state import cost
 
 # One output token and no thinking a request, estimated; the emulator answers with more: actual > estimate.
 SHORT = {"max_output_tokens": 1, "thinking_config": {"thinking_budget": 0}}

@@ -18,11 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchflow.destinations import Rows, open_destination
 from batchflow.destinations import parquet as parquet_output
+from batchflow.destinations.base import Rows
 from batchflow.destinations.files import csv_columns, flatten
+from batchflow.destinations.registry import open_destination
 from batchflow.errors import BatchflowError, SpecError
-from batchflow.spec import OutputSpec
+from batchflow.spec.spec import OutputSpec
 
 OK = {
     "key": "r-17",

@@ -13,7 +13,7 @@ import pytest
 from conftest import genai_client
 from helpers import cli_process, read_rows, write_jsonl, write_spec
 
-from batchflow.state import StateStore
+from batchflow.state.state import StateStore
 
 
 def _stats(base_url: str) -> dict[str, Any]:

@@ -301,9 +301,9 @@ def test_the_request_lines_counted_as_an_upload_arrives_agree_with_the_file(tmp_
     import itertools
     import random
 
-    from batchflow.emulator import files
-    from batchflow.emulator.execute import count_requests
-    from batchflow.emulator.files import FileStore
+    from batchflow.emulator.gemini import files
+    from batchflow.emulator.gemini.execute import count_requests
+    from batchflow.emulator.gemini.files import FileStore
 
     monkeypatch.setattr(files, "_COPY_BUFFER", read_size)
     store, rng, counted = FileStore(tmp_path, time.time), random.Random(7), 0

@@ -18,7 +18,7 @@ from google.genai import errors, types
 from helpers import cli
 
 from batchflow.emulator import RunningEmulator, start_in_thread
-from batchflow.emulator.faults import FaultPlanError, load_faults
+from batchflow.emulator.faults.plan import FaultPlanError, load_faults
 
 MODEL = "gemini-2.5-flash"
 STATUS = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}

@@ -7,11 +7,11 @@ from datetime import datetime
 
 import pytest
 
-from batchflow.emulator.errors import ApiError
-from batchflow.emulator.filters import And, Not, Or, Restriction, parse, wildcard_match
-from batchflow.emulator.store import rfc3339
-from batchflow.emulator.vertex_filter import parse_filter
-from batchflow.emulator.vertex_jobs import VertexJob
+from batchflow.emulator.jobs.store import rfc3339
+from batchflow.emulator.vertex.filter_parser import And, Not, Or, Restriction, parse, wildcard_match
+from batchflow.emulator.vertex.job_filter import parse_filter
+from batchflow.emulator.vertex.jobs import VertexJob
+from batchflow.emulator.wire.errors import ApiError
 
 A, B, C = (Restriction(name, "=", "1") for name in "abc")
 

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchflow.emulator import Emulator
-from batchflow.emulator.errors import ApiError
-from batchflow.emulator.model import embedding, generate
-from batchflow.emulator.schema import sample
+from batchflow.emulator.model.deterministic import embedding, generate
+from batchflow.emulator.model.schema_values import sample
+from batchflow.emulator.wire.errors import ApiError
 
 _scalar = st.one_of(
     st.just({"type": "string"}),

@@ -11,8 +11,8 @@ from emulator_helpers import http_json
 from google import genai
 from google.genai import errors, types
 
-from batchflow import models
 from batchflow.emulator import RunningEmulator, start_in_thread
+from batchflow.spec import models
 
 LIVE = "gemini-2.0-flash-live-001"
 

@@ -10,10 +10,11 @@ import orjson
 import pytest
 from emulator_helpers import http_json
 
-from batchflow.emulator import proto_json, start_in_thread
-from batchflow.emulator.errors import ApiError
-from batchflow.emulator.execute import run_lines
-from batchflow.emulator.vertex_execute import answer_line
+from batchflow.emulator import start_in_thread
+from batchflow.emulator.gemini.execute import run_lines
+from batchflow.emulator.vertex.execute import answer_line
+from batchflow.emulator.wire import proto_json
+from batchflow.emulator.wire.errors import ApiError
 
 TEXT = [{"role": "user", "parts": [{"text": "hello"}]}]
 OBJECT_SCHEMA = {"type": "OBJECT", "properties": {"a": {"type": "STRING"}}, "required": ["a"]}

@@ -21,8 +21,8 @@ from google import genai
 from google.genai import errors, types
 
 from batchflow.emulator import RunningEmulator, start_in_thread
-from batchflow.emulator.faults import load_faults
-from batchflow.emulator.vertex_execute import answer_lines, part_count
+from batchflow.emulator.faults.plan import load_faults
+from batchflow.emulator.vertex.execute import answer_lines, part_count
 
 pytestmark = pytest.mark.gcs
 

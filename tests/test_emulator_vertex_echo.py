@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchflow.emulator.vertex_echo import echo
+from batchflow.emulator.vertex.echo import echo
 
 
 def test_the_echo_matches_googles_sample_nulls_sorted_keys_names_as_sent() -> None:

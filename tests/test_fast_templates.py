@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from batchflow.errors import DataError
-from batchflow.spec import InvalidSpec, Spec, load_spec
-from batchflow.templating import Renderer
+from batchflow.request.render import Renderer
+from batchflow.spec.spec import InvalidSpec, Spec, load_spec
 
 NAMES = ["text", "id", "u", "n", "x_1", "record", "ordinal", "self", "range", "items", "loop"]
 ATTRS = ["a", "b", "items", "keys", "_p"]

@@ -12,7 +12,7 @@ import yaml
 from helpers import cli_process, read_rows, write_jsonl, write_spec
 
 from batchflow.emulator import start_in_thread
-from batchflow.state import StateStore
+from batchflow.state.state import StateStore
 
 PLAN = {
     "seed": 11,

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import cli, write_jsonl, write_spec
 
-from batchflow.spec import spec_schema
+from batchflow.spec.spec import spec_schema
 
 RECORDS = [{"id": f"r{n}", "text": f"text {n}"} for n in range(5)]  # strings only: CSV keeps every value a string
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from helpers import cli, write_jsonl, write_spec
 
-from batchflow import keys
-from batchflow.keys import KeyHashes
-from batchflow.state import StateStore
+from batchflow.prepare import duplicates as keys
+from batchflow.prepare.duplicates import KeyHashes
+from batchflow.state.state import StateStore
 
 
 def _hashes(tmp_path: Path, values: list[str]) -> set[int]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from batchflow import plan as p
-from batchflow import state as st
-from batchflow.state import Job, Shard, State
+from batchflow.execute import plan as p
+from batchflow.state import state as st
+from batchflow.state.state import Job, Shard, State
 
 
 def _state(*statuses: str, not_before: float = 0.0) -> State:

@@ -15,8 +15,8 @@ from emulator_helpers import http_json
 from helpers import cli, cli_process, read_rows, write_jsonl, write_spec
 from servers import batchflow_emulator
 
-from batchflow.sharding import request_key
-from batchflow.state import StateStore
+from batchflow.state.shard_files import request_key
+from batchflow.state.state import StateStore
 
 
 def _batches(url: str) -> list[dict[str, Any]]:
@@ -356,7 +356,7 @@ def test_an_unreachable_api_fails_a_no_wait_run_at_once_with_one_line(tmp_path: 
 
 def test_an_unreachable_api_fails_a_waiting_run_after_the_bound(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("batchflow.runner.UNREACHABLE_FOR", 0.5)
+    monkeypatch.setattr("batchflow.execute.runner.UNREACHABLE_FOR", 0.5)
     monkeypatch.setenv("GEMINI_API_KEY", "k")
     write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
     closed = f"http://127.0.0.1:{_closed_port()}"

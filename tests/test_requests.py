@@ -15,9 +15,9 @@ import orjson
 import pytest
 import yaml
 
-from batchflow import bench_data
-from batchflow.prepare import prepare
-from batchflow.spec import load_spec
+from batchflow.prepare.prepare import prepare
+from batchflow.spec.spec import load_spec
+from benchmarks import data as bench_data
 from tests.emulator_helpers import http_json
 from tests.helpers import cli, read_rows, write_jsonl, write_spec
 

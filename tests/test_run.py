@@ -10,8 +10,8 @@ import orjson
 import pytest
 from helpers import cli, read_rows, write_jsonl, write_spec
 
-from batchflow.sharding import records, request_key
-from batchflow.state import StateStore
+from batchflow.state.shard_files import records, request_key
+from batchflow.state.state import StateStore
 
 
 def _records(n: int) -> list[dict[str, object]]:

@@ -11,7 +11,7 @@ import yaml
 from helpers import cli_process, read_rows, write_jsonl, write_spec
 
 from batchflow.emulator import start_in_thread
-from batchflow.state import StateStore
+from batchflow.state.state import StateStore
 
 FAST = {"poll_interval": "0.1s", "max_requests": 20}
 OUTPUT = {"type": "files", "path": "out/result.jsonl", "include_record": False}

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchflow.errors import DataError, SpecError, StateError
-from batchflow.limits import JobSize, job_size
-from batchflow.sharding import ShardWriter, records, request_key
+from batchflow.spec.limits import JobSize, job_size
+from batchflow.state.shard_files import ShardWriter, records, request_key
 
 
 def _line(i: int, pad: int = 0) -> bytes:

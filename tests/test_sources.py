@@ -21,10 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchflow.errors import DataError, SpecError
-from batchflow.jsonio import ArrayError, iter_array
-from batchflow.sources import SourceRecord, open_source
+from batchflow.libs.jsonio import ArrayError, iter_array
+from batchflow.sources.base import SourceRecord
 from batchflow.sources.files import READERS
-from batchflow.spec import SourceSpec
+from batchflow.sources.registry import open_source
+from batchflow.spec.spec import SourceSpec
 
 Rejected = list[tuple[str, str, bytes]]
 

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchflow.errors import SpecError
-from batchflow.spec import SCHEMA_PATH, InvalidSpec, Spec, load_spec, spec_schema
-from batchflow.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_share, parse_size
+from batchflow.spec.spec import SCHEMA_PATH, InvalidSpec, Spec, load_spec, spec_schema
+from batchflow.spec.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_share, parse_size
 
 DATA = Path(__file__).parent / "data" / "specs"
 

@@ -12,10 +12,9 @@ from conftest import genai_client
 from helpers import cli, read_rows, write_jsonl, write_spec
 
 from batchflow.emulator import start_in_thread
-from batchflow.prepare import prepare
-from batchflow.runner import state_store
-from batchflow.spec import load_spec
-from batchflow.state import COLLECTED
+from batchflow.prepare.prepare import prepare
+from batchflow.spec.spec import load_spec
+from batchflow.state.state import COLLECTED, state_store
 
 
 def _records(n: int, bad_last: bool = False) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from batchflow.errors import LockedError, StateError
-from batchflow.state import Job, Shard, State, StateStore
+from batchflow.state.state import Job, Shard, State, StateStore
 
 
 def _sample() -> State:
@@ -55,7 +55,7 @@ def test_a_second_holder_is_refused_naming_the_first(tmp_path: Path) -> None:
 
 def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from batchflow.state import StateStore\n"
+        "import sys, time; from pathlib import Path; from batchflow.state.state import StateStore\n"
         f"lock = StateStore(Path({str(tmp_path)!r})).lock(); lock.__enter__(); print('held', flush=True); "
         "time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"

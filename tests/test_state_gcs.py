@@ -20,9 +20,9 @@ from gcs import fake_gcs_binary, start_fake_gcs_server
 from helpers import cli, read_rows, write_jsonl, write_spec
 
 from batchflow.errors import EXIT_NOT_FINISHED
-from batchflow.runner import state_store
-from batchflow.spec import load_spec
-from batchflow.state_remote import LeaseLost
+from batchflow.spec.spec import load_spec
+from batchflow.state.gcs import LeaseLost
+from batchflow.state.state import state_store
 
 pytestmark = pytest.mark.gcs
 
@@ -134,7 +134,7 @@ def test_a_runner_whose_lease_was_taken_over_cannot_write_the_state(tmp_path: Pa
 
 
 def test_a_cached_file_is_refreshed_when_gcs_has_another_generation_of_it(tmp_path: Path, fake_gcs: Any) -> None:
-    from batchflow.state_remote import GcsState
+    from batchflow.state.gcs import GcsState
 
     cache = tmp_path / "cache"
     store = GcsState("gs://bkt/state/synced", cache, lease_seconds=5)

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from batchflow.errors import DataError
-from batchflow.spec import InvalidSpec, Spec, load_spec
-from batchflow.templating import Renderer
+from batchflow.request.render import Renderer
+from batchflow.spec.spec import InvalidSpec, Spec, load_spec
 
 HEAD = """\
 version: 1

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from helpers import cli_process, write_spec
 
-from batchflow.emulator import model, start_in_thread
+from batchflow.emulator import start_in_thread
+from batchflow.emulator.model import deterministic as model
 
 pytestmark = pytest.mark.gcs
 

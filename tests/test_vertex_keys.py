@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from batchflow.backends import JobInfo, Result
+from batchflow.backends.base import JobInfo, Result
 from batchflow.backends.vertex import KEY_LABEL, VertexBackend
 
 
