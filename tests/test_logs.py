@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import structlog
-from helpers import write_jsonl, write_spec
 from structlog.testing import capture_logs
+from support.helpers import write_jsonl, write_spec
 
 from batchflow.logs import Progress, configure, get_logger
 
