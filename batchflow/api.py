@@ -45,7 +45,7 @@ def run(spec: Spec | str | Path, *, wait: bool = True, restart: bool = False,
 def map(records: Iterable[Mapping[str, Any]], *, prompt: str | None = None, model: str | None = None,
         backend: str | Mapping[str, Any] | None = None, spec: str | Path | Mapping[str, Any] | None = None,
         workdir: str | Path | None = None, **fields: Any) -> list[dict[str, Any]]:
-    """One output row per record, in order (README "An output row"): each record through a prompt and a model.
+    """One output row per record, in order (docs/spec.md, "An output row"): each record through a prompt and a model.
 
     Give the request as a spec's top-level fields (``prompt``, ``model``, ``backend`` — ``"local"`` by default, a
     type or a mapping — and any other, e.g. ``key="{{ id }}"``, ``system=...``, ``generation_config={...}``), or

@@ -26,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _specs_arg = click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
 _json_option = click.option("--json", "as_json", is_flag=True,
-                            help="one JSON object a spec on stdout (shapes in the README)")
+                            help="one JSON object a spec on stdout (shapes: README.md, Commands and exit codes)")
 
 
 def _expected_errors(fn: F) -> F:

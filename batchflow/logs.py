@@ -41,8 +41,8 @@ def configure(fmt: str = "auto", verbose: bool = False) -> None:
 
 
 def _stderr_logger(*_: Any) -> structlog.PrintLogger:
-    """A logger on stderr as it is when the line is logged: the live view (live.py) moves what is written there
-    above itself while it is shown."""
+    """A logger on stderr as it is when the line is logged: the live view (commands/live_view.py) moves what is written
+    there above itself while it is shown."""
     return structlog.PrintLogger(sys.stderr)
 
 

@@ -85,7 +85,7 @@ def _validated(path: Path, spec: Spec, records: int) -> str:
 class PlanReport:
     text: str
     submits: bool  # run would create jobs (``plan --exit-code``)
-    data: dict[str, Any] = field(default_factory=dict)  # ``plan --json`` (README, "Commands and exit codes")
+    data: dict[str, Any] = field(default_factory=dict)  # ``plan --json`` (README.md, "Commands and exit codes")
 
 
 def plan_report(spec: Spec, retry_errors: bool = False) -> PlanReport:
@@ -163,7 +163,7 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) 
 
 
 def _cost_line(spec: Spec, state: State) -> str:
-    """The generation's estimated tokens and cost (README, "Cost and budget": how output is estimated)."""
+    """The generation's estimated tokens and cost (docs/cost.md, "The estimate")."""
     spent = cost.spend(spec, state)
     usd = spent.usd(spent.planned)
     money = f"${usd:,.4f}" if usd is not None else f"no price for {spec.model} on {spec.backend.type} (pricing:)"

@@ -34,7 +34,7 @@ _CAUSES_READ = 50_000  # result lines read per job for errors by cause: enough t
 @dataclass(frozen=True)
 class StatusReport:
     text: str
-    data: dict[str, Any]  # ``status --json`` (README, "Commands and exit codes")
+    data: dict[str, Any]  # ``status --json`` (README.md, "Commands and exit codes")
 
 
 def status_report(spec: Spec, offline: bool = False, clock: Callable[[], float] = time.time) -> StatusReport:

@@ -1,6 +1,6 @@
 """Executes the plan, cycle after cycle: stage, submit, adopt, poll, collect, settle (retry), merge.
 
-What the steps share lives here; what touches records is the execution path's (execution.py).
+What the steps share lives here; what touches records is the execution path's (path.py).
 """
 
 from __future__ import annotations

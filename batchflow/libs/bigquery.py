@@ -7,8 +7,8 @@ Without it, Application Default Credentials are used as Google's own tools use t
 google-cloud-bigquery is an extra (``pip install 'batchflow[bigquery]'``), imported only when a BigQuery
 source or output is opened, so ``--help`` and ``validate`` stay fast and work without it.
 
-Values, as a record's fields (README, "BigQuery"): INT64 and FLOAT64 stay numbers, BOOL true/false, STRING as it
-is; NUMERIC and BIGNUMERIC become **strings** holding the exact decimal ("1.500000000"), since a float would lose
+Values, as a record's fields (docs/backends.md, "BigQuery"): INT64 and FLOAT64 stay numbers, BOOL true/false, STRING as
+it is; NUMERIC and BIGNUMERIC become **strings** holding the exact decimal ("1.500000000"), since a float would lose
 digits; DATE, DATETIME, TIME and TIMESTAMP become ISO 8601 strings (a TIMESTAMP with its ``+00:00``); BYTES
 become base64 text, as BigQuery's own JSON API gives them; JSON columns are parsed; STRUCT is an object and
 ARRAY a list, converted the same way inside.

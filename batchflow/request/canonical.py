@@ -10,7 +10,7 @@ keys spelled in camelCase, except inside free-form maps (``labels``, ``functionC
 stay as written; a map of schemas (``properties``) keeps its names and canonicalises its values; bytes are
 re-encoded as pydantic writes them (URL-safe base64); a float with an integral value is written as an integer (the
 types make ``temperature: 1`` a float, a proto echo may write it either way). Which field is which comes from the
-google-genai types themselves (``_message``), read once. tests/test_canonical.py checks the walk against the
+google-genai types themselves (``_message``), read once. tests/request/test_canonical.py checks the walk against the
 pydantic round trip.
 """
 

@@ -16,7 +16,7 @@ from batchflow.spec.spec import Spec
 from batchflow.state import state as st
 from batchflow.state.state import Job, State
 
-# What a request is assumed to give when the spec does not bound it (README, "Cost and budget"): a short answer,
+# What a request is assumed to give when the spec does not bound it (docs/cost.md, "The estimate"): a short answer,
 # and, for a model that thinks by default, a moderate amount of thinking.
 ASSUMED_OUTPUT_TOKENS = 256
 ASSUMED_THINKING_TOKENS = 1024

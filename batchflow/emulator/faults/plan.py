@@ -35,7 +35,7 @@ or a string like "500ms", "2s", "48h"::
       duplicate: 0.0            # share of output lines written twice
       late_seconds: 1           # how late a late_output job's output comes (default 1 s)
       retention: 2              # how long an output_gone job's output stays readable (default 2 s)
-      reserialise_echo: true    # Vertex: the echoed request re-serialised as the service does (vertex_echo.py)
+      reserialise_echo: true    # Vertex: the echoed request re-serialised as the service does (vertex/echo.py)
       drop_labels: false        # Vertex: the echoed request carries no `labels`
     quota:                      # Gemini create quotas, as the service's 429 RESOURCE_EXHAUSTED (no Retry-After)
       enqueued_tokens: 3000000  # per model: input tokens (4 bytes a token) of live jobs plus the new one

@@ -1,4 +1,4 @@
-"""A fault plan file's content, checked: `parse_plan(raw, where) -> PlanConfig` (format: see faults.py)."""
+"""A fault plan file's content, checked: `parse_plan(raw, where) -> PlanConfig` (format: see plan.py)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class Service:
     re-serialises Vertex's echo, as the service does.
     """
 
-    expire_after: float | None = None  # None: each surface's own limits (see faults.py)
+    expire_after: float | None = None  # None: each surface's own limits (see plan.py)
     cancelling_seconds: float = 0.2
     late_seconds: float = 1.0
     retention: float = 2.0

@@ -28,7 +28,7 @@ from batchflow.emulator.jobs.store import Record, load_records, save_record
 
 
 class Job(Record, Protocol):
-    """What the engine reads and writes of a job record (`jobs.JobRecord`, `vertex_jobs.VertexJob`)."""
+    """What the engine reads and writes of a job record (`records.JobRecord`, `vertex.jobs.VertexJob`)."""
 
     seq: int
     state: str

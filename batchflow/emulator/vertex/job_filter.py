@@ -1,6 +1,6 @@
 """List filters of Vertex AI's `batchPredictionJobs.list`, bound to jobs.
 
-List filters are AIP-160 (parsed by `filters.py`) on exactly the fields the list method documents (its `filter`
+List filters are AIP-160 (parsed by `filter_parser.py`) on exactly the fields the list method documents (its `filter`
 parameter in Vertex AI's discovery document, and `ListBatchPredictionJobsRequest.filter` in
 google-cloud-aiplatform): `display_name` (`=`, `!=`, `:` with `*` wildcards), `model_display_name` and `state`
 (`=`, `!=`), `create_time` (`= != < <= > >=` on RFC 3339 times), `labels.KEY=value` and `labels.KEY:*`. Any other

@@ -3,7 +3,7 @@
 Paths are `projects/{p}/locations/{l}/batchPredictionJobs[/{id}[:cancel]]` under any version prefix (the SDK
 uses `/v1beta1`). Handlers take the engine, the path parameters, the query and the parsed body, and return the
 JSON to answer; they know nothing of HTTP.
-List filters are `vertex_filter.py`'s.
+List filters are `job_filter.py`'s.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ their fields under both names proto-JSON accepts (lowerCamel JSON name and snake
 is then a walk over the line itself, with no schema lookups, fast enough for jobs of any size. A refused value
 raises `ApiError(400)` worded as the parser words it (`Unknown name "topp" at 'request.generation_config': Cannot
 find field.`, `Invalid value at '…' (TYPE_ENUM), "object"`). Only the first error of a line is reported.
-What a schema cannot say (roles, dimension limits…) is `validate.py`'s, checked after this.
+What a schema cannot say (roles, dimension limits…) is `request_checks.py`'s, checked after this.
 """
 
 from __future__ import annotations
