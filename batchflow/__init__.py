@@ -1,6 +1,6 @@
 """batchflow: declarative pipelines for Gemini / Vertex AI batch prediction.
 
-The Python API (README "Python API"): ``run`` a spec, ``load_spec`` to read one, ``map`` records to rows in a
+The Python API (docs/python-api.md): ``run`` a spec, ``load_spec`` to read one, ``map`` records to rows in a
 notebook; the errors they raise are those of ``batchflow.errors``.
 """
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from batchflow.runner import Summary
-    from batchflow.spec import Spec
+    from batchflow.execute.runner import Summary
+    from batchflow.spec.spec import Spec
 
 # where map's own spec keeps its input, output and state, inside its working directory
 _RECORDS, _OUTPUT, _STATE = "records.jsonl", "rows.jsonl", "state"
@@ -26,7 +26,7 @@ _PLACE_FIELDS = ("type", "path", "format", "table", "write", "location")  # outp
 def load_spec(path: str | Path, *, state_dir: str | Path | None = None) -> Spec:
     """Read and check a spec file, ``${VAR}`` expanded from the environment; raises ``InvalidSpec`` (one line per
     problem, each located). ``state_dir`` replaces the spec's ``state.dir``, as ``--state-dir`` does."""
-    from batchflow.spec import load_spec as load
+    from batchflow.spec.spec import load_spec as load
 
     return load(path, state_dir=state_dir)
 
@@ -36,7 +36,7 @@ def run(spec: Spec | str | Path, *, wait: bool = True, restart: bool = False,
     """``batchflow run`` for one spec (a path, or a ``Spec`` from ``load_spec``): resumes from its state and
     returns the counts and the output's place. ``wait=False`` raises ``NotFinished`` while jobs run (the CLI's
     exit 75); too many failed records raise ``RunFailed``."""
-    from batchflow.runner import Runner
+    from batchflow.execute.runner import Runner
 
     loaded = load_spec(spec) if isinstance(spec, str | Path) else spec
     return Runner(loaded).run(wait=wait, restart=restart, retry_errors=retry_errors)
@@ -45,7 +45,7 @@ def run(spec: Spec | str | Path, *, wait: bool = True, restart: bool = False,
 def map(records: Iterable[Mapping[str, Any]], *, prompt: str | None = None, model: str | None = None,
         backend: str | Mapping[str, Any] | None = None, spec: str | Path | Mapping[str, Any] | None = None,
         workdir: str | Path | None = None, **fields: Any) -> list[dict[str, Any]]:
-    """One output row per record, in order (README "An output row"): each record through a prompt and a model.
+    """One output row per record, in order (docs/spec.md, "An output row"): each record through a prompt and a model.
 
     Give the request as a spec's top-level fields (``prompt``, ``model``, ``backend`` — ``"local"`` by default, a
     type or a mapping — and any other, e.g. ``key="{{ id }}"``, ``system=...``, ``generation_config={...}``), or

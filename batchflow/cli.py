@@ -20,13 +20,13 @@ import click
 from batchflow.errors import EXIT_FAILED, EXIT_USAGE, EXIT_WOULD_SUBMIT, BatchflowError, InputError
 
 if TYPE_CHECKING:
-    from batchflow.spec import Spec
+    from batchflow.spec.spec import Spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _specs_arg = click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
 _json_option = click.option("--json", "as_json", is_flag=True,
-                            help="one JSON object a spec on stdout (shapes in the README)")
+                            help="one JSON object a spec on stdout (shapes: README.md, Commands and exit codes)")
 
 
 def _expected_errors(fn: F) -> F:
@@ -89,7 +89,7 @@ def _global_options(fn: F) -> F:
 
 def _load(path: Path) -> Spec:
     """The spec at ``path``, its state where ``--state-dir`` says (if given)."""
-    from batchflow.spec import load_spec
+    from batchflow.spec.spec import load_spec
 
     return load_spec(path, state_dir=_setting("state_dir"))
 
@@ -123,9 +123,9 @@ def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: boo
 
     SPECS: spec files, globs, or directories (their *.yaml specs); several end with a table and the worst exit
     code (2 over 1 over 75 over 0)."""
-    from batchflow import live
-    from batchflow.many import Row
-    from batchflow.runner import Runner, interrupted
+    from batchflow.commands import live_view as live
+    from batchflow.commands.multi_spec import Row
+    from batchflow.execute.runner import Runner, interrupted
 
     console_logs = _setting("log_format") != "json"
 
@@ -160,7 +160,7 @@ def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: boo
 def _many(specs: tuple[Path, ...], one: Any, as_json: bool = False) -> None:
     """One spec: as it always was (its errors end the command). Several: each on its own, then the table (on
     stderr with ``--json``, so that stdout holds only the JSON objects)."""
-    from batchflow import many
+    from batchflow.commands import multi_spec as many
 
     paths = many.expand(specs)
     if len(paths) == 1:
@@ -188,8 +188,8 @@ def _many(specs: tuple[Path, ...], one: Any, as_json: bool = False) -> None:
 @_expected_errors
 def validate(specs: tuple[Path, ...], records: int, allow_unset_env: bool, only_specs: bool) -> None:
     """Check specs (schema, templates, the first records rendered) without calling anything."""
-    from batchflow.many import expand, is_spec
-    from batchflow.report import validate_one
+    from batchflow.commands.multi_spec import expand, is_spec
+    from batchflow.commands.plan_report import validate_one
 
     paths = expand(specs)
     if not paths:
@@ -217,8 +217,8 @@ def validate(specs: tuple[Path, ...], records: int, allow_unset_env: bool, only_
 @_expected_errors
 def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool, as_json: bool) -> None:
     """Show what `run` would do now: new / changed / unchanged / removed records, jobs, a sample, tokens."""
-    from batchflow.many import Row
-    from batchflow.report import plan_report
+    from batchflow.commands.multi_spec import Row
+    from batchflow.commands.plan_report import plan_report
     submits = []
 
     def one(path: Path) -> Row:
@@ -244,8 +244,8 @@ def plan(specs: tuple[Path, ...], exit_code: bool, retry_errors: bool, as_json: 
 @_expected_errors
 def status(specs: tuple[Path, ...], offline: bool, as_json: bool) -> None:
     """Show jobs as the service reports them, beside the state: counts, errors by cause, cost; never writes."""
-    from batchflow.many import Row
-    from batchflow.status import status_report
+    from batchflow.commands.multi_spec import Row
+    from batchflow.commands.status import status_report
 
     def one(path: Path) -> Row:
         report = status_report(_load(path), offline)
@@ -261,8 +261,8 @@ def status(specs: tuple[Path, ...], offline: bool, as_json: bool) -> None:
 @_expected_errors
 def cancel(specs: tuple[Path, ...]) -> None:
     """Cancel the specs' running jobs; a later `run` collects what they answered and sends the rest."""
-    from batchflow.cancel import cancel as cancel_jobs
-    from batchflow.many import Row
+    from batchflow.commands.cancel import cancel as cancel_jobs
+    from batchflow.commands.multi_spec import Row
     def one(path: Path) -> Row:
         count = cancel_jobs(_load(path))
         click.echo(f"cancelled {count} job(s)")
@@ -277,7 +277,7 @@ def schema() -> None:
     """Print the spec's JSON Schema."""
     from importlib.resources import files
 
-    click.echo(files("batchflow").joinpath("spec.schema.json").read_text(encoding="utf-8"))
+    click.echo(files("batchflow.spec").joinpath("spec.schema.json").read_text(encoding="utf-8"))
 
 
 @main.command()
@@ -289,7 +289,7 @@ def schema() -> None:
 @click.option("--job-seconds", type=float, default=5.0, show_default=True,
               help="how long a job takes from creation to a final state")
 @click.option("--faults", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="a seeded fault plan (YAML or JSON; see batchflow/emulator/faults.py)")
+              help="a seeded fault plan (YAML or JSON; see batchflow/emulator/faults/plan.py)")
 @_expected_errors
 def emulator(host: str, port: int, data_dir: Path, job_seconds: float, faults: Path | None) -> None:
     """Serve a local stand-in of the Gemini and Vertex batch APIs; prints its base URL first."""

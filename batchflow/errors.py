@@ -1,7 +1,8 @@
 """The exception tree, sorted by what the caller does next.
 
-Every expected error carries the exit code the CLI maps it to (DESIGN.md): the CLI prints ``str(exc)`` as one
-line and exits with ``exc.exit_code``; anything else is a bug and gets a traceback only with ``--debug``.
+Every expected error carries the exit code the CLI maps it to (README.md, "Commands and exit codes"): the CLI prints
+``str(exc)`` as one line and exits with ``exc.exit_code``; anything else is a bug and gets a traceback only with
+``--debug``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""structlog, configured once by the CLI: readable on a terminal, JSON lines (with ``severity``) otherwise."""
+"""structlog, configured once by the CLI: readable on a terminal, JSON lines (with ``severity``) otherwise.
+
+As a library batchflow configures nothing: its modules log through ``get_logger``, whose lines go wherever
+structlog is configured to send them (by the CLI, or by the application that imports batchflow) and nowhere
+while it is not (structlog's default would print them to stdout, into the caller's own output)."""
 
 from __future__ import annotations
 
@@ -37,9 +41,37 @@ def configure(fmt: str = "auto", verbose: bool = False) -> None:
 
 
 def _stderr_logger(*_: Any) -> structlog.PrintLogger:
-    """A logger on stderr as it is when the line is logged: the live view (live.py) moves what is written there
-    above itself while it is shown."""
+    """A logger on stderr as it is when the line is logged: the live view (commands/live_view.py) moves what is written
+    there above itself while it is shown."""
     return structlog.PrintLogger(sys.stderr)
+
+
+class Logger:
+    """A module's logger that writes only once structlog is configured; until then each call is dropped."""
+
+    def __init__(self, name: str) -> None:
+        self._logger = structlog.get_logger(name)
+
+    def _emit(self, method: str, event: str, fields: dict[str, Any]) -> None:
+        if structlog.is_configured():
+            getattr(self._logger, method)(event, **fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit("error", event, fields)
+
+
+def get_logger(name: str) -> Logger:
+    """The logger of module ``name``: quiet until the CLI (or the application) configures structlog."""
+    return Logger(name)
 
 
 ProgressSink = Callable[[str, dict[str, Any]], None]
@@ -66,7 +98,7 @@ class Progress:
         self.every = every
         self._next = time.monotonic() + every
         self._shown = time.monotonic()  # a live view shows local work at once; the logs wait for `every`
-        self._log = structlog.get_logger("batchflow.progress")
+        self._log = get_logger("batchflow.progress")
 
     def tick(self, **fields: Any) -> None:
         now = time.monotonic()

@@ -48,8 +48,8 @@ import yaml
 from crash_run import Run, phase_from_state
 
 from batchflow.errors import EXIT_NOT_FINISHED, StateError
-from batchflow.runner import state_store
-from batchflow.spec import load_spec
+from batchflow.spec.spec import load_spec
+from batchflow.state.state import state_store
 
 PHASES = ("startup", "prepare", "upload", "create", "adopt", "poll", "wait", "collect", "settle", "keep", "merge",
           "exit")

@@ -22,27 +22,28 @@ import google.genai.batches
 import google.genai.files  # noqa: F401
 
 import batchflow.backends.gemini
-import batchflow.runner
-import batchflow.shards
-from batchflow import plan as p
-from batchflow import state as st
+import batchflow.execute.runner
+import batchflow.execute.shards_path
+import batchflow.state.state
+from batchflow.answers.merge import output_fingerprint
 from batchflow.cli import main as cli_main
-from batchflow.merge import output_fingerprint
-from batchflow.spec import Spec
+from batchflow.execute import plan as p
+from batchflow.spec.spec import Spec
+from batchflow.state import state as st
 
 # marker written before each method: (owner, attribute, phase)
 _MARKED: tuple[tuple[Any, str, str], ...] = (
-    (batchflow.runner.Runner, "current", "startup"),
-    (batchflow.shards, "prepare", "prepare"),
+    (batchflow.execute.runner.Runner, "current", "startup"),
+    (batchflow.execute.shards_path, "prepare", "prepare"),
     (batchflow.backends.gemini.GeminiBackend, "stage", "upload"),
     (batchflow.backends.gemini.GeminiBackend, "create", "create"),
-    (batchflow.runner.Runner, "_adopt", "adopt"),
-    (batchflow.runner.Runner, "_poll", "poll"),
-    (batchflow.runner.Runner, "_pause", "wait"),
-    (batchflow.runner.Runner, "_collect", "collect"),
-    (batchflow.runner.Runner, "_settle", "settle"),
-    (batchflow.runner.Runner, "_keep", "keep"),
-    (batchflow.runner.Runner, "_merge", "merge"),
+    (batchflow.execute.runner.Runner, "_adopt", "adopt"),
+    (batchflow.execute.runner.Runner, "_poll", "poll"),
+    (batchflow.execute.runner.Runner, "_pause", "wait"),
+    (batchflow.execute.runner.Runner, "_collect", "collect"),
+    (batchflow.execute.runner.Runner, "_settle", "settle"),
+    (batchflow.execute.runner.Runner, "_keep", "keep"),
+    (batchflow.execute.runner.Runner, "_merge", "merge"),
 )
 
 
@@ -120,20 +121,20 @@ def _instrument(marks: Path) -> None:
     for owner, attr, phase in _MARKED:
         if hasattr(owner, attr):  # a renamed method only costs its marker
             setattr(owner, attr, marked(getattr(owner, attr), phase))
-    run = batchflow.runner.Runner.run
+    run = batchflow.execute.runner.Runner.run
 
     def run_then_exit(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = run(self, *args, **kwargs)
         mark("exit")
         return result
 
-    batchflow.runner.Runner.run = run_then_exit  # type: ignore[method-assign]
+    batchflow.execute.runner.Runner.run = run_then_exit  # type: ignore[method-assign]
 
 
 def phase_from_state(spec: Spec, started: float) -> str:
     """A guess at what a killed run was doing: the first step of the plan it had yet to finish."""
     root = spec.state_dir / spec.name
-    state = batchflow.runner.state_store(spec).load()  # a StateError here is a finding: the caller reports it
+    state = batchflow.state.state.state_store(spec).load()  # a StateError here is a finding: the caller reports it
     if state is None:
         tmp = root / "gen-1.tmp"
         return "prepare" if tmp.exists() and tmp.stat().st_mtime >= started else "startup"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the schemas the emulator checks batch lines and Vertex create bodies against, from Google's published ones.
 
-    python scripts/extract_discovery.py [--wheels DIR] [--out batchflow/emulator/google_schemas.json]
+    python scripts/extract_discovery.py [--wheels DIR] [--out batchflow/emulator/wire/google_schemas.json]
 
 Vertex AI: the discovery document `aiplatform.v1.json` inside the google-api-python-client wheel. Gemini
 Developer API: that wheel carries no `generativelanguage` document, so its schemas come from the protos of
@@ -30,7 +30,7 @@ VERTEX_ROOTS = {"generate": "GoogleCloudAiplatformV1GenerateContentRequest",
 GEMINI_PACKAGE = "google.ai.generativelanguage.v1beta"
 GEMINI_ROOTS = {"generate": "GenerateContentRequest", "embed": "EmbedContentRequest"}
 _KEPT_KEYS = ("type", "format", "$ref", "items", "enum", "additionalProperties")
-_OUT = Path(__file__).resolve().parents[1] / "batchflow" / "emulator" / "google_schemas.json"
+_OUT = Path(__file__).resolve().parents[1] / "batchflow" / "emulator" / "wire" / "google_schemas.json"
 
 # FieldDescriptor.TYPE_* numbers -> the discovery dialect's (type, format)
 _SCALARS: dict[int, tuple[str, str | None]] = {

@@ -7,8 +7,8 @@ Both sides get N request digests of the current input, of which 90 % are kept fr
 and do what a run does with them: find the records to send (an anti-join), and for the merge, walk the current
 records in input order with each one's kept answer. SQLite: a table of the current records (ordinal, digest) and
 one of the kept answers keyed by digest, in a file with the journal and fsync off (its fastest settings).
-Partitions: the digests split by their low bits, each partition's kept digests in a set. The figures go in the
-README ("Running again and again").
+Partitions: the digests split by their low bits, each partition's kept digests in a set. The figures are in
+docs/running-again.md ("Why not SQLite").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python scripts/parquet_rss.py --records 1000000 2000000
 
-For each size it writes a Parquet input of the benchmark's review records (``batchflow.bench_data``; pyarrow's
+For each size it writes a Parquet input of the benchmark's review records (``benchmarks.data``; pyarrow's
 default row groups unless ``--row-group`` says otherwise), a spec with a Parquet source and a Parquet output on the
 ``local`` backend, and runs ``python -m batchflow run`` on it in a fresh process, end to end: read, render, shard,
 the jobs on the embedded emulator (inside that process, so its memory counts too), collect, keep, merge and write.
@@ -10,7 +10,7 @@ Peak RSS is the run's own (``ru_maxrss`` of the child from ``wait4``; this scrip
 carries across ``exec`` is not what is reported). A second run of the finished spec is timed too (it does nothing).
 The output's row count is checked against the input's.
 
-The run is then taken apart, each part in a fresh process as ``batchflow.bench`` measures it (``VmHWM``): the prep
+The run is then taken apart, each part in a fresh process as ``benchmarks.bench`` measures it (``VmHWM``): the prep
 (read the Parquet file, render, write the shards: ``bench_cases prep``) and the keep + merge (a finished state's
 answers kept, the Parquet output written: ``bench_cases merge``). The jobs in between are the embedded emulator's
 and google-genai's work, the same whatever the formats: ``--compare-jsonl`` runs the same records as JSON Lines in
@@ -33,13 +33,15 @@ _MAKE_INPUT = """
 import sys
 from pathlib import Path
 import pyarrow.json as pj, pyarrow.parquet as pq
-from batchflow.bench_data import write_records
+from benchmarks.data import write_records
 jsonl, out, row_group = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) or None
 write_records(jsonl, int(sys.argv[4]))
 pq.write_table(pj.read_json(jsonl), out, row_group_size=row_group)
 jsonl.unlink()  # --compare-jsonl writes it again, the same records
 """
 
+
+REPO = Path(__file__).resolve().parents[1]  # the benchmark's cases are run from the repository root
 
 def make_input(directory: Path, records: int, row_group: int) -> Path:
     """A Parquet file of ``records`` review records, made in another process (so this one stays small)."""
@@ -80,13 +82,13 @@ def run(spec: Path) -> dict[str, float]:
 
 
 def phase(name: str, spec: Path) -> dict[str, float]:
-    """One part of the run in a fresh process (``batchflow.bench_cases``): wall seconds and peak RSS in MB."""
+    """One part of the run in a fresh process (``benchmarks.cases``): wall seconds and peak RSS in MB."""
     if name == "merge":  # a finished state to keep and merge: every job faked done, as the benchmark does
-        subprocess.run([sys.executable, "-c", "import sys, pathlib; from batchflow.bench_cases import finish; "
-                        "finish(pathlib.Path(sys.argv[1]))", str(spec)], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-c", "import sys, pathlib; from benchmarks.cases import finish; "
+                        "finish(pathlib.Path(sys.argv[1]))", str(spec)], check=True, capture_output=True, cwd=REPO)
     os.sync()
-    out = subprocess.run([sys.executable, "-m", "batchflow.bench_cases", name, json.dumps({"spec": str(spec)})],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.cases", name, json.dumps({"spec": str(spec)})],
+                         check=True, capture_output=True, text=True, cwd=REPO)
     found = json.loads(out.stdout.strip().splitlines()[-1])
     return {"wall_s": round(found["wall"], 2), "rss_mb": round(found["rss_mb"], 1)}
 
@@ -113,7 +115,7 @@ def measure(work: Path, records: int, row_group: int, compare: bool) -> dict[str
 def _jsonl_twin(directory: Path, records: int) -> dict[str, Any]:
     """The same records (the same seed) and spec as JSON Lines in and out: the run's figures without Parquet."""
     jsonl = directory / "reviews.jsonl"
-    subprocess.run([sys.executable, "-c", "import sys, pathlib; from batchflow.bench_data import write_records; "
+    subprocess.run([sys.executable, "-c", "import sys, pathlib; from benchmarks.data import write_records; "
                     "write_records(pathlib.Path(sys.argv[1]), int(sys.argv[2]))", str(jsonl), str(records)],
                    check=True)
     spec = write_spec(directory, jsonl, "jsonl")

@@ -9,8 +9,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 export PATH="$PWD/.venv/bin:$PATH"
-ruff check batchflow tests scripts
+ruff check batchflow benchmarks tests scripts
 mypy
 # the benchmark at a small size, as a smoke test: every case runs, nothing is timed against a target
-python -m batchflow.bench --records 20000 --repeat 1 --quick
+python -m benchmarks.bench --records 20000 --repeat 1 --quick
 pytest "$@"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import batchflow_emulator
+from support.servers import batchflow_emulator
 
 # Nothing in a test may look for Google credentials on the network (a GCE metadata probe goes to a non-loopback
 # address): say we are not on GCE, and point the metadata server at a closed loopback port in case.
@@ -51,7 +51,7 @@ def gcs_emulator() -> Iterator[str]:
     gcsfs (`token="anon"`) and google-cloud-storage find it through that variable; gcsfs also needs
     GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false, or each call first waits 60 s on a gRPC bucket-type lookup.
     """
-    from gcs import executable, start_gcs_emulator
+    from support.gcs import executable, start_gcs_emulator
 
     if executable() is None:
         pytest.skip("gcp-storage-emulator is not installed")
@@ -69,7 +69,7 @@ def gcs_emulator() -> Iterator[str]:
 def bigquery_emulator() -> Iterator[str]:
     """A real BigQuery emulator for the session (`@pytest.mark.bigquery` tests): its URL, also in
     BIGQUERY_EMULATOR_HOST, where batchflow (and google-cloud-bigquery) find it. Its default project is `test`."""
-    from bq import installed, start_bigquery_emulator
+    from support.bq import installed, start_bigquery_emulator
 
     if not installed():
         pytest.skip("bqemulator or google-cloud-bigquery is not installed")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from batchflow.spec import Spec
+from batchflow.spec.spec import Spec
 
 # What an answer is worth keeping for: "o" an answer (kept), "p" a failure that would come back the same (kept,
 # sent again only when the request changes or with --retry-errors), "r" a failure that may pass (sent again).

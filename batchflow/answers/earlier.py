@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from batchflow.answers.keep import digest_file
-from batchflow.state import Part
+from batchflow.state.state import Part
 
 
 @dataclass(frozen=True)

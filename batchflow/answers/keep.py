@@ -18,15 +18,15 @@ from typing import Any
 import orjson
 
 from batchflow.answers import OK, PERMANENT, RETRY, flag_of, request_digest, request_salt
+from batchflow.answers.collect import Redo, outcomes, redo_of
 from batchflow.answers.diff import read_pointers
 from batchflow.answers.partitions import PartitionWriter, partitions_for
-from batchflow.collect import Redo, outcomes, redo_of
-from batchflow.hotloop import relaxed_gc
-from batchflow.jsonio import dumps_kept
+from batchflow.libs.gc_tuning import relaxed_gc
+from batchflow.libs.jsonio import dumps_kept
 from batchflow.logs import Progress
-from batchflow.sharding import key_json
-from batchflow.spec import Spec
-from batchflow.state import SUCCEEDED, State
+from batchflow.spec.spec import Spec
+from batchflow.state.shard_files import key_json
+from batchflow.state.state import SUCCEEDED, State
 
 _NL = orjson.OPT_APPEND_NEWLINE
 _CACHED_PARTS = 2  # earlier parts held in memory while copying carried answers (input order mostly follows)

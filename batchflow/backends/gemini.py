@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from batchflow.backends import JobInfo, Result
+from batchflow.backends.base import JobInfo, Result
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.errors import BackendError, OutputMissing, SpecError, TransientError
-from batchflow.spec import Spec
+from batchflow.spec.spec import Spec
 
 _FILES_PAGE = 100
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from batchflow.backends.gemini import GeminiBackend, make_client
-from batchflow.spec import Spec
+from batchflow.spec.spec import Spec
 
 
 class LocalBackend(GeminiBackend):

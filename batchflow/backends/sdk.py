@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from batchflow.backends import JobInfo, job_status, service_state
+from batchflow.backends.base import JobInfo, job_status, service_state
 from batchflow.errors import BackendError, QuotaExceeded, TransientError, UnreachableError
 
 _TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})

@@ -1,10 +1,10 @@
 """Vertex AI through google-genai (``vertexai=True``): shards staged as JSONL on GCS, results read from GCS.
 
 Vertex's JSONL has no key field and its output comes back in any order, split over several files
-(API_NOTES.md), echoing each request re-serialised (``canonical``). So an output line is matched by the digest of
-its request's canonical form, and identical requests of a job are staged once: their one answer (one charge) goes
-to every key that asked. An embedding instance is matched the same way. A line that matches no request the job sent
-is refused by ``collect``: never a silent misalignment, never a match by position.
+(docs/google-apis.md, "JSONL formats"), echoing each request re-serialised (``canonical``). So an output line is
+matched by the digest of its request's canonical form, and identical requests of a job are staged once: their one
+answer (one charge) goes to every key that asked. An embedding instance is matched the same way. A line that matches no
+request the job sent is refused by ``collect``: never a silent misalignment, never a match by position.
 
 The key goes in the request's ``labels`` only when the spec asks (``backend.key_labels``). Google's page on custom
 metadata labels (https://docs.cloud.google.com/gemini-enterprise-agent-platform/models/capabilities/
@@ -27,13 +27,13 @@ from typing import Any
 
 import orjson
 
-from batchflow.backends import JobInfo, Result
+from batchflow.backends.base import JobInfo, Result
 from batchflow.backends.gemini import line_error
 from batchflow.backends.sdk import SdkBackend, api_errors
-from batchflow.canonical import canonical, canonical_request
 from batchflow.errors import BackendError, OutputMissing, SpecError
-from batchflow.spec import Spec
-from batchflow.storage import url_to_fs
+from batchflow.libs.storage import url_to_fs
+from batchflow.request.canonical import canonical, canonical_request
+from batchflow.spec.spec import Spec
 
 KEY_LABEL = "batchflow_key"
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{1,63}$")

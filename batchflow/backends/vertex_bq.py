@@ -1,7 +1,7 @@
 """Vertex AI batch jobs that read a ``bq://`` table of requests and write a ``bq://`` table of results.
 
-The native path (``batchflow.native``) uses this instead of the ``Backend`` protocol: there is nothing to stage
-or download, the tables stay in BigQuery. Lookups, polling and cancelling are the other Vertex jobs' own
+The native path (``batchflow.execute.native_path``) uses this instead of the ``Backend`` protocol: there is nothing to
+stage or download, the tables stay in BigQuery. Lookups, polling and cancelling are the other Vertex jobs' own
 (``SdkBackend``); the key travels as a passthrough column of the tables, so no label is needed.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchflow.backends import JobInfo
+from batchflow.backends.base import JobInfo
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.backends.vertex import vertex_client
-from batchflow.spec import Spec
+from batchflow.spec.spec import Spec
 
 
 class VertexTableJobs(SdkBackend):

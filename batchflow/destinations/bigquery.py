@@ -9,7 +9,7 @@ beside the output (``<table>__batchflow_staging``, replaced by every load), and 
   replaced, any other is inserted; so a load repeated after a crash, or a rerun, never doubles a row.
 
 Either way the table holds the old rows or all the new ones, never part of a load. The staging table is dropped
-afterwards. Columns (one row as DESIGN.md shows it, nested the same way):
+afterwards. Columns (one row as docs/spec.md shows it, nested the same way):
 
 ``key`` STRING, ``status`` STRING, ``text`` STRING (``embedding`` REPEATED FLOAT64 for ``task: embed``),
 ``parsed`` (``parse: json``: a RECORD with one typed column per property when ``generation_config`` gives a
@@ -26,10 +26,10 @@ from typing import Any
 
 import orjson
 
-from batchflow import bigquery as bq
-from batchflow.destinations import Rows
+from batchflow.destinations.base import Rows
 from batchflow.errors import SpecError
-from batchflow.spec import OutputSpec
+from batchflow.libs import bigquery as bq
+from batchflow.spec.spec import OutputSpec
 
 Column = tuple[str, str, str, tuple[Any, ...]]  # name, type, mode, sub-columns
 _N = "NULLABLE"

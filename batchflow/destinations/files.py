@@ -7,7 +7,7 @@ finalized). A path ending in ``.gz`` (or another suffix fsspec knows) is compres
 
 Formats, by ``output.format`` or the extension under the compression suffix:
 
-- ``jsonl``: one row per line, as DESIGN.md's "An output row" shows; one pass over the rows.
+- ``jsonl``: one row per line, as docs/spec.md's "An output row" shows; one pass over the rows.
 - ``csv``: the same rows flattened, with a header. Two passes: the first finds the columns, the second writes,
   so memory stays flat. The columns, in this order:
 
@@ -41,13 +41,13 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 from fsspec.utils import infer_compression
 
-from batchflow.destinations import Rows
+from batchflow.destinations.base import Rows
 from batchflow.destinations.parquet import write_parquet
 from batchflow.errors import BatchflowError, SpecError
-from batchflow.jsonio import dumps_line, dumps_str
+from batchflow.libs.jsonio import dumps_line, dumps_str
+from batchflow.libs.storage import spec_filesystem
 from batchflow.sources.files import format_from_extension, pick_format
-from batchflow.spec import OutputSpec
-from batchflow.storage import spec_filesystem
+from batchflow.spec.spec import OutputSpec
 
 _BUFFER = 1 << 20
 

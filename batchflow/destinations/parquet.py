@@ -22,15 +22,15 @@ from typing import Any, Protocol
 
 import orjson
 
-from batchflow.arrow import arrow, release_unused
-from batchflow.destinations import Rows
+from batchflow.destinations.base import Rows
 from batchflow.destinations.bigquery import Column, output_columns, parsed_fields, table_row
-from batchflow.jsonio import dumps_str
-from batchflow.spec import OutputSpec
+from batchflow.libs.arrow import arrow, release_unused
+from batchflow.libs.jsonio import dumps_str
+from batchflow.spec.spec import OutputSpec
 
 # A buffered row costs ~1.8 KB (its values as Python objects, then as Arrow arrays): the merge of 1M rows peaked at
 # 254 MB with row groups of 65,536 rows, 166 MB with 16,384 and 154 MB with 10,000 (on Arrow's own allocator, before
-# batchflow.arrow chose the system's). Row groups of 10,000 rows still read well (pandas, BigQuery); the byte bound
+# batchflow.libs.arrow chose the system's). Row groups of 10,000 rows still read well (pandas, BigQuery); the byte bound
 # holds the buffer when records are large.
 ROW_GROUP_ROWS = 10_000
 ROW_GROUP_BYTES = 4 << 20  # the text and JSON held before a row group is written (a large record fills it first)

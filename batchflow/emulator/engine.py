@@ -21,15 +21,13 @@ from typing import Any
 
 import orjson
 
-from batchflow.emulator import jobs
-from batchflow.emulator.errors import ApiError, not_found
-from batchflow.emulator.execute import LineCounts, count_requests, identity, run_lines
-from batchflow.emulator.faults import FaultPlan, NoFaults
-from batchflow.emulator.files import FileStore
-from batchflow.emulator.job_engine import JobEngine
-from batchflow.emulator.jobs import LIVE, JobRecord, output_visible
-from batchflow.emulator.model import byte_tokens
-from batchflow.emulator.store import (
+from batchflow.emulator.faults.plan import FaultPlan, NoFaults
+from batchflow.emulator.gemini.execute import LineCounts, count_requests, identity, run_lines
+from batchflow.emulator.gemini.files import FileStore
+from batchflow.emulator.gemini.submit import parse_create
+from batchflow.emulator.jobs import records as jobs
+from batchflow.emulator.jobs.records import LIVE, JobRecord, output_visible
+from batchflow.emulator.jobs.store import (
     new_id,
     page_token,
     parse_page_token,
@@ -37,8 +35,10 @@ from batchflow.emulator.store import (
     save_record,
     write_json_atomic,
 )
-from batchflow.emulator.submit import parse_create
-from batchflow.emulator.vertex_engine import VertexJobs
+from batchflow.emulator.jobs.worker import JobEngine
+from batchflow.emulator.model.deterministic import byte_tokens
+from batchflow.emulator.vertex.engine import VertexJobs
+from batchflow.emulator.wire.errors import ApiError, not_found
 
 OUTPUT_MIME_TYPE = "application/jsonl"
 _STATS_FILE = "stats.json"

@@ -18,7 +18,7 @@ import orjson
 
 from batchflow.emulator import routes
 from batchflow.emulator.engine import Emulator
-from batchflow.emulator.errors import ApiError
+from batchflow.emulator.wire.errors import ApiError
 
 
 class EmulatorServer(ThreadingHTTPServer):

@@ -15,11 +15,12 @@ from typing import Any
 
 import orjson
 
-from batchflow.emulator import catalog, vertex
 from batchflow.emulator.engine import Emulator
-from batchflow.emulator.errors import ApiError, invalid_argument, not_found
-from batchflow.emulator.files import Readable
-from batchflow.emulator.store import page_size
+from batchflow.emulator.gemini.files import Readable
+from batchflow.emulator.jobs.store import page_size
+from batchflow.emulator.model import catalog
+from batchflow.emulator.vertex import routes as vertex
+from batchflow.emulator.wire.errors import ApiError, invalid_argument, not_found
 
 _PREFIX = re.compile(r"^/(?:(?P<upload>upload)/)?(?P<version>v1|v1beta|v1alpha|v1beta1)/(?P<rest>.+)$")
 _DEFAULT_PAGE, _MAX_PAGE = 50, 1000

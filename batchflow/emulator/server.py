@@ -10,7 +10,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from batchflow.emulator.engine import Emulator
-from batchflow.emulator.faults import FaultPlan, load_faults
+from batchflow.emulator.faults.plan import FaultPlan, load_faults
 from batchflow.emulator.http import EmulatorServer
 from batchflow.errors import InputError
 

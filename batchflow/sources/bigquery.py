@@ -8,7 +8,7 @@ The row order is defined, so ordinals (the default key) and shard contents are t
    unchanged, but not promised by BigQuery); a query has no order of its own, so it needs 1 or 2.
 
 ``where`` is ``project.dataset.table[N]`` or ``query[N]`` (N 1-based, in that order). Values become JSON-friendly
-as ``batchflow.bigquery`` says (DATE/TIMESTAMP as ISO strings, NUMERIC as exact decimal strings).
+as ``batchflow.libs.bigquery`` says (DATE/TIMESTAMP as ISO strings, NUMERIC as exact decimal strings).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from batchflow import bigquery as bq
 from batchflow.errors import SpecError
-from batchflow.sources import Item, Reject, Source
-from batchflow.spec import SourceSpec
+from batchflow.libs import bigquery as bq
+from batchflow.sources.base import Item, Reject, Source
+from batchflow.spec.spec import SourceSpec
 
 PAGE_SIZE = 5_000
 

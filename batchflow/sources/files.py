@@ -25,13 +25,13 @@ from typing import Any, BinaryIO, TypeVar
 
 from fsspec.utils import infer_compression
 
-from batchflow.arrow import INSTALL_HINT, pyarrow_missing
 from batchflow.errors import DataError, SpecError
-from batchflow.jsonio import ArrayError, JSONDecodeError, dumps, dumps_canonical, iter_array, loads, type_name
-from batchflow.sources import BadRecord, Item, Reject, Source, bad_record_handler
+from batchflow.libs.arrow import INSTALL_HINT, pyarrow_missing
+from batchflow.libs.jsonio import ArrayError, JSONDecodeError, dumps, dumps_canonical, iter_array, loads, type_name
+from batchflow.libs.storage import spec_filesystem
+from batchflow.sources.base import BadRecord, Item, Reject, Source, bad_record_handler
 from batchflow.sources.parquet import read_parquet
-from batchflow.spec import SourceSpec
-from batchflow.storage import spec_filesystem
+from batchflow.spec.spec import SourceSpec
 
 _CHUNK = 1 << 20
 _BOM = b"\xef\xbb\xbf"

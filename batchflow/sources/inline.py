@@ -7,9 +7,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from batchflow.errors import SpecError
-from batchflow.jsonio import dumps, dumps_canonical, type_name
-from batchflow.sources import Item, Reject, Source, bad_record_handler
-from batchflow.spec import SourceSpec
+from batchflow.libs.jsonio import dumps, dumps_canonical, type_name
+from batchflow.sources.base import Item, Reject, Source, bad_record_handler
+from batchflow.spec.spec import SourceSpec
 
 
 class InlineSource(Source):

@@ -1,13 +1,13 @@
 """Parquet files as a ``files`` source: streamed record batch by record batch through pyarrow.
 
-pyarrow is an extra (``pip install 'batchflow[parquet]'``), imported through ``batchflow.arrow`` only when a
+pyarrow is an extra (``pip install 'batchflow[parquet]'``), imported through ``batchflow.libs.arrow`` only when a
 Parquet file is read or written, so the other formats, ``--help`` and ``validate`` of other specs never pay for it.
 
 Memory stays flat whatever the file's row groups: column chunks are read through a buffered stream (pages, not
 whole row groups, in memory) and records are made one batch at a time. Reads are sequential and single-threaded,
 so the bytes read, and the content digest made of them, are the same on every run of the same file.
 
-Values become the JSON-friendly ones a BigQuery source gives (``batchflow.bigquery.json_value``): integers, floats,
+Values become the JSON-friendly ones a BigQuery source gives (``batchflow.libs.bigquery.json_value``): integers, floats,
 booleans, strings and nulls as they are, lists and structs as lists and objects; decimals as exact decimal
 strings, dates and timestamps as ISO 8601 strings, binary as base64. ``where`` is ``data/x.parquet:row N``
 (1-based over the file's rows), the ``place:position`` shape of a JSON Lines ``data/x.jsonl:N``.
@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from batchflow.arrow import arrow, release_unused
-from batchflow.bigquery import json_value
 from batchflow.errors import DataError
-from batchflow.sources import BadRecord, Item
+from batchflow.libs.arrow import arrow, release_unused
+from batchflow.libs.bigquery import json_value
+from batchflow.sources.base import BadRecord, Item
 
 BATCH_ROWS = 4_096  # records made at a time: small enough to stay flat, large enough to amortise the calls
 _STREAM_BUFFER = 1 << 20  # bytes read at a time from a column chunk (0 would read a whole row group's chunk)

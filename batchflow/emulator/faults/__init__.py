@@ -1,0 +1,1 @@
+"""Seeded, reproducible fault plans: the plan at run time (``plan``) and its file, checked (``plan_file``)."""

@@ -1,0 +1,81 @@
+"""What each backend allows per job, in one table (docs/google-apis.md, "Limits")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batchflow.errors import SpecError
+from batchflow.spec.spec import Spec
+
+DEFAULT_MAX_REQUESTS = 30_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_requests: int  # requests in one job
+    max_bytes: int  # bytes of one job's input file
+    max_concurrent: int  # jobs in flight at once
+
+
+# The Developer API has no fixed request count (its caps are enqueued tokens per tier); a file is at most 2 GB.
+_GEMINI = Limits(max_requests=1_000_000, max_bytes=2_000_000_000, max_concurrent=100)
+
+LIMITS: dict[tuple[str, str], Limits] = {
+    ("gemini", "generate"): _GEMINI,
+    ("gemini", "embed"): _GEMINI,
+    ("local", "generate"): _GEMINI,
+    ("local", "embed"): _GEMINI,
+    ("vertex", "generate"): Limits(max_requests=200_000, max_bytes=1_000_000_000, max_concurrent=8),
+    ("vertex", "embed"): Limits(max_requests=30_000, max_bytes=1_000_000_000, max_concurrent=8),
+}
+
+
+def limits_for(backend: str, task: str) -> Limits:
+    """The limits of one backend and task."""
+    return LIMITS[(backend, task)]
+
+
+@dataclass(frozen=True)
+class JobSize:
+    max_requests: int
+    max_bytes: int
+
+
+def job_size(backend: str, task: str, max_requests: int | None, max_bytes: int | None) -> JobSize:
+    """The spec's job size, defaulted and checked against the backend's limits."""
+    lim = limits_for(backend, task)
+    requests = min(DEFAULT_MAX_REQUESTS, lim.max_requests) if max_requests is None else max_requests
+    size = lim.max_bytes if max_bytes is None else max_bytes
+    if requests > lim.max_requests:
+        raise SpecError(f"jobs.max_requests: {requests:,} is above the {backend} backend's limit of "
+                        f"{lim.max_requests:,} requests per {task} job")
+    if size > lim.max_bytes:
+        raise SpecError(f"jobs.max_bytes: {size:,} is above the {backend} backend's limit of "
+                        f"{lim.max_bytes:,} bytes per job input")
+    return JobSize(requests, size)
+
+
+def spec_job_size(spec: Spec) -> JobSize:
+    """The spec's job size, or a SpecError naming where in the spec the size went over the limit."""
+    try:
+        return job_size(spec.backend.type, spec.task, spec.jobs.max_requests, spec.jobs.max_bytes)
+    except SpecError as exc:
+        field = str(exc).split(":", 1)[0]
+        raise SpecError(f"{spec.where(field)}: {exc}") from None
+
+
+# The Gemini API's enqueued-token quota for batch jobs per model at Tier 1 (the "Rate limits" page, "Batch API"
+# table, as of 2026-11): the input tokens of a project's jobs in flight per model. A create over it answers 429.
+ENQUEUED_TOKENS_TIER1: dict[str, int] = {
+    "gemini-3-pro-preview": 5_000_000,
+    "gemini-2.5-pro": 5_000_000,
+    "gemini-2.5-flash": 3_000_000,
+    "gemini-2.5-flash-lite": 10_000_000,
+    "gemini-2.0-flash": 10_000_000,
+    "gemini-2.0-flash-lite": 10_000_000,
+}
+
+
+def enqueued_tokens(model: str) -> int | None:
+    """The model's Tier 1 enqueued-token quota, when the table has it."""
+    return ENQUEUED_TOKENS_TIER1.get(model.rsplit("/", 1)[-1])

