@@ -151,26 +151,28 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) 
     lines.append(f"  jobs to submit: {len(new.shards)}" + (f" ({sent:,} requests; at most {max_requests:,} "
                  f"requests and {max_bytes:,} bytes each), {spec.jobs.max_concurrent} at a time on "
                  f"{spec.backend.type}" if new.shards else ""))
-    lines.append(_cost_line(spec, new))
+    lines.append(_cost_line(spec, new, state))
     if sample:
         lines.append("  sample request: " + sample)
-    cost.check_plan(spec, new)
+    cost.check_plan(spec, new, state)
     data = {"spec": spec.name, "path": str(spec.path), "kind": "new" if state is None else "changed",
             "records": new.records, "diff": {k: v for k, v in d.items() if k != "examples"},
-            "jobs_to_submit": len(new.shards), "requests": sent, "bytes": size, "cost": _cost_data(spec, new),
+            "jobs_to_submit": len(new.shards), "requests": sent, "bytes": size, "cost": _cost_data(spec, new, state),
             "submits": bool(new.shards)}
     return PlanReport("\n".join(lines), bool(new.shards), data)
 
 
-def _cost_line(spec: Spec, state: State) -> str:
-    """The generation's estimated tokens and cost (docs/cost.md, "The estimate")."""
-    spent = cost.spend(spec, state)
+def _cost_line(spec: Spec, state: State, earlier: State | None = None) -> str:
+    """The generation's estimated tokens and cost, and what each figure a request rests on (docs/cost.md, "The
+    estimate")."""
+    spent = cost.spend(spec, state, earlier)
     usd = spent.usd(spent.planned)
     money = f"${usd:,.4f}" if usd is not None else f"no price for {spec.model} on {spec.backend.type} (pricing:)"
-    output, thinking = cost.per_request(spec)
+    each = cost.per_request(spec, cost.observed(state) or cost.observed(earlier))
     return (f"  cost (estimate): {money} for ~{spent.planned.input:,} input, {spent.planned.output:,} output "
-            f"({output:,} a request) and {spent.planned.thinking:,} thinking tokens ({thinking:,} a request), "
-            f"batch prices of {models.PRICES_TAKEN}" + _budget_text(spec))
+            f"({each.output:,} a request: {each.output_basis}) and {spent.planned.thinking:,} thinking tokens "
+            f"({each.thinking:,} a request: {each.thinking_basis}), batch prices of {models.PRICES_TAKEN}"
+            + _budget_text(spec))
 
 
 def _budget_text(spec: Spec) -> str:
@@ -179,9 +181,11 @@ def _budget_text(spec: Spec) -> str:
     return f"; budget: {', '.join(c for c in caps if c)}" if any(caps) else ""
 
 
-def _cost_data(spec: Spec, state: State) -> dict[str, Any]:
-    spent = cost.spend(spec, state)
-    return {**spent.as_dict(), "per_request": dict(zip(("output", "thinking"), cost.per_request(spec), strict=True)),
+def _cost_data(spec: Spec, state: State, earlier: State | None = None) -> dict[str, Any]:
+    spent = cost.spend(spec, state, earlier)
+    each = cost.per_request(spec, cost.observed(state) or cost.observed(earlier))
+    return {**spent.as_dict(), "per_request": {"output": each.output, "thinking": each.thinking},
+            "basis": {"output": each.output_basis, "thinking": each.thinking_basis},
             "prices_taken": models.PRICES_TAKEN,
             "budget": {"max_cost_usd": spec.budget.max_cost_usd, "max_input_tokens": spec.budget.max_input_tokens}}
 
