@@ -91,6 +91,11 @@ class Backend(Protocol):
 
     def cancel(self, name: str) -> None: ...
 
+    def billed_requests(self, path: Path) -> int:
+        """How many requests of a unit's request file (``{"key","request"}`` lines) the service answers and bills:
+        each line on the Gemini API (one answer a key), each distinct request on Vertex (staged once)."""
+        ...
+
     def model_problem(self, model: str, task: str) -> str | None:
         """Why the service would not run this model's batch jobs (one ``models.get``); None if it would."""
         ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from batchflow.backends.base import JobInfo, job_status, service_state
@@ -107,6 +108,11 @@ class SdkBackend:
     def cancel(self, name: str) -> None:
         with api_errors(f"cancel {name}"):
             self.client.batches.cancel(name=name)
+
+    def billed_requests(self, path: Path) -> int:
+        """Every line: a request a key, each answered and billed (the Gemini API's way; Vertex overrides it)."""
+        with open(path, "rb") as fh:
+            return sum(1 for _ in fh)
 
     def model_problem(self, model: str, task: str) -> str | None:
         """A 404, or (Gemini API) supported methods without the task's batch method; Vertex's publisher models

@@ -145,6 +145,10 @@ class VertexBackend(SdkBackend):
         except OSError as exc:
             raise BackendError(f"delete {staged}: {exc}") from exc
 
+    def billed_requests(self, path: Path) -> int:
+        """The lines ``stage`` would write: identical requests once, answered and billed once."""
+        return sum(1 for _ in self._staged_lines(path))
+
     def _staged_lines(self, path: Path) -> Iterator[bytes]:
         """The job's input lines as Vertex reads them, each distinct request once."""
         seen: set[bytes] = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tempfile
 import time
@@ -16,6 +17,7 @@ from batchflow import logs
 from batchflow.answers.earlier import Earlier
 from batchflow.answers.keep import keep
 from batchflow.answers.merge import output_fingerprint
+from batchflow.backends.base import Backend
 from batchflow.backends.registry import open_backend
 from batchflow.errors import BatchflowError, DataError, SpecError
 from batchflow.execute import plan as p
@@ -90,7 +92,16 @@ class PlanReport:
 
 def plan_report(spec: Spec, retry_errors: bool = False) -> PlanReport:
     """What ``run`` would do now: the saved generation's next steps, or the difference a new one would send."""
-    _check_model_at_service(spec)
+    with tempfile.TemporaryDirectory(prefix="batchflow-plan-") as scratch:  # the local backend's emulator data
+        backend = _service(spec, Path(scratch))
+        try:
+            return _report(spec, retry_errors, backend)
+        finally:
+            if backend is not None:
+                backend.close()
+
+
+def _report(spec: Spec, retry_errors: bool, backend: Backend | None) -> PlanReport:
     store = state_store(spec, view=True)
     state = store.load()
     if spec.source.native:  # the records stay in BigQuery: the plan is the state's, never a read of the input
@@ -100,7 +111,7 @@ def plan_report(spec: Spec, retry_errors: bool = False) -> PlanReport:
                               {"spec": spec.name, "path": str(spec.path), "kind": "new", "submits": True})
         return _plan_of(spec, state)
     if state is None:
-        return _diff_plan(spec, None, store.dir, retry_errors)
+        return _diff_plan(spec, None, store.dir, retry_errors, backend)
     try:
         stat = open_source(spec.source).fingerprint()
     except DataError:  # the input is gone: the state holds every request already, as `run` finds
@@ -108,10 +119,11 @@ def plan_report(spec: Spec, retry_errors: bool = False) -> PlanReport:
     retry = Runner.errors_to_send(state, retry_errors)
     if state.fingerprint == fingerprint(spec) and state.source.get("stat") == stat and not retry:
         return _plan_of(spec, state)
-    return _diff_plan(spec, state, store.dir, retry_errors)
+    return _diff_plan(spec, state, store.dir, retry_errors, backend)
 
 
-def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) -> PlanReport:
+def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool,
+               backend: Backend | None) -> PlanReport:
     """Plan the next generation in a scratch directory, report it, and forget it."""
     with tempfile.TemporaryDirectory(prefix=".plan-", dir=root if root.exists() else None) as scratch:
         base = Path(scratch)
@@ -126,6 +138,7 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) 
             with open(base / new.shards[0].requests, "rb") as fh:
                 sample = fh.readline().decode().rstrip("\n")
         rejected = _first_rejects(base / new.gen_dir / "rejects.jsonl")
+        billed = _as_billed(new, base, backend)
     lines = [f"spec {spec.name}: " + ("nothing run yet" if state is None else
                                       f"the input or the spec changed since generation {state.gen}")]
     if state is not None:
@@ -148,29 +161,34 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool) 
     max_requests, max_bytes = _size(spec)
     sent = sum(s.count for s in new.shards)
     size = sum(s.bytes for s in new.shards)
-    lines.append(f"  jobs to submit: {len(new.shards)}" + (f" ({sent:,} requests; at most {max_requests:,} "
+    distinct = sum(s.count for s in billed.shards)
+    asked = f" ({distinct:,} distinct, as {spec.backend.type} answers and bills them)" if distinct != sent else ""
+    lines.append(f"  jobs to submit: {len(new.shards)}" + (f" ({sent:,} requests{asked}; at most {max_requests:,} "
                  f"requests and {max_bytes:,} bytes each), {spec.jobs.max_concurrent} at a time on "
                  f"{spec.backend.type}" if new.shards else ""))
-    lines.append(_cost_line(spec, new))
+    lines.append(_cost_line(spec, billed, state))
     if sample:
         lines.append("  sample request: " + sample)
-    cost.check_plan(spec, new)
+    cost.check_plan(spec, billed, state)
     data = {"spec": spec.name, "path": str(spec.path), "kind": "new" if state is None else "changed",
             "records": new.records, "diff": {k: v for k, v in d.items() if k != "examples"},
-            "jobs_to_submit": len(new.shards), "requests": sent, "bytes": size, "cost": _cost_data(spec, new),
+            "jobs_to_submit": len(new.shards), "requests": sent, "billed_requests": distinct, "bytes": size,
+            "cost": _cost_data(spec, billed, state),
             "submits": bool(new.shards)}
     return PlanReport("\n".join(lines), bool(new.shards), data)
 
 
-def _cost_line(spec: Spec, state: State) -> str:
-    """The generation's estimated tokens and cost (docs/cost.md, "The estimate")."""
-    spent = cost.spend(spec, state)
+def _cost_line(spec: Spec, state: State, earlier: State | None = None) -> str:
+    """The generation's estimated tokens and cost, and what each figure a request rests on (docs/cost.md, "The
+    estimate")."""
+    spent = cost.spend(spec, state, earlier)
     usd = spent.usd(spent.planned)
     money = f"${usd:,.4f}" if usd is not None else f"no price for {spec.model} on {spec.backend.type} (pricing:)"
-    output, thinking = cost.per_request(spec)
+    each = cost.per_request(spec, cost.observed(state) or cost.observed(earlier))
     return (f"  cost (estimate): {money} for ~{spent.planned.input:,} input, {spent.planned.output:,} output "
-            f"({output:,} a request) and {spent.planned.thinking:,} thinking tokens ({thinking:,} a request), "
-            f"batch prices of {models.PRICES_TAKEN}" + _budget_text(spec))
+            f"({each.output:,} a request: {each.output_basis}) and {spent.planned.thinking:,} thinking tokens "
+            f"({each.thinking:,} a request: {each.thinking_basis}), batch prices of {models.PRICES_TAKEN}"
+            + _budget_text(spec))
 
 
 def _budget_text(spec: Spec) -> str:
@@ -179,28 +197,53 @@ def _budget_text(spec: Spec) -> str:
     return f"; budget: {', '.join(c for c in caps if c)}" if any(caps) else ""
 
 
-def _cost_data(spec: Spec, state: State) -> dict[str, Any]:
-    spent = cost.spend(spec, state)
-    return {**spent.as_dict(), "per_request": dict(zip(("output", "thinking"), cost.per_request(spec), strict=True)),
+def _cost_data(spec: Spec, state: State, earlier: State | None = None) -> dict[str, Any]:
+    spent = cost.spend(spec, state, earlier)
+    each = cost.per_request(spec, cost.observed(state) or cost.observed(earlier))
+    return {**spent.as_dict(), "per_request": {"output": each.output, "thinking": each.thinking},
+            "basis": {"output": each.output_basis, "thinking": each.thinking_basis},
             "prices_taken": models.PRICES_TAKEN,
             "budget": {"max_cost_usd": spec.budget.max_cost_usd, "max_input_tokens": spec.budget.max_input_tokens}}
 
 
-def _check_model_at_service(spec: Spec) -> None:
-    """Ask the service about the spec's model once (``models.get``): a model it does not know, or that cannot run
-    batch jobs, is a spec error before anything else. A service that cannot be asked now only leaves a warning."""
-    with tempfile.TemporaryDirectory(prefix="batchflow-plan-") as scratch:  # the local backend's emulator data
-        try:
-            backend = open_backend(spec, Path(scratch))
-            try:
-                problem = backend.model_problem(spec.model, spec.task)
-            finally:
-                backend.close()
-        except BatchflowError as exc:  # unreachable, no credentials here (CI): `run` meets it, plan goes on
-            log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
-            return
+def _service(spec: Spec, scratch: Path) -> Backend | None:
+    """The spec's backend, asked about the model once (``models.get``): a model it does not know, or that cannot
+    run batch jobs, is a spec error before anything else. A service that cannot be reached now is None: a warning,
+    and the plan goes on without it (``run`` meets it)."""
+    try:
+        backend = open_backend(spec, scratch)
+    except BatchflowError as exc:
+        log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
+        return None
+    try:
+        problem = backend.model_problem(spec.model, spec.task)
+    except BatchflowError as exc:  # unreachable, no credentials here (CI)
+        log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
+        backend.close()
+        return None
+    except BaseException:
+        backend.close()
+        raise
     if problem is not None:
+        backend.close()
         raise SpecError(f"{spec.where('model')}: model: {problem}")
+    return backend
+
+
+def _as_billed(state: State, root: Path, backend: Backend | None) -> State:
+    """The generation as the service will answer and bill it: each first job's count (and its estimated input
+    tokens, in proportion) cut to the requests the backend sends (Vertex stages identical requests once). Only for
+    the estimate: the state written by ``run`` keeps every record's request."""
+    if backend is None:
+        return state
+    shards = []
+    for shard in state.shards:
+        job = shard.jobs[0]
+        billed = backend.billed_requests(root / job.input) if job.count else 0
+        tokens = job.tokens * billed // job.count if job.count else 0
+        shards.append(dataclasses.replace(shard, count=billed, jobs=[dataclasses.replace(job, count=billed,
+                                                                                         tokens=tokens)]))
+    return dataclasses.replace(state, shards=shards)
 
 
 def _first_rejects(path: Path, count: int = 5) -> list[tuple[int, str]]:

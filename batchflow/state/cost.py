@@ -75,20 +75,94 @@ def cost_usd(usage: Usage, rate: models.Price) -> float:
     return online / 1e6 * (1 - rate.batch_discount)
 
 
-def per_request(spec: Spec) -> tuple[int, int]:
-    """(output, thinking) tokens a request is estimated to give: ``max_output_tokens`` and ``thinking_budget``
-    when the spec sets them, else the assumptions above (thinking only where the model thinks)."""
+@dataclass(frozen=True)
+class PerRequest:
+    """The output and thinking tokens a request is estimated to give, and how each figure was come by (``plan``
+    says it: docs/cost.md, "The estimate")."""
+
+    output: int
+    thinking: int
+    output_basis: str
+    thinking_basis: str
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        return self.output, self.thinking
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What answered requests gave on average: from the jobs already collected, of this generation or the last."""
+
+    answered: int
+    output: int
+    thinking: int
+
+    def mean(self, tokens: int) -> int:
+        return round(tokens / self.answered)
+
+
+def observed(state: State | None) -> Observed | None:
+    """The mean output and thinking tokens of the state's answered requests; None before any was answered."""
+    answered = output = thinking = 0
+    for _, job in state.jobs() if state is not None else ():
+        if job.usage is not None and job.ok > 0:
+            answered += job.ok
+            output += job.usage.get("output", 0)
+            thinking += job.usage.get("thinking", 0)
+    return Observed(answered, output, thinking) if answered else None
+
+
+def per_request(spec: Spec, seen: Observed | None = None) -> PerRequest:
+    """(output, thinking) tokens a request is estimated to give. Answers already collected (``seen``) say it best,
+    bounded by what the spec caps; before any, the spec's caps (``max_output_tokens``, ``thinking_budget``) as
+    upper bounds; else the model's documented default: no thinking for a model that does not think by default or a
+    ``thinking_budget`` of 0, dynamic thinking (the assumption below) otherwise."""
     if spec.task != "generate":
-        return 0, 0
+        return PerRequest(0, 0, "embeddings give no output tokens", "embeddings do not think")
     config = _generation_config(spec)
-    output = config.get("max_output_tokens", config.get("maxOutputTokens"))
-    thinking_config = config.get("thinking_config", config.get("thinkingConfig")) or {}
-    thinking = thinking_config.get("thinking_budget", thinking_config.get("thinkingBudget")) \
-        if isinstance(thinking_config, Mapping) else None
+    cap = _int(config.get("max_output_tokens", config.get("maxOutputTokens")))
+    budget = _thinking_budget(config)
     model = models.any_named(spec.model)
-    thinks = model is not None and model.thinks
-    return (output if isinstance(output, int) else ASSUMED_OUTPUT_TOKENS,
-            max(0, thinking) if isinstance(thinking, int) and thinks else ASSUMED_THINKING_TOKENS * thinks)
+    thinks = (model is not None and model.thinks) if budget is None else budget != 0  # -1: dynamic, asked for
+    output, output_basis = _output(cap, seen)
+    thinking, thinking_basis = _thinking(spec.model, thinks, budget, seen)
+    return PerRequest(output, thinking, output_basis, thinking_basis)
+
+
+def _output(cap: int | None, seen: Observed | None) -> tuple[int, str]:
+    if seen is not None:
+        mean = seen.mean(seen.output)
+        return (min(mean, cap) if cap is not None else mean), f"the mean of {seen.answered:,} answers collected"
+    if cap is not None:
+        return cap, "generation_config.max_output_tokens (an upper bound)"
+    return ASSUMED_OUTPUT_TOKENS, f"assumed {ASSUMED_OUTPUT_TOKENS:,} (no max_output_tokens, no answers yet)"
+
+
+def _thinking(model: str, thinks: bool, budget: int | None, seen: Observed | None) -> tuple[int, str]:
+    if not thinks:
+        why = "thinking_budget 0" if budget == 0 else f"{model} does not think by default"
+        return 0, why
+    if seen is not None:
+        mean = seen.mean(seen.thinking)
+        bounded = min(mean, budget) if budget is not None and budget > 0 else mean
+        return bounded, f"the mean of {seen.answered:,} answers collected"
+    if budget is not None and budget > 0:
+        return budget, "thinking_config.thinking_budget (an upper bound)"
+    return ASSUMED_THINKING_TOKENS, (f"assumed {ASSUMED_THINKING_TOKENS:,}: {model} thinks dynamically by default "
+                                     "and nothing was answered yet to measure it (bound it with "
+                                     "thinking_config.thinking_budget)")
+
+
+def _thinking_budget(config: Mapping[str, Any]) -> int | None:
+    thinking_config = config.get("thinking_config", config.get("thinkingConfig")) or {}
+    if not isinstance(thinking_config, Mapping):
+        return None
+    return _int(thinking_config.get("thinking_budget", thinking_config.get("thinkingBudget")))
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _generation_config(spec: Spec) -> Mapping[str, Any]:
@@ -134,9 +208,10 @@ class Spend:
             f"{name}_usd": self.usd(getattr(self, name)) for name in ("actual", "committed", "planned")}
 
 
-def spend(spec: Spec, state: State) -> Spend:
-    """The generation's spend, job by job."""
-    each = per_request(spec)
+def spend(spec: Spec, state: State, earlier: State | None = None) -> Spend:
+    """The generation's spend, job by job: jobs not collected at the estimate that the answers collected so far
+    give (this generation's, else ``earlier``'s)."""
+    each = per_request(spec, observed(state) or observed(earlier)).pair
     actual = committed = planned = Usage()
     for _, job in state.jobs():
         usage = job_usage(job, each)
@@ -167,12 +242,12 @@ def over_budget(spec: Spec, usage: Usage) -> str | None:
     return None
 
 
-def check_plan(spec: Spec, state: State) -> None:
+def check_plan(spec: Spec, state: State, earlier: State | None = None) -> None:
     """Before any job of the generation is created: the whole plan must fit, or nothing is (exit 2)."""
     check_priced(spec)
     if any(created(job) for _, job in state.jobs()):
         return
-    problem = over_budget(spec, spend(spec, state).planned)
+    problem = over_budget(spec, spend(spec, state, earlier).planned)
     if problem is not None:
         raise OverBudget(f"{spec.where('budget')}: budget: the plan's estimate is {problem}; nothing was created "
                          "(raise the budget, or send fewer records)")
@@ -182,4 +257,4 @@ def admits(spec: Spec, state: State, job: Job) -> str | None:
     """Why ``job`` may not be created now (committed spend plus its estimate over budget); None if it may."""
     if not spec.budget.capped:
         return None
-    return over_budget(spec, spend(spec, state).committed + estimate(job, per_request(spec)))
+    return over_budget(spec, spend(spec, state).committed + estimate(job, per_request(spec, observed(state)).pair))

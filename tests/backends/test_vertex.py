@@ -181,3 +181,23 @@ def test_50000_records_with_5_percent_repeats_each_sent_once(tmp_path: Path, fs:
     rows = [json.loads(x) for x in (tmp_path / "out/result.jsonl").read_text().splitlines()]
     assert [r["key"] for r in rows] == [r["id"] for r in records]
     assert all(r["status"] == "ok" and r["attempts"] == 1 for r in rows)
+
+
+@pytest.mark.parametrize(("backend", "billed"), [("vertex", 4), ("gemini", 40)])
+def test_plan_counts_and_prices_the_requests_each_service_bills(tmp_path: Path, fs: Any, bucket: str,
+                                                                vertex_emulator: str, backend: str,
+                                                                billed: int) -> None:
+    """Vertex stages identical requests once (one answer, one charge); the Gemini API answers every key."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/in.jsonl").write_text("".join(json.dumps({"id": f"k{i}", "text": f"t{i % 4}"}) + "\n"
+                                                    for i in range(40)))
+    settings = _vertex(vertex_emulator, bucket) if backend == "vertex" else {"type": "gemini",
+                                                                             "base_url": vertex_emulator}
+    spec = write_spec(tmp_path, name=f"dup{backend}", backend=settings, generation_config={"max_output_tokens": 10})
+    done = cli_process("plan", "--json", str(spec))
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert (plan["requests"], plan["billed_requests"]) == (40, billed)
+    assert plan["cost"]["planned_tokens"]["output"] == billed * 10
+    text = cli_process("plan", str(spec)).stdout
+    assert ("(40 requests (4 distinct, as vertex answers and bills them)" in text) == (backend == "vertex")

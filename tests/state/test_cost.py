@@ -107,3 +107,41 @@ def test_plan_json_after_a_run_says_finished_with_the_actual_cost(tmp_path: Path
     assert plan["kind"] == "finished" and plan["submits"] is False and plan["records"] == 6
     assert plan["cost"]["actual_usd"] == pytest.approx(summary["cost_usd"])
     assert plan["cost"]["actual_tokens"] == plan["cost"]["committed_tokens"] == summary["usage"]
+
+
+def _each(tmp_path: Path, **overrides: Any) -> cost.PerRequest:
+    from batchflow.spec.spec import load_spec
+
+    return cost.per_request(load_spec(write_spec(tmp_path, **overrides)))
+
+
+def test_before_any_answer_thinking_follows_the_models_default_and_the_thinking_config(tmp_path: Path) -> None:
+    lite = _each(tmp_path, model="gemini-2.5-flash-lite")
+    assert lite.thinking == 0 and "does not think by default" in lite.thinking_basis
+    dynamic = _each(tmp_path, model="gemini-2.5-flash")
+    assert dynamic.thinking == cost.ASSUMED_THINKING_TOKENS and "dynamically" in dynamic.thinking_basis
+    asked = _each(tmp_path, model="gemini-2.5-flash-lite",
+                  generation_config={"thinking_config": {"thinking_budget": -1}})
+    assert asked.thinking == cost.ASSUMED_THINKING_TOKENS  # -1 turns dynamic thinking on where it is off by default
+    off = _each(tmp_path, generation_config={"thinking_config": {"thinking_budget": 0}})
+    assert (off.thinking, off.thinking_basis) == (0, "thinking_budget 0")
+    bounded = _each(tmp_path, generation_config={"thinkingConfig": {"thinkingBudget": 300}, "maxOutputTokens": 40})
+    assert bounded.pair == (40, 300) and "upper bound" in bounded.thinking_basis and "upper bound" in \
+        bounded.output_basis
+    assumed = _each(tmp_path)
+    assert assumed.output == cost.ASSUMED_OUTPUT_TOKENS and "assumed" in assumed.output_basis
+
+
+def test_once_answers_are_collected_the_plan_estimates_from_their_mean(tmp_path: Path) -> None:
+    _records(tmp_path)
+    spec = write_spec(tmp_path, generation_config={"max_output_tokens": 5000})
+    first = _json(cli("run", "--json", str(spec)))
+    mean_output = round(first["usage"]["output"] / 6)
+    mean_thinking = round(first["usage"]["thinking"] / 6)
+    _records(tmp_path, count=9)  # three more: the next generation sends those
+    plan = _json(cli("plan", "--json", str(spec)))
+    assert plan["requests"] == 3
+    assert plan["cost"]["per_request"] == {"output": mean_output, "thinking": mean_thinking}
+    assert plan["cost"]["basis"]["output"] == "the mean of 6 answers collected"
+    assert plan["cost"]["planned_tokens"]["output"] == 3 * mean_output < 3 * 5000  # not the cap any more
+    assert "a request: the mean of 6 answers collected" in cli("plan", str(spec)).stdout
