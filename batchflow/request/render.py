@@ -37,6 +37,7 @@ from batchflow.errors import DataError
 from batchflow.request.compiled import Code, Whole, single_expression, static, templated
 from batchflow.request.wire import Path, RequestBuilder, RequestProblems, camel, dotted
 from batchflow.sources.base import SourceRecord
+from batchflow.spec.models import embedding_of
 from batchflow.spec.spec import InvalidSpec, Spec
 
 _Build = Callable[[dict[str, Any]], Any]
@@ -191,6 +192,9 @@ class Renderer:
                                   "embed_config.output_dimensionality: on Vertex the embedding's size is the job's "
                                   "modelParameters, one number for every record: give a number, not a template")
         wire = self._static_rest(dict(spec.embed_config or {}), _from_embed_spec)
+        told = {"task_type", "taskType", "title"} & set(spec.embed_config or {})
+        if wire is not None and told and embedding_of(spec.model).task_in_text:
+            wire = None  # the task goes into each text (RequestBuilder): every request through the builder
         gen = self._gen
         if wire is not None:
             self._request_code = gen.mapping([("content", self._code(content))]

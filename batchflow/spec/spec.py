@@ -161,7 +161,7 @@ def load_spec(path: Path | str, environ: Mapping[str, str] | None = None, *, sta
     except RecursionError:
         raise InvalidSpec([f"{label}:1:1: the spec is nested too deeply"]) from None
     if not problems:
-        problems += _model_problems(doc)
+        problems += _model_problems(doc) + _location_problems(doc)
     if problems:
         raise InvalidSpec([format_problem(label, p) for p in sorted(set(problems))])
     spec = _to_spec(Path(os.path.abspath(path)), label, doc)
@@ -193,6 +193,19 @@ def _model_problems(doc: Reader) -> list[Problem]:
     return []
 
 
+
+def _location_problems(doc: Reader) -> list[Problem]:
+    """A Vertex location where the embedding model runs no batch jobs (their own list, ``models.Embedding``)."""
+    data = doc.data
+    backend = data.get("backend", {})
+    if backend.get("type") != "vertex" or data.get("task") != "embed" or "location" not in backend:
+        return []
+    places = models.embedding_of(data["model"]).vertex_locations
+    if places is None or backend["location"] in places:
+        return []
+    line, col = doc.where("backend.location")
+    return [(line, col, "backend.location", f"{models.bare(data['model'])} runs Vertex batch jobs in "
+             f"{', '.join(places)} only, not {backend['location']!r}")]
 
 
 # --- typing -------------------------------------------------------------------------------------------------

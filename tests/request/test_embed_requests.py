@@ -1,0 +1,90 @@
+"""Embed requests per model: task type and title in the config (gemini-embedding-001) or in the text
+(gemini-embedding-2), so that one spec switches models by `model:` alone; sizes checked per model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+from support.helpers import write_jsonl, write_spec
+
+from batchflow.request.render import Renderer
+from batchflow.request.wire import RequestBuilder, RequestProblems, task_prefix
+from batchflow.spec import models
+from batchflow.spec.spec import InvalidSpec, load_spec
+
+RECORDS = [{"id": "a", "text": "tea", "title": "Drinks"}, {"id": "b", "text": "coffee", "title": "Beans"}]
+
+
+def _requests(tmp_path: Path, model: str, **embed_config: object) -> list[dict[str, object]]:
+    write_jsonl(tmp_path / "data/in.jsonl", RECORDS)
+    spec = load_spec(write_spec(tmp_path, model=model, task="embed", prompt=None, content="{{ text }}",
+                                embed_config=embed_config))
+    renderer = Renderer(spec)
+    return [renderer.render(r, i, "in.jsonl")[1] for i, r in enumerate(RECORDS, 1)]
+
+
+def test_one_spec_puts_the_task_in_the_config_for_001_and_in_the_text_for_2(tmp_path: Path) -> None:
+    config = {"task_type": "RETRIEVAL_DOCUMENT", "title": "{{ title }}", "output_dimensionality": 768}
+    assert _requests(tmp_path, "gemini-embedding-001", **config)[0] == {
+        "content": {"parts": [{"text": "tea"}]}, "taskType": "RETRIEVAL_DOCUMENT", "title": "Drinks",
+        "outputDimensionality": 768}
+    assert _requests(tmp_path, "gemini-embedding-2", **config) == [
+        {"content": {"parts": [{"text": "title: Drinks | text: tea"}]}, "outputDimensionality": 768},
+        {"content": {"parts": [{"text": "title: Beans | text: coffee"}]}, "outputDimensionality": 768}]
+
+
+def test_a_static_query_task_is_prefixed_on_every_text(tmp_path: Path) -> None:
+    requests = _requests(tmp_path, "gemini-embedding-2", task_type="RETRIEVAL_QUERY")
+    assert [r["content"] for r in requests] == [{"parts": [{"text": "task: search result | query: tea"}]},
+                                                {"parts": [{"text": "task: search result | query: coffee"}]}]
+
+
+def test_prefixes_follow_the_task_type() -> None:
+    assert task_prefix("QUESTION_ANSWERING", None) == "task: question answering | query: "
+    assert task_prefix("RETRIEVAL_DOCUMENT", None) == "title: none | text: "
+    assert task_prefix(None, "A title") == "title: A title | text: "
+
+
+@pytest.mark.parametrize(("model", "dims", "ok"), [("gemini-embedding-001", 127, False),
+                                                   ("gemini-embedding-001", 128, True),
+                                                   ("gemini-embedding-2", 3072, True),
+                                                   ("gemini-embedding-2", 3073, False),
+                                                   ("text-embedding-005", 16, True)])
+def test_output_dimensionality_is_checked_against_the_models_range(model: str, dims: int, ok: bool) -> None:
+    build = RequestBuilder("vertex", "embed", model).build
+    request = {"content": {"parts": [{"text": "x"}]}, "output_dimensionality": dims}
+    if ok:
+        assert build(request)["outputDimensionality"] == dims
+    else:
+        with pytest.raises(RequestProblems, match="expected 128 to 3072"):
+            build(request)
+
+
+def test_auto_truncate_is_a_vertex_option_only() -> None:
+    request = {"content": {"parts": [{"text": "x"}]}, "auto_truncate": False}
+    assert RequestBuilder("vertex", "embed", "gemini-embedding-001").build(request)["autoTruncate"] is False
+    with pytest.raises(RequestProblems, match="auto_truncate is a Vertex AI option"):
+        RequestBuilder("gemini", "embed", "gemini-embedding-001").build(request)
+
+
+def test_an_unknown_embedding_model_takes_its_familys_format_with_a_warning() -> None:
+    with capture_logs() as logs:
+        newer = models.embedding_of("gemini-embedding-7-preview")
+        legacy = models.embedding_of("text-embedding-009")
+    assert (newer.format, legacy.format) == ("request", "instance")
+    assert newer.vertex_rows == 1_000_000 and legacy.vertex_rows == 30_000
+    assert [e["model"] for e in logs if "family" in e["event"]] == ["gemini-embedding-7-preview", "text-embedding-009"]
+
+
+def test_a_vertex_location_the_model_is_not_served_in_is_a_located_spec_error(tmp_path: Path) -> None:
+    backend = {"type": "vertex", "project": "p", "location": "europe-west4", "staging": "gs://b/s"}
+    path = write_spec(tmp_path, backend=backend, model="gemini-embedding-2", task="embed", prompt=None,
+                      content="{{ text }}")
+    with pytest.raises(InvalidSpec) as error:
+        load_spec(path)
+    assert "backend.location: gemini-embedding-2 runs Vertex batch jobs in global, us, eu only, not 'europe-west4'" \
+        in str(error.value)
+    load_spec(write_spec(tmp_path, backend=backend, model="gemini-embedding-001", task="embed", prompt=None,
+                         content="{{ text }}"))
