@@ -53,6 +53,7 @@ class JobsSpec:
     max_concurrent: int = 4
     poll_interval: float = 30.0  # seconds
     stuck_after: float = 24 * 3600.0  # pending, or running without progress, this long: cancelled and sent again
+    # (the default is longer where the service queues longer: ``stuck_default``)
     output_wait: float = 1800.0  # how long a succeeded job's output may be late before it counts as lost
     max_enqueued_tokens: int | None = None  # gemini: in-flight input tokens per model; None: the tier table's
 
@@ -194,18 +195,34 @@ def _model_problems(doc: Reader) -> list[Problem]:
 
 
 
+def stuck_default(data: Mapping[str, Any]) -> float:
+    """``jobs.stuck_after`` when the spec gives none: 24 h, or an hour past a longer healthy queue (Vertex keeps a
+    Gemini embedding job queued up to 72 h, then expires it itself), so a healthy queue is never cancelled."""
+    if data.get("backend", {}).get("type") != "vertex" or data.get("task") != "embed":
+        return JobsSpec.stuck_after
+    queue = models.embedding_of(data["model"]).vertex_queue_hours * 3600.0
+    return JobsSpec.stuck_after if queue <= JobsSpec.stuck_after else queue + 3600.0
+
+
 def _location_problems(doc: Reader) -> list[Problem]:
     """A Vertex location where the embedding model runs no batch jobs (their own list, ``models.Embedding``)."""
     data = doc.data
     backend = data.get("backend", {})
     if backend.get("type") != "vertex" or data.get("task") != "embed" or "location" not in backend:
-        return []
-    places = models.embedding_of(data["model"]).vertex_locations
-    if places is None or backend["location"] in places:
-        return []
-    line, col = doc.where("backend.location")
-    return [(line, col, "backend.location", f"{models.bare(data['model'])} runs Vertex batch jobs in "
-             f"{', '.join(places)} only, not {backend['location']!r}")]
+        return []  # (a vertex backend without a location is the schema's error)
+    embedding = models.embedding_of(data["model"])
+    problems: list[Problem] = []
+    if data.get("source", {}).get("native") and not embedding.vertex_bigquery:
+        line, col = doc.where("source.native")
+        problems.append((line, col, "source.native", f"{models.bare(data['model'])} reads no BigQuery table on "
+                         "Vertex (JSONL on Cloud Storage only): leave out source.native, and the table is read and "
+                         "staged on GCS as JSONL"))
+    places = embedding.vertex_locations
+    if places is not None and backend["location"] not in places:
+        line, col = doc.where("backend.location")
+        problems.append((line, col, "backend.location", f"{models.bare(data['model'])} runs Vertex batch jobs in "
+                         f"{', '.join(places)} only, not {backend['location']!r}"))
+    return problems
 
 
 # --- typing -------------------------------------------------------------------------------------------------
@@ -258,7 +275,7 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
             max_bytes=None if "max_bytes" not in jobs else parse_size(jobs["max_bytes"]),
             max_concurrent=jobs.get("max_concurrent", JobsSpec.max_concurrent),
             poll_interval=parse_duration(jobs.get("poll_interval", JobsSpec.poll_interval)),
-            stuck_after=parse_duration(jobs.get("stuck_after", JobsSpec.stuck_after)),
+            stuck_after=parse_duration(jobs.get("stuck_after", stuck_default(data))),
             output_wait=parse_duration(jobs.get("output_wait", JobsSpec.output_wait)),
             max_enqueued_tokens=jobs.get("max_enqueued_tokens"),
         ),

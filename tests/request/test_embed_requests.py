@@ -88,3 +88,59 @@ def test_a_vertex_location_the_model_is_not_served_in_is_a_located_spec_error(tm
         in str(error.value)
     load_spec(write_spec(tmp_path, backend=backend, model="gemini-embedding-001", task="embed", prompt=None,
                          content="{{ text }}"))
+
+
+def _vertex_spec(tmp_path: Path, model: str, location: str = "us-central1", **overrides: object) -> Path:
+    backend = {"type": "vertex", "project": "p", "location": location, "staging": "gs://b/s"}
+    return write_spec(tmp_path, backend=backend, model=model, task="embed", prompt=None, content="{{ text }}",
+                      **overrides)
+
+
+@pytest.mark.parametrize(("model", "location", "rows"), [("gemini-embedding-001", "us-central1", 1_000_000),
+                                                         ("gemini-embedding-2", "global", 1_000_000),
+                                                         ("text-embedding-005", "us-central1", 30_000)])
+def test_vertex_embedding_jobs_default_to_their_models_rows(tmp_path: Path, model: str, location: str,
+                                                            rows: int) -> None:
+    from batchflow.spec.limits import spec_job_size
+
+    size = spec_job_size(load_spec(_vertex_spec(tmp_path, model, location)))
+    assert (size.max_requests, size.max_bytes) == (rows, 1_000_000_000)
+
+
+def test_more_rows_a_job_than_the_model_takes_is_a_located_error(tmp_path: Path) -> None:
+    from batchflow.errors import SpecError
+    from batchflow.spec.limits import spec_job_size
+
+    spec = load_spec(_vertex_spec(tmp_path, "gemini-embedding-001", jobs={"max_requests": 1_000_001}))
+    with pytest.raises(SpecError, match="above gemini-embedding-001 on the vertex backend's limit of 1,000,000"):
+        spec_job_size(spec)
+
+
+def test_a_healthy_72_hour_queue_is_not_taken_for_a_stuck_job(tmp_path: Path) -> None:
+    assert load_spec(_vertex_spec(tmp_path, "gemini-embedding-001")).jobs.stuck_after == 73 * 3600
+    assert load_spec(_vertex_spec(tmp_path, "text-embedding-005")).jobs.stuck_after == 24 * 3600
+    given = _vertex_spec(tmp_path, "gemini-embedding-2", "eu", jobs={"stuck_after": "80h"})
+    assert load_spec(given).jobs.stuck_after == 80 * 3600
+
+
+def test_the_bigquery_native_path_says_it_cannot_run_gemini_embeddings(tmp_path: Path) -> None:
+    spec = _vertex_spec(tmp_path, "gemini-embedding-001", source={"type": "bigquery", "table": "p.d.t",
+                                                                  "native": True},
+                        output={"type": "bigquery", "table": "p.d.out", "write": "truncate"})
+    with pytest.raises(InvalidSpec, match=r"source\.native: gemini-embedding-001 reads no BigQuery table on Vertex"):
+        load_spec(spec)
+
+
+def test_a_text_over_the_input_limit_is_a_located_error_row_on_the_gemini_api(tmp_path: Path) -> None:
+    from support.helpers import cli, read_rows
+
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "short", "text": "tea"}, {"id": "long", "text": "word " * 3000}])
+    spec = write_spec(tmp_path, model="gemini-embedding-001", task="embed", prompt=None, content="{{ text }}",
+                      output={"type": "files", "path": "out/result.jsonl", "max_failed": 1})
+    result = cli("run", str(spec))
+    assert result.exit_code == 0, result.stderr
+    rows = {r["key"]: r for r in read_rows(tmp_path / "out/result.jsonl")}
+    assert rows["short"]["status"] == "ok" and len(rows["short"]["embedding"]) == 3072
+    assert rows["long"]["status"] == "error"
+    assert "in.jsonl:2" in rows["long"]["error"]["message"]
+    assert "over gemini-embedding-001's input limit of 2,048; not sent" in rows["long"]["error"]["message"]
