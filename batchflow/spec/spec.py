@@ -84,10 +84,13 @@ class OutputSpec:
     parse: str = "text"  # text | json
     include_record: bool = True
     include_response: bool = False
+    normalize: bool = False  # task embed: vectors L2-normalised, as float32
     max_failed: int | float = 0  # an int is a count; a float in [0, 1] is a share ("1%" -> 0.01)
     # filled in by load_spec for typed destinations (bigquery), which make their columns from them:
     task: str = "generate"
     response_schema: Mapping[str, Any] | None = None  # generation_config's (or request's) response_schema
+    model: str = ""  # the spec's model, recorded on each embedding row
+    dimensions: int | None = None  # task embed: every vector's size, when the spec fixes it (parquet's fixed list)
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,17 @@ def stuck_default(data: Mapping[str, Any]) -> float:
     return JobsSpec.stuck_after if queue <= JobsSpec.stuck_after else queue + 3600.0
 
 
+def _dimensions(data: Mapping[str, Any]) -> int | None:
+    """The size of every embedding a spec asks for: ``embed_config.output_dimensionality`` when it is a number, the
+    model's default when it is not given; None when a template picks it per record (or for task generate)."""
+    if data.get("task") != "embed":
+        return None
+    dims = (data.get("embed_config") or {}).get("output_dimensionality")
+    if dims is None:
+        return models.embedding_of(data["model"]).dimensions[2]
+    return dims if isinstance(dims, int) else None
+
+
 def _location_problems(doc: Reader) -> list[Problem]:
     """A Vertex location where the embedding model runs no batch jobs (their own list, ``models.Embedding``)."""
     data = doc.data
@@ -265,6 +279,8 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
                 "max_failed": parse_share(output.get("max_failed", 0)),
                 "task": data.get("task", "generate"),
                 "response_schema": _response_schema(data.get("generation_config"), data.get("request")),
+                "model": models.bare(data["model"]),
+                "dimensions": _dimensions(data),
             }
         ),
         state_dir=_state_dir(data.get("state", {}).get("dir", ".batchflow"), base),

@@ -39,6 +39,7 @@ _MAX_EMBED_TOKENS = 2048  # text-embedding-005's input limit; longer text is tru
 _EMBED_DIMENSIONS = {"gemini-embedding": 3072}  # model-name prefix -> default size; others: model's default
 _GLOB_CHARS = frozenset("*?[")
 _READ_CHUNK = 1 << 22
+_SIMPLE_UPLOAD = 48 << 20  # a predictions file under this is uploaded in one request (gcsfs pipe_file: < 50 MiB)
 
 
 class InputError(Exception):
@@ -235,8 +236,14 @@ def upload(fs: Any, parts: list[Path], output_dir: str) -> None:
     """Write the prediction files under the output directory."""
     base = output_dir.removeprefix("gs://").rstrip("/")
     for i, part in enumerate(parts, start=1):
-        if part.stat().st_size:  # a partial output may leave a file empty
-            fs.put_file(str(part), f"{base}/predictions_{i:05d}.jsonl")
+        size = part.stat().st_size
+        if not size:  # a partial output may leave a file empty
+            continue
+        target = f"{base}/predictions_{i:05d}.jsonl"
+        if size < _SIMPLE_UPLOAD:  # one request: gcsfs's put_file goes resumable over 5 MB, which a GCS
+            fs.pipe_file(target, part.read_bytes())  # emulator may not speak (gcp-storage-emulator: 501)
+        else:
+            fs.put_file(str(part), target)
 
 
 def answer_line(raw: bytes, model_id: str, embed: bool, clock: Callable[[], float],
