@@ -201,7 +201,8 @@ def _check_model_at_service(spec: Spec) -> None:
             log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
             return
     if problem is not None:
-        raise SpecError(f"{spec.where('model')}: model: {problem}")
+        raise SpecError(f"{spec.where('model')}: model: {problem}"
+                        + models.nearest_hint(spec.model, spec.backend.type, spec.task))
 
 
 def _first_rejects(path: Path, count: int = 5) -> list[tuple[int, str]]:

@@ -153,6 +153,21 @@ def near_misses(name: str, backend: str, task: str) -> list[str]:
     return [n for d, n in sorted(found) if d <= 2]
 
 
+def nearest(name: str, backend: str, task: str, count: int = 3) -> list[str]:
+    """The ``count`` known models of a backend and task nearest to ``name`` (by edits), nearest first: what an
+    unknown model is most likely meant to be."""
+    wanted = bare(name)
+    found = sorted((distance(wanted, m.name), m.name) for m in MODELS
+                   if known(m.name, backend, task) is not None and m.name != wanted)
+    return [n for _, n in found[:count]]
+
+
+def nearest_hint(name: str, backend: str, task: str) -> str:
+    """``"; the nearest known: a, b, c"`` for a message about a model the service does not know."""
+    near = nearest(name, backend, task)
+    return f"; the nearest known {task} models on {backend}: {', '.join(near)}" if near else ""
+
+
 def distance(a: str, b: str) -> int:
     """Damerau-Levenshtein distance (optimal string alignment): a swap of two neighbours is one edit."""
     rows = [list(range(len(b) + 1))]

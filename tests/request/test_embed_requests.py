@@ -144,3 +144,21 @@ def test_a_text_over_the_input_limit_is_a_located_error_row_on_the_gemini_api(tm
     assert rows["long"]["status"] == "error"
     assert "in.jsonl:2" in rows["long"]["error"]["message"]
     assert "over gemini-embedding-001's input limit of 2,048; not sent" in rows["long"]["error"]["message"]
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_model_the_service_does_not_know_stops_before_anything_is_staged_naming_the_nearest(
+        tmp_path: Path, emulator_url: str, command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from support.helpers import cli
+
+    monkeypatch.setenv("BF_TEST_KEY", "test")
+    write_jsonl(tmp_path / "data/in.jsonl", RECORDS)
+    path = write_spec(tmp_path, model="gemini-embedding-large-exp", task="embed", prompt=None, content="{{ text }}",
+                      backend={"type": "gemini", "base_url": emulator_url, "api_key_env": "BF_TEST_KEY"})
+    result = cli(command, str(path))
+    assert result.exit_code == 2, result.stderr
+    assert "the service does not know model 'gemini-embedding-large-exp' (models.get: 404 NOT_FOUND)" in result.stderr
+    nearest = result.stderr.split("the nearest known embed models on gemini: ", 1)[1].split()
+    assert {n.strip(",") for n in nearest} == {"gemini-embedding-001", "gemini-embedding-2"}
+    state = tmp_path / ".batchflow"
+    assert not any(state.rglob("*.jsonl")) if state.exists() else True, "nothing prepared or staged"
