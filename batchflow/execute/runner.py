@@ -36,7 +36,7 @@ from batchflow.execute.paths import open_path
 from batchflow.execute.threads import COLLECTIONS, CREATES, Pool, each
 from batchflow.prepare.prepare import display_name
 from batchflow.spec import models
-from batchflow.spec.limits import enqueued_tokens
+from batchflow.spec.limits import enqueued_tokens, spec_job_size
 from batchflow.spec.models import CHARS_PER_TOKEN
 from batchflow.spec.spec import Spec
 from batchflow.state import cost
@@ -203,9 +203,10 @@ class Runner:
         not know, or that runs no batch jobs, is a spec error (exit 2) naming the nearest known models. A service
         that cannot be asked now leaves only a warning: the cycle meets it with its own handling."""
         spec = self.spec
+        spec_job_size(spec)  # the spec's own mistakes first: they need no service
         try:
             problem = self.path.jobs.model_problem(spec.model, spec.task)
-        except BatchflowError as exc:
+        except Exception as exc:  # no credentials, unreachable ...: advice only; the cycle meets the cause itself
             log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
             return
         if problem is not None:
