@@ -86,3 +86,17 @@ def test_a_location_the_model_is_not_served_in_is_refused_at_plan_naming_its_loc
         assert done.returncode == 2, (command, done.stderr)
         assert "global, us, eu" in done.stderr, done.stderr
     assert not fs.glob(f"{bucket}/staging/ge2x/*"), "nothing staged"
+
+
+def test_identical_embedding_requests_are_staged_once_and_answer_every_key(
+        tmp_path: Path, fs: Any, bucket: str, vertex_emulator: str) -> None:
+    fs.pipe(f"{bucket}/rep.jsonl", b"".join(json.dumps({"id": f"r{i}", "text": f"same {i % 2}", "title": "T"})
+                                            .encode() + b"\n" for i in range(10)))
+    spec = _embed_spec(tmp_path, "rep", _vertex(vertex_emulator, bucket), f"gs://{bucket}/rep.jsonl",
+                       "gemini-embedding-001")
+    done = cli_process("run", str(spec))
+    assert done.returncode == 0, done.stderr
+    assert [line["key"] for line in _staged(fs, bucket, "rep")] == ["r0", "r1"], "one line per distinct request"
+    rows = [json.loads(x) for x in (tmp_path / "out/result.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == [f"r{i}" for i in range(10)] and all(r["status"] == "ok" for r in rows)
+    assert rows[0]["embedding"] == rows[8]["embedding"] != rows[1]["embedding"]
