@@ -35,10 +35,16 @@ def test_one_spec_puts_the_task_in_the_config_for_001_and_in_the_text_for_2(tmp_
         {"content": {"parts": [{"text": "title: Beans | text: coffee"}]}, "outputDimensionality": 768}]
 
 
-def test_a_static_query_task_is_prefixed_on_every_text(tmp_path: Path) -> None:
-    requests = _requests(tmp_path, "gemini-embedding-2", task_type="RETRIEVAL_QUERY")
-    assert [r["content"] for r in requests] == [{"parts": [{"text": "task: search result | query: tea"}]},
-                                                {"parts": [{"text": "task: search result | query: coffee"}]}]
+def test_a_static_query_task_is_prefixed_on_every_text_on_the_compiled_path_too(tmp_path: Path) -> None:
+    requests = _requests(tmp_path, "gemini-embedding-2", task_type="RETRIEVAL_QUERY", output_dimensionality=256)
+    assert requests == [{"content": {"parts": [{"text": f"task: search result | query: {t}"}]},
+                         "outputDimensionality": 256} for t in ("tea", "coffee")]
+    spec = load_spec(tmp_path / "t.yaml")
+    fast = Renderer(spec).fast
+    assert fast is not None, "a static task type keeps the compiled path"
+    assert [fast(r, i)[1] for i, r in enumerate(RECORDS, 1)] == requests
+    slow = Renderer(spec, fast=False)
+    assert [slow.render(r, i, "in.jsonl")[1] for i, r in enumerate(RECORDS, 1)] == requests
 
 
 def test_prefixes_follow_the_task_type() -> None:
