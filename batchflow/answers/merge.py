@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from batchflow.answers.keep import answer_lines
 from batchflow.errors import StateError
 from batchflow.libs.gc_tuning import relaxed_gc
 from batchflow.logs import Progress
+from batchflow.spec import models
 from batchflow.spec.spec import Spec
 from batchflow.state.shard_files import records
 from batchflow.state.state import State
@@ -69,6 +72,7 @@ _MakeRow = Callable[[str, Any, dict[str, Any]], dict[str, Any]]
 def _row_maker(spec: Spec) -> _MakeRow:
     """``make_row`` for one spec: what the spec decides is decided once, not once per row."""
     embed, parse = spec.task == "embed", spec.output.parse
+    vector = _vector_maker(spec.output.model or models.bare(spec.model), spec.output.normalize)
     with_response, with_record = spec.output.include_response, spec.output.include_record
 
     def make(key: str, record: Any, answer: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +80,7 @@ def _row_maker(spec: Spec) -> _MakeRow:
         if response is None:
             row = {"key": key, "status": "error", "error": answer.get("error"), "attempts": answer.get("attempts", 0)}
         else:
-            row = {"key": key, **(_embedding(response) if embed else _generated(response, parse))}
+            row = {"key": key, **(vector(response) if embed else _generated(response, parse))}
             if with_response:
                 row["response"] = response
             row["attempts"] = answer.get("attempts", 0)
@@ -118,9 +122,22 @@ def _usage(meta: dict[str, Any]) -> dict[str, int]:
             "total_tokens": int(meta.get("totalTokenCount", 0))}
 
 
-def _embedding(response: dict[str, Any]) -> dict[str, Any]:
-    emb = response.get("embedding") or (response.get("embeddings") or [{}])[0]
-    values = emb.get("values")
-    if not isinstance(values, list):
-        return {"status": "error", "error": {"code": None, "message": "no embedding in the response"}}
-    return {"status": "ok", "embedding": values}
+def _vector_maker(model: str, normalize: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """An embedding row's fields from a response: the vector (L2-normalised as float32 with ``output.normalize``),
+    its size and the model that made it."""
+
+    def vector(response: dict[str, Any]) -> dict[str, Any]:
+        emb = response.get("embedding") or (response.get("embeddings") or [{}])[0]
+        values = emb.get("values")
+        if not isinstance(values, list):
+            return {"status": "error", "error": {"code": None, "message": "no embedding in the response"}}
+        return {"status": "ok", "embedding": normalized(values) if normalize else values,
+                "dimensions": len(values), "model": model}
+
+    return vector
+
+
+def normalized(values: list[float]) -> list[float]:
+    """``values`` scaled to unit length, each rounded to float32 (what vector stores keep); a zero vector as is."""
+    norm = math.sqrt(math.fsum(v * v for v in values))
+    return array("f", (v / norm for v in values)).tolist() if norm else array("f", values).tolist()

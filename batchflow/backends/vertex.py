@@ -6,6 +6,12 @@ matched by the digest of its request's canonical form, and identical requests of
 answer (one charge) goes to every key that asked. An embedding instance is matched the same way. A line that matches no
 request the job sent is refused by ``collect``: never a silent misalignment, never a match by position.
 
+Embeddings take one of two lines, by the model's family (``models.embedding_of``): the legacy text-embedding instance
+``{"content": "...", "task_type", "title"}`` (text-embedding-005 ...), or the Gemini embedding request
+``{"key": K, "request": {"content": {"parts": [...]}, "embed_content_config": {...}}}`` (gemini-embedding-001, -2),
+whose output lines carry ``response.embedding.values``. Such a line carries its key, so its answer is matched by
+the key it echoes, and by its request's digest when it echoes none.
+
 The key goes in the request's ``labels`` only when the spec asks (``backend.key_labels``). Google's page on custom
 metadata labels (https://docs.cloud.google.com/gemini-enterprise-agent-platform/models/capabilities/
 add-labels-to-api-calls?hl=ja, "ラベルの要件"; cited in BerriAI/litellm #14044) says:
@@ -33,6 +39,7 @@ from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.errors import BackendError, OutputMissing, SpecError
 from batchflow.libs.storage import url_to_fs
 from batchflow.request.canonical import canonical, canonical_request
+from batchflow.spec import models
 from batchflow.spec.spec import Spec
 
 KEY_LABEL = "batchflow_key"
@@ -57,6 +64,9 @@ def _line_identity(line: dict[str, Any]) -> tuple[bytes, bytes]:
     second, with them, tells apart requests that differ only in labels (each staged once)."""
     if "request" not in line:  # an embedding instance
         digest = _digest(canonical(line))
+        return digest, digest
+    if isinstance(line["request"], dict) and "content" in line["request"]:  # a Gemini embedding request
+        digest = _digest(canonical(line["request"]))
         return digest, digest
     request = canonical_request(line["request"] if isinstance(line["request"], dict) else {})
     labels = request.pop("labels", None)
@@ -85,30 +95,52 @@ def embed_instance(request: dict[str, Any]) -> dict[str, Any]:
     return instance
 
 
+def embed_request(request: dict[str, Any]) -> dict[str, Any]:
+    """A Gemini embed request (wire form) -> Vertex's Gemini embedding request: ``content`` and, beside it,
+    ``embed_content_config`` with the options in the documented snake_case (``output_dimensionality``,
+    ``task_type``, ``title``, ``auto_truncate``)."""
+    out: dict[str, Any] = {"content": request.get("content")}
+    config = {_SNAKE.get(k, k): v for k, v in request.items() if k != "content"}
+    if config:
+        out["embed_content_config"] = config
+    return out
+
+
+_SNAKE = {"outputDimensionality": "output_dimensionality", "taskType": "task_type", "autoTruncate": "auto_truncate"}
+
+
 def job_parameters(spec: Spec) -> dict[str, Any] | None:
     """A Vertex embedding job's ``modelParameters``: the spec's ``embed_config.output_dimensionality`` (one number
     for every instance: ``templating`` refuses a template there on Vertex)."""
-    dims = (spec.embed_config or {}).get("output_dimensionality") if spec.task == "embed" else None
+    if spec.task != "embed" or embed_format(spec) != "instance":
+        return None
+    dims = (spec.embed_config or {}).get("output_dimensionality")
     return {"outputDimensionality": int(dims)} if dims is not None else None
+
+
+def embed_format(spec: Spec) -> str | None:
+    """The line a spec's embeddings take on Vertex: ``instance`` (legacy) or ``request`` (Gemini embedding)."""
+    return models.embedding_of(spec.model).format if spec.task == "embed" else None
 
 
 class VertexBackend(SdkBackend):
     """Inputs under ``backend.staging/<spec>/<job>/input.jsonl``; each job writes under ``…/<job>/output``."""
 
     def __init__(self, client: Any, staging: str, task: str, parameters: dict[str, Any] | None = None,
-                 key_labels: bool = False) -> None:
+                 key_labels: bool = False, embed_format: str | None = "instance") -> None:
         super().__init__(client)
         self.staging = staging.rstrip("/")
         self.task = task
         self.parameters = parameters
         self.key_labels = key_labels
+        self.lines = "generate" if task != "embed" else embed_format or "instance"  # which line each request takes
 
     @classmethod
     def from_spec(cls, spec: Spec) -> VertexBackend:
         if not spec.backend.staging:
             raise SpecError(f"{spec.where('backend')}: backend: vertex needs staging (gs://bucket/prefix)")
         return cls(vertex_client(spec), f"{spec.backend.staging}/{spec.name}", spec.task, job_parameters(spec),
-                   spec.backend.key_labels)
+                   spec.backend.key_labels, embed_format(spec))
 
     def stage(self, path: Path, display_name: str) -> str:
         uri = f"{self.staging}/{display_name}/input.jsonl"
@@ -152,7 +184,7 @@ class VertexBackend(SdkBackend):
     def _staged_lines(self, path: Path) -> Iterator[bytes]:
         """The job's input lines as Vertex reads them, each distinct request once."""
         seen: set[bytes] = set()
-        for _, line in _vertex_lines(path, self.task, self.key_labels):
+        for _, line in _vertex_lines(path, self.lines, self.key_labels):
             _, identity = _line_identity(line)
             if identity not in seen:
                 seen.add(identity)
@@ -173,7 +205,7 @@ class VertexBackend(SdkBackend):
             if job.status == "succeeded":
                 raise OutputMissing(f"job {job.name} succeeded but names no output directory yet")
             return
-        matcher = _Matcher(_vertex_lines(sent, self.task, self.key_labels))
+        matcher = _Matcher(_vertex_lines(sent, self.lines, self.key_labels))
         fs, directory = url_to_fs(job.output)
         fs.invalidate_cache(directory)  # a late output appears between two looks: never a cached listing
         files = sorted(fs.glob(f"{directory}/predictions*.jsonl"))
@@ -194,14 +226,17 @@ class VertexBackend(SdkBackend):
         return f'display_name="{display_name}"'
 
 
-def _vertex_lines(path: Path, task: str, key_labels: bool) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(key, the line Vertex gets for it) for each ``{"key", "request"}`` line of a job's input."""
+def _vertex_lines(path: Path, lines: str, key_labels: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, the line Vertex gets for it) for each ``{"key", "request"}`` line of a job's input; ``lines``:
+    generate, instance (legacy embeddings) or request (Gemini embeddings)."""
     with open(path, "rb") as fh:
         for raw in fh:
             item = orjson.loads(raw)
             key, request = str(item["key"]), item["request"]
-            if task == "embed":
+            if lines == "instance":
                 yield key, embed_instance(request)
+            elif lines == "request":
+                yield key, {"key": key, "request": embed_request(request)}
             else:
                 yield key, {"request": _labelled(request, key) if key_labels else request}
 
@@ -221,12 +256,15 @@ class _Matcher:
     def __init__(self, sent: Iterator[tuple[str, dict[str, Any]]]) -> None:
         self.by_line: dict[bytes, list[str]] = {}
         self.by_match: dict[bytes, list[list[str]]] = {}
+        self.by_key: dict[str, list[str]] = {}  # a staged line's own key (Gemini embeddings) -> the keys it answers
         for key, line in sent:
             match, identity = _line_identity(line)
             keys = self.by_line.get(identity)
             if keys is None:
                 keys = self.by_line[identity] = []
                 self.by_match.setdefault(match, []).append(keys)
+                if "key" in line:
+                    self.by_key[key] = keys
             keys.append(key)
 
     def results(self, line: dict[str, Any]) -> Iterator[Result]:
@@ -238,7 +276,9 @@ class _Matcher:
             response, echoed = None if error else {"embedding": {"values": values}}, line["instance"]
         else:
             response, echoed = None if error else line.get("response"), {"request": line.get("request")}
-        keys = self._keys(echoed) if isinstance(echoed, dict) else None
+        keys = self.by_key.get(str(line["key"])) if "key" in line else None
+        if keys is None and isinstance(echoed, dict):
+            keys = self._keys(echoed)
         for key in keys or (None,):
             yield Result(key, response, error)
 

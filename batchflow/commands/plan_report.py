@@ -77,7 +77,8 @@ def _validated(path: Path, spec: Spec, records: int) -> str:
         return f"ok: {path} (no records, as source.allow_empty allows)"
     sample = sample[:records]
     keys = ", ".join(repr(r.key) for r in sample)
-    limit = models.prompt_bytes(spec.model, spec.backend.type, spec.task)
+    limit = models.prompt_bytes(spec.model, spec.backend.type, spec.task,
+                                    (spec.embed_config or {}).get("auto_truncate"))
     over = [f"\n  {r.record.where}: key {r.key!r}: {models.too_long(spec.model, size)}" for r in sample
             if (size := len(orjson.dumps({"key": r.key, "request": r.request}))) > limit]
     return f"ok: {path} ({len(sample)} record(s) rendered: {keys})" + "".join(over)
@@ -226,7 +227,8 @@ def _service(spec: Spec, scratch: Path) -> Backend | None:
         raise
     if problem is not None:
         backend.close()
-        raise SpecError(f"{spec.where('model')}: model: {problem}")
+        raise SpecError(f"{spec.where('model')}: model: {problem}"
+                        + models.nearest_hint(spec.model, spec.backend.type, spec.task))
     return backend
 
 

@@ -11,7 +11,8 @@ beside the output (``<table>__batchflow_staging``, replaced by every load), and 
 Either way the table holds the old rows or all the new ones, never part of a load. The staging table is dropped
 afterwards. Columns (one row as docs/spec.md shows it, nested the same way):
 
-``key`` STRING, ``status`` STRING, ``text`` STRING (``embedding`` REPEATED FLOAT64 for ``task: embed``),
+``key`` STRING, ``status`` STRING, ``text`` STRING (``task: embed``: ``embedding`` REPEATED FLOAT64, that is
+ARRAY<FLOAT64>, then ``dimensions`` INT64 and ``model`` STRING),
 ``parsed`` (``parse: json``: a RECORD with one typed column per property when ``generation_config`` gives a
 ``response_schema`` of an object, else JSON), ``finish_reason`` STRING, ``usage`` RECORD, ``attempts`` INT64,
 ``error`` RECORD(code, message), ``response`` JSON (``include_response``), ``record`` JSON (``include_record``).
@@ -40,7 +41,9 @@ def output_columns(spec: OutputSpec, task: str, response_schema: Mapping[str, An
     """The output table's columns, in order (module doc)."""
     cols: list[Column] = [("key", "STRING", "REQUIRED", ()), ("status", "STRING", "NULLABLE", ())]
     if task == "embed":
-        cols.append(("embedding", "FLOAT64", "REPEATED", ()))
+        cols.append(("embedding", "FLOAT64", "REPEATED", ()))  # ARRAY<FLOAT64>: BigQuery has no FLOAT32
+        cols.append(("dimensions", "INT64", "NULLABLE", ()))
+        cols.append(("model", "STRING", "NULLABLE", ()))
     else:
         cols.append(("text", "STRING", "NULLABLE", ()))
         if spec.parse == "json":

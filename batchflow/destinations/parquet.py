@@ -1,7 +1,8 @@
 """Parquet as a ``files`` output: the rows written in row groups through pyarrow, streaming (memory stays flat).
 
 The columns are the BigQuery output's (``destinations/bigquery.py``, ``output_columns``), fixed by the spec before
-the first row, never by the rows: ``key, status, text`` (``embedding`` for ``task: embed``), ``parsed``,
+the first row, never by the rows: ``key, status, text`` (``embedding, dimensions, model`` for ``task: embed``,
+the embedding a fixed-size list of float32 when the spec fixes its size), ``parsed``,
 ``finish_reason, usage{prompt_tokens, output_tokens, total_tokens}, attempts, error{code, message}``, ``response``,
 ``record``. Why that shape: rows vary (``parsed`` and ``record`` differ from row to row, an error row has no
 ``text``), and a Parquet file has one schema, set before its first row group. Columns whose shape is known are
@@ -66,7 +67,8 @@ def write_parquet(rows: Rows, sink: ByteSink, spec: OutputSpec) -> int:
     """The rows as one Parquet file, row group by row group; returns how many."""
     pa, pq = arrow()
     columns = output_columns(spec, spec.task, spec.response_schema)
-    schema = pa.schema([_field(pa, column) for column in columns])
+    schema = pa.schema([_vector_field(pa, spec.dimensions) if column[0] == "embedding" and spec.task == "embed"
+                        else _field(pa, column) for column in columns])
     cells = [(name, _cell_maker(name, kind)) for name, kind, _mode, _sub in columns]
     typed = parsed_fields(spec.response_schema) if spec.parse == "json" else []
     buffers: list[list[Any]] = [[] for _ in cells]
@@ -106,6 +108,13 @@ def _field(pa: Any, column: Column) -> Any:
     if mode == "REPEATED":
         arrow = pa.list_(arrow)
     return pa.field(name, arrow, nullable=mode != "REQUIRED")
+
+
+def _vector_field(pa: Any, dimensions: int | None) -> Any:
+    """An embedding as vector readers load it: a fixed-size list of float32 when the spec fixes the size (every
+    row's is then that size), else a list of float32."""
+    kind = pa.list_(pa.float32(), dimensions) if dimensions else pa.list_(pa.float32())
+    return pa.field("embedding", kind, nullable=True)
 
 
 def _cell_maker(name: str, kind: str) -> Callable[[Any], Any]:

@@ -39,6 +39,9 @@ class JobClient(Protocol):
 
     def cancel(self, name: str) -> None: ...
 
+    def model_problem(self, model: str, task: str) -> str | None:
+        """Why the service will not run the model's batch jobs (asked with ``models.get``), or None."""
+
     def close(self) -> None: ...
 
 

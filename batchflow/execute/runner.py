@@ -25,6 +25,7 @@ from batchflow.errors import (
     OutputMissing,
     QuotaExceeded,
     RunFailed,
+    SpecError,
     StateError,
     TransientError,
     UnreachableError,
@@ -34,7 +35,8 @@ from batchflow.execute.path import ExecutionPath
 from batchflow.execute.paths import open_path
 from batchflow.execute.threads import COLLECTIONS, CREATES, Pool, each
 from batchflow.prepare.prepare import display_name
-from batchflow.spec.limits import enqueued_tokens
+from batchflow.spec import models
+from batchflow.spec.limits import enqueued_tokens, spec_job_size
 from batchflow.spec.models import CHARS_PER_TOKEN
 from batchflow.spec.spec import Spec
 from batchflow.state import cost
@@ -187,6 +189,7 @@ class Runner:
         return state
 
     def _new_generation(self, state: State | None, gen: int, retry_errors: bool, save: bool = True) -> State:
+        self._check_model()
         earlier = None
         if state is not None and state.answers:
             earlier = Earlier(state.answers, self.root, tuple(state.parts), state.fingerprint)
@@ -194,6 +197,21 @@ class Runner:
         if save:
             self.store.save(new)
         return new
+
+    def _check_model(self) -> None:
+        """Ask the service about the model before anything is prepared or staged (``models.get``): a model it does
+        not know, or that runs no batch jobs, is a spec error (exit 2) naming the nearest known models. A service
+        that cannot be asked now leaves only a warning: the cycle meets it with its own handling."""
+        spec = self.spec
+        spec_job_size(spec)  # the spec's own mistakes first: they need no service
+        try:
+            problem = self.path.jobs.model_problem(spec.model, spec.task)
+        except Exception as exc:  # no credentials, unreachable ...: advice only; the cycle meets the cause itself
+            log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
+            return
+        if problem is not None:
+            raise SpecError(f"{spec.where('model')}: model: {problem}"
+                            + models.nearest_hint(spec.model, spec.backend.type, spec.task))
 
     def _settle_and_keep(self, state: State, wait: bool) -> State:
         """Collect every job already created (they are paid for), then keep the generation's answers."""

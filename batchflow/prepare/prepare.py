@@ -274,7 +274,8 @@ def _render_all(spec: Spec, renderer: Renderer, writer: ShardWriter, keys: KeyHa
     render, fast = renderer.render, renderer.fast or _no_fast_path
     dumps, append, add_hash, next_ordinal = orjson.dumps, writer.append, keys.add, counter.next
     max_bytes, ordinal = writer.size.max_bytes, 0
-    max_prompt = models.prompt_bytes(spec.model, spec.backend.type, spec.task)
+    max_prompt = models.prompt_bytes(spec.model, spec.backend.type, spec.task,
+                                    (spec.embed_config or {}).get("auto_truncate"))
     salt, digest, spill = request_salt(spec), request_digest, compare.spill
     add_spill, mark, keep = spill.add if spill else None, compare.send.append, compare.keep
     earlier = compare.in_place

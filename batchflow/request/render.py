@@ -35,8 +35,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchflow.errors import DataError
 from batchflow.request.compiled import Code, Whole, single_expression, static, templated
-from batchflow.request.wire import Path, RequestBuilder, RequestProblems, camel, dotted
+from batchflow.request.wire import Path, RequestBuilder, RequestProblems, camel, dotted, task_prefix
 from batchflow.sources.base import SourceRecord
+from batchflow.spec.models import embedding_of
 from batchflow.spec.spec import InvalidSpec, Spec
 
 _Build = Callable[[dict[str, Any]], Any]
@@ -182,22 +183,36 @@ class Renderer:
 
     def _embed(self) -> _Build:
         spec = self._spec
-        content = self._text_parts(self._leaf(spec.content or "", "content", typed=False))
-        config = [(k, self._tree(v, f"embed_config.{k}")) for k, v in (spec.embed_config or {}).items()]
-        self._check_static(dict(spec.embed_config or {}), _from_embed_spec)
-        dims = (spec.embed_config or {}).get("output_dimensionality")
-        if spec.backend.type == "vertex" and isinstance(dims, str):
+        text = self._leaf(spec.content or "", "content", typed=False)
+        content = self._text_parts(text)
+        given = dict(spec.embed_config or {})
+        config = [(k, self._tree(v, f"embed_config.{k}")) for k, v in given.items()]
+        self._check_static(given, _from_embed_spec)
+        dims = given.get("output_dimensionality")
+        if spec.backend.type == "vertex" and isinstance(dims, str) and embedding_of(spec.model).format == "instance":
             self._problems.append(f"{spec.where('embed_config.output_dimensionality')}: "
                                   "embed_config.output_dimensionality: on Vertex the embedding's size is the job's "
                                   "modelParameters, one number for every record: give a number, not a template")
-        wire = self._static_rest(dict(spec.embed_config or {}), _from_embed_spec)
+        told = {k: v for k, v in given.items() if k in ("task_type", "taskType", "title")}
+        if told and embedding_of(spec.model).task_in_text:
+            if not static(told):  # the prefix differs per record: every request through the builder, which writes it
+                return self._embed_built(content, config)
+            prefix = task_prefix(told.get("task_type", told.get("taskType")), told.get("title"))
+            given = {k: v for k, v in given.items() if k not in told}
+            content = self._text_parts(self._coded(lambda context: prefix + text(context),
+                                                   self._gen.call(prefix.__add__, self._code(text))))
+        wire = self._static_rest(given, _from_embed_spec)
+        if wire is None:
+            return self._embed_built(content, [(k, part) for k, part in config if k in given])
         gen = self._gen
-        if wire is not None:
-            self._request_code = gen.mapping([("content", self._code(content))]
-                                             + [(k, gen.const(v)) for k, v in wire.items()])
-            return lambda context: {"content": content(context), **wire}
-        self._request_code = gen.call(self._finish, gen.mapping([("content", self._code(content))]
-                                                                + [(k, self._code(part)) for k, part in config]))
+        self._request_code = gen.mapping([("content", self._code(content))]
+                                         + [(k, gen.const(v)) for k, v in wire.items()])
+        return lambda context: {"content": content(context), **wire}
+
+    def _embed_built(self, content: _Build, config: list[tuple[str, _Build]]) -> _Build:
+        """An embed request whose config varies per record: built, then checked and converted by the builder."""
+        self._request_code = self._gen.call(self._finish, self._gen.mapping(
+            [("content", self._code(content))] + [(k, self._code(part)) for k, part in config]))
 
         def build(context: dict[str, Any]) -> dict[str, Any]:
             request: dict[str, Any] = {"content": content(context)}

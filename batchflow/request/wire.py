@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from batchflow.spec import models
+
 Path = tuple[str | int, ...]
 
 # The REST GenerateContentRequest's fields (both spellings) -> where each goes in the SDK's parameters.
@@ -218,12 +220,15 @@ class RequestBuilder:
     # --- embed ------------------------------------------------------------------------------------------------
 
     def _embed(self, request: dict[str, Any]) -> dict[str, Any]:
-        """``{"content": Content, task_type, title, output_dimensionality}`` -> EmbedContentRequest's wire form."""
+        """``{"content": Content, task_type, title, output_dimensionality}`` -> EmbedContentRequest's wire form;
+        for a model that reads its task from the text (gemini-embedding-2), task type and title as its prefix."""
         content = request.get("content")
         config = {k: v for k, v in request.items() if k != "content"}
         out: dict[str, Any] = {"content": content if _plain_content(content) else self._contents([content])[0]}
         if config:
             out.update(self._embed_config(config))
+        if models.embedding_of(self.model).task_in_text and ("taskType" in out or "title" in out):
+            out = task_in_text(out)
         return out
 
     def _embed_config(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -246,12 +251,54 @@ class RequestBuilder:
             problems.append(Problem((names_of(config, "task_type"),), f"expected one of {', '.join(_TASK_TYPES)}; "
                                     f"got {_kind(task_type)}" + _did_you_mean(str(task_type).upper(), _TASK_TYPES)))
         dims = snake.get("output_dimensionality")
-        if not problems and dims is not None and not 1 <= int(dims) <= 3072:
-            problems.append(Problem((names_of(config, "output_dimensionality"),), f"expected 1 to 3072, got {dims}"))
+        low, high, _ = models.embedding_of(self.model).dimensions
+        if not problems and dims is not None and not low <= int(dims) <= high:
+            problems.append(Problem((names_of(config, "output_dimensionality"),),
+                                    f"expected {low} to {high} for {models.bare(self.model)}, got {dims}"))
+        if snake.get("auto_truncate") is not None and not self.vertex:
+            problems.append(Problem((names_of(config, "auto_truncate"),), "auto_truncate is a Vertex AI option; "
+                                    "the Gemini API refuses it (a text over the model's input limit is an error row)"))
         if problems:
             raise RequestProblems(problems)
         return {camel(k): (v.value if isinstance(v, Enum) else v)
                 for k, v in types.EmbedContentConfig.model_validate(snake).model_dump(exclude_none=True).items()}
+
+
+# Gemini Embedding 2 reads its task from a prefix of the text, not from a config field (Vertex "Get batch embeddings
+# inferences", 2026-12-07: "expects the task type and title to be inlined directly within the prompt"); the prefixes
+# are those of Google's embedding-model prompt format ("task: search result | query: ...", "title: ... | text: ...").
+_TASK_PREFIXES = {
+    "RETRIEVAL_QUERY": "task: search result | query: ",
+    "QUESTION_ANSWERING": "task: question answering | query: ",
+    "FACT_VERIFICATION": "task: fact checking | query: ",
+    "CLASSIFICATION": "task: classification | query: ",
+    "CLUSTERING": "task: clustering | query: ",
+    "SEMANTIC_SIMILARITY": "task: sentence similarity | query: ",
+    "CODE_RETRIEVAL_QUERY": "task: code retrieval | query: ",
+}
+
+
+def task_prefix(task_type: str | None, title: str | None) -> str:
+    """The text prefix that says a task type and title to a model that reads them from the text; a title alone
+    (or RETRIEVAL_DOCUMENT) is a document's ``title: T | text: ``."""
+    if task_type in _TASK_PREFIXES:
+        return _TASK_PREFIXES[task_type]
+    return f"title: {title or 'none'} | text: "
+
+
+def task_in_text(request: dict[str, Any]) -> dict[str, Any]:
+    """An embed request's ``taskType`` and ``title`` moved into a prefix of its first text part (a new request:
+    the given one may share parts with others)."""
+    rest = {k: v for k, v in request.items() if k not in ("taskType", "title")}
+    prefix = task_prefix(request.get("taskType"), request.get("title"))
+    content = request["content"]
+    parts = list(content.get("parts") or [])
+    first = next((i for i, p in enumerate(parts) if isinstance(p, dict) and isinstance(p.get("text"), str)), None)
+    if first is None:
+        parts.insert(0, {"text": prefix.rstrip()})
+    else:
+        parts[first] = {**parts[first], "text": prefix + parts[first]["text"]}
+    return {**rest, "content": {**content, "parts": parts}}
 
 
 # --- checks the SDK does not make ---------------------------------------------------------------------------

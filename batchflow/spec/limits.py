@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batchflow.errors import SpecError
+from batchflow.spec import models
 from batchflow.spec.spec import Spec
 
 DEFAULT_MAX_REQUESTS = 30_000
@@ -30,9 +31,14 @@ LIMITS: dict[tuple[str, str], Limits] = {
 }
 
 
-def limits_for(backend: str, task: str) -> Limits:
-    """The limits of one backend and task."""
-    return LIMITS[(backend, task)]
+def limits_for(backend: str, task: str, model: str | None = None) -> Limits:
+    """The limits of one backend and task; on Vertex an embedding model's own rows and bytes a job
+    (``models.Embedding``: 1,000,000 rows and 1 GB for the Gemini embedding models, 30,000 for the legacy ones)."""
+    found = LIMITS[(backend, task)]
+    if backend == "vertex" and task == "embed" and model is not None:
+        embedding = models.embedding_of(model)
+        return Limits(embedding.vertex_rows, embedding.vertex_bytes, found.max_concurrent)
+    return found
 
 
 @dataclass(frozen=True)
@@ -41,13 +47,18 @@ class JobSize:
     max_bytes: int
 
 
-def job_size(backend: str, task: str, max_requests: int | None, max_bytes: int | None) -> JobSize:
-    """The spec's job size, defaulted and checked against the backend's limits."""
-    lim = limits_for(backend, task)
-    requests = min(DEFAULT_MAX_REQUESTS, lim.max_requests) if max_requests is None else max_requests
+def job_size(backend: str, task: str, max_requests: int | None, max_bytes: int | None,
+             model: str | None = None) -> JobSize:
+    """The spec's job size, defaulted and checked against the backend's (and model's) limits. Embeddings on Vertex
+    default to their model's own rows a job: a Gemini embedding job takes 1,000,000 (5M texts: 5 jobs, not 167)."""
+    lim = limits_for(backend, task, model)
+    default = lim.max_requests if backend == "vertex" and task == "embed" else DEFAULT_MAX_REQUESTS
+    requests = min(default, lim.max_requests) if max_requests is None else max_requests
     size = lim.max_bytes if max_bytes is None else max_bytes
     if requests > lim.max_requests:
-        raise SpecError(f"jobs.max_requests: {requests:,} is above the {backend} backend's limit of "
+        of = f"{model} on the {backend} backend" if model and (backend, task) == ("vertex", "embed") else \
+            f"the {backend} backend"
+        raise SpecError(f"jobs.max_requests: {requests:,} is above {of}'s limit of "
                         f"{lim.max_requests:,} requests per {task} job")
     if size > lim.max_bytes:
         raise SpecError(f"jobs.max_bytes: {size:,} is above the {backend} backend's limit of "
@@ -58,7 +69,7 @@ def job_size(backend: str, task: str, max_requests: int | None, max_bytes: int |
 def spec_job_size(spec: Spec) -> JobSize:
     """The spec's job size, or a SpecError naming where in the spec the size went over the limit."""
     try:
-        return job_size(spec.backend.type, spec.task, spec.jobs.max_requests, spec.jobs.max_bytes)
+        return job_size(spec.backend.type, spec.task, spec.jobs.max_requests, spec.jobs.max_bytes, spec.model)
     except SpecError as exc:
         field = str(exc).split(":", 1)[0]
         raise SpecError(f"{spec.where(field)}: {exc}") from None

@@ -4,11 +4,22 @@ Taken from Google's model pages and batch documentation (Gemini API "Batch Mode"
 inference with Gemini" and "Get batch text embeddings") as of 2026-11. New models appear monthly: a name that is
 not here is only a warning, unless it is one or two edits from a known one (then it is almost surely a typo).
 ``plan`` on a real backend (or the emulator) also asks the service itself (``models.get``).
+
+Embedding models come in two families with different batch lines (docs/google-apis.md, "Embeddings"): Vertex's
+legacy text-embedding instance (``{"content": "..."}``, text-embedding-005 and its kin) and the Gemini embedding
+request (``{"key", "request": {"content": {"parts"}, "embed_content_config"}}``, gemini-embedding-*). A model not in
+the table takes its family's format by its name (``embedding_of``), with a warning: no list gates a new model.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
+
+from batchflow import logs
+
+log = logs.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -19,6 +30,39 @@ class Model:
     input_tokens: int  # the model's input-token limit, per request
     output_tokens: int  # its output-token limit (0 for embeddings)
     thinks: bool = False  # spends thinking tokens by default
+    embedding: Embedding | None = None  # task embed: the line format, sizes and places of the model
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """What an embedding model takes beyond the generic entry: its Vertex line format, the task type's place, the
+    sizes it gives, where Vertex runs its batch jobs and how many rows and bytes a Vertex job may hold."""
+
+    format: str  # request: the Gemini embedding line | instance: the legacy text-embedding instance
+    task_in_text: bool = False  # task type and title go into a prefix of the text, not into the config
+    dimensions: tuple[int, int, int] = (128, 3072, 3072)  # smallest, largest and default output_dimensionality
+    vertex_locations: tuple[str, ...] | None = None  # documented order; None: the service decides
+    vertex_rows: int = 30_000  # rows of one Vertex batch job
+    vertex_bytes: int = 1_000_000_000  # bytes of one Vertex job's input file
+    vertex_queue_hours: float = 24.0  # how long a healthy Vertex job may stay queued
+    vertex_bigquery: bool = True  # Vertex reads its input from a BigQuery table
+
+
+# Vertex "Get batch embeddings inferences" (https://docs.cloud.google.com/gemini-enterprise-agent-platform/models/
+# embeddings/batch-prediction-genai-embeddings, read 2026-12-07): JSONL on Cloud Storage only (no BigQuery tables),
+# up to 1,000,000 rows and a 1 GB input file a job, queued up to 72 h (target under 24 h); gemini-embedding-001 in
+# us-central1, us-east1, us-east4, us-west1, us-west4, europe-west1, europe-west4, gemini-embedding-2 in global, us,
+# eu; 001 takes task type and title in embed_content_config, 2 "inlined directly within the prompt".
+# Dimensions 128-3072 (default 3072): Gemini API "Embeddings" (https://ai.google.dev/gemini-api/docs/embeddings,
+# read 2026-12-07), which also says vectors below 3072 are not normalised.
+_GEMINI_EMBEDDING = Embedding("request", vertex_rows=1_000_000, vertex_queue_hours=72.0, vertex_bigquery=False)
+_EMBEDDING_001 = dataclasses.replace(_GEMINI_EMBEDDING, vertex_locations=(
+    "us-central1", "us-east1", "us-east4", "us-west1", "us-west4", "europe-west1", "europe-west4"))
+_EMBEDDING_2 = dataclasses.replace(_GEMINI_EMBEDDING, task_in_text=True,
+                                   vertex_locations=("global", "us", "eu"))
+# Vertex "Get batch text embeddings" (the seed's page, read 2026-12-07): 30,000 prompts a job; text-embedding-005's
+# output_dimensionality is 1-768 (768 by default), its input 2,048 tokens.
+_TEXT_EMBEDDING = Embedding("instance", dimensions=(1, 768, 768))
 
 
 _BOTH = frozenset({"gemini", "vertex"})
@@ -35,12 +79,12 @@ MODELS: tuple[Model, ...] = (
     Model("gemini-2.0-flash-001", "generate", _VERTEX, 1_048_576, 8_192),
     Model("gemini-2.0-flash-lite", "generate", _BOTH, 1_048_576, 8_192),
     Model("gemini-2.0-flash-lite-001", "generate", _VERTEX, 1_048_576, 8_192),
-    # on Vertex, gemini-embedding-001's batch lines are {"key", "request": {content, embed_content_config}}, not the
-    # text-embedding instance batchflow writes there: Gemini API only until that format is written
-    Model("gemini-embedding-001", "embed", _GEMINI, 2_048, 0),
-    Model("text-embedding-004", "embed", _VERTEX, 2_048, 0),
-    Model("text-embedding-005", "embed", _VERTEX, 2_048, 0),
-    Model("text-multilingual-embedding-002", "embed", _VERTEX, 2_048, 0),
+    # input tokens: 2,048 for gemini-embedding-001, 8,192 for gemini-embedding-2 (Gemini API "Embeddings", 2026-12-07)
+    Model("gemini-embedding-001", "embed", _BOTH, 2_048, 0, embedding=_EMBEDDING_001),
+    Model("gemini-embedding-2", "embed", _BOTH, 8_192, 0, embedding=_EMBEDDING_2),
+    Model("text-embedding-004", "embed", _VERTEX, 2_048, 0, embedding=_TEXT_EMBEDDING),
+    Model("text-embedding-005", "embed", _VERTEX, 2_048, 0, embedding=_TEXT_EMBEDDING),
+    Model("text-multilingual-embedding-002", "embed", _VERTEX, 2_048, 0, embedding=_TEXT_EMBEDDING),
 )
 
 # Models the services list that take no batch jobs: kept so that a stand-in lists them and refuses batches on them,
@@ -71,6 +115,25 @@ def any_named(name: str) -> Model | None:
     return _BY_NAME.get(bare(name))
 
 
+def embedding_of(name: str) -> Embedding:
+    """An embedding model's formats and limits: the table's, or (a model it does not have) its family's by name,
+    with a warning: ``text-embedding-*`` / ``text-multilingual-embedding-*`` take the legacy instance, anything else
+    (``gemini-embedding-*`` and what comes after it) the Gemini embedding request."""
+    model = _BY_NAME.get(bare(name))
+    if model is not None and model.embedding is not None:
+        return model.embedding
+    return _family(bare(name))
+
+
+@functools.cache
+def _family(name: str) -> Embedding:
+    legacy = name.startswith(("text-embedding", "text-multilingual-embedding", "textembedding"))
+    family = _TEXT_EMBEDDING if legacy else _GEMINI_EMBEDDING
+    log.warning("embedding model not in batchflow's table: its format and limits are taken from its family",
+                model=name, family="text-embedding (legacy instance)" if legacy else "gemini-embedding (request)")
+    return family
+
+
 def listed(surface: str) -> list[Model]:
     """Every model a service lists on a surface (gemini | vertex), batch-capable or not, in table order."""
     return [m for m in (*MODELS, *NOT_BATCH) if surface in m.backends]
@@ -90,6 +153,21 @@ def near_misses(name: str, backend: str, task: str) -> list[str]:
     return [n for d, n in sorted(found) if d <= 2]
 
 
+def nearest(name: str, backend: str, task: str, count: int = 3) -> list[str]:
+    """The ``count`` known models of a backend and task nearest to ``name`` (by edits), nearest first: what an
+    unknown model is most likely meant to be."""
+    wanted = bare(name)
+    found = sorted((distance(wanted, m.name), m.name) for m in MODELS
+                   if known(m.name, backend, task) is not None and m.name != wanted)
+    return [n for _, n in found[:count]]
+
+
+def nearest_hint(name: str, backend: str, task: str) -> str:
+    """``"; the nearest known: a, b, c"`` for a message about a model the service does not know."""
+    near = nearest(name, backend, task)
+    return f"; the nearest known {task} models on {backend}: {', '.join(near)}" if near else ""
+
+
 def distance(a: str, b: str) -> int:
     """Damerau-Levenshtein distance (optimal string alignment): a swap of two neighbours is one edit."""
     rows = [list(range(len(b) + 1))]
@@ -106,18 +184,22 @@ def distance(a: str, b: str) -> int:
 CHARS_PER_TOKEN = 4  # the estimate used everywhere before a model counts (plan's token figure too)
 
 
-def prompt_bytes(name: str, backend: str, task: str) -> int:
+def prompt_bytes(name: str, backend: str, task: str, auto_truncate: bool | None = None) -> int:
     """The request-line size over which a request surely exceeds the model's input-token limit (estimated at
-    four bytes a token); unbounded for a model not in the table and for embeddings (the service truncates)."""
+    four bytes a token); unbounded for a model not in the table, and for an embedding the service truncates
+    (Vertex does, unless ``embed_config.auto_truncate`` is false; the Gemini API has no such option)."""
     model = known(name, backend, task)
-    if model is None or task != "generate":
+    if model is None:
+        return 1 << 62
+    if task == "embed" and backend == "vertex" and auto_truncate is not False:
         return 1 << 62
     return model.input_tokens * CHARS_PER_TOKEN
 
 
 def too_long(name: str, line_bytes: int) -> str:
     model = _BY_NAME[bare(name)]
-    return (f"the prompt is about {line_bytes // CHARS_PER_TOKEN:,} tokens (estimate), over {model.name}'s input "
+    what = "text" if model.task == "embed" else "prompt"
+    return (f"the {what} is about {line_bytes // CHARS_PER_TOKEN:,} tokens (estimate), over {model.name}'s input "
             f"limit of {model.input_tokens:,}; not sent")
 
 

@@ -53,6 +53,7 @@ class JobsSpec:
     max_concurrent: int = 4
     poll_interval: float = 30.0  # seconds
     stuck_after: float = 24 * 3600.0  # pending, or running without progress, this long: cancelled and sent again
+    # (the default is longer where the service queues longer: ``stuck_default``)
     output_wait: float = 1800.0  # how long a succeeded job's output may be late before it counts as lost
     max_enqueued_tokens: int | None = None  # gemini: in-flight input tokens per model; None: the tier table's
 
@@ -83,10 +84,13 @@ class OutputSpec:
     parse: str = "text"  # text | json
     include_record: bool = True
     include_response: bool = False
+    normalize: bool = False  # task embed: vectors L2-normalised, as float32
     max_failed: int | float = 0  # an int is a count; a float in [0, 1] is a share ("1%" -> 0.01)
     # filled in by load_spec for typed destinations (bigquery), which make their columns from them:
     task: str = "generate"
     response_schema: Mapping[str, Any] | None = None  # generation_config's (or request's) response_schema
+    model: str = ""  # the spec's model, recorded on each embedding row
+    dimensions: int | None = None  # task embed: every vector's size, when the spec fixes it (parquet's fixed list)
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,7 @@ def load_spec(path: Path | str, environ: Mapping[str, str] | None = None, *, sta
     except RecursionError:
         raise InvalidSpec([f"{label}:1:1: the spec is nested too deeply"]) from None
     if not problems:
-        problems += _model_problems(doc)
+        problems += _model_problems(doc) + _location_problems(doc)
     if problems:
         raise InvalidSpec([format_problem(label, p) for p in sorted(set(problems))])
     spec = _to_spec(Path(os.path.abspath(path)), label, doc)
@@ -193,6 +197,46 @@ def _model_problems(doc: Reader) -> list[Problem]:
     return []
 
 
+
+def stuck_default(data: Mapping[str, Any]) -> float:
+    """``jobs.stuck_after`` when the spec gives none: 24 h, or an hour past a longer healthy queue (Vertex keeps a
+    Gemini embedding job queued up to 72 h, then expires it itself), so a healthy queue is never cancelled."""
+    if data.get("backend", {}).get("type") != "vertex" or data.get("task") != "embed":
+        return JobsSpec.stuck_after
+    queue = models.embedding_of(data["model"]).vertex_queue_hours * 3600.0
+    return JobsSpec.stuck_after if queue <= JobsSpec.stuck_after else queue + 3600.0
+
+
+def _dimensions(data: Mapping[str, Any]) -> int | None:
+    """The size of every embedding a spec asks for: ``embed_config.output_dimensionality`` when it is a number, the
+    model's default when it is not given; None when a template picks it per record (or for task generate)."""
+    if data.get("task") != "embed":
+        return None
+    dims = (data.get("embed_config") or {}).get("output_dimensionality")
+    if dims is None:
+        return models.embedding_of(data["model"]).dimensions[2]
+    return dims if isinstance(dims, int) else None
+
+
+def _location_problems(doc: Reader) -> list[Problem]:
+    """A Vertex location where the embedding model runs no batch jobs (their own list, ``models.Embedding``)."""
+    data = doc.data
+    backend = data.get("backend", {})
+    if backend.get("type") != "vertex" or data.get("task") != "embed" or "location" not in backend:
+        return []  # (a vertex backend without a location is the schema's error)
+    embedding = models.embedding_of(data["model"])
+    problems: list[Problem] = []
+    if data.get("source", {}).get("native") and not embedding.vertex_bigquery:
+        line, col = doc.where("source.native")
+        problems.append((line, col, "source.native", f"{models.bare(data['model'])} reads no BigQuery table on "
+                         "Vertex (JSONL on Cloud Storage only): leave out source.native, and the table is read and "
+                         "staged on GCS as JSONL"))
+    places = embedding.vertex_locations
+    if places is not None and backend["location"] not in places:
+        line, col = doc.where("backend.location")
+        problems.append((line, col, "backend.location", f"{models.bare(data['model'])} runs Vertex batch jobs in "
+                         f"{', '.join(places)} only, not {backend['location']!r}"))
+    return problems
 
 
 # --- typing -------------------------------------------------------------------------------------------------
@@ -235,6 +279,8 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
                 "max_failed": parse_share(output.get("max_failed", 0)),
                 "task": data.get("task", "generate"),
                 "response_schema": _response_schema(data.get("generation_config"), data.get("request")),
+                "model": models.bare(data["model"]),
+                "dimensions": _dimensions(data),
             }
         ),
         state_dir=_state_dir(data.get("state", {}).get("dir", ".batchflow"), base),
@@ -245,7 +291,7 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
             max_bytes=None if "max_bytes" not in jobs else parse_size(jobs["max_bytes"]),
             max_concurrent=jobs.get("max_concurrent", JobsSpec.max_concurrent),
             poll_interval=parse_duration(jobs.get("poll_interval", JobsSpec.poll_interval)),
-            stuck_after=parse_duration(jobs.get("stuck_after", JobsSpec.stuck_after)),
+            stuck_after=parse_duration(jobs.get("stuck_after", stuck_default(data))),
             output_wait=parse_duration(jobs.get("output_wait", JobsSpec.output_wait)),
             max_enqueued_tokens=jobs.get("max_enqueued_tokens"),
         ),

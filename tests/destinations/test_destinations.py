@@ -224,12 +224,14 @@ def test_parquet_parsed_is_typed_when_the_response_schema_is_an_object(tmp_path:
         {"sentiment": "positive", "score": 0.9}, {"sentiment": "3", "score": 0.5}, None]
 
 
-def test_parquet_embeddings_are_a_list_of_doubles(tmp_path: Path) -> None:
+def test_parquet_embeddings_are_a_list_of_float32_fixed_in_size_when_the_spec_fixes_it(tmp_path: Path) -> None:
     path = tmp_path / "out.parquet"
     write(path, rows_of(EMBED), task="embed", include_record=False)
     table = pq.read_table(path)
-    assert pa.types.is_float64(table.schema.field("embedding").type.value_type)
+    assert table.schema.field("embedding").type == pa.list_(pa.float32())
     assert table.to_pylist()[0]["embedding"] == [0.5, -0.25]
+    write(path, rows_of(EMBED), task="embed", include_record=False, dimensions=2)
+    assert pq.read_table(path).schema.field("embedding").type == pa.list_(pa.float32(), 2)
 
 
 def test_parquet_is_written_in_bounded_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

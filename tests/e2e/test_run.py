@@ -219,16 +219,17 @@ def test_plan_and_status_before_any_run_write_nothing(tmp_path: Path, command: s
 def test_an_embed_spec_gives_every_row_an_embedding_of_the_asked_dimension(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "data/in.jsonl", _records(12))
     spec = write_spec(tmp_path, model="gemini-embedding-001", task="embed", prompt=None,
-                      content="{{ text }}", embed_config={"output_dimensionality": 64, "task_type": "CLUSTERING"},
-                      jobs={"max_requests": 5, "poll_interval": "0.1s"})
+                      content="{{ text }}", embed_config={"output_dimensionality": 256, "task_type": "CLUSTERING"},
+                      jobs={"max_requests": 5, "poll_interval": "0.1s"},
+                      output={"type": "files", "path": "out/result.jsonl", "normalize": True})
     result = cli("run", str(spec))
     assert result.exit_code == 0, result.stderr
     rows = read_rows(tmp_path / "out/result.jsonl")
     assert [r["key"] for r in rows] == [f"r{i}" for i in range(1, 13)]
     for row in rows:
         assert row["status"] == "ok" and "text" not in row
-        assert len(row["embedding"]) == 64
-        assert abs(sum(v * v for v in row["embedding"]) - 1.0) < 1e-4
+        assert len(row["embedding"]) == 256 and (row["dimensions"], row["model"]) == (256, "gemini-embedding-001")
+        assert abs(sum(v * v for v in row["embedding"]) - 1.0) < 1e-4, "output.normalize: unit vectors"
     assert rows[0]["embedding"] != rows[1]["embedding"]
 
 

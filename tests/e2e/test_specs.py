@@ -6,6 +6,7 @@ import json
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.helpers import cli, cli_process
@@ -47,6 +48,37 @@ def test_every_local_example_runs_to_one_row_per_record(spec: Path, tmp_path: Pa
     summary = done.stdout.strip().splitlines()[-1]
     records, _, rest = summary.partition(" records: ")
     assert rest.startswith(f"{records} ok, 0 failed")
+
+
+def _vertex_example(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
+    """The example ``name`` run against a Vertex emulator and the GCS emulator; the file system and bucket."""
+    import gcsfs
+
+    bucket = "ex-" + uuid.uuid4().hex[:8]
+    fs = gcsfs.GCSFileSystem(token="anon", project="p")
+    fs.mkdir(bucket)
+    fs.pipe(f"{bucket}/reviews/part-1.jsonl", (SPECS[0].parent / "data/reviews.jsonl").read_bytes())
+    specs = _copy(tmp_path)
+    with start_in_thread(tmp_path / "emulator", job_seconds=0.2) as running:
+        monkeypatch.setenv("GOOGLE_VERTEX_BASE_URL", running.base_url)
+        monkeypatch.setenv("GCP_PROJECT", "example-project")
+        monkeypatch.setenv("BATCHFLOW_BUCKET", bucket)
+        done = cli_process("run", str(specs / name))
+    assert done.returncode == 0, done.stderr
+    return fs, bucket
+
+
+@pytest.mark.gcs
+def test_the_vertex_embeddings_example_runs_against_the_stand_ins(tmp_path: Path, gcs_emulator: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, bucket = _vertex_example(tmp_path, "vertex-embeddings.yaml", monkeypatch)
+    with fs.open(f"{bucket}/out/review-vectors.parquet", "rb") as fh:
+        table = pq.read_table(fh)
+    assert table.num_rows == len((SPECS[0].parent / "data/reviews.jsonl").read_text().splitlines())
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 768)
 
 
 @pytest.mark.gcs

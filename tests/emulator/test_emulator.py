@@ -194,9 +194,10 @@ def test_restarted_emulator_keeps_jobs_and_finishes_a_job_that_came_due_while_do
         assert [x["key"] for x in _results(client, job)] == ["a"]
 
 
-def test_embed_batches_give_unit_vectors_of_the_asked_dimension(client: genai.Client, tmp_path: Path) -> None:
+def test_embed_batches_give_vectors_of_the_asked_dimension_unit_only_at_full_size(client: genai.Client,
+                                                                                 tmp_path: Path) -> None:
     lines = [{"key": "d", "request": {"content": {"parts": [{"text": "default size"}]}}},
-             {"key": "s", "request": {"content": {"parts": [{"text": "small"}]}, "output_dimensionality": 16}},
+             {"key": "s", "request": {"content": {"parts": [{"text": "default size"}]}, "output_dimensionality": 16}},
              {"key": "bad", "request": {"content": {"parts": []}}}]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # create_embeddings is marked experimental by the SDK
@@ -206,9 +207,9 @@ def test_embed_batches_give_unit_vectors_of_the_asked_dimension(client: genai.Cl
             "contents": ["one", "two"], "config": {"output_dimensionality": 8}}})
     assert from_file.name and inline.name
     out = {x["key"]: x for x in _results(client, wait_done(client, from_file.name))}
-    for key, dims in (("d", 768), ("s", 16)):
-        values = out[key]["response"]["embedding"]["values"]
-        assert len(values) == dims and math.isclose(math.hypot(*values), 1.0, abs_tol=1e-5)
+    full, small = (out[key]["response"]["embedding"]["values"] for key in ("d", "s"))
+    assert len(full) == 3072 and math.isclose(math.hypot(*full), 1.0, abs_tol=1e-5), "the default, a unit vector"
+    assert len(small) == 16 and small == full[:16], "below 3072 the full vector cut short, as Google documents"
     assert out["bad"]["error"]["code"] == 400
     vectors = wait_done(client, inline.name).dest.inlined_embed_content_responses  # type: ignore[union-attr]
     assert vectors and [len(v.response.embedding.values) for v in vectors] == [8, 8]  # type: ignore[union-attr,arg-type]

@@ -22,7 +22,7 @@ from support.emulator_helpers import http_json, wait_done
 
 from batchflow.emulator import RunningEmulator, start_in_thread
 from batchflow.emulator.faults.plan import load_faults
-from batchflow.emulator.vertex.execute import answer_lines, part_count
+from batchflow.emulator.vertex.execute import InputError, answer_lines, check_size, part_count
 
 pytestmark = pytest.mark.gcs
 
@@ -154,6 +154,67 @@ def test_embeddings_use_the_seed_format_with_unit_vectors(client: genai.Client, 
                                                           "truncated": False}
     assert out[""]["status"] and "predictions" not in out[""]
     assert out["a default sized vector"]["instance"] == lines[0]
+
+
+def _gemini_line(key: str, text: str, **config: Any) -> dict[str, Any]:
+    return {"key": key, "request": {"content": {"parts": [{"text": text}]}, "embed_content_config": config}}
+
+
+def test_gemini_embeddings_answer_their_documented_line_and_refuse_the_legacy_one(
+        client: genai.Client, fs: Any, bucket: str) -> None:
+    lines = [_gemini_line("a", "a document", output_dimensionality=768, task_type="RETRIEVAL_DOCUMENT", title="t"),
+             _gemini_line("b", "full size"), {"content": "the legacy instance"},
+             _gemini_line("c", "too narrow", output_dimensionality=64)]
+    src = _put(fs, f"{bucket}/gemb.jsonl", lines)
+    job = wait_done(client, _create(client, src, f"gs://{bucket}/gemb-out", model="gemini-embedding-001"))
+    assert job.completion_stats and (job.completion_stats.successful_count, job.completion_stats.failed_count) == (2, 2)
+    out = {x.get("key", "legacy"): x for part in _outputs(fs, job).values() for x in part}
+    assert out["a"]["request"] == lines[0]["request"] and out["a"]["status"] == ""
+    full = out["b"]["response"]["embedding"]["values"]
+    assert len(out["a"]["response"]["embedding"]["values"]) == 768 and len(full) == 3072
+    assert math.isclose(math.hypot(*full), 1.0, abs_tol=1e-5), "the full-size vector is a unit vector"
+    assert out["b"]["response"]["usageMetadata"] == {"promptTokenCount": 3}
+    assert "Invalid input line for gemini-embedding-001" in out["legacy"]["status"]
+    assert "128..3072" in out["c"]["status"]
+
+
+def test_gemini_embedding_2_refuses_a_task_type_in_the_config(client: genai.Client, fs: Any, bucket: str) -> None:
+    with _vertex_client(client, "us") as us:
+        src = _put(fs, f"{bucket}/g2.jsonl", [_gemini_line("a", "q", task_type="RETRIEVAL_QUERY"),
+                                              _gemini_line("b", "task: search result | query: q")])
+        job = wait_done(us, _create(us, src, f"gs://{bucket}/g2-out", model="gemini-embedding-2"))
+    out = {x["key"]: x for part in _outputs(fs, job).values() for x in part}
+    assert "taskType is not supported by gemini-embedding-2" in out["a"]["status"]
+    assert out["b"]["status"] == ""
+
+
+def _vertex_client(client: genai.Client, location: str) -> genai.Client:
+    base_url = client._api_client._http_options.base_url
+    return genai.Client(vertexai=True, project="proj", location=location,
+                        credentials=google.oauth2.credentials.Credentials(token="fake"),
+                        http_options=types.HttpOptions(base_url=base_url))
+
+
+def test_gemini_embedding_jobs_are_refused_outside_their_locations_and_over_bigquery(
+        client: genai.Client, fs: Any, bucket: str) -> None:
+    src = _put(fs, f"{bucket}/g.jsonl", [_gemini_line("a", "x")])
+    with pytest.raises(errors.ClientError) as where:
+        _create(client, src, f"gs://{bucket}/g-out", model="gemini-embedding-2")  # us-central1: not served there
+    assert where.value.code == 404
+    with pytest.raises(errors.ClientError) as table:
+        client.batches.create(model="gemini-embedding-001", src="bq://proj.ds.requests",
+                              config=types.CreateBatchJobConfig(dest="bq://proj.ds.out", display_name="bq"))
+    assert table.value.code == 400 and "Cloud Storage only" in str(table.value)
+
+
+def test_an_embedding_job_over_its_models_rows_or_bytes_fails_whole() -> None:
+    check_size("gemini-embedding-001", 1_000_000, 10)
+    with pytest.raises(InputError, match="1,000,001 rows"):
+        check_size("gemini-embedding-001", 1_000_001, 10)
+    with pytest.raises(InputError, match="at most 1,000,000,000"):
+        check_size("gemini-embedding-2", 10, 1_000_000_001)
+    with pytest.raises(InputError, match="at most 30,000"):
+        check_size("text-embedding-005", 30_001, 10)  # the legacy models keep their 30,000 prompts a job
 
 
 def test_list_filters_by_state_and_display_name_and_pages(

@@ -185,7 +185,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
      "embed_config.task_type: expected one of RETRIEVAL_QUERY"),
     ("embedding too wide", {"task": "embed", "prompt": None, "model": "gemini-embedding-001",
                             "content": "{{ text }}", "embed_config": {"output_dimensionality": 5000}},
-     "embed_config.output_dimensionality: expected 1 to 3072"),
+     "embed_config.output_dimensionality: expected 128 to 3072 for gemini-embedding-001"),
 ]
 
 

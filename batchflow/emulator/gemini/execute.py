@@ -20,6 +20,7 @@ from batchflow.emulator.model import deterministic as model
 from batchflow.emulator.model.degraded import degrade
 from batchflow.emulator.wire import proto_json
 from batchflow.emulator.wire.errors import ApiError, invalid_argument, line_error
+from batchflow.spec import models
 
 Answerer = Callable[[Any, str], dict[str, Any]]
 _WRITE_BUFFER = 1 << 20
@@ -38,9 +39,11 @@ def _generate(request: Any, model_name: str) -> dict[str, Any]:
     return model.generate(request, model_name)
 
 
-def _embed(request: Any, _model: str) -> dict[str, Any]:
+def _embed(request: Any, model_name: str) -> dict[str, Any]:
     proto_json.check("gemini", "embed", request, "request")
-    return model.embed(request)
+    found = models.any_named(model_name)
+    embedding = found.embedding if found is not None else None
+    return model.embed(request, embedding.dimensions[2] if embedding and embedding.format == "request" else None)
 
 
 ANSWERERS: dict[str, Answerer] = {"generate": _generate, "embed": _embed}

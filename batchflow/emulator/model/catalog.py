@@ -82,19 +82,24 @@ def check_gemini_batch(kind: str, name: str, version: str) -> str:
     return f"models/{model.name}"
 
 
-def check_vertex_batch(name: str, project: str, location: str) -> None:
+def check_vertex_batch(name: str, project: str, location: str, bigquery: bool = False) -> None:
     """Refuse a Vertex batch prediction job on a model Google does not publish (404) or that takes no batch (400).
 
     The 400 is what the service answered for a published model without batch support ("Do not support publisher
-    model gemini-2.5-flash-preview-04-17", INVALID_ARGUMENT, python-genai #704).
+    model gemini-2.5-flash-preview-04-17", INVALID_ARGUMENT, python-genai #704). A Gemini embedding model is
+    published only in its own locations (elsewhere: the same 404) and reads no BigQuery table (400).
     """
     publisher = _publisher(name)
     model = models.listed_named(name, "vertex") if publisher == "google" else None
-    if model is None:
+    places = model.embedding.vertex_locations if model is not None and model.embedding is not None else None
+    if model is None or (places is not None and location not in places):
         raise not_found(f"Publisher Model `projects/{project}/locations/{location}/publishers/{publisher}/models/"
                         f"{models.bare(name)}` was not found or your project does not have access to it.")
     if model.task not in _BATCH_METHODS:
         raise invalid_argument(f"Do not support publisher model {model.name}")
+    if bigquery and model.embedding is not None and not model.embedding.vertex_bigquery:
+        raise invalid_argument(f"BigQuery input is not supported for {model.name}: batch jobs of Gemini embedding "
+                               "models read and write JSONL files on Cloud Storage only.")
 
 
 def gemini_not_found(name: str, version: str, method: str) -> ApiError:

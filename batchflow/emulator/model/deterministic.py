@@ -55,12 +55,14 @@ def generate(request: Any, model: str) -> dict[str, Any]:
     }
 
 
-def embed(request: Any) -> dict[str, Any]:
-    """An EmbedContentResponse: a deterministic unit vector of the asked dimension."""
+def embed(request: Any, full: int | None = None) -> dict[str, Any]:
+    """An EmbedContentResponse: a deterministic unit vector of the asked dimension; with ``full`` (a Matryoshka
+    model's own size, gemini-embedding-*), the full unit vector cut to the asked size, as those models give it
+    (not normalised again below their full size)."""
     check_embed_request(request)
-    dims = field(request, "outputDimensionality") or DEFAULT_EMBED_DIMENSIONS
+    dims = int(field(request, "outputDimensionality") or full or DEFAULT_EMBED_DIMENSIONS)
     text = " ".join(text_of(field(request, "content")))
-    return {"embedding": {"values": embedding(text, int(dims))}}
+    return {"embedding": {"values": embedding(text, full)[:dims] if full else embedding(text, dims)}}
 
 
 def embedding(text: str, dims: int) -> list[float]:

@@ -65,7 +65,7 @@ class VertexJobs(JobEngine[VertexJob, vertex_execute.JobResult]):
         """Create a job from a create body; returns its resource."""
         now = self._clock()
         job = vertex_jobs.parse_create(body, vertex_jobs.new_job_id(), 0, project, location, now, self.job_seconds)
-        catalog.check_vertex_batch(job.model, project, location)
+        catalog.check_vertex_batch(job.model, project, location, vertex_bigquery.is_bigquery(job.input_config))
         if not vertex_bigquery.is_bigquery(job.input_config):
             vertex_execute.filesystem()  # refuse the job now, not later, when gcsfs is missing
         self._add(job)

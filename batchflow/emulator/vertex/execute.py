@@ -29,7 +29,8 @@ from batchflow.emulator.model.degraded import degrade
 from batchflow.emulator.vertex.echo import echo
 from batchflow.emulator.wire import proto_json
 from batchflow.emulator.wire.errors import ApiError, invalid_argument
-from batchflow.emulator.wire.request_checks import check_embed_request, field
+from batchflow.emulator.wire.request_checks import check_embed_request, field, text_of
+from batchflow.spec import models
 
 LINES_PER_PART = 1000  # one predictions file per this many lines...
 MAX_PARTS = 64  # ...up to this many; and at least two whenever there are two lines
@@ -38,6 +39,7 @@ _MAX_EMBED_TOKENS = 2048  # text-embedding-005's input limit; longer text is tru
 _EMBED_DIMENSIONS = {"gemini-embedding": 3072}  # model-name prefix -> default size; others: model's default
 _GLOB_CHARS = frozenset("*?[")
 _READ_CHUNK = 1 << 22
+_SIMPLE_UPLOAD = 48 << 20  # a predictions file under this is uploaded in one request (gcsfs pipe_file: < 50 MiB)
 
 
 class InputError(Exception):
@@ -104,6 +106,7 @@ def run_job(job_id: str, model_name: str, uris: list[str], output_dir: str, work
         count = stage_input(fs, uris, staged)
         if count == 0:
             raise InputError(3, f"No instances found in the input {', '.join(uris)}.")
+        check_size(model_name, count, staged.stat().st_size)
         parts = [work / f"{job_id}.part{i}.jsonl" for i in range(part_count(count))]
         ok, failed = answer_lines(model_name, staged, parts, job_id, clock, faults, parameters,
                                   lambda request: echo(request, reserialise=output.reserialise,
@@ -119,6 +122,20 @@ def run_job(job_id: str, model_name: str, uris: list[str], output_dir: str, work
     finally:
         for path in (staged, *([] if published else parts)):
             path.unlink(missing_ok=True)
+
+
+def check_size(model_name: str, rows: int, size: int) -> None:
+    """An embedding job over its model's rows or bytes (Gemini embeddings: 1,000,000 rows and 1 GB; the legacy
+    text-embedding models: 30,000 prompts) fails as a whole."""
+    if not is_embedding_model(model_name):
+        return
+    limits = models.embedding_of(model_name)
+    if rows > limits.vertex_rows:
+        raise InputError(3, f"The input has {rows:,} rows; a batch job of {models.bare(model_name)} takes at most "
+                            f"{limits.vertex_rows:,}.")
+    if size > limits.vertex_bytes:
+        raise InputError(3, f"The input is {size:,} bytes; a batch job of {models.bare(model_name)} takes at most "
+                            f"{limits.vertex_bytes:,}.")
 
 
 def stage_input(fs: Any, uris: list[str], dest: Path) -> int:
@@ -219,8 +236,14 @@ def upload(fs: Any, parts: list[Path], output_dir: str) -> None:
     """Write the prediction files under the output directory."""
     base = output_dir.removeprefix("gs://").rstrip("/")
     for i, part in enumerate(parts, start=1):
-        if part.stat().st_size:  # a partial output may leave a file empty
-            fs.put_file(str(part), f"{base}/predictions_{i:05d}.jsonl")
+        size = part.stat().st_size
+        if not size:  # a partial output may leave a file empty
+            continue
+        target = f"{base}/predictions_{i:05d}.jsonl"
+        if size < _SIMPLE_UPLOAD:  # one request: gcsfs's put_file goes resumable over 5 MB, which a GCS
+            fs.pipe_file(target, part.read_bytes())  # emulator may not speak (gcp-storage-emulator: 501)
+        else:
+            fs.put_file(str(part), target)
 
 
 def answer_line(raw: bytes, model_id: str, embed: bool, clock: Callable[[], float],
@@ -233,6 +256,8 @@ def answer_line(raw: bytes, model_id: str, embed: bool, clock: Callable[[], floa
                 "processed_time": processed_time(clock())}, False
     if not isinstance(line, dict):
         return {"instance": line, "status": status_text(invalid_argument("Input line must be a JSON object"))}, False
+    if embed and models.embedding_of(model_id).format == "request":
+        return _gemini_embed_line(line, model_id, clock)
     if embed or ("request" not in line and "content" in line):
         return _embed_line(line, model_id, parameters or {})
     return _generate_line(line, model_id, clock)
@@ -267,10 +292,75 @@ def _generate_line(line: dict[str, Any], model_id: str, clock: Callable[[], floa
     return out, out["status"] == ""
 
 
+def _gemini_embed_line(line: dict[str, Any], model_id: str,
+                       clock: Callable[[], float]) -> tuple[dict[str, Any], bool]:
+    """A Gemini embedding line (``{"key", "request": {"content", "embed_content_config"}}``): the key and request
+    echoed, the response an EmbedContentResponse (``embedding.values``, ``usageMetadata``, ``truncated``).
+    Vectors below the model's full size are the full vector cut short, not normalised again, as the service's
+    are (a Matryoshka embedding: "vectors below 3072 are not normalised")."""
+    out: dict[str, Any] = {k: line[k] for k in ("key", "request") if k in line}
+    try:
+        out["response"] = gemini_embedding(line, model_id)
+        out["status"] = ""
+    except ApiError as exc:
+        out["status"] = status_text(exc)
+    out["processed_time"] = processed_time(clock())
+    return out, out["status"] == ""
+
+
+def gemini_embedding(line: dict[str, Any], model_id: str) -> dict[str, Any]:
+    """The response to one Gemini embedding line; ApiError(400) for a line not in that format, or a config the
+    model does not take (gemini-embedding-2 has no task type or title: they belong in the text)."""
+    request = line.get("request")
+    if not isinstance(request, dict) or "content" not in request:
+        raise invalid_argument(f"Invalid input line for {model_id}: expected {{\"request\": {{\"content\": "
+                               "{\"parts\": [...]}, \"embed_content_config\": {...}}}, got keys "
+                               f"{sorted(line)}")
+    unknown = set(request) - {"content", "embed_content_config", "embedContentConfig"}
+    if unknown:
+        raise invalid_argument(f"Unknown field(s) in the request: {', '.join(sorted(unknown))}")
+    config = field(request, "embedContentConfig") or {}
+    if not isinstance(config, dict):
+        raise invalid_argument("embed_content_config: expected an object")
+    limits = models.embedding_of(model_id)
+    told = [name for name in ("taskType", "title") if field(config, name) is not None]
+    if told and limits.task_in_text:
+        raise invalid_argument(f"{', '.join(told)} is not supported by {model_id}: write the task into the text")
+    known = {"outputDimensionality", "taskType", "title", "autoTruncate"}
+    extra = {k for k in config if camel_of(k) not in known}
+    if extra:
+        raise invalid_argument(f"Unknown field(s) in embed_content_config: {', '.join(sorted(extra))}")
+    dims = field(config, "outputDimensionality")
+    low, high, full = limits.dimensions
+    if dims is not None and not low <= int(dims) <= high:
+        raise invalid_argument(f"output_dimensionality must be in {low}..{high} for {model_id}, got {dims}")
+    check_embed_request({"content": request["content"],
+                         **{k: v for k in ("taskType", "title") if (v := field(config, k)) is not None}})
+    text = " ".join(text_of(request["content"]))
+    tokens, limit = model.tokens(text), models.any_named(model_id)
+    max_tokens = limit.input_tokens if limit is not None else _MAX_EMBED_TOKENS
+    truncated = tokens > max_tokens
+    if truncated and field(config, "autoTruncate") is False:
+        raise invalid_argument(f"The input has {tokens} tokens, over {model_id}'s limit of {max_tokens}; "
+                               "auto_truncate is false.")
+    if truncated:
+        text, tokens = text[: max_tokens * 4], max_tokens
+    values = model.embedding(text, full)[: int(dims or full)]
+    return {"embedding": {"values": values}, "usageMetadata": {"promptTokenCount": tokens}, "truncated": truncated}
+
+
+def camel_of(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
 def _embed_line(line: dict[str, Any], model_id: str, parameters: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     """The text-embeddings seed format: the instance echoed, one prediction with statistics and values."""
     out: dict[str, Any] = {"instance": line}
     try:
+        if "request" in line:
+            raise invalid_argument(f"Invalid input line for {model_id}: expected a text-embedding instance "
+                                   f"{{\"content\": \"...\"}}, got a \"request\" line")
         text, dims = _embed_instance(line, model_id, parameters)
         tokens = model.tokens(text)
         truncated = tokens > _MAX_EMBED_TOKENS
