@@ -12,34 +12,17 @@ Small and generic on purpose: a reference in, a ``Media`` out. Rendering, stagin
 from __future__ import annotations
 
 import hashlib
-import mimetypes
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import puremagic
-
 from batchflow.errors import DataError
+from batchflow.libs.mime import HEAD, by_extension, canonical, sniff
 from batchflow.libs.storage import url_to_fs
 
-_HEAD = 64  # bytes read for the magic number: enough for every type in the table (RIFF....WAVE, ftyp boxes)
 _CHUNK = 1 << 20
-
-# The spellings Google's pages use, for what the extension or the magic bytes name otherwise.
-_ALIASES = {
-    "audio/wave": "audio/wav", "audio/x-wav": "audio/wav", "audio/vnd.wave": "audio/wav",
-    "audio/mpeg": "audio/mp3", "audio/x-aiff": "audio/aiff", "audio/x-flac": "audio/flac",
-    "video/quicktime": "video/mov", "video/x-msvideo": "video/avi", "video/x-ms-wmv": "video/wmv",
-    "image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg",
-}
-_EXTENSIONS = {  # extensions the standard library's table does not know or spells otherwise
-    ".heic": "image/heic", ".heif": "image/heif", ".webp": "image/webp", ".flac": "audio/flac",
-    ".aac": "audio/aac", ".ogg": "audio/ogg", ".mp3": "audio/mp3", ".wav": "audio/wav", ".mov": "video/mov",
-    ".flv": "video/x-flv", ".mpg": "video/mpg", ".webm": "video/webm", ".wmv": "video/wmv", ".3gp": "video/3gpp",
-}
-
 
 @dataclass(frozen=True)
 class Media:
@@ -93,19 +76,6 @@ def untagged(uri: str) -> tuple[str, str | None]:
     return (place, fragment) if known else (uri, None)
 
 
-def sniff(head: bytes) -> str | None:
-    """The MIME type the file's first bytes say (Google's spelling), when they say one batchflow knows."""
-    try:
-        found = puremagic.magic_string(head)
-    except (puremagic.PureError, ValueError):
-        return None
-    for candidate in found:
-        mime = _canonical(candidate.mime_type) or _by_extension(candidate.extension)
-        if mime:
-            return mime
-    return None
-
-
 def sha256_of(path: Path) -> str:
     """The hex sha256 of a file's bytes, read in chunks (cached by path, size and mtime: records share files)."""
     stat = path.stat()
@@ -140,14 +110,14 @@ def _local(path: Path, declared: str | None) -> Media:
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
-            head = fh.read(_HEAD)
+            head = fh.read(HEAD)
     except FileNotFoundError:
         raise DataError(f"media {str(path)!r}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"media {str(path)!r}: is a directory, not a file") from None
     except OSError as exc:
         raise DataError(f"media {str(path)!r}: cannot be read: {exc.strerror or exc}") from None
-    mime = _declared(declared) or sniff(head) or _by_extension(path.suffix)
+    mime = _declared(declared) or sniff(head) or by_extension(path.suffix)
     return Media(path.resolve().as_uri(), mime or "", size, f"sha256:{sha256_of(path)}")
 
 
@@ -165,12 +135,12 @@ def _gcs(ref: str, declared: str | None) -> Media:
     identity = (f"md5:{info['md5Hash']}" if info.get("md5Hash") else
                 f"crc32c:{info['crc32c']}" if info.get("crc32c") else f"generation:{info.get('generation')}")
     stored = info.get("contentType") if info.get("contentType") != "application/octet-stream" else None
-    mime = _declared(declared) or _by_extension(Path(inside).suffix) or _canonical(stored)
+    mime = _declared(declared) or by_extension(Path(inside).suffix) or canonical(stored)
     return Media(uri, mime or "", int(info.get("size") or 0), identity)
 
 
 def _url(ref: str, declared: str | None) -> Media:
-    return Media(ref, _declared(declared) or _by_extension(Path(urlsplit(ref).path).suffix) or "", None, "url")
+    return Media(ref, _declared(declared) or by_extension(Path(urlsplit(ref).path).suffix) or "", None, "url")
 
 
 def _checked(media: Media, ref: str, mime_types: frozenset[str], max_bytes: int) -> Media:
@@ -186,15 +156,4 @@ def _checked(media: Media, ref: str, mime_types: frozenset[str], max_bytes: int)
 
 
 def _declared(mime_type: str | None) -> str | None:
-    return _canonical(mime_type.strip().lower()) if mime_type and mime_type.strip() else None
-
-
-def _canonical(mime: str | None) -> str | None:
-    return _ALIASES.get(mime, mime) if mime else None
-
-
-def _by_extension(extension: str) -> str | None:
-    ext = extension.lower()
-    if not ext:
-        return None
-    return _EXTENSIONS.get(ext) or _canonical(mimetypes.types_map.get(ext))
+    return canonical(mime_type.strip().lower()) if mime_type and mime_type.strip() else None

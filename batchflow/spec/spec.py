@@ -256,12 +256,19 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
         pricing=data.get("pricing", {}),
         budget=BudgetSpec(**data.get("budget", {})),
         locations={k: f"{label}:{line}:{col}" for k, (line, col) in doc.values.items() if k},
+        **_media_key(source, data),
         raw=data,
         unset_env={p[2]: format_problem(label, p) for p in doc.notes},
         **{k: data[k] for k in _TEMPLATES if k in data and not isinstance(data[k], list)},
         prompt_parts=_parts(data.get("prompt")),
         system_parts=_parts(data.get("system")),
     )
+
+
+def _media_key(source: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """A folder of media files is keyed by each file's path from the glob's root, unless the spec says otherwise."""
+    media = source.get("type") == "files" and source.get("format") == "media" and "key" not in data
+    return {"key": "{{ relative_path }}"} if media else {}
 
 
 def _parts(value: Any) -> tuple[str | Mapping[str, str], ...] | None:

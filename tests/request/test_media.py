@@ -10,7 +10,8 @@ import pytest
 from support.media_files import jpeg, pdf, png, wav
 
 from batchflow.errors import DataError
-from batchflow.request.media import Media, resolve, sniff, untagged
+from batchflow.libs.mime import sniff
+from batchflow.request.media import Media, resolve, untagged
 from batchflow.spec.limits import MEDIA_MIME_TYPES
 
 LIMIT = 10_000_000
