@@ -7,6 +7,10 @@ import mimetypes
 
 import puremagic
 
+# Python's built-in table alone, not the machine's /etc/mime.types: the same answer on every machine, and not one
+# that changes once something in the process calls mimetypes.init()
+_TABLE = mimetypes.MimeTypes(filenames=())
+
 HEAD = 64  # bytes enough for the magic number of every type in the table (RIFF....WAVE, ftyp boxes)
 
 # The spellings Google's pages use, for what the extension or the magic bytes name otherwise.
@@ -44,4 +48,4 @@ def by_extension(extension: str) -> str | None:
     ext = extension.lower()
     if not ext:
         return None
-    return _EXTENSIONS.get(ext) or canonical(mimetypes.types_map.get(ext))
+    return _EXTENSIONS.get(ext) or canonical(_TABLE.types_map[True].get(ext))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 from batchflow.errors import DataError
 from batchflow.libs.mime import HEAD, by_extension, canonical, sniff
 from batchflow.libs.storage import url_to_fs
+from batchflow.spec.spec import Spec
 
 _CHUNK = 1 << 20
 
@@ -157,3 +159,12 @@ def _checked(media: Media, ref: str, mime_types: frozenset[str], max_bytes: int)
 
 def _declared(mime_type: str | None) -> str | None:
     return canonical(mime_type.strip().lower()) if mime_type and mime_type.strip() else None
+
+
+def may_have_media(spec: Spec) -> bool:
+    """Whether the spec's requests may hold file_data parts to resolve (a text-only spec never walks them)."""
+    if any(isinstance(p, Mapping) for p in (*(spec.prompt_parts or ()), *(spec.system_parts or ()))):
+        return True
+    if isinstance(spec.request, str):
+        return True  # "{{ request }}": the record's own request, whatever it holds
+    return spec.request is not None and any(w in repr(spec.request) for w in ("file_data", "fileData"))

@@ -75,7 +75,7 @@ class Renderer:
         self._builder = RequestBuilder(backend.type, spec.task, spec.model, backend.project or "project",
                                        backend.location or "global")
         self._key = None if spec.key is None else self._leaf(spec.key, "key", typed=True)
-        self._media = _may_have_media(spec)  # file_data parts resolved in each request (_with_media)
+        self._media = media.may_have_media(spec)  # file_data parts resolved in each request (_with_media)
         self._request = self._embed() if spec.task == "embed" else self._generate()
         if self._problems:
             raise InvalidSpec(self._problems)
@@ -402,15 +402,6 @@ def _media_part(ref: _Build, mime: _Build | None) -> _Build:
         return {"file_data": data}
 
     return build
-
-
-def _may_have_media(spec: Spec) -> bool:
-    """Whether the spec's requests may hold file_data parts to resolve (a text-only spec never walks them)."""
-    if any(isinstance(p, Mapping) for p in (*(spec.prompt_parts or ()), *(spec.system_parts or ()))):
-        return True
-    if isinstance(spec.request, str):
-        return True  # "{{ request }}": the record's own request, whatever it holds
-    return spec.request is not None and any(w in repr(spec.request) for w in ("file_data", "fileData"))
 
 
 def _file_parts(request: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
