@@ -168,3 +168,13 @@ def may_have_media(spec: Spec) -> bool:
     if isinstance(spec.request, str):
         return True  # "{{ request }}": the record's own request, whatever it holds
     return spec.request is not None and any(w in repr(spec.request) for w in ("file_data", "fileData"))
+
+
+def written_media(spec: Spec) -> str | None:
+    """The spec field that writes a media part (a prompt / system media part, a request's file_data), if any."""
+    for name, parts in (("prompt", spec.prompt_parts), ("system", spec.system_parts)):
+        if any(isinstance(p, Mapping) for p in parts or ()):
+            return name
+    writes = isinstance(spec.request, Mapping) and any(w in repr(spec.request) for w in ("file_data", "fileData"))
+    return "request" if writes else None
+
