@@ -7,13 +7,15 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
 from batchflow.backends.base import JobInfo, Result
+from batchflow.backends.gemini_media import GeminiMedia
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.errors import BackendError, OutputMissing, SpecError, TransientError
+from batchflow.request.media import may_have_media
 from batchflow.spec.spec import Spec
 
 _FILES_PAGE = 100
@@ -31,14 +33,27 @@ class GeminiBackend(SdkBackend):
         if not key and not base_url:
             raise SpecError(f"{spec.where('backend')}: backend: the environment variable {env} "
                             "(backend.api_key_env) is not set")
-        return cls(make_client(key or "emulator", base_url))
+        return cls(make_client(key or "emulator", base_url)).with_media(spec)
+
+    media: GeminiMedia | None = None  # set for a spec whose requests may name local files
+
+    def with_media(self, spec: Spec) -> Self:
+        """The backend, staging the local media files its spec's requests name (when they may name any)."""
+        if may_have_media(spec):
+            self.media = GeminiMedia(self.client)
+        return self
 
     def stage(self, path: Path, display_name: str) -> str:
         from google.genai import types
 
-        with api_errors(f"upload {path.name}"):
-            f = self.client.files.upload(file=str(path), config=types.UploadFileConfig(
-                mime_type="jsonl", display_name=display_name))
+        staged = self.media.rewritten(path) if self.media is not None else None
+        try:
+            with api_errors(f"upload {path.name}"):
+                f = self.client.files.upload(file=str(staged or path), config=types.UploadFileConfig(
+                    mime_type="jsonl", display_name=display_name))
+        finally:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
         return str(f.name)
 
     def staged_files(self, prefix: str) -> dict[str, tuple[str, int]]:

@@ -23,9 +23,9 @@ class LocalBackend(GeminiBackend):
         from batchflow.emulator import start_in_thread
 
         if spec.backend.base_url:  # a running emulator was named: use it, start none
-            return cls(make_client("local", spec.backend.base_url), None)
+            return cls(make_client("local", spec.backend.base_url), None).with_media(spec)
         emulator = start_in_thread(data_dir, job_seconds=0.0)
-        return cls(make_client("local", emulator.base_url), emulator)
+        return cls(make_client("local", emulator.base_url), emulator).with_media(spec)
 
     def close(self) -> None:
         super().close()

@@ -39,6 +39,7 @@ from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.errors import BackendError, OutputMissing, SpecError
 from batchflow.libs.storage import url_to_fs
 from batchflow.request.canonical import canonical, canonical_request
+from batchflow.request.media import written_media
 from batchflow.spec import models
 from batchflow.spec.spec import Spec
 
@@ -139,6 +140,10 @@ class VertexBackend(SdkBackend):
     def from_spec(cls, spec: Spec) -> VertexBackend:
         if not spec.backend.staging:
             raise SpecError(f"{spec.where('backend')}: backend: vertex needs staging (gs://bucket/prefix)")
+        media = written_media(spec)
+        if media is not None:  # refused before anything is prepared or staged, rather than refused line by line
+            raise SpecError(f"{spec.where(media)}: {media}: media parts are not staged on the vertex backend yet "
+                            "(the gemini and local backends stage them)")
         return cls(vertex_client(spec), f"{spec.backend.staging}/{spec.name}", spec.task, job_parameters(spec),
                    spec.backend.key_labels, embed_format(spec))
 

@@ -117,6 +117,10 @@ def request_tree(spec: Spec) -> dict[str, Any]:
     if isinstance(spec.request, str):
         raise SpecError(f"{spec.where('request')}: request: with source.native the request is built in SQL from a "
                         "mapping; a single \"{{ expression }}\" request is not supported")
+    for name, parts in (("prompt", spec.prompt_parts), ("system", spec.system_parts)):
+        if parts is not None:  # rendered in SQL, a list of parts would lose its media (and be sent empty)
+            raise SpecError(f"{spec.where(name)}: {name}: with source.native a list of parts is not supported yet; "
+                            "write one text template")
     if spec.request is not None:
         tree = dict(spec.request)
     else:

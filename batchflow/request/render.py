@@ -26,7 +26,7 @@ Jinja. The parts of such a request that hold no template are shared by every req
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined
@@ -34,9 +34,11 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchflow.errors import DataError
+from batchflow.request import media
 from batchflow.request.compiled import Code, Whole, single_expression, static, templated
 from batchflow.request.wire import Path, RequestBuilder, RequestProblems, camel, dotted, task_prefix
 from batchflow.sources.base import SourceRecord
+from batchflow.spec.limits import MEDIA_FILE_MAX_BYTES, media_types
 from batchflow.spec.models import embedding_of
 from batchflow.spec.spec import InvalidSpec, Spec
 
@@ -74,6 +76,7 @@ class Renderer:
         self._builder = RequestBuilder(backend.type, spec.task, spec.model, backend.project or "project",
                                        backend.location or "global")
         self._key = None if spec.key is None else self._leaf(spec.key, "key", typed=True)
+        self._media = media.may_have_media(spec)  # file_data parts resolved in each request (_with_media)
         self._request = self._embed() if spec.task == "embed" else self._generate()
         if self._problems:
             raise InvalidSpec(self._problems)
@@ -146,6 +149,8 @@ class Renderer:
         if spec.system is not None:
             rest["system_instruction"] = {"parts": [{"text": spec.system}]}
             extras.append(("system_instruction", self._text_parts(self._leaf(spec.system, "system", typed=False))))
+        elif spec.system_parts is not None:
+            extras.append(("system_instruction", self._parts(spec.system_parts, "system")))
         if spec.generation_config is not None:
             rest["generation_config"] = spec.generation_config
             extras.append(("generation_config", self._tree(spec.generation_config, "generation_config")))
@@ -162,6 +167,16 @@ class Renderer:
             elif not extras:  # filling in system / generation_config depends on the request: Jinja's path does it
                 self._request_code = gen.call(self._finish, gen.call(_mapping, self._code(body)))
             return self._finished(_with_defaults(body, extras))
+        if spec.prompt_parts is not None:  # a list of parts, media among them: Jinja's path alone
+            parts = self._parts(spec.prompt_parts, "prompt")
+
+            def build_parts(context: dict[str, Any]) -> dict[str, Any]:
+                request: dict[str, Any] = {"contents": [{"role": "user", **parts(context)}]}
+                for name, part in extras:
+                    request[name] = part(context)
+                return request
+
+            return self._finished(build_parts)
         text = self._leaf(spec.prompt or "", "prompt", typed=False)
         prompt = _text_parts(text)
         user = gen.mapping([("role", gen.const("user")), ("parts", gen.parts(self._code(text)))])
@@ -227,6 +242,8 @@ class Renderer:
         return lambda context: self._finish(build(context))
 
     def _finish(self, request: Any) -> dict[str, Any]:
+        if self._media:
+            self._with_media(request)
         try:
             return self._builder.build(request)
         except RequestProblems as exc:
@@ -235,6 +252,45 @@ class Renderer:
                          "embed": _from_embed_spec}[self._spec.task]
             why = _Bad(first.message + (f" (and {more} more)" if more else ""))
             raise _LeafError(spec_path(first.path), why) from None
+
+    def _parts(self, parts: tuple[str | Mapping[str, str], ...], dotted: str) -> _Build:
+        """A builder of ``{"parts": [...]}`` from a spec's list of parts: text templates and media parts (their
+        reference rendered into a ``file_data`` part, resolved by ``_with_media``)."""
+        builds: list[_Build] = []
+        for i, part in enumerate(parts):
+            if isinstance(part, str):
+                builds.append(_text_part(self._leaf(part, f"{dotted}.{i}", typed=False)))
+                continue
+            ref = self._leaf(part["media"], f"{dotted}.{i}.media", typed=False)
+            mime = part.get("mime_type")
+            builds.append(_media_part(ref, None if mime is None else
+                                      self._leaf(mime, f"{dotted}.{i}.mime_type", typed=False)))
+        return lambda context: {"parts": [build(context) for build in builds]}
+
+    def _with_media(self, request: Any) -> None:
+        """Each ``file_data`` part of the request that names a file batchflow reads (a local path, gs://; from a
+        prompt's media part, https too) resolved in place: its URI tagged with the content's identity, its MIME
+        type filled in and checked; a bad one a ``_LeafError`` at its place in the spec."""
+        if not isinstance(request, dict):
+            return
+        base, types = self._spec.path.parent, media_types(self._spec.task)
+        from_prompt = self._spec.request is None
+        for path, part in _file_parts(request):
+            holder = "file_data" if "file_data" in part else "fileData"
+            data = part[holder]
+            uri_field = "file_uri" if "file_uri" in data else "fileUri"
+            mime_field = "mime_type" if "mime_type" in data or "mimeType" not in data else "mimeType"
+            uri = data.get(uri_field)
+            if not isinstance(uri, str) or not (from_prompt or _staged_by_batchflow(uri)):
+                continue
+            if media.untagged(uri)[1] is not None:
+                continue  # resolved already
+            try:
+                found = media.resolve(uri, base, data.get(mime_field), mime_types=types,
+                                      max_bytes=MEDIA_FILE_MAX_BYTES)
+            except DataError as exc:
+                raise _LeafError(_media_spec_path(path, from_prompt), _Bad(str(exc))) from None
+            part[holder] = {uri_field: found.tagged(), mime_field: found.mime_type}
 
     def _check_static(self, tree: Any, spec_path: _SpecPath) -> None:
         """The spec's own mistakes in a request, found before any record: the tree's templated leaves left out,
@@ -347,6 +403,55 @@ def _guard(dotted: str, run: _Build) -> _Build:
 
 def _text_parts(text: _Build) -> _Build:
     return lambda context: {"parts": [{"text": text(context)}]}
+
+
+def _text_part(text: _Build) -> _Build:
+    return lambda context: {"text": text(context)}
+
+
+def _media_part(ref: _Build, mime: _Build | None) -> _Build:
+    def build(context: dict[str, Any]) -> dict[str, Any]:
+        data = {"file_uri": ref(context)}
+        if mime is not None:
+            data["mime_type"] = mime(context)
+        return {"file_data": data}
+
+    return build
+
+
+def _file_parts(request: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(path in the request, part) of every file_data part in its contents and system instruction."""
+    for name in ("system_instruction", "systemInstruction"):
+        system = request.get(name)
+        if isinstance(system, dict):
+            yield from _parts_of(system, (name,))
+    contents = request.get("contents")
+    if isinstance(contents, list):
+        for i, content in enumerate(contents):
+            if isinstance(content, dict):
+                yield from _parts_of(content, ("contents", i))
+
+
+def _parts_of(content: dict[str, Any], at: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    parts = content.get("parts")
+    if isinstance(parts, list):
+        for i, part in enumerate(parts):
+            if isinstance(part, dict) and isinstance(part.get("file_data", part.get("fileData")), dict):
+                yield (*at, "parts", i), part
+
+
+def _staged_by_batchflow(uri: str) -> bool:
+    """A URI in a ready-made request that batchflow resolves and stages: a local path or gs://; others pass."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    return scheme in ("", "file", "gs")
+
+
+def _media_spec_path(path: Path, from_prompt: bool) -> str:
+    """A file_data part's place in the request -> its place in the spec (``prompt.2.media``, ``request....``)."""
+    if not from_prompt:
+        return dotted(("request", *path))
+    head = "system" if path[0] in ("system_instruction", "systemInstruction") else "prompt"
+    return f"{head}.{path[-1]}.media"
 
 
 def _with_defaults(body: _Build, extras: list[tuple[str, _Build]]) -> _Build:

@@ -11,6 +11,9 @@ is decompressed on the fly. Formats, by ``source.format`` or by the extension un
   of fields is a bad record. Bytes that are not UTF-8 end the read in both modes (a row may span lines).
 - ``parquet`` (``.parquet``): streamed record batch by record batch with pyarrow (the extra
   ``batchflow[parquet]``); ``where`` is ``file.parquet:row N`` (``sources/parquet.py``).
+- ``media`` (never by extension): each file is one record, not read here: ``path`` (absolute, or gs://, so a
+  ``{media: "{{ path }}"}`` part reads it as it is), ``name``, ``mime_type`` (from the first bytes of a local
+  file, else the extension), ``size_bytes`` and ``relative_path`` (from the glob's root: the default key).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from fsspec.utils import infer_compression
 from batchflow.errors import DataError, SpecError
 from batchflow.libs.arrow import INSTALL_HINT, pyarrow_missing
 from batchflow.libs.jsonio import ArrayError, JSONDecodeError, dumps, dumps_canonical, iter_array, loads, type_name
+from batchflow.libs.mime import HEAD, by_extension, sniff
 from batchflow.libs.storage import spec_filesystem
 from batchflow.sources.base import BadRecord, Item, Reject, Source, bad_record_handler
 from batchflow.sources.parquet import read_parquet
@@ -173,7 +177,20 @@ def read_csv(f: BinaryIO, name: str, bad: BadRecord) -> Iterator[Item]:
         raise DataError(f"{name}:{start}: malformed CSV: {exc}") from None
 
 
-READERS: dict[str, Reader] = {"jsonl": read_jsonl, "json": read_json, "csv": read_csv, "parquet": read_parquet}
+def read_media(f: BinaryIO, name: str, bad: BadRecord) -> Iterator[Item]:
+    """One open file as one media record (``FilesSource`` makes them from its listing instead, reading no more
+    than a local file's first bytes: ``_media_record``)."""
+    head = f.read(HEAD)
+    size = len(head)
+    while chunk := f.read(_CHUNK):
+        size += len(chunk)
+    base = name.rsplit("/", 1)[-1]
+    mime = sniff(head) or by_extension(os.path.splitext(base)[1]) or ""
+    yield {"path": name, "name": base, "mime_type": mime, "size_bytes": size, "relative_path": base}, None, name, 0
+
+
+READERS: dict[str, Reader] = {"jsonl": read_jsonl, "json": read_json, "csv": read_csv, "parquet": read_parquet,
+                              "media": read_media}
 EXTENSIONS: dict[str, str] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -237,6 +254,18 @@ class _Hashing:
         return getattr(self._f, name)
 
 
+def _glob_root(pattern: str) -> str:
+    """The folder a glob's matches are named from: its path up to the first segment with a wildcard."""
+    kept: list[str] = []
+    for segment in pattern.split("/"):
+        if any(c in segment for c in "*?["):
+            break
+        kept.append(segment)
+    else:
+        kept = kept[:-1]  # no wildcard: the path names one file, named from its folder
+    return "/".join(kept)
+
+
 class FilesSource(Source):
     """Records from the files a path or glob matches, local or remote, in sorted order."""
 
@@ -254,6 +283,9 @@ class FilesSource(Source):
         """The records; ``unparsed``: a JSON Lines file's lines come as ``(None, raw, …)``, for ``parse_line``."""
         read = read_jsonl_unparsed if unparsed and self._read is read_jsonl else self._read
         self._content = hashlib.sha256()
+        if read is read_media:
+            yield from self._media_items()
+            return
         for path, _info in self._match():  # the file is opened here, not in a helper generator: one frame less
             name = self._display(path)  # to resume per record (measured: ~4 % of a prep)
             self._content.update(b"\x00file\x00")  # where one file ends and the next begins; names do not count
@@ -275,6 +307,30 @@ class FilesSource(Source):
     def describe(self) -> str:
         count = len(self._match())
         return f"{count} {'file' if count == 1 else 'files'} matching {self._pattern} ({self._format})"
+
+    def _media_items(self) -> Iterator[Item]:
+        """One record per file; its content stands in the digest by its listing (size and version): the bytes
+        themselves are the requests' to know (their media parts carry the sha256)."""
+        root = _glob_root(self._root)
+        for path, info in self._match():
+            record = self._media_record(path, info, root)
+            self._content.update(dumps_canonical([record["path"], record["size_bytes"], _version(info)]))
+            yield record, None, record["path"], 0
+
+    def _media_record(self, path: str, info: dict[str, Any], root: str) -> dict[str, Any]:
+        local = "://" not in self._pattern
+        full = path if local else str(self._fs.unstrip_protocol(path))
+        mime = None
+        if local:
+            try:
+                with open(path, "rb") as fh:
+                    mime = sniff(fh.read(HEAD))
+            except OSError as exc:
+                raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        name = path.rsplit("/", 1)[-1]
+        relative = path[len(root):].lstrip("/") if root and path.startswith(root) else name
+        return {"path": full, "name": name, "mime_type": mime or by_extension(os.path.splitext(name)[1]) or "",
+                "size_bytes": int(info.get("size") or 0), "relative_path": relative}
 
     def _match(self) -> list[tuple[str, dict[str, Any]]]:
         """The matching files, sorted, with what the filesystem knows of each *now*."""

@@ -90,3 +90,32 @@ ENQUEUED_TOKENS_TIER1: dict[str, int] = {
 def enqueued_tokens(model: str) -> int | None:
     """The model's Tier 1 enqueued-token quota, when the table has it."""
     return ENQUEUED_TOKENS_TIER1.get(model.rsplit("/", 1)[-1])
+
+
+# Media parts (images, documents, audio, video). Sources, as of 2026-12: the Gemini API's "File input methods" page
+# and its "Files API" page (ai.google.dev/gemini-api/docs), Google's "Increased file size limits" post (2026-01),
+# and the Gemini API's image / document / audio / video understanding pages for the MIME types.
+MEDIA_FILE_MAX_BYTES = 2_000_000_000  # one file through the Files API (also a registered GCS object)
+MEDIA_PROJECT_MAX_BYTES = 20_000_000_000  # the Files API's storage per project
+MEDIA_FILE_HOURS = 48  # a Files API file is deleted this long after its upload
+INLINE_REQUEST_MAX_BYTES = 100_000_000  # inline data in one request, base64 encoded (was 20 MB before 2026-01)
+# batchflow's own choice, not Google's: a local file up to this size goes inline (base64) in its request line on
+# the Gemini API instead of through the Files API; a larger one is uploaded once per distinct content.
+INLINE_MAX_BYTES = 32 * 1024
+
+MEDIA_MIME_TYPES: frozenset[str] = frozenset({
+    "image/png", "image/jpeg", "image/webp", "image/heic", "image/heif",
+    "application/pdf", "text/plain",
+    "audio/wav", "audio/mp3", "audio/aiff", "audio/aac", "audio/ogg", "audio/flac",
+    "video/mp4", "video/mpeg", "video/mov", "video/avi", "video/x-flv", "video/mpg", "video/webm", "video/wmv",
+    "video/3gpp",
+})
+"""The MIME types the Gemini models (generate) take as media parts, on either service."""
+
+
+MEDIA_TYPES_BY_TASK: dict[str, frozenset[str]] = {"generate": MEDIA_MIME_TYPES}
+
+
+def media_types(task: str) -> frozenset[str]:
+    """The MIME types a task's models take as media parts (none for a task not in the table: text embeddings)."""
+    return MEDIA_TYPES_BY_TASK.get(task, frozenset())

@@ -118,8 +118,11 @@ class Spec:
     lease_seconds: float = 60.0  # state.lease: how long a gs:// state's lease holds without a renewal
     task: str = "generate"  # generate | embed
     key: str | None = None  # template; None: the record's ordinal
-    prompt: str | None = None
+    prompt: str | None = None  # the prompt when it is one text template
     system: str | None = None
+    # prompt / system written as a list of parts: a str is a text template, {"media": T, "mime_type": T?} a file
+    prompt_parts: tuple[str | Mapping[str, str], ...] | None = None
+    system_parts: tuple[str | Mapping[str, str], ...] | None = None
     generation_config: Mapping[str, Any] | None = None
     request: Mapping[str, Any] | str | None = None  # a mapping, or one "{{ expression }}" giving the request
     content: str | None = None  # task: embed
@@ -299,10 +302,24 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
         pricing=data.get("pricing", {}),
         budget=BudgetSpec(**data.get("budget", {})),
         locations={k: f"{label}:{line}:{col}" for k, (line, col) in doc.values.items() if k},
+        **_media_key(source, data),
         raw=data,
         unset_env={p[2]: format_problem(label, p) for p in doc.notes},
-        **{k: data[k] for k in _TEMPLATES if k in data},
+        **{k: data[k] for k in _TEMPLATES if k in data and not isinstance(data[k], list)},
+        prompt_parts=_parts(data.get("prompt")),
+        system_parts=_parts(data.get("system")),
     )
+
+
+def _media_key(source: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """A folder of media files is keyed by each file's path from the glob's root, unless the spec says otherwise."""
+    media = source.get("type") == "files" and source.get("format") == "media" and "key" not in data
+    return {"key": "{{ relative_path }}"} if media else {}
+
+
+def _parts(value: Any) -> tuple[str | Mapping[str, str], ...] | None:
+    """A prompt or system written as a list of parts (checked by the schema), as a tuple; None for a string."""
+    return tuple(value) if isinstance(value, list) else None
 
 
 _COLUMN_KEY = re.compile(r"^\s*\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*$")

@@ -1,0 +1,48 @@
+"""A unit's local media on the Gemini API (the emulator): small files inline, larger ones uploaded once per
+content through the Files API, and the unit's lines rewritten to name them; the kept lines stay as written."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import orjson
+from support.media_files import png, wav
+
+from batchflow.backends.gemini import GeminiBackend, make_client
+from batchflow.backends.gemini_media import GeminiMedia
+from batchflow.request.media import resolve
+from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_MIME_TYPES
+
+
+def _line(key: str, file: Path) -> bytes:
+    media = resolve(str(file), file.parent, mime_types=MEDIA_MIME_TYPES, max_bytes=10**9)
+    part = {"fileData": {"file_uri": media.tagged(), "mime_type": media.mime_type}}
+    request = {"contents": [{"role": "user", "parts": [{"text": "Describe it."}, part]}]}
+    return orjson.dumps({"key": key, "request": request}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def test_identical_files_are_uploaded_once_and_small_ones_go_inline(tmp_path: Path, emulator_url: str) -> None:
+    big = wav(3, seconds=INLINE_MAX_BYTES / 8000 + 1)
+    for name, data in {"a.wav": big, "b.wav": big, "c.png": png(1)}.items():
+        (tmp_path / name).write_bytes(data)
+    unit = tmp_path / "unit.jsonl"
+    unit.write_bytes(b"".join(_line(k, tmp_path / k) for k in ("a.wav", "b.wav", "c.png")))
+    kept = unit.read_bytes()
+    client = make_client("test", emulator_url)
+    media = GeminiMedia(client)
+    backend = GeminiBackend(client)
+    backend.media = media
+    staged = backend.stage(unit, "batchflow-media-test-unit")
+
+    assert media.uploads == 1
+    assert unit.read_bytes() == kept  # the lines kept name the files by content, as rendered
+    assert not (tmp_path / "unit.jsonl.staged").exists()
+    sent = tmp_path / "sent.jsonl"
+    client.files.download(file=staged, destination=str(sent))
+    lines = [orjson.loads(line) for line in sent.read_bytes().splitlines()]
+    parts = [line["request"]["contents"][0]["parts"][1] for line in lines]
+    assert parts[0] == parts[1] and parts[0]["fileData"]["mimeType"] == "audio/wav"
+    uploaded = client.files.get(name="files/" + parts[0]["fileData"]["fileUri"].rsplit("/files/", 1)[1])
+    assert int(uploaded.size_bytes or 0) == len(big)
+    assert base64.b64decode(parts[2]["inlineData"]["data"]) == png(1)

@@ -1,0 +1,79 @@
+"""A folder of media files, end to end on the local backend: one row per file, identical files uploaded once, a
+second run sends nothing, a changed file is one request; a manifest's missing and refused files are error rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from support.helpers import cli, read_rows, write_spec
+from support.media_files import jpeg, pdf, png, wav
+
+from batchflow.spec.limits import INLINE_MAX_BYTES
+
+PROMPT = ["Describe {{ name }}.", {"media": "{{ path }}"}]
+
+
+def _folder(root: Path) -> dict[str, bytes]:
+    """52 files of four kinds, every fourth PNG a copy of another, two WAVs over the inline threshold (the same)."""
+    files: dict[str, bytes] = {}
+    for i in range(48):
+        kind = i % 4
+        name, data = [(f"img/p{i}.png", png(i // 8)), (f"img/j{i}.jpg", jpeg(i)), (f"doc/d{i}.pdf", pdf(i)),
+                      (f"audio/w{i}.wav", wav(i, seconds=0.5))][kind]
+        files[name] = data
+    big = wav(7, seconds=INLINE_MAX_BYTES / 8000 + 1)
+    files.update({"audio/long-a.wav": big, "audio/long-b.wav": big, "img/x.png": png(100), "doc/y.pdf": pdf(100)})
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return files
+
+
+def _events(stderr: str, event: str) -> list[dict[str, object]]:
+    found = []
+    for line in stderr.splitlines():
+        if line.startswith("{") and f'"event": "{event}"' in line:
+            found.append(json.loads(line))
+    return found
+
+
+def test_a_folder_of_media_runs_again_and_sends_only_what_changed(tmp_path: Path) -> None:
+    files = _folder(tmp_path / "scans")
+    spec = write_spec(tmp_path, "media", key=None, prompt=PROMPT,
+                      source={"type": "files", "path": "scans/**/*.*", "format": "media"})
+    first = cli("run", str(spec))
+    assert first.exit_code == 0, first.stderr
+    rows = read_rows(tmp_path / "out/result.jsonl")
+    assert sorted(r["key"] for r in rows) == sorted(files)
+    assert all(r["status"] == "ok" for r in rows)
+    assert {r["key"]: r["record"]["size_bytes"] for r in rows} == {k: len(v) for k, v in files.items()}
+
+    again = cli("run", str(spec))
+    assert again.exit_code == 0, again.stderr
+    assert not _events(again.stderr, "job created")  # nothing sent
+
+    (tmp_path / "scans/img/x.png").write_bytes(png(101))
+    changed = cli("run", str(spec))
+    assert changed.exit_code == 0, changed.stderr
+    prepared = _events(changed.stderr, "prepared")[-1]
+    assert (prepared.get("changed"), prepared.get("unchanged")) == (1, len(files) - 1)
+
+
+def test_a_manifest_with_a_missing_file_and_a_refused_type_gets_two_error_rows(tmp_path: Path) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files/a.png").write_bytes(png(1))
+    (tmp_path / "files/b.pdf").write_bytes(pdf(1))
+    (tmp_path / "files/page.html").write_text("<html><body>hi</body></html>")
+    manifest = "id,file\n1,files/a.png\n2,files/gone.png\n3,files/page.html\n4,files/b.pdf\n"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/manifest.csv").write_text(manifest)
+    spec = write_spec(tmp_path, "manifest", prompt=["What is in it?", {"media": "files/{{ file[6:] }}"}],
+                      source={"type": "files", "path": "data/manifest.csv", "on_bad_record": "skip"},
+                      output={"type": "files", "path": "out/result.jsonl", "max_failed": 2})
+    result = cli("run", str(spec))
+    assert result.exit_code == 0, result.stderr
+    rows = {r["key"]: r for r in read_rows(tmp_path / "out/result.jsonl")}
+    assert [rows[k]["status"] for k in "1234"] == ["ok", "error", "error", "ok"]
+    assert "no such file" in rows["2"]["error"]["message"] and "gone.png" in rows["2"]["error"]["message"]
+    assert "text/html is not one the model takes" in rows["3"]["error"]["message"]
