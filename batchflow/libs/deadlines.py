@@ -65,8 +65,9 @@ def deadlines(attempts: int = 3, environ: Mapping[str, str] | None = None) -> De
 
 
 def _backoff_total(attempts: int) -> float:
-    """The pauses between attempts: 1 s, 2 s, 4 s ... (each client's own exponential backoff, capped at 10 s)."""
-    return float(sum(min(2**n, 10) for n in range(attempts - 1)))
+    """The pauses between attempts: 1 s, 2 s, 4 s ... (each client's own exponential backoff, capped at 10 s),
+    each with up to a second of jitter."""
+    return float(sum(min(2**n, 10) + 1 for n in range(attempts - 1)))
 
 
 # --- google-genai (httpx underneath: its timeout is per operation, connect, read a byte, write a byte) ---

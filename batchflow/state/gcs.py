@@ -28,7 +28,7 @@ from typing import Any
 
 from batchflow import logs
 from batchflow.errors import LockedError, SpecError
-from batchflow.libs.deadlines import bounded, deadlines, http_timeout, transfer_timeout
+from batchflow.libs.deadlines import Deadlines, api_core_retry, bounded, deadlines, http_timeout, transfer_timeout
 from batchflow.libs.storage import url_to_fs
 
 log = logs.get_logger(__name__)
@@ -57,7 +57,9 @@ class GcsState:
         self.lost: str | None = None  # why the lease is no longer ours
         self.lease_expires: float | None = None  # when the lease last written runs out (None: no lease held)
         self.deadlines = deadlines()
-        self.timeout = http_timeout(self.deadlines)  # google-cloud-storage's timeout= (connect, read)
+        # google-cloud-storage's timeout= (connect, read a byte) and retry= (its attempts ended within a bound);
+        # every write here carries a generation precondition, so trying one again is safe
+        self.call = {"timeout": http_timeout(self.deadlines), "retry": _retry(self.deadlines)}
         self.host = _host()
 
     def bounded(self, call: str) -> contextlib.AbstractContextManager[None]:
@@ -97,14 +99,14 @@ class GcsState:
             del self._synced[rel]
         self._save_synced()
         with self.bounded("read state.json"):
-            blob = self._bucket.get_blob(self._key(_STATE), timeout=self.timeout)
+            blob = self._bucket.get_blob(self._key(_STATE), **self.call)
         local_state = self.local / _STATE
         if blob is None:
             self._generation = 0
             local_state.unlink(missing_ok=True)  # the cache of a state that is no longer there
             return
         with self.bounded("read state.json"):
-            data = blob.download_as_bytes(if_generation_match=blob.generation, timeout=self.timeout)
+            data = blob.download_as_bytes(if_generation_match=blob.generation, **self.call)
         self._generation = int(blob.generation)
         tmp = local_state.with_suffix(".pulled")
         tmp.write_bytes(data)
@@ -146,7 +148,7 @@ class GcsState:
         try:
             with self.bounded("write state.json"):
                 blob.upload_from_string(state_json, content_type="application/json",
-                                        if_generation_match=self._generation, timeout=self.timeout)
+                                        if_generation_match=self._generation, **self.call)
         except exceptions.PreconditionFailed:
             self.lost = "another run wrote the state since this one read it (its lease was taken over)"
             raise LeaseLost(f"{self.url}: {self.lost}; this run stops without writing the state") from None
@@ -177,7 +179,7 @@ class GcsState:
 
         blob = self._bucket.blob(self._key(_STATE))
         with contextlib.suppress(exceptions.NotFound), self.bounded("delete state.json"):
-            blob.delete(if_generation_match=self._generation or None, timeout=self.timeout)
+            blob.delete(if_generation_match=self._generation or None, **self.call)
         self._generation = 0
 
     def _load_synced(self) -> dict[str, list[int]]:
@@ -214,8 +216,8 @@ class Lease:
             self._write(0)
         except exceptions.PreconditionFailed:
             with self._state.bounded("read the lease"):
-                current = self._state._bucket.get_blob(self._blob.name, timeout=self._state.timeout)
-                info = json.loads(current.download_as_bytes(timeout=self._state.timeout)) if current else {}
+                current = self._state._bucket.get_blob(self._blob.name, **self._state.call)
+                info = json.loads(current.download_as_bytes(**self._state.call)) if current else {}
             if current is not None and float(info.get("expires", 0)) > time.time():
                 raise LockedError(f"{self._state.url}: another run holds the lease ({_holder(info)}); "
                                   "try again when it ends") from None
@@ -237,7 +239,7 @@ class Lease:
             self._thread.join()
         if not self._state.lost:
             with contextlib.suppress(exceptions.PreconditionFailed, exceptions.NotFound):
-                self._blob.delete(if_generation_match=self._generation, timeout=self._state.timeout)
+                self._blob.delete(if_generation_match=self._generation, **self._state.call)
 
     def _write(self, generation: int) -> None:
         sent = time.time()  # the expiry counts from before the call: the lease is never thought longer than it is
@@ -245,7 +247,7 @@ class Lease:
                 "expires": sent + self._state.lease_seconds, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         with self._state.bounded("renew the lease"):
             self._blob.upload_from_string(json.dumps(info), content_type="application/json",
-                                          if_generation_match=generation, timeout=self._state.timeout)
+                                          if_generation_match=generation, **self._state.call)
         self._generation = int(self._blob.generation)
         self._state.lease_expires = float(info["expires"])  # type: ignore[arg-type]
 
@@ -279,6 +281,12 @@ def _stat(path: Path) -> list[int]:
 def _holder(info: dict[str, Any]) -> str:
     until = time.strftime("%H:%M:%S", time.localtime(float(info.get("expires", 0))))
     return f"pid {info.get('pid', '?')} on {info.get('host', '?')}, until {until} unless renewed"
+
+
+def _retry(d: Deadlines) -> Any:
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return api_core_retry(d, DEFAULT_RETRY)
 
 
 def _host() -> str:
