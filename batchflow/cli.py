@@ -7,11 +7,15 @@ Exit codes: 0 finished (failures within ``max_failed``); 1 too many failed recor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -161,7 +165,46 @@ def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: boo
                        f"{summary.output}{money}")
         return Row(path, 0, "ok", summary.records, summary.ok, summary.failed, summary.jobs)
 
-    _many(specs, one, as_json)
+    with _interrupts():
+        _many(specs, one, as_json)
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[None]:
+    """SIGTERM ends a run as Ctrl-C does (the state saved, the line saying what goes on at the service); a second
+    Ctrl-C or SIGTERM, while that is said, ends the process at once. The old handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def at_once(signum: int, frame: Any) -> None:
+        os._exit(130)
+
+    def first(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, at_once)
+        signal.signal(signal.SIGTERM, at_once)
+        raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, first) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def entry() -> None:
+    """The ``batchflow`` command. An interrupted run ends the process as soon as its line is printed: threads
+    still waiting on a peer (an upload, a download) are not joined, as a killed run's are not; every file they
+    write is written whole and renamed, so the state stays consistent."""
+    try:
+        main(prog_name="batchflow")
+    except SystemExit as exc:
+        if exc.code == 130:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise
 
 
 def _deadline(text: str) -> float | None:

@@ -133,6 +133,9 @@ class Runner:
                 state = self.current(wait, retry_errors)
                 summary = self._drive(state, wait)
                 return dataclasses.replace(summary, archived=archived)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: end now; what a collection was doing is done again
+                self._collections.close(wait_for_running=False)
+                raise
             finally:
                 self._collections.close()
                 self.path.close()
