@@ -1,3 +1,3 @@
-from batchflow.cli import main
+from batchflow.cli import entry
 
-main(prog_name="batchflow")  # as the installed command: `python -m batchflow` completes under _BATCHFLOW_COMPLETE
+entry()  # as the installed command: `python -m batchflow` completes under _BATCHFLOW_COMPLETE

@@ -7,11 +7,15 @@ Exit codes: 0 finished (failures within ``max_failed``); 1 too many failed recor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
     from batchflow.spec.spec import Spec
 
 F = TypeVar("F", bound=Callable[..., Any])
+# run --deadline: an hourly cron's run ends (exit 75, the state saved) before the next one starts
+DEFAULT_DEADLINE = "50m"
 
 _specs_arg = click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
 _json_option = click.option("--json", "as_json", is_flag=True,
@@ -116,9 +122,13 @@ def main() -> None:
               help="start over: put the old state and its kept answers aside, and send every record again")
 @click.option("--retry-errors", is_flag=True,
               help="send again the records whose kept failure would come back the same (a 400, a safety block)")
+@click.option("--deadline", default=DEFAULT_DEADLINE, show_default=True, metavar="DURATION",
+              help="stop with exit 75 once the run has taken this long (30s, 15m, 2h; 0: no deadline); "
+                   "the next run picks up")
 @_json_option
 @_expected_errors
-def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: bool, as_json: bool) -> None:
+def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: bool, deadline: str,
+        as_json: bool) -> None:
     """Plan, submit, poll, retry and merge; resumes from the state, reuses the answers kept.
 
     SPECS: spec files, globs, or directories (their *.yaml specs); several end with a table and the worst exit
@@ -128,12 +138,13 @@ def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: boo
     from batchflow.execute.runner import Runner, interrupted
 
     console_logs = _setting("log_format") != "json"
+    bound = _deadline(deadline)
 
     def one(path: Path) -> Row:
         spec = _load(path)
         try:
             with live.shown(spec, console_logs) as view:
-                runner = Runner(spec, watch=view.cycle if view else None)
+                runner = Runner(spec, watch=view.cycle if view else None, deadline=bound)
                 summary = runner.run(wait=not no_wait, restart=restart, retry_errors=retry_errors)
         except KeyboardInterrupt:
             elsewhere = _setting("state_dir")
@@ -154,7 +165,59 @@ def run(specs: tuple[Path, ...], no_wait: bool, restart: bool, retry_errors: boo
                        f"{summary.output}{money}")
         return Row(path, 0, "ok", summary.records, summary.ok, summary.failed, summary.jobs)
 
-    _many(specs, one, as_json)
+    with _interrupts():
+        _many(specs, one, as_json)
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[None]:
+    """SIGTERM ends a run as Ctrl-C does (the state saved, the line saying what goes on at the service); a second
+    Ctrl-C or SIGTERM, while that is said, ends the process at once. The old handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def at_once(signum: int, frame: Any) -> None:
+        os._exit(130)
+
+    def first(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, at_once)
+        signal.signal(signal.SIGTERM, at_once)
+        raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, first) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def entry() -> None:
+    """The ``batchflow`` command. An interrupted run ends the process as soon as its line is printed: threads
+    still waiting on a peer (an upload, a download) are not joined, as a killed run's are not; every file they
+    write is written whole and renamed, so the state stays consistent."""
+    try:
+        main(prog_name="batchflow")
+    except SystemExit as exc:
+        if exc.code == 130:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise
+
+
+def _deadline(text: str) -> float | None:
+    """``--deadline`` in seconds; None for 0 (no deadline). A bad one is a usage error naming the option."""
+    from batchflow.spec.units import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise InputError(f"--deadline {text!r}: {exc} (e.g. 15m)") from None
+    if seconds < 0:
+        raise InputError(f"--deadline {text!r}: a duration is 0 or more")
+    return seconds or None
 
 
 def _many(specs: tuple[Path, ...], one: Any, as_json: bool = False) -> None:

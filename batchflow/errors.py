@@ -63,6 +63,21 @@ class UnreachableError(TransientError):
 UNREACHABLE_FOR = 300.0
 
 
+class CallTimedOut(TransientError):
+    """A remote call had no answer within its deadline, after its retries (libs/deadlines.py): the peer may be
+    hung. The run stops as it stands, with exit 75; the next run picks up from the state."""
+
+    exit_code = EXIT_NOT_FINISHED
+    label = "timed out"
+
+
+class DeadlineReached(BatchflowError):
+    """The run's own deadline (``run --deadline``) passed: it stops as it stands, the next run picks up."""
+
+    exit_code = EXIT_NOT_FINISHED
+    label = "deadline"
+
+
 class BackendError(BatchflowError):
     """The backend refused a call for good (HTTP 4xx other than 408/429)."""
 

@@ -15,6 +15,7 @@ from batchflow.backends.base import JobInfo, Result
 from batchflow.backends.gemini_media import GeminiMedia
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.errors import BackendError, OutputMissing, SpecError, TransientError
+from batchflow.libs.deadlines import Deadlines, deadlines, genai_http_options, genai_once
 from batchflow.request.media import may_have_media
 from batchflow.spec.spec import Spec
 
@@ -33,7 +34,8 @@ class GeminiBackend(SdkBackend):
         if not key and not base_url:
             raise SpecError(f"{spec.where('backend')}: backend: the environment variable {env} "
                             "(backend.api_key_env) is not set")
-        return cls(make_client(key or "emulator", base_url)).with_media(spec)
+        limits = deadlines(spec.retry.call_attempts)
+        return cls(make_client(key or "emulator", base_url, limits), limits).with_media(spec)
 
     media: GeminiMedia | None = None  # set for a spec whose requests may name local files
 
@@ -78,7 +80,7 @@ class GeminiBackend(SdkBackend):
     def create(self, model: str, task: str, staged: str, display_name: str) -> JobInfo:
         from google.genai import types
 
-        config = types.CreateBatchJobConfig(display_name=display_name)
+        config = types.CreateBatchJobConfig(display_name=display_name, http_options=genai_once(self.deadlines))
         with api_errors(f"create {display_name}"):
             if task == "embed":
                 with warnings.catch_warnings():  # create_embeddings is marked experimental
@@ -131,13 +133,12 @@ def _state(state: Any) -> str:
     return str(getattr(state, "name", state) or "STATE_UNSPECIFIED")
 
 
-def make_client(api_key: str, base_url: str | None) -> Any:
-    """A google-genai client for the Developer API, pointed at ``base_url`` when one is given."""
+def make_client(api_key: str, base_url: str | None, limits: Deadlines | None = None) -> Any:
+    """A google-genai client for the Developer API, pointed at ``base_url`` when one is given, every call bounded
+    (libs/deadlines.py)."""
     from google import genai
-    from google.genai import types
 
-    options = types.HttpOptions(base_url=base_url) if base_url else None
-    return genai.Client(api_key=api_key, http_options=options)
+    return genai.Client(api_key=api_key, http_options=genai_http_options(limits or deadlines(), base_url))
 
 
 def read_result_lines(path: Path) -> Iterator[Result]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from batchflow.backends.base import JobInfo, job_status, service_state
 from batchflow.errors import BackendError, QuotaExceeded, TransientError, UnreachableError
+from batchflow.libs.deadlines import Deadlines, deadlines, timed_out, timed_out_error
 
 _TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
 _BATCH_METHODS = {"generate": "batchGenerateContent", "embed": "asyncBatchEmbedContent"}
@@ -29,11 +30,30 @@ def api_errors(call: str) -> Iterator[None]:
         kind = QuotaExceeded if exc.code == 429 else TransientError if exc.code in _TRANSIENT_CODES else BackendError
         raise kind(where) from exc
     except Exception as exc:
+        if timed_out(exc):  # google-genai's own retries (retry.call_attempts) are spent
+            raise timed_out_error(call, _host(exc), _waited(exc)) from exc
         if _is_unreachable(exc):
             raise UnreachableError(f"{call}: the batch API cannot be reached: {type(exc).__name__}: {exc}") from exc
         if _is_transport_error(exc):
             raise TransientError(f"{call}: {type(exc).__name__}: {exc}") from exc
         raise
+
+
+def _host(exc: BaseException) -> str:
+    """``host:port`` of the request that timed out (httpx keeps it on the exception), else "the batch API"."""
+    try:
+        url = exc.request.url  # type: ignore[attr-defined]
+        return f"{url.host}:{url.port}" if url.port else str(url.host)
+    except (AttributeError, RuntimeError):  # httpx raises RuntimeError when no request is attached
+        return "the batch API"
+
+
+def _waited(exc: BaseException) -> float:
+    """The read timeout the request carried, in seconds (httpx keeps it in the request's extensions)."""
+    try:
+        return float(exc.request.extensions["timeout"]["read"])  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError, KeyError, TypeError):
+        return deadlines().call
 
 
 def _is_unreachable(exc: BaseException) -> bool:
@@ -81,8 +101,9 @@ class SdkBackend:
 
     poll_interval_cap: float | None = None
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, limits: Deadlines | None = None) -> None:
         self.client = client
+        self.deadlines = limits or deadlines()  # a create's own options are made from these
 
     def find(self, display_name: str) -> JobInfo | None:
         with api_errors(f"list (looking for {display_name})"):

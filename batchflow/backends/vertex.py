@@ -37,6 +37,7 @@ from batchflow.backends.base import JobInfo, Result
 from batchflow.backends.gemini import line_error
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.errors import BackendError, OutputMissing, SpecError
+from batchflow.libs.deadlines import deadlines, genai_http_options, genai_once
 from batchflow.libs.storage import url_to_fs
 from batchflow.request.canonical import canonical, canonical_request
 from batchflow.request.media import written_media
@@ -200,8 +201,9 @@ class VertexBackend(SdkBackend):
 
         dest = staged.rsplit("/", 1)[0] + "/output"
         # google-genai has no field of its own for a job's modelParameters: they go in the body as they are
-        extra = types.HttpOptions(extra_body={"modelParameters": self.parameters}) if self.parameters else None
-        config = types.CreateBatchJobConfig(display_name=display_name, dest=dest, http_options=extra)
+        extra = {"extra_body": {"modelParameters": self.parameters}} if self.parameters else {}
+        config = types.CreateBatchJobConfig(display_name=display_name, dest=dest,
+                                            http_options=genai_once(self.deadlines, **extra))
         with api_errors(f"create {display_name}"):
             return self._info(self.client.batches.create(model=model, src=staged, config=config))
 
@@ -304,18 +306,20 @@ def vertex_client(spec: Spec) -> Any:
     b = spec.backend
     if not (b.project and b.location):
         raise SpecError(f"{spec.where('backend')}: backend: vertex needs project and location")
-    return make_vertex_client(b.project, b.location, b.base_url or os.environ.get("GOOGLE_VERTEX_BASE_URL"))
+    return make_vertex_client(b.project, b.location, b.base_url or os.environ.get("GOOGLE_VERTEX_BASE_URL"),
+                              spec.retry.call_attempts)
 
 
-def make_vertex_client(project: str, location: str, base_url: str | None) -> Any:
-    """A google-genai client for Vertex AI; Application Default Credentials, or a fixed token for an emulator."""
+def make_vertex_client(project: str, location: str, base_url: str | None, attempts: int = 3) -> Any:
+    """A google-genai client for Vertex AI; Application Default Credentials, or a fixed token for an emulator;
+    every call bounded (libs/deadlines.py)."""
     from google import genai
-    from google.genai import types
 
+    options = genai_http_options(deadlines(attempts), base_url)
     if base_url is None:
-        return genai.Client(vertexai=True, project=project, location=location)
+        return genai.Client(vertexai=True, project=project, location=location, http_options=options)
     import google.oauth2.credentials
 
     return genai.Client(vertexai=True, project=project, location=location,
                         credentials=google.oauth2.credentials.Credentials(token="emulator"),  # type: ignore[no-untyped-call]
-                        http_options=types.HttpOptions(base_url=base_url))
+                        http_options=options)

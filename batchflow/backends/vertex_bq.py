@@ -12,6 +12,7 @@ from typing import Any
 from batchflow.backends.base import JobInfo
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.backends.vertex import vertex_client
+from batchflow.libs.deadlines import genai_once
 from batchflow.spec.spec import Spec
 
 
@@ -26,7 +27,8 @@ class VertexTableJobs(SdkBackend):
         """One job from table ``source`` into table ``dest`` (both ``bq://project.dataset.table``)."""
         from google.genai import types
 
-        config = types.CreateBatchJobConfig(display_name=display_name, dest=dest)
+        config = types.CreateBatchJobConfig(display_name=display_name, dest=dest,
+                                            http_options=genai_once(self.deadlines))
         with api_errors(f"create {display_name}"):
             return self._info(self.client.batches.create(model=model, src=source, config=config))
 

@@ -115,7 +115,7 @@ class BigQueryDestination:
 
     def check(self) -> None:
         with bq.api_errors(f"output {self.table}: dataset {self.table.project}.{self.table.dataset}"):
-            self.client.get_dataset(f"{self.table.project}.{self.table.dataset}")
+            self.client.get_dataset(f"{self.table.project}.{self.table.dataset}", **bq.call())
 
     def write(self, rows: Rows) -> int:
         fd, path = tempfile.mkstemp(prefix="batchflow-bq-", suffix=".jsonl")
@@ -138,7 +138,8 @@ class BigQueryDestination:
                                         write_disposition="WRITE_TRUNCATE")
         with bq.api_errors(f"output {self.table}: load"), open(path, "rb") as fh:
             # No size given: a resumable upload, which streams the file in chunks whatever its size.
-            self.client.load_table_from_file(fh, str(self.staging), job_config=config).result()
+            self.client.load_table_from_file(fh, str(self.staging), job_config=config, timeout=bq.call()["timeout"]) \
+                .result(**bq.job_wait())
 
     def publish(self) -> None:
         """Move the staging table's rows into the output in one statement (module doc), then drop it."""
@@ -147,12 +148,12 @@ class BigQueryDestination:
                 self._query(f"CREATE OR REPLACE TABLE {self.table.sql} AS SELECT * FROM {self.staging.sql}")
             else:
                 self._query(f"CREATE TABLE IF NOT EXISTS {self.table.sql} LIKE {self.staging.sql}")
-                names = [f.name for f in self.client.get_table(str(self.staging)).schema]
+                names = [f.name for f in self.client.get_table(str(self.staging), **bq.call()).schema]
                 self._query(merge_sql(self.table.sql, self.staging.sql, names))
-            self.client.delete_table(str(self.staging), not_found_ok=True)
+            self.client.delete_table(str(self.staging), not_found_ok=True, **bq.call())
 
     def _query(self, sql: str) -> None:
-        self.client.query(sql).result()
+        self.client.query(sql, **bq.call()).result(**bq.job_wait())
 
 
 def merge_sql(target: str, source: str, names: list[str]) -> str:

@@ -72,11 +72,11 @@ class NativePath:
     def _one(self, sql: str) -> dict[str, Any]:
         """The single row of an aggregate query (never a record)."""
         with bq.api_errors("BigQuery"):
-            return dict(next(iter(self.client.query(sql).result())))
+            return dict(next(iter(self.client.query(sql, **bq.call()).result(**bq.job_wait()))))
 
     def _run_sql(self, sql: str) -> None:
         with bq.api_errors("BigQuery"):
-            self.client.query(sql).result()
+            self.client.query(sql, **bq.call()).result(**bq.job_wait())
 
     recurring = False  # the records stay in BigQuery: a changed input or spec needs --restart
 

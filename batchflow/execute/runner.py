@@ -21,7 +21,9 @@ from batchflow.errors import (
     UNREACHABLE_FOR,
     BackendError,
     BatchflowError,
+    CallTimedOut,
     DataError,
+    DeadlineReached,
     OutputMissing,
     QuotaExceeded,
     RunFailed,
@@ -97,7 +99,7 @@ class Runner:
 
     def __init__(self, spec: Spec, path: ExecutionPath | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 watch: Callable[[State, float], None] | None = None) -> None:
+                 watch: Callable[[State, float], None] | None = None, deadline: float | None = None) -> None:
         self.spec = spec
         self.watch = watch or _unwatched  # the live view: the state each cycle, and the seconds until the next
         self.store = state_store(spec)
@@ -106,6 +108,9 @@ class Runner:
         self.path = path or open_path(spec, self.store)
         self.clock = clock
         self.sleep = sleep
+        self.deadline = deadline  # seconds the run may take (run --deadline); None: no bound
+        self._ends_at = math.inf  # clock time the deadline passes, set when run() starts
+        self._timed_out: str | None = None  # the last call that timed out, named if the deadline then passes
         self._transient_streak = 0  # cycles in a row that met a transient error
         self._poll_ramp = _FIRST_POLL  # seconds until the next poll, doubling while nothing changes
         self._wait = True  # run(wait=...): an unreachable API ends a --no-wait run at once
@@ -120,6 +125,7 @@ class Runner:
 
     def run(self, wait: bool = True, restart: bool = False, retry_errors: bool = False) -> Summary:
         self._wait = wait
+        self._ends_at = self.clock() + self.deadline if self.deadline is not None else math.inf
         self._stage = True  # a run stages each unit while it prepares the rest (load_or_prepare only prepares)
         with self.store.lock():
             try:
@@ -129,6 +135,9 @@ class Runner:
                 state = self.current(wait, retry_errors)
                 summary = self._drive(state, wait)
                 return dataclasses.replace(summary, archived=archived)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: end now; what a collection was doing is done again
+                self._collections.close(wait_for_running=False)
+                raise
             finally:
                 self._collections.close()
                 self.path.close()
@@ -216,6 +225,7 @@ class Runner:
     def _settle_and_keep(self, state: State, wait: bool) -> State:
         """Collect every job already created (they are paid for), then keep the generation's answers."""
         while True:
+            self._still_allowed()
             plan = p.make_plan(state, self.clock(), self.spec.jobs.max_concurrent, "", settle_only=True)
             if plan.finished:
                 break
@@ -223,12 +233,12 @@ class Runner:
             if progressed and not self._transient_streak:
                 continue
             if self._collections.running():
-                self._collections.wait(self._pause(plan, self.clock()))
+                self._collections.wait(self._bounded(self._pause(plan, self.clock())))
                 continue
             if not wait:
                 raise NotFinished(f"{self._live(state)} job(s) of the previous plan still running; they are "
                                   "collected before the spec's changes are planned; run again later")
-            self.sleep(self._pause(plan, self.clock()))
+            self.sleep(self._bounded(self._pause(plan, self.clock())))
         if state.answers is None or not state.answers.get("complete", True):
             self._keep(state)
         return state
@@ -247,6 +257,7 @@ class Runner:
         out_fp = output_fingerprint(self.spec)
         cost.check_plan(self.spec, state)
         while True:
+            self._still_allowed(state)
             now = self.clock()
             self._budget_wait = None
             plan = p.make_plan(state, now, self.spec.jobs.max_concurrent, out_fp, self.path.output_exists(),
@@ -266,12 +277,28 @@ class Runner:
                 continue
             if not wait and not self._collections.running():
                 raise NotFinished(f"{self._pending(state)}; run again later")
-            pause = self._pause(plan, now)
+            pause = self._bounded(self._pause(plan, now))
             self.watch(state, pause)
             if self._collections.running():  # the cycle goes on as soon as a collection ends
                 self._collections.wait(pause)
             else:
                 self.sleep(pause)
+
+    def _still_allowed(self, state: State | None = None) -> None:
+        """Between steps: a gs:// state's lease still held (else ``LeaseLost``, exit 75, nothing more written or
+        created), and the run's deadline not passed (else ``DeadlineReached``, exit 75, the state as it stands)."""
+        self.store.check()
+        if self.clock() < self._ends_at:
+            return
+        why = f"; the last call that timed out: {self._timed_out}" if self._timed_out else ""
+        where = f"{self._pending(state)}; " if state is not None else ""
+        raise DeadlineReached(f"the run's deadline ({self.deadline:g} s, run --deadline) passed{why}; {where}the "
+                              "state is saved, the next run picks up")
+
+    def _bounded(self, pause: float) -> float:
+        """A pause cut to end by the run's deadline, and to look at a gs:// lease once a renewal interval."""
+        cap = self.store.check_every
+        return max(0.0, min(pause, self._ends_at - self.clock(), cap if cap is not None else math.inf))
 
     def _cycle(self, plan: p.Plan, state: State) -> bool:
         """One pass over the plan: the collections that ended applied, each step taken, the creates together."""
@@ -316,6 +343,13 @@ class Runner:
         """``call(*args)``, with the service's passing troubles counted and backed off from (False then)."""
         try:
             return call(*args)
+        except CallTimedOut as exc:  # a hung peer, past the call's own retries
+            if not self._wait:
+                raise
+            self._timed_out = str(exc)
+            self._transient_streak += 1
+            log.warning("a call timed out; will retry", step=step, error=str(exc),
+                        retry_in=self._backoff(self._transient_streak))
         except UnreachableError as exc:
             now = self.clock()
             self._unreachable_since = self._unreachable_since or now

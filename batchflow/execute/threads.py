@@ -11,6 +11,8 @@ Creates are a burst of independent calls at the start of a run: a few in flight 
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Generic, TypeVar
@@ -31,20 +33,49 @@ R = TypeVar("R")
 
 
 class Pool(Generic[K]):
-    """Tasks by key on a bounded pool of threads; each task's outcome is handed back once, by ``finished``."""
+    """Tasks by key on at most ``workers`` threads; each task's outcome is handed back once, by ``finished``.
+
+    The threads are daemons, not a ThreadPoolExecutor's (which the interpreter joins at exit): a run stopped by
+    Ctrl-C or SIGTERM ends at once, and a collection cut short leaves only its ``.tmp`` file (collect.py writes
+    each results file whole, then renames it), as a killed run would."""
 
     def __init__(self, workers: int, name: str) -> None:
         self._workers, self._name = workers, name
-        self._executor: ThreadPoolExecutor | None = None  # made on first use: most runs collect nothing
         self._tasks: dict[K, Future[None]] = {}
+        self._queue: deque[tuple[Future[None], Callable[[], None]]] = deque()
+        self._busy = 0
+        self._lock = threading.Lock()
 
     def start(self, key: K, task: Callable[[], None]) -> None:
         """Run ``task`` on the pool, unless the task of this key is still running."""
         if key in self._tasks:
             return
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=self._name)
-        self._tasks[key] = self._executor.submit(task)
+        future: Future[None] = Future()
+        self._tasks[key] = future
+        with self._lock:
+            self._queue.append((future, task))
+        self._spawn()
+
+    def _spawn(self) -> None:
+        with self._lock:
+            while self._busy < self._workers and self._queue:
+                future, task = self._queue.popleft()
+                self._busy += 1
+                threading.Thread(target=self._run, args=(future, task), name=self._name, daemon=True).start()
+
+    def _run(self, future: Future[None], task: Callable[[], None]) -> None:
+        try:
+            if future.set_running_or_notify_cancel():
+                try:
+                    task()
+                except BaseException as exc:  # handed back by finished()
+                    future.set_exception(exc)
+                else:
+                    future.set_result(None)
+        finally:
+            with self._lock:
+                self._busy -= 1
+            self._spawn()
 
     def running(self) -> bool:
         """Whether a task is started and its outcome not yet handed back."""
@@ -52,7 +83,7 @@ class Pool(Generic[K]):
 
     def finished(self) -> list[tuple[K, BaseException | None]]:
         """The tasks that ended since the last call, in the order they were started: (key, what it raised)."""
-        done = [(key, task) for key, task in self._tasks.items() if task.done()]
+        done = [(key, task) for key, task in self._tasks.items() if task.done() and not task.cancelled()]
         for key, _ in done:
             del self._tasks[key]
         return [(key, task.exception()) for key, task in done]
@@ -62,15 +93,20 @@ class Pool(Generic[K]):
         if self._tasks:
             wait(self._tasks.values(), timeout=timeout, return_when=FIRST_COMPLETED)
 
-    def close(self) -> None:
-        """Drop the tasks not started; wait for those under way (they write in the state dir, which the run's
-        lock guards until this returns)."""
-        under_way = sum(task.running() for task in self._tasks.values())
-        if under_way:  # a run stopped by an error or Ctrl-C: a download is not cut short, and may take a while
-            log.info("waiting for the collections under way to end", collections=under_way)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+    def close(self, wait_for_running: bool = True) -> None:
+        """Drop the tasks not started; wait for those under way (they write in the state dir, which the run's lock
+        guards until this returns), unless the run was interrupted: then they are left to die with the process."""
+        with self._lock:
+            for future, _ in self._queue:
+                future.cancel()
+            self._queue.clear()
+        under_way = [task for task in self._tasks.values() if task.running()]
+        if under_way and wait_for_running:  # a run stopped by an error: a download is let end, bounded by its calls
+            log.info("waiting for the collections under way to end", collections=len(under_way))
+            wait(under_way)
+        elif under_way:
+            log.info("interrupted: the collections under way are cut short; the next run collects them again",
+                     collections=len(under_way))
         self._tasks.clear()
 
 

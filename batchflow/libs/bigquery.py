@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from batchflow.errors import BatchflowError, DataError, SpecError, TransientError
+from batchflow.libs.deadlines import api_core_retry, bigquery_job_config, deadlines, timed_out, timed_out_error
 
 EMULATOR_VARIABLE = "BIGQUERY_EMULATOR_HOST"
 _TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
@@ -73,14 +74,39 @@ def client(project: str, location: str | None = None) -> Any:
     except ImportError:
         raise SpecError("BigQuery sources and outputs need google-cloud-bigquery: "
                         "pip install 'batchflow[bigquery]'") from None
+    d = deadlines()
+    # BigQuery's own job timeout (jobTimeoutMs) on every query and load job this client starts
+    jobs = {"default_query_job_config": bigquery_job_config(d, bigquery.QueryJobConfig()),
+            "default_load_job_config": bigquery_job_config(d, bigquery.LoadJobConfig())}
     host = os.environ.get(EMULATOR_VARIABLE)
     if host:
         from google.auth.credentials import AnonymousCredentials
 
         endpoint = host if "://" in host else f"http://{host}"
         return bigquery.Client(project, credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-                               location=location, client_options={"api_endpoint": endpoint})
-    return bigquery.Client(project, location=location)
+                               location=location, client_options={"api_endpoint": endpoint}, **jobs)
+    return bigquery.Client(project, location=location, **jobs)
+
+
+def call() -> dict[str, Any]:
+    """``timeout=`` and ``retry=`` for one BigQuery API call (libs/deadlines.py): google-cloud-bigquery's default
+    waits forever per request; this waits a call's deadline per request, and its retries end within a bound."""
+    from google.cloud.bigquery.retry import DEFAULT_RETRY
+
+    d = deadlines()
+    return {"timeout": d.call, "retry": api_core_retry(d, DEFAULT_RETRY)}
+
+
+def job_wait() -> dict[str, Any]:
+    """``timeout=`` for ``job.result()``: as long as BigQuery's own job timeout, and a call's wait beyond."""
+    d = deadlines()
+    return {"timeout": d.bigquery_job + d.call}
+
+
+def host() -> str:
+    """Where BigQuery calls go: the emulator named by BIGQUERY_EMULATOR_HOST, else Google's."""
+    named = os.environ.get(EMULATOR_VARIABLE, "")
+    return named.split("://", 1)[-1].rstrip("/") or "bigquery.googleapis.com"
 
 
 @contextmanager
@@ -91,13 +117,22 @@ def api_errors(what: str) -> Iterator[None]:
     try:
         yield
     except exceptions.GoogleAPICallError as exc:
+        _raise_if_timed_out(what, exc)
         code = int(exc.code or 0)
         message = f"{what}: BigQuery answered {code}: {exc.message}"
         raise (TransientError if code in _TRANSIENT else DataError)(message) from exc
     except (exceptions.RetryError, ConnectionError, TimeoutError) as exc:
+        _raise_if_timed_out(what, exc)
         raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
-    except OSError as exc:
+    except OSError as exc:  # requests' errors are OSErrors, its timeouts among them
+        _raise_if_timed_out(what, exc)
         raise BatchflowError(f"{what}: {exc}") from exc
+
+
+def _raise_if_timed_out(what: str, exc: Exception) -> None:
+    """A call that got no answer in time, past its retries: the one line a run ends with (exit 75)."""
+    if timed_out(exc):
+        raise timed_out_error(what, host(), deadlines().call) from exc
 
 
 def json_value(value: Any) -> Any:

@@ -13,15 +13,20 @@ from fsspec.core import url_to_fs as _url_to_fs
 from fsspec.spec import AbstractFileSystem
 
 from batchflow.errors import InputError, SpecError
+from batchflow.libs.deadlines import deadlines, gcsfs_options
 
 
 def storage_options(url: str) -> dict[str, Any]:
-    """The fsspec options for a URL: anonymous access when a GCS emulator is named."""
-    if url.startswith(("gs://", "gcs://")) and os.environ.get("STORAGE_EMULATOR_HOST"):
+    """The fsspec options for a URL: every gs:// request bounded (libs/deadlines.py); anonymous access when a GCS
+    emulator is named."""
+    if not url.startswith(("gs://", "gcs://")):
+        return {}
+    options = gcsfs_options(deadlines())
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
         # gcsfs >= 2026 asks the bucket type over gRPC, which hangs against an emulator (docs/google-apis.md, "Traps").
         os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-        return {"token": "anon"}
-    return {}
+        options["token"] = "anon"
+    return options
 
 
 def url_to_fs(url: str) -> tuple[AbstractFileSystem, str]:

@@ -118,9 +118,9 @@ def prepare(spec: Spec, root: Path, gen: int, earlier: Earlier | None, retry_err
         if stager is not None:
             staged = stager.take([shard.jobs[0] for shard in state.shards])
             log.info("staged while preparing", jobs=staged, of=len(state.shards))
-    except BaseException:
+    except BaseException as exc:
         if stager is not None:
-            stager.discard()
+            stager.discard(wait_for_uploads=not isinstance(exc, KeyboardInterrupt))
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(final, ignore_errors=True)

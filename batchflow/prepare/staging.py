@@ -77,11 +77,16 @@ class Stager:
         self._delete_left_over()
         return taken
 
-    def discard(self) -> None:
-        """The preparation failed: stop, wait for the uploads under way, and delete everything staged."""
+    def discard(self, wait_for_uploads: bool = True) -> None:
+        """The preparation failed: stop, wait for the uploads under way, and delete everything staged. Interrupted
+        (Ctrl-C, SIGTERM), it waits for nothing and deletes nothing: the next run finds what was staged by its
+        display name, and reuses or deletes it."""
         self._failed = True
         for _, upload in self._uploads.values():
             upload.cancel()
+        if not wait_for_uploads:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            return
         self._delete(ref for _, ref in self._finished().values())
         self._delete_left_over()
 

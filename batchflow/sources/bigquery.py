@@ -78,16 +78,16 @@ class BigQuerySource(Source):
     def _rows(self) -> Iterator[Any]:
         with bq.api_errors(f"source {self.label}"):
             if self.sql is None:
-                pages = self.client.list_rows(str(self.spec.table), page_size=PAGE_SIZE)
+                pages = self.client.list_rows(str(self.spec.table), page_size=PAGE_SIZE, **bq.call())
             else:
-                pages = self.client.query(self.sql).result(page_size=PAGE_SIZE)
+                pages = self.client.query(self.sql, **bq.call()).result(page_size=PAGE_SIZE, **bq.job_wait())
             yield from pages  # one page in memory at a time: the iterator fetches the next when needed
 
     def fingerprint(self) -> str:
         parts = [self.sql or "", self.spec.query or ""]
         if self.spec.table:
             with bq.api_errors(f"source {self.label}"):
-                table = self.client.get_table(str(self.spec.table))
+                table = self.client.get_table(str(self.spec.table), **bq.call())
             parts += [str(table.etag), str(table.modified), str(table.num_rows)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 

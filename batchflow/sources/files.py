@@ -35,6 +35,7 @@ from batchflow.libs.mime import HEAD, by_extension, sniff
 from batchflow.libs.storage import spec_filesystem
 from batchflow.sources.base import BadRecord, Item, Reject, Source, bad_record_handler
 from batchflow.sources.parquet import read_parquet
+from batchflow.spec.limits import LIMITS
 from batchflow.spec.spec import SourceSpec
 
 _CHUNK = 1 << 20
@@ -156,8 +157,15 @@ def _counts(items: list[str]) -> dict[str, int]:
     return counts
 
 
+# A cell may hold as much as one job's input file holds (spec/limits.py): Python's csv refuses a field over
+# 128 KiB by default, which a long document in one cell passes; a record that large then meets the backend's limit.
+CSV_FIELD_LIMIT = max(limit.max_bytes for limit in LIMITS.values())
+
+
 def read_csv(f: BinaryIO, name: str, bad: BadRecord) -> Iterator[Item]:
     """Records of a CSV file with a header row; ``where`` is the line the row starts on."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.reader(_text_lines(f, name))
     start = 1
     try:

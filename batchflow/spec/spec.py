@@ -69,6 +69,7 @@ class BackoffSpec:
 class RetrySpec:
     job_attempts: int = 3
     request_attempts: int = 3
+    call_attempts: int = 3  # a remote call that timed out, tried this many times in all (libs/deadlines.py)
     backoff: BackoffSpec = field(default_factory=BackoffSpec)
     on: frozenset[str] = frozenset()  # answers sent again too: parse_error, max_tokens (opt-in)
 
@@ -352,6 +353,7 @@ def _retry(retry: Mapping[str, Any]) -> RetrySpec:
     return RetrySpec(
         job_attempts=retry.get("job_attempts", RetrySpec.job_attempts),
         request_attempts=retry.get("request_attempts", RetrySpec.request_attempts),
+        call_attempts=retry.get("call_attempts", RetrySpec.call_attempts),
         on=frozenset(retry.get("on", ())),
         backoff=BackoffSpec(
             initial=parse_duration(backoff.get("initial", defaults.initial)),

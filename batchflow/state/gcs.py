@@ -28,6 +28,7 @@ from typing import Any
 
 from batchflow import logs
 from batchflow.errors import LockedError, SpecError
+from batchflow.libs.deadlines import Deadlines, api_core_retry, bounded, deadlines, http_timeout, transfer_timeout
 from batchflow.libs.storage import url_to_fs
 
 log = logs.get_logger(__name__)
@@ -54,6 +55,20 @@ class GcsState:
         # relative path -> [size, mtime_ns, GCS generation] of the cached file as last pulled or pushed
         self._synced: dict[str, list[int]] = {}
         self.lost: str | None = None  # why the lease is no longer ours
+        self.lease_expires: float | None = None  # when the lease last written runs out (None: no lease held)
+        self.deadlines = deadlines()
+        # google-cloud-storage's timeout= (connect, read a byte) and retry= (its attempts ended within a bound);
+        # every write here carries a generation precondition, so trying one again is safe
+        self.call = {"timeout": http_timeout(self.deadlines), "retry": _retry(self.deadlines)}
+        self.host = _host()
+
+    def bounded(self, call: str) -> contextlib.AbstractContextManager[None]:
+        """A timeout inside as the one line a run ends with: the call, on this state's URL, and GCS's host."""
+        return bounded(f"{call} ({self.url})", self.host, self.deadlines)
+
+    def _fs_call(self, size: int = 0) -> dict[str, float]:
+        """fsspec's ``timeout=`` for one gcsfs call: its own attempts (six) bounded as a whole (libs/deadlines.py)."""
+        return {"timeout": max(self.deadlines.worst_call, transfer_timeout(self.deadlines, size))}
 
     def _key(self, rel: str) -> str:
         return f"{self._prefix}/{rel}" if self._prefix else rel
@@ -64,7 +79,9 @@ class GcsState:
         self._synced = self._load_synced()
         self._fs.invalidate_cache()  # gcsfs caches listings per instance: a second pull must see the bucket now
         remote: set[str] = set()
-        for path, info in self._fs.find(self._root, detail=True).items():
+        with self.bounded("list the state"):
+            listing = self._fs.find(self._root, detail=True, **self._fs_call())
+        for path, info in listing.items():
             rel = path[len(self._root):].lstrip("/")
             if rel in _LOCAL_ONLY:
                 continue
@@ -74,28 +91,38 @@ class GcsState:
             if known and target.exists() and known[2] == generation and _stat(target) == known[:2]:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            self._fs.get_file(path, str(target))
+            with self.bounded(f"download {rel}"):
+                self._fs.get_file(path, str(target), **self._fs_call(int(info.get("size") or 0)))
             self._synced[rel] = [*_stat(target), generation]
         for rel in [r for r in self._synced if r not in remote]:  # gone from GCS: gone from the cache
             (self.local / rel).unlink(missing_ok=True)
             del self._synced[rel]
         self._save_synced()
-        blob = self._bucket.get_blob(self._key(_STATE))
+        with self.bounded("read state.json"):
+            blob = self._bucket.get_blob(self._key(_STATE), **self.call)
         local_state = self.local / _STATE
         if blob is None:
             self._generation = 0
             local_state.unlink(missing_ok=True)  # the cache of a state that is no longer there
             return
-        data = blob.download_as_bytes(if_generation_match=blob.generation)
+        with self.bounded("read state.json"):
+            data = blob.download_as_bytes(if_generation_match=blob.generation, **self.call)
         self._generation = int(blob.generation)
         tmp = local_state.with_suffix(".pulled")
         tmp.write_bytes(data)
         os.replace(tmp, local_state)
 
-    def push(self, state_json: bytes) -> None:
-        """Upload what changed, then state.json if nobody else wrote it meanwhile (compare-and-swap)."""
+    def check_lease(self) -> None:
+        """Before any write, and by the run between its steps: a lease lost, or past its expiry (its renewals
+        failed, or this process was stopped for a while), ends the run without writing."""
+        if not self.lost and self.lease_expires is not None and time.time() >= self.lease_expires:
+            self.lost = "the lease expired without a renewal (another run may hold it now)"
         if self.lost:
             raise LeaseLost(f"{self.url}: {self.lost}; this run stops without writing the state")
+
+    def push(self, state_json: bytes) -> None:
+        """Upload what changed, then state.json if nobody else wrote it meanwhile (compare-and-swap)."""
+        self.check_lease()
         for path in sorted(self.local.rglob("*")):
             rel = path.relative_to(self.local).as_posix()
             if (not path.is_file() or rel in _LOCAL_ONLY or ".tmp" in rel or rel.startswith(("old/", "."))
@@ -107,17 +134,21 @@ class GcsState:
             except FileNotFoundError:  # replaced or removed since the listing (a collection writes beside us)
                 continue
             if changed:
-                self._fs.put_file(str(path), f"{self._root}/{rel}")
-                self._fs.invalidate_cache(f"{self._root}/{rel}")
-                info = self._fs.info(f"{self._root}/{rel}")
+                self.check_lease()  # an upload may take a while: each file under a lease still held
+                with self.bounded(f"upload {rel}"):
+                    self._fs.put_file(str(path), f"{self._root}/{rel}", **self._fs_call(path.stat().st_size))
+                    self._fs.invalidate_cache(f"{self._root}/{rel}")
+                    info = self._fs.info(f"{self._root}/{rel}", **self._fs_call())
                 self._synced[rel] = [*_stat(path), int(info.get("generation") or 0)]
         self._save_synced()
         from google.api_core import exceptions
 
+        self.check_lease()
         blob = self._bucket.blob(self._key(_STATE))
         try:
-            blob.upload_from_string(state_json, content_type="application/json",
-                                    if_generation_match=self._generation)
+            with self.bounded("write state.json"):
+                blob.upload_from_string(state_json, content_type="application/json",
+                                        if_generation_match=self._generation, **self.call)
         except exceptions.PreconditionFailed:
             self.lost = "another run wrote the state since this one read it (its lease was taken over)"
             raise LeaseLost(f"{self.url}: {self.lost}; this run stops without writing the state") from None
@@ -125,15 +156,20 @@ class GcsState:
 
     def delete(self, rel: str) -> None:
         """A file or a directory of the state, on GCS (the cache is the caller's)."""
+        self.check_lease()
         target = f"{self._root}/{rel}"
-        if self._fs.exists(target):
-            self._fs.rm(target, recursive=True)
+        with self.bounded(f"delete {rel}"):
+            if self._fs.exists(target, **self._fs_call()):
+                self._fs.rm(target, recursive=True, **self._fs_call())
         self._synced = {k: v for k, v in self._synced.items() if k != rel and not k.startswith(f"{rel}/")}
         self._save_synced()
 
     def archive(self, old: Path, names: list[str]) -> None:
         """The archived cache ``old`` uploaded under ``old/<its name>/``, then the originals deleted."""
-        self._fs.put(str(old), f"{self._root}/old/{old.name}", recursive=True)
+        self.check_lease()
+        with self.bounded(f"archive {old.name}"):
+            self._fs.put(str(old), f"{self._root}/old/{old.name}", recursive=True,
+                         timeout=self.deadlines.worst_call * 10)  # many files, each bounded by gcsfs' own timeout
         for name in names:
             self.delete(name)
         self._delete_state()
@@ -142,8 +178,8 @@ class GcsState:
         from google.api_core import exceptions
 
         blob = self._bucket.blob(self._key(_STATE))
-        with contextlib.suppress(exceptions.NotFound):
-            blob.delete(if_generation_match=self._generation or None)
+        with contextlib.suppress(exceptions.NotFound), self.bounded("delete state.json"):
+            blob.delete(if_generation_match=self._generation or None, **self.call)
         self._generation = 0
 
     def _load_synced(self) -> dict[str, list[int]]:
@@ -179,8 +215,9 @@ class Lease:
         try:
             self._write(0)
         except exceptions.PreconditionFailed:
-            current = self._state._bucket.get_blob(self._blob.name)
-            info = json.loads(current.download_as_bytes()) if current is not None else {}
+            with self._state.bounded("read the lease"):
+                current = self._state._bucket.get_blob(self._blob.name, **self._state.call)
+                info = json.loads(current.download_as_bytes(**self._state.call)) if current else {}
             if current is not None and float(info.get("expires", 0)) > time.time():
                 raise LockedError(f"{self._state.url}: another run holds the lease ({_holder(info)}); "
                                   "try again when it ends") from None
@@ -202,24 +239,38 @@ class Lease:
             self._thread.join()
         if not self._state.lost:
             with contextlib.suppress(exceptions.PreconditionFailed, exceptions.NotFound):
-                self._blob.delete(if_generation_match=self._generation)
+                self._blob.delete(if_generation_match=self._generation, **self._state.call)
 
     def _write(self, generation: int) -> None:
+        sent = time.time()  # the expiry counts from before the call: the lease is never thought longer than it is
         info = {"holder": self._holder, "host": socket.gethostname(), "pid": os.getpid(),
-                "expires": time.time() + self._state.lease_seconds,
-                "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self._blob.upload_from_string(json.dumps(info), content_type="application/json",
-                                      if_generation_match=generation)
+                "expires": sent + self._state.lease_seconds, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with self._state.bounded("renew the lease"):
+            self._blob.upload_from_string(json.dumps(info), content_type="application/json",
+                                          if_generation_match=generation, **self._state.call)
         self._generation = int(self._blob.generation)
+        self._state.lease_expires = float(info["expires"])  # type: ignore[arg-type]
 
     def _renew(self) -> None:
+        """Every third of the lease: renewed. A renewal that meets a passing trouble is tried again at the next
+        turn while the lease still holds; one refused (another run took it) or a lease run out is lost."""
+        from google.api_core import exceptions
+
         while not self._stop.wait(self._state.lease_seconds / 3):
             try:
                 self._write(self._generation)
-            except Exception as exc:  # a lease we cannot renew is a lease we may have lost: write nothing more
-                self._state.lost = f"the lease could not be renewed ({type(exc).__name__}: {exc})"
-                log.error("lease lost", state=self._state.url, error=str(exc))
+            except exceptions.PreconditionFailed:
+                self._lose("the lease was taken over by another run")
                 return
+            except Exception as exc:  # any failure: the lease may hold until its expiry
+                if self._state.lease_expires is None or time.time() >= self._state.lease_expires:
+                    self._lose(f"the lease could not be renewed before it expired ({type(exc).__name__}: {exc})")
+                    return
+                log.warning("the lease could not be renewed; trying again", state=self._state.url, error=str(exc))
+
+    def _lose(self, why: str) -> None:
+        self._state.lost = why
+        log.error("lease lost", state=self._state.url, reason=why)
 
 
 def _stat(path: Path) -> list[int]:
@@ -230,6 +281,18 @@ def _stat(path: Path) -> list[int]:
 def _holder(info: dict[str, Any]) -> str:
     until = time.strftime("%H:%M:%S", time.localtime(float(info.get("expires", 0))))
     return f"pid {info.get('pid', '?')} on {info.get('host', '?')}, until {until} unless renewed"
+
+
+def _retry(d: Deadlines) -> Any:
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return api_core_retry(d, DEFAULT_RETRY)
+
+
+def _host() -> str:
+    """The host GCS calls go to: the emulator named by STORAGE_EMULATOR_HOST, else Google's."""
+    named = os.environ.get("STORAGE_EMULATOR_HOST", "")
+    return named.split("://", 1)[-1].rstrip("/") or "storage.googleapis.com"
 
 
 def _bucket(name: str, url: str) -> Any:

@@ -211,6 +211,7 @@ class StateStore:
 
     def save(self, state: State) -> None:
         """Write the state atomically: a crash leaves the old or the new file, never half of one."""
+        self.check()
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".state.{os.getpid()}.tmp")
         # orjson writes the dataclasses as they are: ~35x faster than json over asdict (a run saves before and
@@ -223,6 +224,16 @@ class StateStore:
         os.replace(tmp, self.path)
         if self.remote is not None:
             self.remote.push(data)
+
+    def check(self) -> None:
+        """A gs:// state's lease still held (``LeaseLost``, exit 75, if not); a local state has nothing to check."""
+        if self.remote is not None:
+            self.remote.check_lease()
+
+    @property
+    def check_every(self) -> float | None:
+        """The longest a run may go without ``check()``: one renewal interval of a gs:// state's lease."""
+        return self.remote.lease_seconds / 3 if self.remote is not None else None
 
     def lock(self) -> AbstractContextManager[Any]:
         """One run at a time: the OS lock of the (local) directory, and a gs:// state's lease."""

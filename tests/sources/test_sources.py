@@ -137,6 +137,16 @@ def test_csv_rows_become_string_records_named_by_their_first_line(tmp_path: Path
     assert [w.rsplit(":", 1)[1] for w in wheres(records)] == ["2", "5"]
 
 
+def test_a_csv_cell_over_pythons_default_field_limit_is_read_whole(tmp_path: Path) -> None:
+    import csv
+
+    long = "word " * 60_000  # 300 KB: over the 128 KiB csv refuses by default
+    (tmp_path / "x.csv").write_text(f'id,text\n1,"{long}"\n2,short\n', encoding="utf-8")
+    csv.field_size_limit(131072)  # Python's default, as a fresh process has it
+    records = read(tmp_path / "x.csv")
+    assert [r.record for r in records] == [{"id": "1", "text": long}, {"id": "2", "text": "short"}]
+
+
 def test_csv_row_with_wrong_field_count_is_a_bad_record(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("id,text\n1,a,extra\n2,b\n")
     with pytest.raises(DataError, match=r"x\.csv:2: expected 2 fields, got 3"):

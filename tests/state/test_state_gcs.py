@@ -133,6 +133,30 @@ def test_a_runner_whose_lease_was_taken_over_cannot_write_the_state(tmp_path: Pa
         assert b'"records": -1' not in fake_gcs.get_blob("state/overtaken/state.json").download_as_bytes()
 
 
+def test_a_holder_whose_lease_ran_out_unrenewed_writes_nothing_when_it_wakes(
+        tmp_path: Path, fake_gcs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = load_spec(_spec(tmp_path, "asleep", lease="1s"))
+    assert cli("run", str(spec.path)).exit_code == 0
+    store = state_store(spec)
+    assert store.remote is not None
+    with store.remote.lease() as lease:
+        state = store.load()
+        assert state is not None and store.remote.lease_expires is not None
+        before = fake_gcs.get_blob("state/asleep/state.json").generation
+        # the process stops (SIGSTOP, a paused VM): nothing renews and the lease runs out; nobody took it over nor
+        # wrote the state, so only the expiry, checked before the write, can tell this holder to write nothing
+        lease._stop.set()
+        assert lease._thread is not None
+        lease._thread.join()
+        time.sleep(max(0.0, store.remote.lease_expires - time.time()) + 0.1)
+        state.records = -1
+        with pytest.raises(LeaseLost, match="expired without a renewal"):
+            store.save(state)
+        assert fake_gcs.get_blob("state/asleep/state.json").generation == before
+        assert b'"records": -1' not in (store.dir / "state.json").read_bytes()
+
+
 def test_a_cached_file_is_refreshed_when_gcs_has_another_generation_of_it(tmp_path: Path, fake_gcs: Any) -> None:
     from batchflow.state.gcs import GcsState
 

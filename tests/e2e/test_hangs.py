@@ -1,0 +1,109 @@
+"""A hung peer never hangs a run: behind a proxy that stops answering, `run` ends with exit 75 within its bounds,
+in one line naming the call and the host, and the state is left for the next run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.helpers import cli, read_rows, write_jsonl, write_spec
+from support.stall_proxy import stall_proxy
+
+from batchflow.errors import EXIT_NOT_FINISHED
+from batchflow.libs.deadlines import ENV, deadlines
+
+
+def _spec(tmp_path: Path, base_url: str, **overrides: Any) -> Path:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"r{i}", "text": f"t{i}"} for i in range(4)])
+    return write_spec(tmp_path, backend={"type": "local", "base_url": base_url}, **overrides)
+
+
+def _error_line(stderr: str) -> str:
+    """The one line the CLI ends with (the lines before it are the run's JSON logs)."""
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("{")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_a_batch_api_that_never_answers_ends_a_no_wait_run_with_75_naming_the_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, "0.5")
+    with stall_proxy("127.0.0.1:9", mode="blackhole") as proxy:
+        spec = _spec(tmp_path, proxy.url, retry={"call_attempts": 2, "backoff": {"initial": "0.1s"}})
+        start = time.monotonic()
+        result = cli("run", "--no-wait", str(spec))
+        took = time.monotonic() - start
+    assert result.exit_code == EXIT_NOT_FINISHED, result.stderr
+    line = _error_line(result.stderr)
+    assert f"no answer from {proxy.address} within 0.5 s" in line and line.startswith("timed out:")
+    assert took < deadlines(2).worst_call * 4  # a few calls (staging, then the list before a create), then it ends
+
+
+def test_a_hung_batch_api_ends_a_waiting_run_at_its_deadline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, "0.3")
+    with stall_proxy("127.0.0.1:9", mode="blackhole") as proxy:
+        spec = _spec(tmp_path, proxy.url, retry={"call_attempts": 1, "backoff": {"initial": "0.1s", "max": "0.2s"}})
+        start = time.monotonic()
+        result = cli("run", "--deadline", "3s", str(spec))
+        took = time.monotonic() - start
+    assert result.exit_code == EXIT_NOT_FINISHED, result.stderr
+    line = _error_line(result.stderr)
+    assert line.startswith("deadline: the run's deadline (3 s, run --deadline) passed")
+    assert "the state is saved, the next run picks up" in line
+    assert took < 3 + deadlines(1).worst_call + 5
+
+
+def test_a_run_after_the_peer_recovers_finishes_the_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         emulator_url: str) -> None:
+    monkeypatch.setenv(ENV, "0.5")
+    with stall_proxy(emulator_url, mode="blackhole") as proxy:
+        spec = _spec(tmp_path, proxy.url, retry={"call_attempts": 1})
+        assert cli("run", "--no-wait", str(spec)).exit_code == EXIT_NOT_FINISHED
+        proxy.mode = "pass"
+        again = cli("run", str(spec))
+    assert again.exit_code == 0, again.stderr
+    assert [r["status"] for r in read_rows(tmp_path / "out/result.jsonl")] == ["ok"] * 4
+
+
+@pytest.mark.parametrize("option", ["soon", "-1s"])
+def test_a_deadline_that_is_not_a_duration_is_a_usage_error(tmp_path: Path, option: str) -> None:
+    spec = _spec(tmp_path, "http://127.0.0.1:9")
+    result = cli("run", "--deadline", option, str(spec))
+    assert result.exit_code == 2 and "--deadline" in result.stderr
+
+
+@pytest.mark.gcs
+@pytest.mark.parametrize("mode", ["blackhole", "stall_upload", "stall_body"])
+def test_a_gcs_state_behind_a_stalled_peer_ends_the_run_with_75_naming_the_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gcs_emulator: str, bucket: str, emulator_url: str,
+        mode: str) -> None:
+    monkeypatch.setenv(ENV, "0.5")
+    with stall_proxy(gcs_emulator, mode=mode, after=200) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        spec = _spec(tmp_path, emulator_url, state={"dir": f"gs://{bucket}/state"},
+                     retry={"call_attempts": 1})
+        start = time.monotonic()
+        result = cli("run", "--no-wait", str(spec))
+        took = time.monotonic() - start
+    assert result.exit_code == EXIT_NOT_FINISHED, result.stderr
+    line = _error_line(result.stderr)
+    assert f"no answer from {proxy.address}" in line, line
+    assert took < 30
+
+
+@pytest.mark.bigquery
+def test_bigquery_reads_stalled_end_the_run_with_75_naming_the_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bigquery_emulator: str, emulator_url: str) -> None:
+    monkeypatch.setenv(ENV, "0.5")
+    with stall_proxy(bigquery_emulator, mode="stall_body", after=100) as proxy:
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", proxy.url)
+        spec = _spec(tmp_path, emulator_url, source={"type": "bigquery", "table": "test.ds.items"})
+        start = time.monotonic()
+        result = cli("run", "--no-wait", str(spec))
+        took = time.monotonic() - start
+    assert result.exit_code == EXIT_NOT_FINISHED, result.stderr
+    assert f"no answer from {proxy.address}" in _error_line(result.stderr)
+    assert took < 60

@@ -1,0 +1,94 @@
+"""Ctrl-C and SIGTERM end a run within seconds, even with a call hung on a peer, the state left consistent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+from support.helpers import write_jsonl, write_spec
+from support.stall_proxy import stall_proxy
+
+
+def _spec(tmp_path: Path, base_url: str) -> Path:
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"r{i}", "text": f"t{i}"} for i in range(4)])
+    return write_spec(tmp_path, backend={"type": "local", "base_url": base_url})
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "BATCHFLOW_CALL_TIMEOUT"}  # the default: 60 s a call
+    return {**env, "HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+
+
+def _state_consistent(tmp_path: Path) -> None:
+    state = tmp_path / ".batchflow/t/state.json"
+    if state.exists():
+        json.loads(state.read_text())  # whole: written atomically, never half
+    assert not list((tmp_path / ".batchflow/t").glob(".state.*.tmp"))
+
+
+def test_ctrl_c_on_a_terminal_ends_a_run_hung_on_its_peer_within_seconds(tmp_path: Path) -> None:
+    with stall_proxy("127.0.0.1:9", mode="blackhole") as proxy:
+        spec = _spec(tmp_path, proxy.url)
+        child = pexpect.spawn(sys.executable, ["-m", "batchflow", "run", str(spec)], env=_env(tmp_path),
+                              encoding="utf-8", timeout=30)
+        try:
+            while proxy.connections == 0:  # the run's call is out, and the peer will not answer it for 60 s
+                assert child.isalive(), child.read()
+                time.sleep(0.1)
+            time.sleep(0.5)
+            start = time.monotonic()
+            child.sendintr()
+            child.expect(pexpect.EOF, timeout=5)
+            took = time.monotonic() - start
+        finally:
+            child.close(force=True)
+    assert took < 5
+    assert child.exitstatus == 130, child.before
+    assert "interrupted: the state is saved" in str(child.before)
+    _state_consistent(tmp_path)
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path: Path) -> None:
+    with stall_proxy("127.0.0.1:9", mode="blackhole") as proxy:
+        spec = _spec(tmp_path, proxy.url)
+        run = subprocess.Popen([sys.executable, "-m", "batchflow", "run", str(spec)], env=_env(tmp_path),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            while proxy.connections == 0:
+                assert run.poll() is None, run.communicate()
+                time.sleep(0.1)
+            time.sleep(0.5)
+            start = time.monotonic()
+            run.send_signal(signal.SIGTERM)
+            _, stderr = run.communicate(timeout=5)
+            took = time.monotonic() - start
+        finally:
+            run.kill()
+    assert took < 5 and run.returncode == 130, stderr
+    assert "interrupted: the state is saved" in stderr
+    _state_consistent(tmp_path)
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_interrupt_ends_the_process_at_once(tmp_path: Path, second: signal.Signals) -> None:
+    with stall_proxy("127.0.0.1:9", mode="blackhole") as proxy:
+        spec = _spec(tmp_path, proxy.url)
+        run = subprocess.Popen([sys.executable, "-m", "batchflow", "run", str(spec)], env=_env(tmp_path),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            while proxy.connections == 0:
+                assert run.poll() is None, run.communicate()
+                time.sleep(0.1)
+            run.send_signal(signal.SIGINT)
+            run.send_signal(second)
+            run.communicate(timeout=5)
+        finally:
+            run.kill()
+    assert run.returncode == 130

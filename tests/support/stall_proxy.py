@@ -1,0 +1,135 @@
+"""A TCP proxy on 127.0.0.1 that can stop answering, to put in front of an emulator (GCS, BigQuery, the batch API).
+
+Modes, switched at any time (``proxy.mode = ...``), each applying to connections made from then on:
+
+- ``pass``: bytes go both ways untouched;
+- ``blackhole``: the connection is accepted, what the client sends is read and dropped, nothing ever comes back;
+- ``stall_body``: the request goes through; of the answer, the first ``after`` bytes (the headers, say) reach the
+  client, then nothing more;
+- ``stall_upload``: the first ``after`` bytes the client sends go through, then the proxy stops reading, so the
+  client's upload stalls half-way once the socket buffers are full.
+
+Every stall is released by ``close()`` (the sockets are closed, the threads end), so a test that hangs a client
+is bounded by the client's own timeout and the proxy never outlives the test.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from urllib.parse import urlsplit
+
+_CHUNK = 65536
+_POLL = 0.2  # seconds between looks at the stop flag while a socket has nothing to read
+
+
+class StallProxy:
+    """Listens on a free port of 127.0.0.1 and forwards to ``target`` (``http://host:port`` or ``host:port``)."""
+
+    def __init__(self, target: str, mode: str = "pass", after: int = 0) -> None:
+        parts = urlsplit(target if "://" in target else f"tcp://{target}")
+        self.target = (parts.hostname or "127.0.0.1", int(parts.port or 80))
+        self.mode, self.after = mode, after
+        self.connections = 0  # accepted so far: a test can see that a client came
+        self._stop = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(_POLL)
+        self.port = int(self._listener.getsockname()[1])
+        self._thread = threading.Thread(target=self._accept, name="stall-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def close(self) -> None:
+        """Every connection dropped and every thread ended: whatever was stalled is released."""
+        self._stop.set()
+        self._thread.join(5)
+        with self._lock:
+            for sock in self._sockets:
+                _close(sock)
+            self._sockets.clear()
+        self._listener.close()
+
+    def _keep(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._sockets.append(sock)
+        sock.settimeout(None)  # reads wait in select() below, a send as long as it takes (close() ends it)
+        return sock
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(self._keep(client), self.mode, self.after),
+                             daemon=True).start()
+
+    def _serve(self, client: socket.socket, mode: str, after: int) -> None:
+        if mode == "blackhole":
+            self._pump(client, None, None)
+            return
+        try:
+            upstream = self._keep(socket.create_connection(self.target, timeout=5))
+        except OSError:
+            _close(client)
+            return
+        up_limit = after if mode == "stall_upload" else None
+        down_limit = after if mode == "stall_body" else None
+        threading.Thread(target=self._pump, args=(upstream, client, down_limit), daemon=True).start()
+        self._pump(client, upstream, up_limit)
+
+    def _pump(self, src: socket.socket, dst: socket.socket | None, limit: int | None) -> None:
+        """``src`` to ``dst`` (None: dropped) until either closes; past ``limit`` bytes, ``src`` is no longer read."""
+        sent = 0
+        while not self._stop.is_set():
+            if limit is not None and sent >= limit:
+                self._stop.wait(_POLL)  # stalled: nothing read, nothing sent, until close()
+                continue
+            try:
+                if not select.select([src], [], [], _POLL)[0]:
+                    continue
+                data = src.recv(_CHUNK if limit is None else min(_CHUNK, limit - sent))
+            except (OSError, ValueError):  # closed under us (ValueError: select on a closed socket)
+                break
+            if not data:
+                break
+            if dst is not None:
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
+            sent += len(data)
+        if dst is not None:
+            _close(dst)
+        _close(src)
+
+
+def _close(sock: socket.socket) -> None:
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+@contextmanager
+def stall_proxy(target: str, mode: str = "pass", after: int = 0) -> Iterator[StallProxy]:
+    """A ``StallProxy`` for the length of a ``with`` block, closed (every stall released) on the way out."""
+    proxy = StallProxy(target, mode, after)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
