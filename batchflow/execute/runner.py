@@ -215,6 +215,11 @@ class Runner:
         spec_job_size(spec)  # the spec's own mistakes first: they need no service
         try:
             problem = self.path.jobs.model_problem(spec.model, spec.task)
+        except CallTimedOut as exc:  # a hung service: --no-wait ends now (exit 75); a waiting run's cycle meets it
+            if not self._wait:
+                raise
+            log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
+            return
         except Exception as exc:  # no credentials, unreachable ...: advice only; the cycle meets the cause itself
             log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
             return
