@@ -25,6 +25,10 @@ def _offered(section: str) -> list[str]:
     return list(spec_schema()["properties"][section]["properties"]["format"]["enum"])
 
 
+# Formats whose records are not rows of a table, run end to end by a test of their own.
+OWN_TEST = {"media": "test_media_run.py"}  # one record per file of a glob
+
+
 def _write_json(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text(json.dumps(records))
 
@@ -63,11 +67,13 @@ OUTPUTS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
 
 
 def test_every_format_the_schema_offers_has_a_case_here() -> None:
-    assert set(_offered("source")) == set(INPUTS)
+    assert set(_offered("source")) == set(INPUTS) | set(OWN_TEST)
+    for fmt, test in OWN_TEST.items():
+        assert f'"format": "{fmt}"' in (Path(__file__).parent / test).read_text()
     assert set(_offered("output")) == set(OUTPUTS)
 
 
-@pytest.mark.parametrize("fmt", _offered("source"))
+@pytest.mark.parametrize("fmt", [f for f in _offered("source") if f not in OWN_TEST])
 def test_every_source_format_runs(tmp_path: Path, fmt: str) -> None:
     (tmp_path / "data").mkdir()
     INPUTS[fmt](tmp_path / f"data/in.{fmt}", RECORDS)
