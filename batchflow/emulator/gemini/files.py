@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from batchflow.emulator.jobs.store import new_id, page_token, parse_page_token, read_json, rfc3339, write_json_atomic
-from batchflow.emulator.wire.errors import invalid_argument, not_found
+from batchflow.emulator.wire.errors import ApiError, invalid_argument, not_found
 from batchflow.emulator.wire.request_checks import field
 
 FILE_TTL_SECONDS = 48 * 3600
@@ -187,6 +187,16 @@ class FileStore:
         """Where a file's bytes are kept."""
         self.get(file_id)
         return self._files_dir / f"{file_id}.data"
+
+    def media(self, file_id: str) -> bytes:
+        """The bytes of a file a request's `file_data` names, as the model reads them: a file that does not exist,
+        or has expired (48 h after its upload, when the service deletes it), is refused with the service's 403."""
+        with self._lock:
+            record = self._files.get(file_id)
+        if record is None or self._clock() >= record.create_time + FILE_TTL_SECONDS:
+            raise ApiError(403, "PERMISSION_DENIED",
+                           f"You do not have permission to access the File {file_id} or it may not exist.")
+        return (self._files_dir / f"{file_id}.data").read_bytes()
 
     def list(self, size: int, token: str | None) -> tuple[list[FileRecord], str | None]:
         """One page, newest first, and the token of the next page (None on the last)."""
