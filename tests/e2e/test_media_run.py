@@ -3,9 +3,12 @@ second run sends nothing, a changed file is one request; a manifest's missing an
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
+from conftest import genai_client
 from support.helpers import cli, read_rows, write_spec
 from support.media_files import jpeg, pdf, png, wav
 
@@ -30,6 +33,17 @@ def _folder(root: Path) -> dict[str, bytes]:
     return files
 
 
+def _named(data: bytes, mime: str) -> str:
+    """How the emulator's model names a media part it read."""
+    return f"[{mime} {hashlib.sha256(data).hexdigest()[:12]} {len(data)} bytes]"
+
+
+def _assert_each_answer_names_its_file(rows: list[dict[str, Any]], root: Path) -> None:
+    for r in rows:
+        data = (root / r["key"]).read_bytes()
+        assert r["text"].endswith(_named(data, r["record"]["mime_type"])), (r["key"], r["text"])
+
+
 def _events(stderr: str, event: str) -> list[dict[str, object]]:
     found = []
     for line in stderr.splitlines():
@@ -48,6 +62,7 @@ def test_a_folder_of_media_runs_again_and_sends_only_what_changed(tmp_path: Path
     assert sorted(r["key"] for r in rows) == sorted(files)
     assert all(r["status"] == "ok" for r in rows)
     assert {r["key"]: r["record"]["size_bytes"] for r in rows} == {k: len(v) for k, v in files.items()}
+    _assert_each_answer_names_its_file(rows, tmp_path / "scans")
 
     again = cli("run", str(spec))
     assert again.exit_code == 0, again.stderr
@@ -58,6 +73,27 @@ def test_a_folder_of_media_runs_again_and_sends_only_what_changed(tmp_path: Path
     assert changed.exit_code == 0, changed.stderr
     prepared = _events(changed.stderr, "prepared")[-1]
     assert (prepared.get("changed"), prepared.get("unchanged")) == (1, len(files) - 1)
+    rows = read_rows(tmp_path / "out/result.jsonl")
+    assert len(rows) == len(files)
+    _assert_each_answer_names_its_file(rows, tmp_path / "scans")
+
+
+def test_a_folder_on_the_gemini_backend_uploads_each_large_content_once(tmp_path: Path, emulator_url: str) -> None:
+    files = _folder(tmp_path / "scans")
+    spec = write_spec(tmp_path, "media-gemini", key=None, prompt=PROMPT,
+                      backend={"type": "gemini", "base_url": emulator_url},
+                      source={"type": "files", "path": "scans/**/*.*", "format": "media"})
+    result = cli("run", str(spec))
+    assert result.exit_code == 0, result.stderr
+    rows = read_rows(tmp_path / "out/result.jsonl")
+    assert len(rows) == len(files) and all(r["status"] == "ok" for r in rows)
+    _assert_each_answer_names_its_file(rows, tmp_path / "scans")
+    large = {hashlib.sha256(v).hexdigest() for v in files.values() if len(v) > INLINE_MAX_BYTES}
+    client = genai_client(emulator_url)  # held: the SDK closes its HTTP client when the Client object goes
+    uploaded = [f for f in client.files.list()
+                if (f.display_name or "").startswith("batchflow-media-")
+                and any(sha.startswith((f.display_name or "").removeprefix("batchflow-media-")) for sha in large)]
+    assert len(large) == 1 and len(uploaded) == 1  # the two identical long WAVs: one upload
 
 
 def test_a_manifest_with_a_missing_file_and_a_refused_type_gets_two_error_rows(tmp_path: Path) -> None:
