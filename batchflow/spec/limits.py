@@ -104,6 +104,9 @@ INLINE_REQUEST_MAX_BYTES = 100_000_000  # inline data in one request, base64 enc
 # batchflow's own choice, not Google's: a local file up to this size goes inline (base64) in its request line on
 # the Gemini API instead of through the Files API; a larger one is uploaded once per distinct content.
 INLINE_MAX_BYTES = 32 * 1024
+# batchflow's own choice: an uploaded file is reused for a new job only while it has this long to live, the Gemini
+# batch API's target turnaround (24 h, "Batch Mode" page, 2026-12); an older one is uploaded again.
+MEDIA_REUSE_MIN_HOURS = 24
 
 MEDIA_MIME_TYPES: frozenset[str] = frozenset({
     "image/png", "image/jpeg", "image/webp", "image/heic", "image/heif",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from pathlib import Path
 
 import orjson
@@ -14,7 +15,7 @@ from support.media_files import pdf, png, wav
 from batchflow.backends.gemini import GeminiBackend, make_client
 from batchflow.backends.gemini_media import GeminiMedia
 from batchflow.request.media import resolve
-from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_MIME_TYPES
+from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_FILE_HOURS, MEDIA_MIME_TYPES, MEDIA_REUSE_MIN_HOURS
 
 
 def _line(key: str, file: Path) -> bytes:
@@ -69,3 +70,22 @@ def test_the_staged_unit_reaches_the_model_as_the_files_bytes(tmp_path: Path, em
         text = lines[name]["response"]["candidates"][0]["content"]["parts"][0]["text"]
         assert text.endswith(f"[{mimes[name]} {hashlib.sha256(data).hexdigest()[:12]} {len(data)} bytes]"), name
     assert media.uploads == 1  # a.wav and b.wav are one content; c.png and d.pdf went inline
+
+
+def test_one_backend_uploads_again_once_its_upload_has_less_than_a_day_to_live(tmp_path: Path,
+                                                                                emulator_url: str) -> None:
+    big = wav(13, seconds=INLINE_MAX_BYTES / 8000 + 1)
+    (tmp_path / "a.wav").write_bytes(big)
+    unit = tmp_path / "unit.jsonl"
+    unit.write_bytes(_line("a", tmp_path / "a.wav"))
+    now = [time.time()]
+    client = make_client("test", emulator_url)
+    backend = GeminiBackend(client)
+    backend.media = media = GeminiMedia(client, clock=lambda: now[0])
+    backend.stage(unit, "batchflow-media-retry-1")
+    now[0] += (MEDIA_FILE_HOURS - MEDIA_REUSE_MIN_HOURS) * 3600 - 60  # a minute more than a day left: reused
+    backend.stage(unit, "batchflow-media-retry-2")
+    assert media.uploads == 1
+    now[0] += 120  # less than a day left: a job created now might outlive it
+    backend.stage(unit, "batchflow-media-retry-3")
+    assert media.uploads == 2

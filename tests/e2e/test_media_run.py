@@ -8,10 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import genai_client
+from support.emulator_helpers import http_json
 from support.helpers import cli, read_rows, write_spec
 from support.media_files import jpeg, pdf, png, wav
 
+from batchflow.emulator import start_in_thread
 from batchflow.spec.limits import INLINE_MAX_BYTES
 
 PROMPT = ["Describe {{ name }}.", {"media": "{{ path }}"}]
@@ -113,3 +116,36 @@ def test_a_manifest_with_a_missing_file_and_a_refused_type_gets_two_error_rows(t
     assert [rows[k]["status"] for k in "1234"] == ["ok", "error", "error", "ok"]
     assert "no such file" in rows["2"]["error"]["message"] and "gone.png" in rows["2"]["error"]["message"]
     assert "text/html is not one the model takes" in rows["3"]["error"]["message"]
+
+
+def _media_uploads(client: Any, data: bytes) -> list[Any]:
+    """The live Files API files batchflow uploaded for this content (its display name carries the sha256)."""
+    name = "batchflow-media-" + hashlib.sha256(data).hexdigest()[:40]
+    return [f for f in client.files.list() if f.display_name == name]
+
+
+@pytest.mark.parametrize(("aged_hours", "uploaded_again"), [(0, False), (30, True), (49, True)])
+def test_an_upload_is_reused_only_while_it_will_outlive_the_job(tmp_path: Path, aged_hours: int,
+                                                                uploaded_again: bool) -> None:
+    """A later run needs the same long WAV again (a new record names it): reused when the upload is fresh,
+    uploaded again when it has less than a day to live (30 h old) or the Files API has deleted it (49 h)."""
+    big = wav(11, seconds=INLINE_MAX_BYTES / 8000 + 1)
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans/a.wav").write_bytes(big)
+    with start_in_thread(tmp_path / "emu") as emulator:
+        spec = write_spec(tmp_path, "expiry", key=None, prompt=PROMPT,
+                          backend={"type": "gemini", "base_url": emulator.base_url},
+                          source={"type": "files", "path": "scans/*.wav", "format": "media"})
+        assert cli("run", str(spec)).exit_code == 0
+        client = genai_client(emulator.base_url)
+        first = _media_uploads(client, big)
+        assert len(first) == 1
+        http_json("POST", f"{emulator.base_url}/_emulator/age_files?seconds={aged_hours * 3600}")
+        (tmp_path / "scans/b.wav").write_bytes(big)  # one new request, reading the same content
+        again = cli("run", str(spec))
+        assert again.exit_code == 0, again.stderr
+        rows = read_rows(tmp_path / "out/result.jsonl")
+        assert sorted(r["key"] for r in rows) == ["a.wav", "b.wav"] and all(r["status"] == "ok" for r in rows)
+        _assert_each_answer_names_its_file(rows, tmp_path / "scans")
+        live = _media_uploads(client, big)
+        assert (live[0].name != first[0].name) is uploaded_again

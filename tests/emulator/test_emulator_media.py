@@ -184,3 +184,21 @@ def test_jpeg_size_is_read_from_its_frame_header() -> None:
     assert image_size(data) == (1600, 1200)
     response = model.generate(_request(_inline("image/jpeg", data)), MODEL)
     assert _details(response)["IMAGE"] == 258 * 3 * 2  # 1600 x 1200: 3 x 2 tiles of 768 px
+
+
+def test_an_upload_past_48_hours_is_gone_from_get_and_list(client: genai.Client, emulator: RunningEmulator,
+                                                           tmp_path: Path) -> None:
+    from google.genai import errors
+    from support.emulator_helpers import http_json
+
+    uploaded = _upload(client, tmp_path, png(5), "image/png")
+    assert uploaded.name and uploaded.expiration_time is not None
+    assert [f.name for f in client.files.list()] == [uploaded.name]
+    status, body = http_json("POST", f"{emulator.base_url}/_emulator/age_files?seconds={47 * HOUR}")
+    assert (status, body) == (200, {"files": 1})
+    assert client.files.get(name=uploaded.name).name == uploaded.name  # an hour to live: still there
+    http_json("POST", f"{emulator.base_url}/_emulator/age_files?seconds={HOUR}")
+    with pytest.raises(errors.ClientError) as caught:
+        client.files.get(name=uploaded.name)
+    assert caught.value.code == 404
+    assert list(client.files.list()) == []
