@@ -89,3 +89,26 @@ def test_one_backend_uploads_again_once_its_upload_has_less_than_a_day_to_live(t
     now[0] += 120  # less than a day left: a job created now might outlive it
     backend.stage(unit, "batchflow-media-retry-3")
     assert media.uploads == 2
+
+
+def test_release_deletes_only_the_specs_own_uploads(tmp_path: Path, emulator_url: str) -> None:
+    big = wav(17, seconds=INLINE_MAX_BYTES / 8000 + 1)
+    (tmp_path / "a.wav").write_bytes(big)
+    unit = tmp_path / "unit.jsonl"
+    unit.write_bytes(_line("a", tmp_path / "a.wav"))
+    client = make_client("test", emulator_url)
+    mine, theirs = GeminiMedia(client, owner="release-mine"), GeminiMedia(client, owner="release-theirs")
+    for media in (mine, theirs):
+        backend = GeminiBackend(client)
+        backend.media = media
+        backend.stage(unit, "batchflow-media-release")
+
+    def owners() -> list[str]:
+        return sorted(f.display_name.split("-")[-2] for f in client.files.list()
+                      if (f.display_name or "").startswith("batchflow-media-release-"))
+
+    assert (mine.uploads, theirs.uploads, owners()) == (1, 1, ["mine", "theirs"])  # one content, one each
+    assert mine.release() == 1
+    assert owners() == ["theirs"]
+    assert GeminiMedia(client, owner="release-theirs").release() == 1  # a later run finds and deletes it
+    assert owners() == []

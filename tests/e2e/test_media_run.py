@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import genai_client
-from support.emulator_helpers import http_json
+from support.emulator_helpers import http_json, wait_done
 from support.helpers import cli, read_rows, write_spec
 from support.media_files import jpeg, pdf, png, wav
 
@@ -92,11 +92,10 @@ def test_a_folder_on_the_gemini_backend_uploads_each_large_content_once(tmp_path
     assert len(rows) == len(files) and all(r["status"] == "ok" for r in rows)
     _assert_each_answer_names_its_file(rows, tmp_path / "scans")
     large = {hashlib.sha256(v).hexdigest() for v in files.values() if len(v) > INLINE_MAX_BYTES}
+    uploaded = [e["sha256"] for e in _events(result.stderr, "media uploaded")]
+    assert len(large) == 1 and uploaded == list(large)  # the two identical long WAVs: one upload
     client = genai_client(emulator_url)  # held: the SDK closes its HTTP client when the Client object goes
-    uploaded = [f for f in client.files.list()
-                if (f.display_name or "").startswith("batchflow-media-")
-                and any(sha.startswith((f.display_name or "").removeprefix("batchflow-media-")) for sha in large)]
-    assert len(large) == 1 and len(uploaded) == 1  # the two identical long WAVs: one upload
+    assert not [f for f in client.files.list() if (f.display_name or "").startswith("batchflow-media-media-gemini-")]
 
 
 def test_a_manifest_with_a_missing_file_and_a_refused_type_gets_two_error_rows(tmp_path: Path) -> None:
@@ -118,34 +117,38 @@ def test_a_manifest_with_a_missing_file_and_a_refused_type_gets_two_error_rows(t
     assert "text/html is not one the model takes" in rows["3"]["error"]["message"]
 
 
-def _media_uploads(client: Any, data: bytes) -> list[Any]:
-    """The live Files API files batchflow uploaded for this content (its display name carries the sha256)."""
-    name = "batchflow-media-" + hashlib.sha256(data).hexdigest()[:40]
-    return [f for f in client.files.list() if f.display_name == name]
+def _media_files(client: Any) -> list[Any]:
+    """The live Files API files batchflow uploaded for media."""
+    return [f for f in client.files.list() if (f.display_name or "").startswith("batchflow-media-")]
 
 
-@pytest.mark.parametrize(("aged_hours", "uploaded_again"), [(0, False), (30, True), (49, True)])
+@pytest.mark.parametrize(("aged_hours", "uploads"), [(0, 0), (30, 1), (49, 1)])
 def test_an_upload_is_reused_only_while_it_will_outlive_the_job(tmp_path: Path, aged_hours: int,
-                                                                uploaded_again: bool) -> None:
-    """A later run needs the same long WAV again (a new record names it): reused when the upload is fresh,
-    uploaded again when it has less than a day to live (30 h old) or the Files API has deleted it (49 h)."""
+                                                                uploads: int) -> None:
+    """A first run leaves its job running (--no-wait); before the next run a new record names the same long WAV.
+    Its upload is reused while fresh, uploaded again with less than a day to live (30 h old) or once the Files
+    API has deleted it (49 h); the run answers every record, and once every job is collected its media are
+    deleted: the emulator's store keeps no media file."""
     big = wav(11, seconds=INLINE_MAX_BYTES / 8000 + 1)
     (tmp_path / "scans").mkdir()
     (tmp_path / "scans/a.wav").write_bytes(big)
-    with start_in_thread(tmp_path / "emu") as emulator:
+    with start_in_thread(tmp_path / "emu", job_seconds=1.0) as emulator:
         spec = write_spec(tmp_path, "expiry", key=None, prompt=PROMPT,
                           backend={"type": "gemini", "base_url": emulator.base_url},
                           source={"type": "files", "path": "scans/*.wav", "format": "media"})
-        assert cli("run", str(spec)).exit_code == 0
+        first = cli("run", "--no-wait", str(spec))
+        assert first.exit_code == 75, first.stderr
+        assert len(_events(first.stderr, "media uploaded")) == 1
         client = genai_client(emulator.base_url)
-        first = _media_uploads(client, big)
-        assert len(first) == 1
+        assert len(_media_files(client)) == 1
+        for job in client.batches.list():  # the job ran while its file lived; collected by the next run
+            wait_done(client, job.name or "")
         http_json("POST", f"{emulator.base_url}/_emulator/age_files?seconds={aged_hours * 3600}")
         (tmp_path / "scans/b.wav").write_bytes(big)  # one new request, reading the same content
         again = cli("run", str(spec))
         assert again.exit_code == 0, again.stderr
+        assert len(_events(again.stderr, "media uploaded")) == uploads
         rows = read_rows(tmp_path / "out/result.jsonl")
         assert sorted(r["key"] for r in rows) == ["a.wav", "b.wav"] and all(r["status"] == "ok" for r in rows)
         _assert_each_answer_names_its_file(rows, tmp_path / "scans")
-        live = _media_uploads(client, big)
-        assert (live[0].name != first[0].name) is uploaded_again
+        assert _media_files(client) == []
