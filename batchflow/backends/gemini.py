@@ -42,8 +42,13 @@ class GeminiBackend(SdkBackend):
     def with_media(self, spec: Spec) -> Self:
         """The backend, staging the local media files its spec's requests name (when they may name any)."""
         if may_have_media(spec):
-            self.media = GeminiMedia(self.client)
+            self.media = GeminiMedia(self.client, owner=spec.name)
         return self
+
+    def release_media(self) -> int:
+        """Delete the spec's Files API media uploads (this run's and earlier runs'): every job reading them is
+        collected, and a later run uploads again what it needs."""
+        return self.media.release() if self.media is not None else 0
 
     def stage(self, path: Path, display_name: str) -> str:
         from google.genai import types

@@ -10,28 +10,57 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from batchflow import logs
 from batchflow.backends.sdk import api_errors
-from batchflow.errors import DataError
+from batchflow.errors import BackendError, DataError, TransientError
 from batchflow.request.media import untagged
-from batchflow.spec.limits import INLINE_MAX_BYTES
+from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_FILE_HOURS, MEDIA_REUSE_MIN_HOURS
 
 _MARK = b"#sha256:"
+_DISPLAY_PREFIX = "batchflow-media-"
+_SHA_IN_NAME = 40  # hex digits of the sha256 in an upload's display name (display names are capped at 512)
+_FILES_PAGE = 100
+_HOUR = 3600.0
+
+log = logs.get_logger(__name__)
 _NL = orjson.OPT_APPEND_NEWLINE
 
 
-class GeminiMedia:
-    """Uploads by content, remembered for the backend's life; safe to call from the staging threads."""
+@dataclass(frozen=True)
+class _Upload:
+    """A Files API file holding one content: its name (files/ID), its URI (what a part names), its expiry."""
 
-    def __init__(self, client: Any, inline_max: int = INLINE_MAX_BYTES) -> None:
+    name: str
+    uri: str
+    expires: float
+
+
+class GeminiMedia:
+    """Uploads by content, found again at the service (their display names carry the sha256) so that a second run
+    or a retry reuses them, but only while they will outlive the job: the Files API deletes a file 48 h after its
+    upload, so one with less than a day to live is uploaded again. Safe to call from the staging threads."""
+
+    def __init__(self, client: Any, inline_max: int = INLINE_MAX_BYTES,
+                 clock: Callable[[], float] = time.time, owner: str = "") -> None:
         self._client = client
+        # the spec's name in every display name: a spec deletes only its own uploads, never those a live job of
+        # another spec reads (which costs a second upload of content two specs share)
+        self._prefix = f"{_DISPLAY_PREFIX}{owner}-" if owner else _DISPLAY_PREFIX
         self._inline_max = inline_max
-        self._uploaded: dict[str, str] = {}  # sha256 -> the Files API file's URI
+        self._clock = clock
+        self._uploaded: dict[str, _Upload] = {}  # sha256 -> this backend's upload of it
+        self._listed = False  # whether the service's earlier uploads were looked up (one paged list, once)
+        self._earlier: dict[str, _Upload] = {}  # display name -> an earlier run's upload, the longest-lived
+        self._list_lock = threading.Lock()
+        self._extra: list[_Upload] = []  # every earlier upload found, to delete at the end
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.uploads = 0  # files this backend uploaded (a figure for logs and tests)
@@ -75,16 +104,76 @@ class GeminiMedia:
         with self._guard:
             lock = self._locks.setdefault(sha, threading.Lock())
         with lock:  # the same content from two units at once: one upload, the other waits for it
-            found = self._uploaded.get(sha)
-            if found is None:
+            self._list_earlier()
+            found = self._uploaded.get(sha) or self._earlier.get(self._prefix + sha[:_SHA_IN_NAME])
+            if found is None or not self._lasts(found.expires):
                 from google.genai import types
 
                 with api_errors(f"upload {local.name}"):
                     f = self._client.files.upload(file=str(local), config=types.UploadFileConfig(
-                        mime_type=mime, display_name=f"batchflow-media-{sha[:40]}"))
-                found = self._uploaded[sha] = str(f.uri)
+                        mime_type=mime, display_name=self._prefix + sha[:_SHA_IN_NAME]))
+                found = self._uploaded[sha] = _Upload(str(f.name), str(f.uri), self._expiry(f))
                 self.uploads += 1
-            return found
+                log.info("media uploaded", file=found.name, sha256=sha, bytes=local.stat().st_size)
+            return found.uri
+
+    def release(self) -> int:
+        """Delete every upload of this spec's media, this run's and earlier runs' (a file already gone is not an
+        error, nor one that cannot be deleted now: the Files API deletes it within 48 h); how many went."""
+        self._list_earlier()
+        with self._guard:
+            names = {u.name for u in (*self._uploaded.values(), *self._earlier.values(), *self._extra)}
+            self._uploaded.clear()
+            self._earlier.clear()
+        gone = 0
+        for name in sorted(names):
+            try:
+                with api_errors(f"delete {name}"):
+                    self._client.files.delete(name=name)
+                gone += 1
+            except (BackendError, TransientError) as exc:
+                if "HTTP 404" not in str(exc):
+                    log.warning("media file not deleted; the Files API deletes it within 48 h", file=name,
+                                error=str(exc))
+        return gone
+
+    def _lasts(self, expires: float) -> bool:
+        """Whether a file expiring then will outlive a job created now."""
+        return expires - self._clock() >= MEDIA_REUSE_MIN_HOURS * _HOUR
+
+    def _expiry(self, f: Any) -> float:
+        when = getattr(f, "expiration_time", None)
+        return when.timestamp() if when is not None else self._clock() + MEDIA_FILE_HOURS * _HOUR
+
+    def _list_earlier(self) -> None:
+        """The media files an earlier run uploaded and the service still keeps, by display name (which carries
+        160 bits of the content's sha256); of two with one name, the one that lives longer."""
+        with self._list_lock:  # the staging threads wait for the one listing
+            if not self._listed:
+                self._listed = True
+                self._list()
+
+    def _list(self) -> None:
+        from google.genai import types
+
+        every: list[_Upload] = []  # two uploads of one content (a run killed mid-upload) are both deleted at the end
+        best: dict[str, _Upload] = {}
+        with api_errors("list files"):
+            for f in self._client.files.list(config=types.ListFilesConfig(page_size=_FILES_PAGE)):
+                name = f.display_name or ""
+                if not (name.startswith(self._prefix) and len(name) == len(self._prefix) + _SHA_IN_NAME and f.uri
+                        and f.name and _state(f.state) in ("ACTIVE", "STATE_UNSPECIFIED")):
+                    continue
+                upload = _Upload(str(f.name), str(f.uri), self._expiry(f))
+                every.append(upload)
+                if name not in best or upload.expires > best[name].expires:
+                    best[name] = upload
+        with self._guard:
+            self._earlier, self._extra = best, every
+
+
+def _state(state: Any) -> str:
+    return str(getattr(state, "name", state) or "STATE_UNSPECIFIED")
 
 
 def _names_local_media(path: Path) -> bool:

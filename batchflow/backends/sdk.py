@@ -154,6 +154,10 @@ class SdkBackend:
                     f"{', '.join(methods) or 'none'})")
         return None
 
+    def release_media(self) -> int:
+        """Nothing staged apart from the jobs' inputs (a backend that stages media deletes them here)."""
+        return 0
+
     def close(self) -> None:
         self.client.close()
 

@@ -36,6 +36,7 @@ from batchflow.emulator.jobs.store import (
     write_json_atomic,
 )
 from batchflow.emulator.jobs.worker import JobEngine
+from batchflow.emulator.model import media
 from batchflow.emulator.model.deterministic import byte_tokens
 from batchflow.emulator.vertex.engine import VertexJobs
 from batchflow.emulator.wire.errors import ApiError, not_found
@@ -53,6 +54,7 @@ class Emulator(JobEngine[JobRecord, LineCounts]):
         self.job_seconds = job_seconds
         self.faults = faults or NoFaults()
         self.files = FileStore(self.data_dir, clock)
+        self._media = media.reader(self.files.media)  # what a line's file_data parts read: files/ID and gs://
         self._creates: Counter[str] = Counter(self._load_stats().get("creates_by_display_name", {}))
         self._calls: Counter[str] = Counter()
         super().__init__(self.data_dir / "jobs", JobRecord, clock, "emulator-worker")
@@ -224,7 +226,7 @@ class Emulator(JobEngine[JobRecord, LineCounts]):
         """Answer a job's lines into a temporary output file."""
         try:
             return run_lines(job.kind, job.model, self._path(job.id, "input.jsonl"), self._path(job.id, "output.tmp"),
-                             self.faults.line_faults(job.id, job.display_name, job.kind))
+                             self.faults.line_faults(job.id, job.display_name, job.kind), self._media)
         except FileNotFoundError:  # deleted meanwhile: its input went with it
             return None
 

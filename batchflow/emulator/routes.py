@@ -85,6 +85,8 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str], str] | None:
     """The route for a request path, its path parameters and the API version; None when none matches."""
     if path == "/_emulator/stats" and method == "GET":
         return STATS, {}, ""
+    if path == "/_emulator/age_files" and method == "POST":
+        return AGE_FILES, {}, ""
     prefix = _PREFIX.match(path)
     if prefix is None:
         return None
@@ -232,6 +234,16 @@ def stats(call: Call) -> Reply:
     return Reply(json=call.engine.stats())
 
 
+def age_files(call: Call) -> Reply:
+    """POST /_emulator/age_files?seconds=N: every file uploaded N seconds earlier, so that a test lets the Files
+    API's 48 hours go by between two runs (not a Google endpoint)."""
+    try:
+        seconds = float(call.query.get("seconds", ""))
+    except ValueError:
+        raise invalid_argument("age_files takes ?seconds=N") from None
+    return Reply(json={"files": call.engine.files.age(seconds)})
+
+
 def unknown(call: Call) -> Reply:
     """Anything else: 404 in Google's shape."""
     raise not_found("The requested URL was not found on this server.")
@@ -267,4 +279,5 @@ def _vertex(handler: vertex.Handler) -> RouteFn:
 
 ROUTES += tuple(Route(m, False, re.compile(p), e, _vertex(h)) for m, p, e, h in vertex.ROUTES)
 STATS = Route("GET", False, re.compile(r""), "emulator.stats", stats)
+AGE_FILES = Route("POST", False, re.compile(r""), "emulator.age_files", age_files)
 UNKNOWN = Route("*", False, re.compile(r""), "unknown", unknown)

@@ -164,6 +164,9 @@ class NativePath:
     def output_exists(self) -> bool:
         return True  # not worth a query on every cycle
 
+    def finished(self) -> None:
+        """Nothing staged beside the jobs (the native path reads the table itself)."""
+
     def close(self) -> None:
         if self._jobs is not None:
             self._jobs.close()

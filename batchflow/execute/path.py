@@ -116,4 +116,7 @@ class ExecutionPath(Protocol):
 
     def output_exists(self) -> bool: ...
 
+    def finished(self) -> None:
+        """Every job of the run is collected: let go of what was staged for them (media files)."""
+
     def close(self) -> None: ...

@@ -268,6 +268,7 @@ class Runner:
             plan = p.make_plan(state, now, self.spec.jobs.max_concurrent, out_fp, self.path.output_exists(),
                                stuck_after=self.spec.jobs.stuck_after, token_room=self._token_room(state))
             if plan.finished:
+                self.path.finished()
                 self.watch(state, 0.0)
                 return self._summary(state)
             streak = self._transient_streak

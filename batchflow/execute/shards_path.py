@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from batchflow import logs
 from batchflow.answers.collect import collect, collect_lost, outcomes, redo_of, subset
 from batchflow.answers.earlier import Earlier
 from batchflow.answers.keep import keep
@@ -20,6 +21,8 @@ from batchflow.prepare.staging import Stager
 from batchflow.sources.registry import open_source
 from batchflow.spec.spec import Spec
 from batchflow.state.state import Job, Shard, State
+
+log = logs.get_logger(__name__)
 
 
 class ShardsPath:
@@ -100,6 +103,12 @@ class ShardsPath:
         if not path or "://" in path:
             return True  # not worth a network call on every cycle
         return Path(path).exists()
+
+    def finished(self) -> None:
+        if self._backend is not None:
+            released = self._backend.release_media()
+            if released:
+                log.info("media released: every job reading them is collected", files=released)
 
     def close(self) -> None:
         if self._backend is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from batchflow.errors import SpecError
+from batchflow.libs import media_info
 from batchflow.spec import models
 from batchflow.spec.spec import Spec
 
@@ -102,6 +104,9 @@ INLINE_REQUEST_MAX_BYTES = 100_000_000  # inline data in one request, base64 enc
 # batchflow's own choice, not Google's: a local file up to this size goes inline (base64) in its request line on
 # the Gemini API instead of through the Files API; a larger one is uploaded once per distinct content.
 INLINE_MAX_BYTES = 32 * 1024
+# batchflow's own choice: an uploaded file is reused for a new job only while it has this long to live, the Gemini
+# batch API's target turnaround (24 h, "Batch Mode" page, 2026-12); an older one is uploaded again.
+MEDIA_REUSE_MIN_HOURS = 24
 
 MEDIA_MIME_TYPES: frozenset[str] = frozenset({
     "image/png", "image/jpeg", "image/webp", "image/heic", "image/heif",
@@ -119,3 +124,39 @@ MEDIA_TYPES_BY_TASK: dict[str, frozenset[str]] = {"generate": MEDIA_MIME_TYPES}
 def media_types(task: str) -> frozenset[str]:
     """The MIME types a task's models take as media parts (none for a task not in the table: text embeddings)."""
     return MEDIA_TYPES_BY_TASK.get(task, frozenset())
+
+
+# What media cost in prompt tokens. Source, as of 2026-12: the Gemini API's "Understand and count tokens" page
+# (ai.google.dev/gemini-api/docs/tokens) and its document / audio / video understanding pages: an image with both
+# sides at most 384 px is 258 tokens, a larger one is cut into 768x768 tiles of 258 tokens each; a PDF page is 258
+# tokens; audio 32 tokens a second; video 263 a second (at the default media resolution).
+IMAGE_TOKENS = 258
+IMAGE_SMALL_SIDE = 384
+IMAGE_TILE_SIDE = 768
+PDF_PAGE_TOKENS = 258
+AUDIO_TOKENS_PER_SECOND = 32
+VIDEO_TOKENS_PER_SECOND = 263
+
+
+def modality(mime: str) -> str:
+    """The usageMetadata modality a media part's tokens are counted under (IMAGE, AUDIO, VIDEO, DOCUMENT, TEXT)."""
+    kind = mime.split("/", 1)[0]
+    return {"image": "IMAGE", "audio": "AUDIO", "video": "VIDEO", "text": "TEXT"}.get(kind, "DOCUMENT")
+
+
+def media_tokens(mime: str, data: bytes) -> int:
+    """The prompt tokens one media part costs, from what its header says of its extent (an image whose size the
+    header does not give is counted as one small image, a document as one page, audio or video as one second)."""
+    kind = modality(mime)
+    if kind == "IMAGE":
+        size = media_info.image_size(data)
+        if size is None or max(size) <= IMAGE_SMALL_SIDE:
+            return IMAGE_TOKENS
+        width, height = size
+        return IMAGE_TOKENS * -(-width // IMAGE_TILE_SIDE) * -(-height // IMAGE_TILE_SIDE)
+    if kind in ("AUDIO", "VIDEO"):
+        rate = AUDIO_TOKENS_PER_SECOND if kind == "AUDIO" else VIDEO_TOKENS_PER_SECOND
+        return max(1, math.ceil(rate * (media_info.seconds(data) or 1.0)))
+    if kind == "TEXT":
+        return max(1, (len(data) + 3) // 4)
+    return PDF_PAGE_TOKENS * (media_info.pdf_pages(data) or 1)

@@ -4,15 +4,18 @@ content through the Files API, and the unit's lines rewritten to name them; the 
 from __future__ import annotations
 
 import base64
+import hashlib
+import time
 from pathlib import Path
 
 import orjson
-from support.media_files import png, wav
+from support.emulator_helpers import wait_done
+from support.media_files import pdf, png, wav
 
 from batchflow.backends.gemini import GeminiBackend, make_client
 from batchflow.backends.gemini_media import GeminiMedia
 from batchflow.request.media import resolve
-from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_MIME_TYPES
+from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_FILE_HOURS, MEDIA_MIME_TYPES, MEDIA_REUSE_MIN_HOURS
 
 
 def _line(key: str, file: Path) -> bytes:
@@ -46,3 +49,66 @@ def test_identical_files_are_uploaded_once_and_small_ones_go_inline(tmp_path: Pa
     uploaded = client.files.get(name="files/" + parts[0]["fileData"]["fileUri"].rsplit("/files/", 1)[1])
     assert int(uploaded.size_bytes or 0) == len(big)
     assert base64.b64decode(parts[2]["inlineData"]["data"]) == png(1)
+
+
+def test_the_staged_unit_reaches_the_model_as_the_files_bytes(tmp_path: Path, emulator_url: str) -> None:
+    files = {"a.wav": wav(5, seconds=INLINE_MAX_BYTES / 8000 + 1), "b.wav": wav(5, seconds=INLINE_MAX_BYTES / 8000 + 1),
+             "c.png": png(2), "d.pdf": pdf(2, pages=2)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    unit = tmp_path / "unit.jsonl"
+    unit.write_bytes(b"".join(_line(k, tmp_path / k) for k in files))
+    client = make_client("test", emulator_url)
+    backend = GeminiBackend(client)
+    backend.media = media = GeminiMedia(client)
+    job = wait_done(client, client.batches.create(model="gemini-2.5-flash",
+                                                  src=backend.stage(unit, "batchflow-media-bytes")).name or "")
+    assert job.dest is not None and job.dest.file_name
+    lines = {x["key"]: x for x in map(orjson.loads, client.files.download(file=job.dest.file_name).splitlines())}
+    mimes = {"a.wav": "audio/wav", "b.wav": "audio/wav", "c.png": "image/png", "d.pdf": "application/pdf"}
+    for name, data in files.items():
+        text = lines[name]["response"]["candidates"][0]["content"]["parts"][0]["text"]
+        assert text.endswith(f"[{mimes[name]} {hashlib.sha256(data).hexdigest()[:12]} {len(data)} bytes]"), name
+    assert media.uploads == 1  # a.wav and b.wav are one content; c.png and d.pdf went inline
+
+
+def test_one_backend_uploads_again_once_its_upload_has_less_than_a_day_to_live(tmp_path: Path,
+                                                                                emulator_url: str) -> None:
+    big = wav(13, seconds=INLINE_MAX_BYTES / 8000 + 1)
+    (tmp_path / "a.wav").write_bytes(big)
+    unit = tmp_path / "unit.jsonl"
+    unit.write_bytes(_line("a", tmp_path / "a.wav"))
+    now = [time.time()]
+    client = make_client("test", emulator_url)
+    backend = GeminiBackend(client)
+    backend.media = media = GeminiMedia(client, clock=lambda: now[0])
+    backend.stage(unit, "batchflow-media-retry-1")
+    now[0] += (MEDIA_FILE_HOURS - MEDIA_REUSE_MIN_HOURS) * 3600 - 60  # a minute more than a day left: reused
+    backend.stage(unit, "batchflow-media-retry-2")
+    assert media.uploads == 1
+    now[0] += 120  # less than a day left: a job created now might outlive it
+    backend.stage(unit, "batchflow-media-retry-3")
+    assert media.uploads == 2
+
+
+def test_release_deletes_only_the_specs_own_uploads(tmp_path: Path, emulator_url: str) -> None:
+    big = wav(17, seconds=INLINE_MAX_BYTES / 8000 + 1)
+    (tmp_path / "a.wav").write_bytes(big)
+    unit = tmp_path / "unit.jsonl"
+    unit.write_bytes(_line("a", tmp_path / "a.wav"))
+    client = make_client("test", emulator_url)
+    mine, theirs = GeminiMedia(client, owner="release-mine"), GeminiMedia(client, owner="release-theirs")
+    for media in (mine, theirs):
+        backend = GeminiBackend(client)
+        backend.media = media
+        backend.stage(unit, "batchflow-media-release")
+
+    def owners() -> list[str]:
+        return sorted(f.display_name.split("-")[-2] for f in client.files.list()
+                      if (f.display_name or "").startswith("batchflow-media-release-"))
+
+    assert (mine.uploads, theirs.uploads, owners()) == (1, 1, ["mine", "theirs"])  # one content, one each
+    assert mine.release() == 1
+    assert owners() == ["theirs"]
+    assert GeminiMedia(client, owner="release-theirs").release() == 1  # a later run finds and deletes it
+    assert owners() == []

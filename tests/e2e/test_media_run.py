@@ -3,12 +3,18 @@ second run sends nothing, a changed file is one request; a manifest's missing an
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
+from conftest import genai_client
+from support.emulator_helpers import http_json, wait_done
 from support.helpers import cli, read_rows, write_spec
 from support.media_files import jpeg, pdf, png, wav
 
+from batchflow.emulator import start_in_thread
 from batchflow.spec.limits import INLINE_MAX_BYTES
 
 PROMPT = ["Describe {{ name }}.", {"media": "{{ path }}"}]
@@ -30,6 +36,17 @@ def _folder(root: Path) -> dict[str, bytes]:
     return files
 
 
+def _named(data: bytes, mime: str) -> str:
+    """How the emulator's model names a media part it read."""
+    return f"[{mime} {hashlib.sha256(data).hexdigest()[:12]} {len(data)} bytes]"
+
+
+def _assert_each_answer_names_its_file(rows: list[dict[str, Any]], root: Path) -> None:
+    for r in rows:
+        data = (root / r["key"]).read_bytes()
+        assert r["text"].endswith(_named(data, r["record"]["mime_type"])), (r["key"], r["text"])
+
+
 def _events(stderr: str, event: str) -> list[dict[str, object]]:
     found = []
     for line in stderr.splitlines():
@@ -48,6 +65,7 @@ def test_a_folder_of_media_runs_again_and_sends_only_what_changed(tmp_path: Path
     assert sorted(r["key"] for r in rows) == sorted(files)
     assert all(r["status"] == "ok" for r in rows)
     assert {r["key"]: r["record"]["size_bytes"] for r in rows} == {k: len(v) for k, v in files.items()}
+    _assert_each_answer_names_its_file(rows, tmp_path / "scans")
 
     again = cli("run", str(spec))
     assert again.exit_code == 0, again.stderr
@@ -58,6 +76,26 @@ def test_a_folder_of_media_runs_again_and_sends_only_what_changed(tmp_path: Path
     assert changed.exit_code == 0, changed.stderr
     prepared = _events(changed.stderr, "prepared")[-1]
     assert (prepared.get("changed"), prepared.get("unchanged")) == (1, len(files) - 1)
+    rows = read_rows(tmp_path / "out/result.jsonl")
+    assert len(rows) == len(files)
+    _assert_each_answer_names_its_file(rows, tmp_path / "scans")
+
+
+def test_a_folder_on_the_gemini_backend_uploads_each_large_content_once(tmp_path: Path, emulator_url: str) -> None:
+    files = _folder(tmp_path / "scans")
+    spec = write_spec(tmp_path, "media-gemini", key=None, prompt=PROMPT,
+                      backend={"type": "gemini", "base_url": emulator_url},
+                      source={"type": "files", "path": "scans/**/*.*", "format": "media"})
+    result = cli("run", str(spec))
+    assert result.exit_code == 0, result.stderr
+    rows = read_rows(tmp_path / "out/result.jsonl")
+    assert len(rows) == len(files) and all(r["status"] == "ok" for r in rows)
+    _assert_each_answer_names_its_file(rows, tmp_path / "scans")
+    large = {hashlib.sha256(v).hexdigest() for v in files.values() if len(v) > INLINE_MAX_BYTES}
+    uploaded = [e["sha256"] for e in _events(result.stderr, "media uploaded")]
+    assert len(large) == 1 and uploaded == list(large)  # the two identical long WAVs: one upload
+    client = genai_client(emulator_url)  # held: the SDK closes its HTTP client when the Client object goes
+    assert not [f for f in client.files.list() if (f.display_name or "").startswith("batchflow-media-media-gemini-")]
 
 
 def test_a_manifest_with_a_missing_file_and_a_refused_type_gets_two_error_rows(tmp_path: Path) -> None:
@@ -77,3 +115,40 @@ def test_a_manifest_with_a_missing_file_and_a_refused_type_gets_two_error_rows(t
     assert [rows[k]["status"] for k in "1234"] == ["ok", "error", "error", "ok"]
     assert "no such file" in rows["2"]["error"]["message"] and "gone.png" in rows["2"]["error"]["message"]
     assert "text/html is not one the model takes" in rows["3"]["error"]["message"]
+
+
+def _media_files(client: Any) -> list[Any]:
+    """The live Files API files batchflow uploaded for media."""
+    return [f for f in client.files.list() if (f.display_name or "").startswith("batchflow-media-")]
+
+
+@pytest.mark.parametrize(("aged_hours", "uploads"), [(0, 0), (30, 1), (49, 1)])
+def test_an_upload_is_reused_only_while_it_will_outlive_the_job(tmp_path: Path, aged_hours: int,
+                                                                uploads: int) -> None:
+    """A first run leaves its job running (--no-wait); before the next run a new record names the same long WAV.
+    Its upload is reused while fresh, uploaded again with less than a day to live (30 h old) or once the Files
+    API has deleted it (49 h); the run answers every record, and once every job is collected its media are
+    deleted: the emulator's store keeps no media file."""
+    big = wav(11, seconds=INLINE_MAX_BYTES / 8000 + 1)
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans/a.wav").write_bytes(big)
+    with start_in_thread(tmp_path / "emu", job_seconds=1.0) as emulator:
+        spec = write_spec(tmp_path, "expiry", key=None, prompt=PROMPT,
+                          backend={"type": "gemini", "base_url": emulator.base_url},
+                          source={"type": "files", "path": "scans/*.wav", "format": "media"})
+        first = cli("run", "--no-wait", str(spec))
+        assert first.exit_code == 75, first.stderr
+        assert len(_events(first.stderr, "media uploaded")) == 1
+        client = genai_client(emulator.base_url)
+        assert len(_media_files(client)) == 1
+        for job in client.batches.list():  # the job ran while its file lived; collected by the next run
+            wait_done(client, job.name or "")
+        http_json("POST", f"{emulator.base_url}/_emulator/age_files?seconds={aged_hours * 3600}")
+        (tmp_path / "scans/b.wav").write_bytes(big)  # one new request, reading the same content
+        again = cli("run", str(spec))
+        assert again.exit_code == 0, again.stderr
+        assert len(_events(again.stderr, "media uploaded")) == uploads
+        rows = read_rows(tmp_path / "out/result.jsonl")
+        assert sorted(r["key"] for r in rows) == ["a.wav", "b.wav"] and all(r["status"] == "ok" for r in rows)
+        _assert_each_answer_names_its_file(rows, tmp_path / "scans")
+        assert _media_files(client) == []

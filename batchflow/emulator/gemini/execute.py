@@ -18,11 +18,12 @@ import orjson
 from batchflow.emulator.faults.plan import LineFault, LineFaults
 from batchflow.emulator.model import deterministic as model
 from batchflow.emulator.model.degraded import degrade
+from batchflow.emulator.model.media import MediaReader
 from batchflow.emulator.wire import proto_json
 from batchflow.emulator.wire.errors import ApiError, invalid_argument, line_error
 from batchflow.spec import models
 
-Answerer = Callable[[Any, str], dict[str, Any]]
+Answerer = Callable[[Any, str, MediaReader | None], dict[str, Any]]
 _WRITE_BUFFER = 1 << 20
 
 
@@ -34,12 +35,12 @@ class LineCounts:
     failed: int
 
 
-def _generate(request: Any, model_name: str) -> dict[str, Any]:
+def _generate(request: Any, model_name: str, read: MediaReader | None = None) -> dict[str, Any]:
     proto_json.check("gemini", "generate", request, "request")  # as the service parses it, then what it means
-    return model.generate(request, model_name)
+    return model.generate(request, model_name, read)
 
 
-def _embed(request: Any, model_name: str) -> dict[str, Any]:
+def _embed(request: Any, model_name: str, read: MediaReader | None = None) -> dict[str, Any]:
     proto_json.check("gemini", "embed", request, "request")
     found = models.any_named(model_name)
     embedding = found.embedding if found is not None else None
@@ -55,15 +56,17 @@ def count_requests(path: Path) -> int:
         return sum(1 for raw in f if raw.strip())
 
 
-def run_lines(kind: str, model_name: str, source: Path, dest: Path, faults: LineFaults | None = None) -> LineCounts:
-    """Answer every line of `source` into `dest`, one output line per input line, in order (unless `faults`)."""
+def run_lines(kind: str, model_name: str, source: Path, dest: Path, faults: LineFaults | None = None,
+              read: MediaReader | None = None) -> LineCounts:
+    """Answer every line of `source` into `dest`, one output line per input line, in order (unless `faults`);
+    `read` resolves the URIs of media parts (without it they are named, not read)."""
     answer = ANSWERERS[kind]
     ok = failed = 0
     with open(source, "rb") as src, open(dest, "wb", buffering=_WRITE_BUFFER) as out:
         for n, raw in enumerate(src):
             if not raw.strip():
                 continue
-            line = answer_line(raw, answer, model_name)
+            line = answer_line(raw, answer, model_name, read)
             copies = 1
             fault = faults(identity(line, n)) if faults is not None else None
             if fault is not None:
@@ -101,7 +104,7 @@ def _with_error(line: dict[str, Any], error: ApiError) -> dict[str, Any]:
     return out
 
 
-def answer_line(raw: bytes, answer: Answerer, model_name: str) -> dict[str, Any]:
+def answer_line(raw: bytes, answer: Answerer, model_name: str, read: MediaReader | None = None) -> dict[str, Any]:
     """The output line for one input line; never raises for bad input."""
     try:
         line = orjson.loads(raw)
@@ -115,7 +118,7 @@ def answer_line(raw: bytes, answer: Answerer, model_name: str) -> dict[str, Any]
     try:
         if "request" not in line:
             raise invalid_argument('Each input line must be {"key": ..., "request": {...}}: no "request" found')
-        out["response"] = answer(line["request"], model_name)
+        out["response"] = answer(line["request"], model_name, read)
     except ApiError as exc:
         out["error"] = line_error(exc)
     if "metadata" in line:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from batchflow.emulator.jobs.store import new_id, page_token, parse_page_token, read_json, rfc3339, write_json_atomic
-from batchflow.emulator.wire.errors import invalid_argument, not_found
+from batchflow.emulator.wire.errors import ApiError, invalid_argument, not_found
 from batchflow.emulator.wire.request_checks import field
 
 FILE_TTL_SECONDS = 48 * 3600
@@ -174,7 +174,7 @@ class FileStore:
         """A file by id; 404 when unknown."""
         with self._lock:
             record = self._files.get(file_id)
-        if record is None:
+        if record is None or self._expired(record):
             raise not_found(f"File files/{file_id} not found.")
         return record
 
@@ -188,14 +188,36 @@ class FileStore:
         self.get(file_id)
         return self._files_dir / f"{file_id}.data"
 
+    def media(self, file_id: str) -> bytes:
+        """The bytes of a file a request's `file_data` names, as the model reads them: a file that does not exist,
+        or has expired (48 h after its upload, when the service deletes it), is refused with the service's 403."""
+        with self._lock:
+            record = self._files.get(file_id)
+        if record is None or self._expired(record):
+            raise ApiError(403, "PERMISSION_DENIED",
+                           f"You do not have permission to access the File {file_id} or it may not exist.")
+        return (self._files_dir / f"{file_id}.data").read_bytes()
+
     def list(self, size: int, token: str | None) -> tuple[list[FileRecord], str | None]:
         """One page, newest first, and the token of the next page (None on the last)."""
         after = parse_page_token(token)
         with self._lock:
             ordered = sorted(self._files.values(), key=lambda r: -r.seq)
-        rest = [r for r in ordered if after is None or r.seq < after]
+        rest = [r for r in ordered if (after is None or r.seq < after) and not self._expired(r)]
         page = rest[:size]
         return page, page_token(page[-1].seq) if len(rest) > size else None
+
+    def age(self, seconds: float) -> int:
+        """Move every file's upload `seconds` into the past (a test's way to let 48 h go by); how many files."""
+        with self._lock:
+            for record in self._files.values():
+                record.create_time -= seconds
+                write_json_atomic(self._files_dir / f"{record.id}.json", asdict(record))
+            return len(self._files)
+
+    def _expired(self, record: FileRecord) -> bool:
+        """An upload the service has deleted by now: 48 h after it came (a batch's output is the job's to end)."""
+        return record.source == "UPLOADED" and self._clock() >= record.create_time + FILE_TTL_SECONDS
 
     def delete(self, file_id: str) -> None:
         """Forget a file and its bytes; 404 when unknown."""

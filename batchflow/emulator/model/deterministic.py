@@ -15,9 +15,12 @@ from typing import Any
 
 import orjson
 
+from batchflow.emulator.model import media as media_parts
+from batchflow.emulator.model.media import MediaReader
 from batchflow.emulator.model.schema_values import SchemaError, sample
 from batchflow.emulator.wire.errors import ApiError, invalid_argument
 from batchflow.emulator.wire.request_checks import check_embed_request, check_generate_request, field, text_of
+from batchflow.spec import limits
 
 _WORDS = ("the", "batch", "answer", "is", "a", "quiet", "river", "of", "tokens", "moving", "through",
           "small", "bright", "stones", "under", "steady", "light", "and", "every", "line", "keeps", "its",
@@ -38,21 +41,37 @@ def byte_tokens(size: int) -> int:
     return max(1, (size + 3) // 4)
 
 
-def generate(request: Any, model: str) -> dict[str, Any]:
-    """A GenerateContentResponse for one request; raises ApiError(400) for an invalid request."""
+def generate(request: Any, model: str, read: MediaReader | None = None) -> dict[str, Any]:
+    """A GenerateContentResponse for one request; raises ApiError for an invalid request or a media part the
+    service could not read (`read` resolves file URIs; without it they are named, not read). A prose answer
+    names each media part read (`[MIME SHA12 BYTES bytes]`), and the usage counts its tokens by modality."""
     check_generate_request(request)
+    media = media_parts.resolve(request, read)
     prompt = _prompt_text(request)
     seed = hashlib.blake2b(orjson.dumps(request, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
-    text = _answer(request, prompt, seed)
-    prompt_tokens, answer_tokens = tokens(prompt), tokens(text)
+    text = _answer(request, prompt, seed, " ".join(m.label() for m in media))
+    by_modality = _prompt_tokens(prompt, media)
+    prompt_tokens, answer_tokens = sum(by_modality.values()), tokens(text)
+    usage: dict[str, Any] = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": answer_tokens,
+                             "totalTokenCount": prompt_tokens + answer_tokens}
+    if media:
+        usage["promptTokensDetails"] = [{"modality": k, "tokenCount": v} for k, v in by_modality.items()]
     return {
         "candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
                         "finishReason": "STOP", "index": 0}],
-        "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": answer_tokens,
-                          "totalTokenCount": prompt_tokens + answer_tokens},
+        "usageMetadata": usage,
         "modelVersion": model.removeprefix("models/"),
         "responseId": seed[:8].hex(),
     }
+
+
+def _prompt_tokens(prompt: str, media: list[media_parts.Media]) -> dict[str, int]:
+    """The prompt's tokens by modality: its text, then each media part's by the documented rates."""
+    counts = {"TEXT": tokens(prompt)} if prompt or not media else {}
+    for part in media:
+        kind = limits.modality(part.mime_type)
+        counts[kind] = counts.get(kind, 0) + part.tokens()
+    return counts
 
 
 def embed(request: Any, full: int | None = None) -> dict[str, Any]:
@@ -89,7 +108,8 @@ def _prompt_text(request: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _answer(request: Mapping[str, Any], prompt: str, seed: bytes) -> str:
+def _answer(request: Mapping[str, Any], prompt: str, seed: bytes, media: str) -> str:
+    """The answer's text: a JSON value for a schema, else prose naming the media read (`media`)."""
     config = field(request, "generationConfig") or {}
     schema = field(config, "responseSchema")
     json_schema = field(config, "responseJsonSchema")
@@ -102,8 +122,8 @@ def _answer(request: Mapping[str, Any], prompt: str, seed: bytes) -> str:
     if wanted is not None:
         return _json_answer(wanted, seed)
     if mime == "application/json":
-        return orjson.dumps({"answer": _prose(prompt, seed)}).decode()
-    return _prose(prompt, seed)
+        return orjson.dumps({"answer": _prose(prompt, seed, media)}).decode()
+    return _prose(prompt, seed, media)
 
 
 def _json_answer(schema: Any, seed: bytes) -> str:
@@ -113,8 +133,9 @@ def _json_answer(schema: Any, seed: bytes) -> str:
         raise ApiError(400, "INVALID_ARGUMENT", f"Invalid response schema: {exc}") from None
 
 
-def _prose(prompt: str, seed: bytes) -> str:
+def _prose(prompt: str, seed: bytes, media: str = "") -> str:
     count = 6 + seed[0] % 10
     words = " ".join(_WORDS[b % len(_WORDS)] for b in seed[1: 1 + count])
     echo = " ".join(prompt.split())[:_ECHO_CHARS]
-    return f"{words.capitalize()}. (re: {echo})" if echo else f"{words.capitalize()}."
+    text = f"{words.capitalize()}. (re: {echo})" if echo else f"{words.capitalize()}."
+    return f"{text} {media}" if media else text

@@ -25,6 +25,7 @@ import orjson
 
 from batchflow.emulator.faults.plan import LineFaults
 from batchflow.emulator.model import deterministic as model
+from batchflow.emulator.model import media
 from batchflow.emulator.model.degraded import degrade
 from batchflow.emulator.vertex.echo import echo
 from batchflow.emulator.wire import proto_json
@@ -39,6 +40,7 @@ _MAX_EMBED_TOKENS = 2048  # text-embedding-005's input limit; longer text is tru
 _EMBED_DIMENSIONS = {"gemini-embedding": 3072}  # model-name prefix -> default size; others: model's default
 _GLOB_CHARS = frozenset("*?[")
 _READ_CHUNK = 1 << 22
+_MEDIA = media.reader()  # Vertex reads a part's gs:// objects (no Files API); other URIs are named, not read
 _SIMPLE_UPLOAD = 48 << 20  # a predictions file under this is uploaded in one request (gcsfs pipe_file: < 50 MiB)
 
 
@@ -284,7 +286,7 @@ def _generate_line(line: dict[str, Any], model_id: str, clock: Callable[[], floa
         if "request" not in line:
             raise invalid_argument('Each input line must be {"request": {...}}: no "request" found')
         proto_json.check("vertex", "generate", line["request"], "request")
-        out["response"] = model.generate(line["request"], model_id)
+        out["response"] = model.generate(line["request"], model_id, _MEDIA)
         out["status"] = ""
     except ApiError as exc:
         out["status"] = status_text(exc)
