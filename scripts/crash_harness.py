@@ -2,6 +2,7 @@
 """Crash harness: SIGKILL `batchflow run` at seeded random moments; check nothing is lost or created twice.
 
     python scripts/crash_harness.py --kills 100 --seed 1 --records 5000 --jobs 5 [--faults plan.yaml] [--spawn]
+    python scripts/crash_harness.py --kills 10 --hangs 40 --seed 6 --records 300 --jobs 3
 
 One `batchflow emulator` (a subprocess) serves every run. A first round runs a fresh spec to its end without a kill,
 which checks the set-up and measures how long a whole run takes (T). Each later round is a fresh spec
@@ -15,6 +16,14 @@ its end without kills. After every round the harness checks:
   created job is known to the state (no orphan job paid for and forgotten);
 - a run after the end submits nothing and exits 0 -- unless rows ended in errors that may pass (the faults'
   429/500/503), which a run after the end sends again, in new jobs.
+
+With `--hangs N`, every run reaches the emulator through a stalling TCP proxy (tests/support/stall_proxy.py), and N
+of the runs are hang cases instead of kills (kills and hangs drawn in a seeded mix): after a delay drawn as a
+kill's, the proxy freezes every connection — a call under way stops wherever it was (no answer, a body half sent, an
+upload half read) and new ones hang too. The run, given `--deadline` (a whole run's time plus `--hang-deadline`) and
+half the time `--no-wait`, must end on its own with exit 75 or 0 within its deadline plus one call's worst case
+(`BATCHFLOW_CALL_TIMEOUT=--call-timeout`, `retry.call_attempts: 1`); then the proxy drops the frozen connections and
+the round goes on, so a later run without faults finishes the work. A run past that bound is killed and reported.
 
 At each kill the harness reads the state file and names the phase the run was in: the first step of the plan (the
 same `make_plan` the runner executes) the run had yet to finish — prepare (before the first state was saved),
@@ -47,10 +56,16 @@ from typing import Any
 import yaml
 from crash_run import Run, phase_from_state
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the stalling proxy is the tests' own
+from support.stall_proxy import StallProxy
+
 from batchflow.errors import EXIT_NOT_FINISHED, StateError
+from batchflow.libs.deadlines import ENV as CALL_TIMEOUT_ENV
+from batchflow.libs.deadlines import deadlines
 from batchflow.spec.spec import load_spec
 from batchflow.state.state import state_store
 
+HANG_SLACK = 3.0  # seconds a hung run may take past its bound for starting and exiting (a fork, logs, 2 busy cores)
 PHASES = ("startup", "prepare", "upload", "create", "adopt", "poll", "wait", "collect", "settle", "keep", "merge",
           "exit")
 
@@ -60,8 +75,8 @@ class Aborted(Exception):
 
 
 class Harness:
-    def __init__(self, args: argparse.Namespace, work: Path, url: str) -> None:
-        self.args, self.work, self.url = args, work, url
+    def __init__(self, args: argparse.Namespace, work: Path, url: str, proxy: StallProxy | None = None) -> None:
+        self.args, self.work, self.url, self.proxy = args, work, url, proxy
         self.rng = random.Random(args.seed)
         self.keys = [f"r{i:06d}" for i in range(args.records)]
         self.phases: Counter[str] = Counter()
@@ -70,11 +85,15 @@ class Harness:
         self.display_names = self.rounds = 0
         self.bad_rows: Counter[str] = Counter()
         self.full_run = 0.0
+        self.hangs = 0
+        self.hang_ends: Counter[str] = Counter()  # how each hang case ended: exit 75 or finished (0)
+        self.hang_phases: Counter[str] = Counter()  # what the run was doing when its peer froze
+        self.longest_hang = self.hang_bound = 0.0  # the longest a hung run took; the bound it had to end by
 
     def main(self) -> None:
         self.full_run = self.round(0, kills=False)
         number = 0
-        while self.kills < self.args.kills:
+        while self.kills < self.args.kills or self.hangs < self.args.hangs:
             number += 1
             self.round(number, kills=True)
 
@@ -85,10 +104,16 @@ class Harness:
         spec_path = self.write_spec(name)
         spec = load_spec(spec_path)
         while True:
-            delay = self.rng.uniform(0, self.full_run) if kills and self.kills < self.args.kills else None
+            case = self.next_case() if kills else None
+            delay = self.rng.uniform(0, self.full_run) if case else None
             started = time.time()
-            code, elapsed, run = self.attempt(spec_path, self.work / "logs" / f"{name}-{self.runs + 1:04d}.log",
-                                              delay)
+            log = self.work / "logs" / f"{name}-{self.runs + 1:04d}.log"
+            if case == "hang" and delay is not None:
+                code, elapsed = self.hang_case(spec_path, log, delay)
+                if code == 0:
+                    break
+                continue
+            code, elapsed, run = self.attempt(spec_path, log, delay)
             if code is not None:
                 break
             self.kills += 1
@@ -105,13 +130,53 @@ class Harness:
                           "none of them again")
         return elapsed
 
+    def next_case(self) -> str | None:
+        """A kill or a hang, drawn in proportion to what is left of each budget; None once both are spent."""
+        kills, hangs = self.args.kills - self.kills, self.args.hangs - self.hangs
+        if kills <= 0 and hangs <= 0:
+            return None
+        return "hang" if self.rng.random() * (kills + hangs) < hangs else "kill"
+
+    def hang_case(self, spec: Path, log: Path, delay: float) -> tuple[int | None, float]:
+        """A run whose peer freezes after `delay` seconds: it must end on its own, 75 or 0, by its bound."""
+        assert self.proxy is not None
+        self.runs += 1
+        deadline = self.full_run + self.args.hang_deadline
+        options = ("--deadline", f"{math.ceil(deadline * 1000)}ms", *(("--no-wait",) if self.rng.random() < 0.5
+                                                                      else ()))
+        bound = deadline + deadlines(1).worst_call + HANG_SLACK
+        self.hang_bound = max(self.hang_bound, bound)
+        start = time.monotonic()
+        run = Run(spec, log, self.args.spawn, options)
+        frozen = None
+        while (code := run.poll()) is None:
+            now = time.monotonic() - start
+            if frozen is None and now >= delay:
+                self.proxy.freeze()
+                frozen = run.last_mark() or "unknown"
+            if now >= bound:
+                run.kill()
+                self.problems.append(f"{spec.stem}: a hung run did not end within {bound:.1f} s ({log})")
+                break
+            time.sleep(0.002)
+        elapsed = time.monotonic() - start
+        self.proxy.thaw()
+        self.hangs += 1
+        self.longest_hang = max(self.longest_hang, elapsed)
+        self.hang_phases[frozen or "ended before"] += 1
+        self.hang_ends["75" if code == EXIT_NOT_FINISHED else str(code)] += 1
+        if code not in (0, EXIT_NOT_FINISHED, None):
+            raise Aborted(f"{spec.stem}: a hung run exited {code}, not 75 or 0 ({log})")
+        return code, elapsed
+
     def attempt(self, spec: Path, log: Path, delay: float | None) -> tuple[int | None, float, Run]:
         """(exit code, or None when killed; seconds it ran; the run). With --gcs-state, a run finding the lease of
         a killed run still held (exit 75) is tried again; each run starts from an empty local cache, as a
-        machine that keeps no files would."""
+        machine that keeps no files would. With --hangs, a run whose call timed out (75, the short call timeout
+        on two busy cores) is tried again too."""
         while True:
             code, elapsed, run = self._attempt(spec, log, delay)
-            if code != EXIT_NOT_FINISHED or not self.args.gcs_state:
+            if code != EXIT_NOT_FINISHED or not (self.args.gcs_state or self.args.hangs):
                 return code, elapsed, run
             time.sleep(0.2)
 
@@ -181,7 +246,8 @@ class Harness:
         a = self.args
         attempts = 6 if a.faults else 3
         spec = {
-            "version": 1, "name": name, "backend": {"type": "gemini", "base_url": self.url},
+            "version": 1, "name": name,
+            "backend": {"type": "gemini", "base_url": self.proxy.url if self.proxy else self.url},
             "model": "gemini-2.5-flash", "source": {"type": "files", "path": "data/in.jsonl"}, "key": "{{ id }}",
             "prompt": "Say something about {{ text }}",
             "jobs": {"max_requests": math.ceil(a.records / a.jobs), "max_concurrent": a.jobs, "poll_interval": "0.05s",
@@ -189,7 +255,7 @@ class Harness:
                      "stuck_after": "1s", "output_wait": "2s"},
             "retry": {"job_attempts": attempts, "request_attempts": attempts,
                       "backoff": {"initial": "0.05s", "max": "0.2s"},
-                      **({"on": ["max_tokens"]} if a.faults else {})},
+                      **({"on": ["max_tokens"]} if a.faults else {}), **({"call_attempts": 1} if a.hangs else {})},
             "output": {"type": "files", "path": f"out/{name}.jsonl", "include_record": False,
                        "max_failed": a.records if a.faults else 0},
         }
@@ -215,6 +281,13 @@ class Harness:
             f"  runs: {self.runs} ({self.kills} killed); a whole run takes {self.full_run:.2f} s; "
             f"wall time {wall:.1f} s",
         ]
+        if a.hangs:
+            ends = ", ".join(f"{'exit 75' if e == '75' else 'finished' if e == '0' else e} {n}"
+                             for e, n in sorted(self.hang_ends.items()))
+            froze = ", ".join(f"{ph} {n}" for ph, n in sorted(self.hang_phases.items()))
+            lines.insert(2, f"  hangs: {self.hangs} hung runs ({ends}); frozen in: {froze}; the longest took "
+                            f"{self.longest_hang:.2f} s (bound {self.hang_bound:.2f} s)"
+                         if not any("did not end" in pr for pr in self.problems) else "  hangs: VIOLATED")
         faults = self.stats().get("faults")
         if faults:
             lines.append(f"  faults injected: {json.dumps(faults, sort_keys=True)}")
@@ -241,6 +314,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--kills", type=int, default=100, help="how many runs to SIGKILL")
     ap.add_argument("--seed", type=int, default=1, help="seeds the kill delays")
+    ap.add_argument("--hangs", type=int, default=0, help="how many runs to hang (their peer frozen), beside the kills")
+    ap.add_argument("--call-timeout", type=float, default=0.5,
+                    help="with --hangs: BATCHFLOW_CALL_TIMEOUT of every run, seconds")
+    ap.add_argument("--hang-deadline", type=float, default=0.5,
+                    help="with --hangs: a hung run's --deadline is a whole run's time plus this, seconds")
     ap.add_argument("--records", type=int, default=5000)
     ap.add_argument("--jobs", type=int, default=5, help="jobs (shards) per round")
     ap.add_argument("--job-seconds", type=float, default=0.5, help="the emulator's job duration")
@@ -289,14 +367,6 @@ def _final(row: dict[str, Any]) -> bool:
         isinstance(code, int) and 400 <= code < 500 and code not in (408, 429))
 
 
-def _final(row: dict[str, Any]) -> bool:
-    """A row whose error would come back the same (batchflow keeps it and does not send it again)."""
-    error = row.get("error") or {}
-    code = error.get("code")
-    return str(error.get("message", "")).startswith("blocked:") or (
-        isinstance(code, int) and 400 <= code < 500 and code not in (408, 429))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="crash-harness-"))
@@ -308,14 +378,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     emulator, url = start_emulator(work, args)
     gcs = start_gcs(work) if args.gcs_state else None
+    proxy = StallProxy(url) if args.hangs else None
+    if args.hangs:
+        os.environ[CALL_TIMEOUT_ENV] = str(args.call_timeout)  # the runs (forked or spawned) inherit it
     try:
-        harness = Harness(args, work, url)
+        harness = Harness(args, work, url, proxy)
         try:
             harness.main()
         except Aborted as exc:
             harness.problems.append(f"{exc} (stopped there)")
         print(harness.summary(time.monotonic() - started))
     finally:
+        if proxy is not None:
+            proxy.close()
         emulator.terminate()
         emulator.wait(10)
         if gcs is not None:

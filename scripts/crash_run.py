@@ -48,10 +48,10 @@ _MARKED: tuple[tuple[Any, str, str], ...] = (
 
 
 class Run:
-    """One `batchflow run SPEC`, its stdout and stderr in `log`."""
+    """One `batchflow run [OPTIONS] SPEC`, its stdout and stderr in `log`."""
 
-    def __init__(self, spec: Path, log: Path, spawn: bool) -> None:
-        args = ["--log-format", "json", "run", str(spec)]
+    def __init__(self, spec: Path, log: Path, spawn: bool, options: tuple[str, ...] = ()) -> None:
+        args = ["--log-format", "json", "run", *options, str(spec)]
         self.marks = log.with_suffix(".marks")
         self.proc: subprocess.Popen[bytes] | None = None
         if spawn:

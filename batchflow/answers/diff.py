@@ -41,11 +41,12 @@ class Diff:
     unchanged: int = 0  # carried: the kept answer is used
     retried: int = 0  # the kept result was a failure that may pass, or --retry-errors
     removed: int = 0  # kept answers of keys no longer in the input
-    rejected: int = 0  # bad records (on_bad_record: skip): an error row each, never sent
+    rejected: int = 0  # records never sent: an error row each (bad records under on_bad_record: skip, and ...)
+    over_limit: int = 0  # ... those of them over the model's input limit, which count against max_failed
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in _KINDS} | {"examples": self.examples}
+        return {k: getattr(self, k) for k in _KINDS} | {"over_limit": self.over_limit, "examples": self.examples}
 
 
 class KeyMetTwice(Exception):

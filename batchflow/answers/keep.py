@@ -62,11 +62,15 @@ _NO_DIGEST = b"-" * 33  # a bad record's: it matches nothing
 
 
 def read_rejects(path: Path) -> dict[int, dict[str, Any]]:
-    """ordinal -> the error of each bad record skipped under ``on_bad_record: skip``."""
+    """ordinal -> the error of each record never sent (skipped under ``on_bad_record: skip``, or over the model's
+    input limit)."""
     if not path.exists():
         return {}
     with open(path, "rb") as fh:  # format 2 wrote {"where","reason","line"}, for records it left out: none here
-        return {item["ordinal"]: item["error"] for item in map(orjson.loads, fh) if "ordinal" in item}
+        items = [item for item in map(orjson.loads, fh) if "ordinal" in item]
+    for item in items:  # whether it counts against max_failed is the run's to know, not the row's
+        item["error"].pop("counted", None)
+    return {item["ordinal"]: item["error"] for item in items}
 
 
 def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> dict[str, Any]:

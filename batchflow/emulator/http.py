@@ -1,7 +1,7 @@
 """The HTTP facade: a stdlib ThreadingHTTPServer speaking HTTP/1.1 keep-alive in front of the engine.
 
 Every request goes through `_Handler._dispatch`, the one place where calls are counted and where a fault plan
-may answer instead of the engine.
+may answer instead of the engine, or hang (hold the connection, answering nothing more, until the server stops).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socketserver
 import sys
+import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
@@ -29,7 +30,17 @@ class EmulatorServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], engine: Emulator) -> None:
         self.engine = engine
+        self.stopping = threading.Event()  # set when the server stops: every hung handler lets go
         super().__init__(address, _Handler)
+
+    def shutdown(self) -> None:
+        """Release the hung handlers, then stop serving (a hung call must not outlive the emulator)."""
+        self.stopping.set()
+        super().shutdown()
+
+    def server_close(self) -> None:
+        self.stopping.set()
+        super().server_close()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host's FQDN, which can stall for seconds on a machine
@@ -70,9 +81,18 @@ class _Handler(BaseHTTPRequestHandler):
         call = self._call(engine, params, dict(parse_qsl(url.query)), version)
         if call is None:
             return
+        stall = engine.faults.hang(route.endpoint)
+        if stall == "stall_upload":  # half the body read, then nothing: the call never takes effect
+            if call.stream is not None:
+                call.stream.read(call.length // 2)
+            self._hold()
+            return
         if not route.streams_body:
             call.read_body()
         engine.record_call(route.endpoint)
+        if stall == "hang":  # the request read, never answered
+            self._hold()
+            return
         fault = engine.faults.request_fault(route.endpoint)
         try:
             if fault is not None and not fault.after:
@@ -90,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply.headers["X-Goog-Upload-Status"] = "final"
         if call.length:  # a body left unread would be parsed as the next request on this connection
             self.close_connection = True
-        self._send(reply)
+        self._send(reply, stall_body=stall == "stall_body")
 
     def _call(self, engine: Emulator, params: dict[str, str], query: dict[str, str],
               version: str) -> routes.Call | None:
@@ -103,9 +123,14 @@ class _Handler(BaseHTTPRequestHandler):
                            headers={k.lower(): v for k, v in self.headers.items()}, base_url=f"http://{host}",
                            stream=self.rfile, length=int(self.headers.get("Content-Length") or 0))
 
-    def _send(self, reply: routes.Reply) -> None:
+    def _hold(self) -> None:
+        """Answer nothing more until the server stops, then drop the connection."""
+        self.close_connection = True
+        cast(EmulatorServer, self.server).stopping.wait()
+
+    def _send(self, reply: routes.Reply, stall_body: bool = False) -> None:
         if reply.file is not None:
-            self._send_file(reply)
+            self._send_file(reply, stall_body)
             return
         body = b"" if reply.json is None else orjson.dumps(reply.json)
         self.send_response(reply.status)
@@ -117,9 +142,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
+        if stall_body:  # the headers and half the body, then nothing
+            self.wfile.write(body[:len(body) // 2])
+            self._hold()
+            return
         self.wfile.write(body)
 
-    def _send_file(self, reply: routes.Reply) -> None:
+    def _send_file(self, reply: routes.Reply, stall_body: bool = False) -> None:
         assert reply.file is not None
         try:
             f = open(reply.file, "rb")  # noqa: SIM115 - closed below; the open itself may race a delete
@@ -132,7 +161,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Content-Length", str(size))
             self.end_headers()
-            self.connection.sendfile(f, 0, size)  # by the kernel, from the page cache: no copy through Python
+            self.connection.sendfile(f, 0, size // 2 if stall_body else size)  # by the kernel: no copy in Python
+            if stall_body:
+                self._hold()
 
 
 def _base_host(server: EmulatorServer) -> str:

@@ -596,7 +596,8 @@ class Runner:
 
     def _summary(self, state: State) -> Summary:
         merged = state.merged or {}
-        rejected = int(state.diff.get("rejected", 0))
+        # bad records skipped under on_bad_record: skip are the user's choice; those over the model's limit fail
+        rejected = int(state.diff.get("rejected", 0)) - int(state.diff.get("over_limit", 0))
         jobs = sum(j.name is not None for _, j in state.jobs())
         spent = cost.spend(self.spec, state)
         summary = Summary(merged.get("rows", 0), merged.get("ok", 0), merged.get("failed", 0),

@@ -152,7 +152,8 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
                           f"{name}/shards/{info.manifest}"))
         starts.append(first)
     send, spill, pointers = compare.send, compare.spill, compare.pointers
-    changes = Diff(new=records - len(rejects), rejected=len(rejects))
+    over_limit = sum(error.get("counted", False) for _, error in rejects)
+    changes = Diff(new=records - len(rejects), rejected=len(rejects), over_limit=over_limit)
     if earlier is not None and spill is not None:
         spill.close()
         pointers.starts = starts
@@ -163,7 +164,7 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
             _name_duplicate(spec, [tmp / "shards" / s.requests for s in writer.shards], {hash(exc.key)})
             raise DataError(f"record {exc.ordinal}: duplicate key {exc.key!r}; keys must be unique "
                             f"({spec.where('key')})") from None
-        changes.rejected = len(rejects)
+        changes.rejected, changes.over_limit = len(rejects), over_limit
         shutil.rmtree(spill.dir, ignore_errors=True)
     for index, file in pointers.close().items():
         parts[index].carried = f"{name}/carried/{file}"
@@ -236,14 +237,18 @@ def _write_parts(spec: Spec, writer: ShardWriter, tmp: Path, compare: _Compare,
     counter = _Counter()
     renderer = Renderer(spec)
 
-    def reject(place: str, reason: str, ordinal: int | None = None, key: str | None = None) -> None:
+    def reject(place: str, reason: str, ordinal: int | None = None, key: str | None = None,
+               record_json: bytes = b"null", counted: bool = False) -> None:
+        """An error row for a record never sent. ``counted`` (a record the model would refuse) counts against
+        ``max_failed``, with its record kept; a bad record skipped under ``on_bad_record: skip`` does not."""
         ordinal = counter.next() if ordinal is None else ordinal
         key = str(ordinal) if key is None else key
-        writer.append(orjson.dumps({"key": key, "request": None}, option=_NL), b"null")
+        writer.append(orjson.dumps({"key": key, "request": None}, option=_NL), record_json)
         compare.send += REJECTED
         keys.add(hash(key))
-        rejects.append((ordinal, {"code": None, "message": f"{place}: {reason}"}))
-        log.warning("record skipped: it gets an error row", where=place, reason=reason, key=key)
+        error: dict[str, Any] = {"code": None, "message": f"{place}: {reason}"}
+        rejects.append((ordinal, error | {"counted": True} if counted else error))
+        log.warning("record not sent: it gets an error row", where=place, reason=reason, key=key)
 
     source = open_source(spec.source, lambda place, reason, _raw: reject(place, reason))
     with relaxed_gc():
@@ -328,7 +333,8 @@ def _render_all(spec: Spec, renderer: Renderer, writer: ShardWriter, keys: KeyHa
             raise DataError(f"{where(place, line)}: record {ordinal} (key {key!r}): "
                             f"the request is not JSON: {exc}") from exc
         if len(request_line) > max_prompt:  # never sent: an error row (the model would refuse it)
-            refuse(where(place, line), models.too_long(spec.model, len(request_line)), ordinal, key)
+            refuse(where(place, line), models.too_long(spec.model, len(request_line)), ordinal, key, record_json,
+                   counted=True)
             continue
         if len(request_line) > max_bytes:
             raise too_large(where(place, line), len(request_line), max_bytes)

@@ -268,3 +268,21 @@ def test_a_record_that_fails_to_render_under_skip_keeps_its_key_and_place(tmp_pa
     rows = [json.loads(r) for r in (tmp_path / "out/result.jsonl").read_text().splitlines()]
     assert [(r["key"], r["status"]) for r in rows] == [("a", "ok"), ("c", "error"), ("d", "ok")]
     assert f"{tmp_path}/data/in.jsonl:2" in rows[1]["error"]["message"] and "text" in rows[1]["error"]["message"]
+
+
+def test_a_record_over_the_models_input_limit_keeps_its_record_and_counts_as_failed(tmp_path: Path) -> None:
+    huge = "word " * 1_100_000  # ~5.5 MB: over gemini-2.5-flash's 1,048,576 input tokens at four bytes a token
+    _data(tmp_path, [{"id": "a", "text": "fine"}, {"id": "big", "text": huge}])
+    path = write_spec(tmp_path, output={"type": "files", "path": "out/result.jsonl", "max_failed": 0})
+    result = cli("run", str(path))
+    assert result.exit_code == 1
+    assert "1 of 2 records failed (output.max_failed allows 0)" in result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out/result.jsonl").read_text().splitlines()]
+    assert [(r["key"], r["status"]) for r in rows] == [("a", "ok"), ("big", "error")]
+    assert rows[1]["record"] == {"id": "big", "text": huge}
+    assert set(rows[1]["error"]) == {"code", "message"} and "not sent" in rows[1]["error"]["message"]
+    spec = path.read_text().replace("max_failed: 0", "max_failed: 1")
+    path.write_text(spec)
+    again = cli("run", str(path))
+    assert again.exit_code == 0, again.stderr
+    assert "skipped" not in again.output  # not a bad record skipped by choice: a failed one

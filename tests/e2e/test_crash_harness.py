@@ -57,3 +57,34 @@ def test_kills_lose_nothing_with_the_state_on_gcs_and_no_local_files(repo_root: 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "rows: all ok; one per key in input order in every round" in done.stdout
     assert re.search(r"creates: \d+ display names, at most 1 create each", done.stdout)
+
+
+HANG_ARGS = ("--kills", "8", "--hangs", "30", "--seed", "6", "--records", "200", "--jobs", "2")
+
+
+def test_hung_peers_among_kills_end_every_run_by_its_deadline_and_lose_nothing(
+        repo_root: Path, tmp_path: Path) -> None:
+    """The batch API frozen at seeded moments (a call under way stops wherever it was, new ones hang): every hung
+    run ends on its own by its bound with 75 or finished, no row is lost or doubled, no job created twice, and the
+    runs after it, the proxy passing again, finish the work."""
+    done = _harness(repo_root, tmp_path, *HANG_ARGS)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert re.search(r"^crash harness: seed 6, 8 kills over \d+ rounds", out, re.M)
+    hangs = re.search(r"hangs: 30 hung runs \((.*?)\); frozen in: .*; the longest took ([\d.]+) s \(bound ([\d.]+) s\)",
+                      out)
+    assert hangs, out
+    ends = dict((kind, int(n)) for kind, n in re.findall(r"(exit 75|finished) (\d+)", hangs.group(1)))
+    assert sum(ends.values()) == 30 and ends.get("exit 75", 0) >= 10  # most hung runs were cut off by the hang
+    assert float(hangs.group(2)) <= float(hangs.group(3))
+    assert re.search(r"creates: \d+ display names, at most 1 create each", out)
+    assert "rows: all ok; one per key in input order in every round" in out
+    assert out.rstrip().endswith("OK") and "VIOLATION" not in out
+
+
+def test_the_harness_runs_at_least_fifty_cases_in_all() -> None:
+    """Kills and hangs across this file's harness runs (the GCS one included, when its emulator is installed)."""
+    source = Path(__file__).read_text(encoding="utf-8")
+    kills = sum(int(n) for n in re.findall(r'"--kills", "(\d+)"', source))
+    hangs = sum(int(n) for n in re.findall(r'"--hangs", "(\d+)"', source))
+    assert kills + hangs >= 50

@@ -11,6 +11,7 @@ import pytest
 from support.helpers import cli, read_rows, write_jsonl, write_spec
 from support.stall_proxy import stall_proxy
 
+from batchflow.emulator import start_in_thread
 from batchflow.errors import EXIT_NOT_FINISHED
 from batchflow.libs.deadlines import ENV, deadlines
 
@@ -107,3 +108,47 @@ def test_bigquery_reads_stalled_end_the_run_with_75_naming_the_call(
     assert result.exit_code == EXIT_NOT_FINISHED, result.stderr
     assert f"no answer from {proxy.address}" in _error_line(result.stderr)
     assert took < 60
+
+
+@pytest.mark.parametrize(("route", "call"), [("create", "create"), ("list", "list"), ("get", "get")])
+def test_a_gemini_batch_api_whose_route_hangs_ends_a_no_wait_run_with_75_naming_the_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str, call: str) -> None:
+    monkeypatch.setenv(ENV, "0.5")
+    plan = tmp_path / "hangs.yaml"
+    plan.write_text(f"hangs: {{{route}: {{kind: hang, rate: 1}}}}\n", encoding="utf-8")
+    with start_in_thread(tmp_path / "emu", job_seconds=30, faults=plan) as emulator:
+        write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"r{i}", "text": f"t{i}"} for i in range(4)])
+        spec = write_spec(tmp_path, backend={"type": "gemini", "base_url": emulator.base_url},
+                          retry={"call_attempts": 2, "backoff": {"initial": "0.1s"}})
+        start = time.monotonic()
+        result = cli("run", "--no-wait", str(spec))
+        took = time.monotonic() - start
+        hung = emulator.engine.faults.counters().get("http_hang", 0)
+    assert result.exit_code == EXIT_NOT_FINISHED, result.stderr
+    line = _error_line(result.stderr)
+    host = emulator.base_url.removeprefix("http://")
+    assert line.startswith(f"timed out: {call}") and f"no answer from {host} within 0.5 s" in line, line
+    assert hung >= 1
+    assert took < deadlines(2).worst_call * 4
+
+
+def test_a_create_whose_answer_stalls_is_adopted_by_the_next_run_never_created_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first create takes effect at the service but its answer stops half-way: the run ends with 75, and the
+    next one finds the job by its display name instead of paying for it again."""
+    monkeypatch.setenv(ENV, "0.5")
+    plan = tmp_path / "hangs.yaml"
+    plan.write_text("hangs: {create: {kind: stall_body, calls: [1]}}\n", encoding="utf-8")
+    with start_in_thread(tmp_path / "emu", job_seconds=0.2, faults=plan) as emulator:
+        write_jsonl(tmp_path / "data/in.jsonl", [{"id": f"r{i}", "text": f"t{i}"} for i in range(4)])
+        spec = write_spec(tmp_path, backend={"type": "gemini", "base_url": emulator.base_url},
+                          retry={"call_attempts": 2, "backoff": {"initial": "0.1s"}})
+        first = cli("run", "--no-wait", str(spec))
+        assert first.exit_code == EXIT_NOT_FINISHED, first.stderr
+        assert _error_line(first.stderr).startswith("timed out: create ")
+        again = cli("run", str(spec))
+        stats = emulator.engine.stats()
+    assert again.exit_code == 0, again.stderr
+    assert list(stats["creates_by_display_name"].values()) == [1], stats
+    assert stats["calls_by_endpoint"]["batches.create"] == 1  # the stalled one: the next run adopted its job
+    assert [r["status"] for r in read_rows(tmp_path / "out/result.jsonl")] == ["ok"] * 4

@@ -260,7 +260,7 @@ def test_a_prompt_over_the_models_input_limit_is_an_error_row_never_sent(tmp_pat
     assert "key 'big': the prompt is about 1,375,0" in validated.output
     planned = cli("plan", str(path))
     assert "rejected: record 2: " in planned.output and "over gemini-2.5-flash's input limit" in planned.output
-    assert cli("run", str(path)).exit_code == 0
+    assert cli("run", str(path)).exit_code == 1  # it failed, and output.max_failed is 0
     rows = read_rows(tmp_path / "out" / "result.jsonl")
     assert [(r["key"], r["status"]) for r in rows] == [("a", "ok"), ("big", "error")]
     assert "input limit of 1,048,576; not sent" in rows[1]["error"]["message"]

@@ -173,3 +173,41 @@ def test_a_cached_file_is_refreshed_when_gcs_has_another_generation_of_it(tmp_pa
     GcsState("gs://bkt/state/synced", cache, lease_seconds=5).pull()  # a later run on this host
     assert (cache / "gen-2/marks").read_bytes() == b"\x01\x00\x01", "same size, another generation: fetched"
     assert not (cache / "gen-2/gone").exists(), "what GCS no longer has, the cache no longer has"
+
+
+def _generations(bucket: Any, prefix: str) -> dict[str, int]:
+    return {b.name: int(b.generation) for b in bucket.list_blobs(prefix=prefix) if not b.name.endswith("lease.json")}
+
+
+def test_a_waiting_run_whose_lease_is_taken_over_exits_75_within_a_renewal_interval_writing_nothing(
+        tmp_path: Path, fake_gcs: Any) -> None:
+    from batchflow.emulator import start_in_thread
+
+    with start_in_thread(tmp_path / "emu", job_seconds=60) as emulator:  # jobs outlive the run: it waits
+        # a lease of 3 s: renewed, and looked at by the main thread, once a second
+        spec = _spec(tmp_path, "taken", lease="3s", backend={"type": "gemini", "base_url": emulator.base_url})
+        run = _run(spec, tmp_path / "cache")
+        deadline = time.time() + 60
+        state_blob = "state/taken/state.json"
+        while time.time() < deadline:  # the three jobs created and in the state on GCS: the run is waiting
+            blob = fake_gcs.get_blob(state_blob)
+            if blob is not None and blob.download_as_bytes().count(b'"batches/') >= 3:
+                break
+            time.sleep(0.1)
+        else:
+            run.kill()
+            pytest.fail(f"the run did not create its jobs: {run.communicate()[1]}")
+        made = _creates(emulator.base_url, "taken")
+        before = _generations(fake_gcs, "state/taken/")
+        other = json.dumps({"holder": "another-machine", "expires": time.time() + 60})
+        fake_gcs.blob("state/taken/lease.json").upload_from_string(other)  # taken over: its generation moves on
+        taken = time.monotonic()
+        _, err = run.communicate(timeout=30)
+        took = time.monotonic() - taken
+        made_after = _creates(emulator.base_url, "taken")
+    assert run.returncode == EXIT_NOT_FINISHED, err
+    assert "the lease was taken over by another run" in err and "this run stops without writing" in err, err
+    assert took < 2 * 1.0 + 1.5  # the renewal meets the takeover within 1 s, the main thread within 1 s more
+    assert _generations(fake_gcs, "state/taken/") == before  # nothing written after the takeover
+    assert fake_gcs.get_blob("state/taken/lease.json").download_as_bytes() == other.encode()  # nor given back
+    assert made_after == made and len(made) == 3 and set(made.values()) == {1}  # no job created after it either

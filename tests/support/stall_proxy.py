@@ -9,6 +9,10 @@ Modes, switched at any time (``proxy.mode = ...``), each applying to connections
 - ``stall_upload``: the first ``after`` bytes the client sends go through, then the proxy stops reading, so the
   client's upload stalls half-way once the socket buffers are full.
 
+``freeze()`` hangs every connection at once, those under way included (nothing more is read or sent either way,
+new connections are accepted and hang too): a peer that stops at an arbitrary point of whatever it was doing.
+``thaw()`` drops the frozen connections (nothing half-sent resumes) and passes bytes again.
+
 Every stall is released by ``close()`` (the sockets are closed, the threads end), so a test that hangs a client
 is bounded by the client's own timeout and the proxy never outlives the test.
 """
@@ -35,6 +39,7 @@ class StallProxy:
         self.mode, self.after = mode, after
         self.connections = 0  # accepted so far: a test can see that a client came
         self._stop = threading.Event()
+        self._frozen = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -60,6 +65,18 @@ class StallProxy:
                 _close(sock)
             self._sockets.clear()
         self._listener.close()
+
+    def freeze(self) -> None:
+        """Every connection, open or new, stops moving bytes from now on."""
+        self._frozen.set()
+
+    def thaw(self) -> None:
+        """The frozen connections dropped, then bytes pass again (for connections made from now on)."""
+        with self._lock:
+            for sock in self._sockets:
+                _close(sock)
+            self._sockets.clear()
+        self._frozen.clear()
 
     def _keep(self, sock: socket.socket) -> socket.socket:
         with self._lock:
@@ -97,7 +114,7 @@ class StallProxy:
         """``src`` to ``dst`` (None: dropped) until either closes; past ``limit`` bytes, ``src`` is no longer read."""
         sent = 0
         while not self._stop.is_set():
-            if limit is not None and sent >= limit:
+            if self._frozen.is_set() or (limit is not None and sent >= limit):
                 self._stop.wait(_POLL)  # stalled: nothing read, nothing sent, until close()
                 continue
             try:

@@ -14,6 +14,10 @@ or a string like "500ms", "2s", "48h"::
     http:                       # HTTP errors, by endpoint family, exact endpoint name, or "*" for any
       "*":    {rate: 0.10, codes: [429, 500, 503]}   # each matching call fails with this probability, untouched
       create: {rate: 0.2, codes: [503], after: true} # after: the call takes effect, *then* the reply is the error
+    hangs:                      # calls that stop answering, keyed as `http` (the most specific rule wins)
+      get:      {kind: hang, rate: 0.1}          # the request read, then no answer ever: the call never takes effect
+      download: {kind: stall_body, calls: [2]}   # the 2nd call: it takes effect, headers and half the body sent
+      upload:   {kind: stall_upload, rate: 1}    # half the request body read, then nothing: it never takes effect
     jobs:                       # job faults: each a share, a count, or true (every job) / false
       fail: 0.2                 # end FAILED, no output (alias: fail_first_attempt)
       expire: 1                 # end EXPIRED at its due time, no output
@@ -63,6 +67,11 @@ What each job fault does, surface by surface:
 
 Only Vertex jobs over GCS take late_output, output_gone and cancel_delivers; BigQuery jobs ignore them.
 
+A hung call holds its connection until the client gives up (its timeout) or the emulator stops: stopping releases
+every hung handler, which closes its connection, so no thread is left blocked. Hangs are decided before the `http`
+errors; a hung call draws no error. `calls` scripts them (the n-th call of that endpoint, counted from the
+emulator's start), `rate` draws each call; both may be given.
+
 HTTP endpoint families: `upload` (files.upload: the resumable start and its chunks), `files` (files.get,
 files.list, files.delete), `download` (files.download), `create` (batches.create, batches.create_embeddings),
 `get`, `list`, `cancel`, `delete` (batches.*). An endpoint not in this table (e.g. a Vertex one) belongs to the
@@ -74,7 +83,8 @@ How each answer is drawn — a hash of (seed, what, identity) mapped onto [0, 1)
 succeed:
 
 - HTTP: identity = (endpoint name, how many calls of that endpoint came before): the n-th `batches.get` draws the
-  same under the same seed, and the next call draws afresh.
+  same under the same seed, and the next call draws afresh. Hangs count the calls of their endpoints on their own
+  (every call, hung or not), so `calls: [3]` is the third call whatever the errors drew.
 - jobs: identity = the job's display name (its id when it has none; ids are random, so such draws are not
   reproducible). batchflow's display names carry the shard, attempt and content, so a resubmission draws afresh.
   stuck, late_output, output_gone and cancel_delivers are decided when a job is created (a count N: the first N
@@ -88,11 +98,12 @@ succeed:
 
 Errors are Google's shape, `{"error": {"code", "message", "status"}}`, statuses RESOURCE_EXHAUSTED (429),
 INTERNAL (500), UNAVAILABLE (503) etc. Counters of every fault injected are in `GET /_emulator/stats` under
-`faults` (`http_503`, `http_503_after`, `job_failed`, `job_expired`, `job_stalled`, `job_stuck`,
-`job_late_output`, `job_output_gone`, `job_cancel_delivers`, `job_cancelling_succeeded`,
-`job_time_limit_expired`, `job_time_limit_cancelled`, `quota_enqueued_tokens`, `quota_concurrent_batches`,
-`line_error_500`, `line_blocked`, `line_max_tokens`, `line_dropped`, `line_duplicated`); they live in memory, so
-a restarted emulator starts them, and the HTTP call numbering, from zero.
+`faults` (`http_503`, `http_503_after`, `http_hang`, `http_stall_body`, `http_stall_upload`, `job_failed`,
+`job_expired`, `job_stalled`, `job_stuck`, `job_late_output`, `job_output_gone`, `job_cancel_delivers`,
+`job_cancelling_succeeded`, `job_time_limit_expired`, `job_time_limit_cancelled`, `quota_enqueued_tokens`,
+`quota_concurrent_batches`, `line_error_500`, `line_blocked`, `line_max_tokens`, `line_dropped`,
+`line_duplicated`); they live in memory, so a restarted emulator starts them, and the HTTP call numbering, from
+zero.
 """
 
 from __future__ import annotations
@@ -107,7 +118,15 @@ from typing import Protocol
 
 import yaml
 
-from batchflow.emulator.faults.plan_file import MESSAGES, FaultPlanError, HttpRule, PlanConfig, Service, parse_plan
+from batchflow.emulator.faults.plan_file import (
+    MESSAGES,
+    FaultPlanError,
+    HangRule,
+    HttpRule,
+    PlanConfig,
+    Service,
+    parse_plan,
+)
 from batchflow.emulator.wire.errors import ApiError
 
 _FAMILIES = {
@@ -161,6 +180,9 @@ class FaultPlan(Protocol):
     def request_fault(self, endpoint: str) -> HttpFault | None:
         """An error to answer a call to `endpoint` with (e.g. 429/500/503), or None."""
 
+    def hang(self, endpoint: str) -> str | None:
+        """How the next call of `endpoint` stops answering (hang, stall_body, stall_upload), or None."""
+
     def job_outcome(self, job_id: str, display_name: str | None) -> str | None:
         """A final state to force on a due job (FAILED, EXPIRED) or STALL to keep it running, or None."""
 
@@ -191,6 +213,10 @@ class NoFaults:
 
     def request_fault(self, endpoint: str) -> HttpFault | None:
         """Never an error."""
+        return None
+
+    def hang(self, endpoint: str) -> str | None:
+        """Never a hang."""
         return None
 
     def job_outcome(self, job_id: str, display_name: str | None) -> str | None:
@@ -245,6 +271,7 @@ class SeededFaults:
         self.config = config
         self._lock = threading.Lock()
         self._calls: Counter[str] = Counter()
+        self._hang_calls: Counter[str] = Counter()
         self._counts: Counter[str] = Counter()
         self._taken: Counter[str] = Counter()  # jobs taken so far by each count-based job fault
         self._outcomes: dict[str, str | None] = {}
@@ -269,6 +296,19 @@ class SeededFaults:
         code = rule.codes[int(draw(seed, "http-code", endpoint, n) * len(rule.codes))]
         self._count(f"http_{code}" + ("_after" if rule.after else ""))
         return HttpFault(api_error(code), rule.after)
+
+    def hang(self, endpoint: str) -> str | None:
+        """Scripted (the call's number in `calls`) or drawn for the next call of `endpoint`."""
+        rule = self._hang_rule(endpoint)
+        if rule is None:
+            return None
+        with self._lock:
+            self._hang_calls[endpoint] += 1
+            n = self._hang_calls[endpoint]
+        if n not in rule.calls and draw(self.config.seed, "hang", endpoint, n) >= rule.rate:
+            return None
+        self._count(f"http_{rule.kind}")
+        return rule.kind
 
     def job_outcome(self, job_id: str, display_name: str | None) -> str | None:
         """Decided once per job, then remembered (a stalled job is asked again on every look)."""
@@ -359,6 +399,12 @@ class SeededFaults:
             return None
         http = self.config.http
         return http.get(endpoint) or http.get(family(endpoint)) or http.get("*")
+
+    def _hang_rule(self, endpoint: str) -> HangRule | None:
+        if endpoint.startswith("emulator.") or endpoint == "unknown":
+            return None
+        hangs = self.config.hangs
+        return hangs.get(endpoint) or hangs.get(family(endpoint)) or hangs.get("*")
 
     def _count(self, name: str) -> None:
         with self._lock:

@@ -25,7 +25,8 @@ MESSAGES = {
     504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
 }
 DEFAULT_CODES = (429, 500, 503)
-_SECTIONS = {"seed", "http", "jobs", "requests", "output", "quota"}
+_SECTIONS = {"seed", "http", "hangs", "jobs", "requests", "output", "quota"}
+HANG_KINDS = ("hang", "stall_body", "stall_upload")  # see plan.py: what a hung call sends before it stops
 # jobs.<key> -> the job fault it sets (a share or a count); fail_first_attempt is fail's older name
 _JOB_KEYS = {"fail": "fail", "fail_first_attempt": "fail", "expire": "expire", "stall": "stall", "stuck": "stuck",
              "late_output": "late_output", "output_gone": "output_gone", "cancel_delivers": "cancel_delivers",
@@ -47,6 +48,16 @@ class HttpRule:
     rate: float
     codes: tuple[int, ...] = DEFAULT_CODES
     after: bool = False
+
+
+@dataclass(frozen=True)
+class HangRule:
+    """Which calls of one endpoint (family) stop answering, and how: each call drawn against `rate`, and the
+    call numbers in `calls` (1 = the first call of that endpoint) always."""
+
+    kind: str
+    rate: float = 0.0
+    calls: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ class PlanConfig:
 
     seed: int = 0
     http: Mapping[str, HttpRule] = field(default_factory=dict)
+    hangs: Mapping[str, HangRule] = field(default_factory=dict)
     jobs: Mapping[str, float | int] = field(default_factory=dict)  # a job fault (see _JOB_KEYS): a share or a count
     line_fail: float = 0.0
     line_codes: tuple[int, ...] = DEFAULT_CODES
@@ -95,7 +107,7 @@ def parse_plan(raw: Any, where: str) -> PlanConfig:
     output = _mapping(doc.get("output") or {}, where, "output", _OUTPUT_KEYS)
     jobs = _mapping(doc.get("jobs") or {}, where, "jobs", set(_JOB_KEYS) | _JOB_DURATIONS)
     return PlanConfig(
-        seed=seed, http=_http(doc.get("http") or {}, where),
+        seed=seed, http=_http(doc.get("http") or {}, where), hangs=_hangs(doc.get("hangs") or {}, where),
         jobs=_jobs({k: v for k, v in jobs.items() if k in _JOB_KEYS}, where),
         line_fail=_share(requests.get("fail", 0), where, "requests.fail"),
         line_codes=_codes(requests.get("codes", DEFAULT_CODES), where, "requests.codes"),
@@ -132,6 +144,23 @@ def _http(raw: Any, where: str) -> dict[str, HttpRule]:
         rules[str(name)] = HttpRule(_share(rule["rate"], where, f"{path}.rate"),
                                     _codes(rule.get("codes", DEFAULT_CODES), where, f"{path}.codes"),
                                     _bool(rule.get("after", False), where, f"{path}.after"))
+    return rules
+
+
+def _hangs(raw: Any, where: str) -> dict[str, HangRule]:
+    rules = {}
+    for name, value in _mapping(raw, where, "hangs", None).items():
+        path = f"hangs.{name}"
+        rule = _mapping(value, where, path, {"kind", "rate", "calls"})
+        kind = rule.get("kind")
+        if kind not in HANG_KINDS:
+            raise _error(where, f"{path}.kind", f"must be one of {', '.join(HANG_KINDS)}, got {kind!r}")
+        if "rate" not in rule and "calls" not in rule:
+            raise _error(where, path, "rate or calls is required")
+        calls = rule.get("calls", [])
+        if not isinstance(calls, list | tuple) or not all(_is_int(n) and n >= 1 for n in calls):
+            raise _error(where, f"{path}.calls", f"must be a list of call numbers from 1, got {calls!r}")
+        rules[str(name)] = HangRule(kind, _share(rule.get("rate", 0), where, f"{path}.rate"), frozenset(calls))
     return rules
 
 
