@@ -110,7 +110,8 @@ def test_bigquery_reads_stalled_end_the_run_with_75_naming_the_call(
     assert took < 60
 
 
-@pytest.mark.parametrize(("route", "call"), [("create", "create"), ("list", "list"), ("get", "get")])
+@pytest.mark.parametrize(("route", "call"), [("create", "create"), ("list", "list"), ("batches.get", "get"),
+                                             ("models.get", "models.get")])
 def test_a_gemini_batch_api_whose_route_hangs_ends_a_no_wait_run_with_75_naming_the_call(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str, call: str) -> None:
     monkeypatch.setenv(ENV, "0.5")
