@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import orjson
 from batchflow import logs
 from batchflow.backends.sdk import api_errors
 from batchflow.errors import BackendError, DataError, TransientError
-from batchflow.request.media import untagged
+from batchflow.request.media import file_parts, file_uri_path, untagged
 from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_FILE_HOURS, MEDIA_REUSE_MIN_HOURS
 
 _MARK = b"#sha256:"
@@ -77,7 +77,7 @@ class GeminiMedia:
 
     def _line(self, line: bytes) -> bytes:
         item = orjson.loads(line)
-        for part in _file_parts(item.get("request")):
+        for part in file_parts(item.get("request")):
             holder = "fileData" if "fileData" in part else "file_data"
             data = part[holder]
             uri = data.get("fileUri", data.get("file_uri"))
@@ -85,7 +85,7 @@ class GeminiMedia:
             place, identity = untagged(uri) if isinstance(uri, str) else (uri, None)
             if not identity or not identity.startswith("sha256:") or not str(place).startswith("file://"):
                 continue
-            local = Path(_file_path(str(place)))
+            local = Path(file_uri_path(str(place)))
             sha = identity[7:]
             del part[holder]
             part.update(self._staged(local, sha, str(mime)))
@@ -184,22 +184,3 @@ def _names_local_media(path: Path) -> bool:
                 return True
             tail = chunk[-len(_MARK):]
     return False
-
-
-def _file_path(uri: str) -> str:
-    from urllib.parse import unquote, urlsplit
-
-    return unquote(urlsplit(uri).path)
-
-
-def _file_parts(request: Any) -> Iterator[dict[str, Any]]:
-    if not isinstance(request, dict):
-        return
-    contents = list(request.get("contents") or [])
-    for name in ("systemInstruction", "system_instruction"):
-        if isinstance(request.get(name), dict):
-            contents.append(request[name])
-    for content in contents:
-        for part in (content.get("parts") or []) if isinstance(content, dict) else []:
-            if isinstance(part, dict) and isinstance(part.get("fileData", part.get("file_data")), dict):
-                yield part

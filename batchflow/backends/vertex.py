@@ -27,7 +27,7 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,11 @@ import orjson
 from batchflow.backends.base import JobInfo, Result
 from batchflow.backends.gemini import line_error
 from batchflow.backends.sdk import SdkBackend, api_errors
+from batchflow.backends.vertex_media import VertexMedia, for_vertex, media_root, names_media
 from batchflow.errors import BackendError, OutputMissing, SpecError
 from batchflow.libs.deadlines import deadlines, genai_http_options, genai_once
 from batchflow.libs.storage import url_to_fs
 from batchflow.request.canonical import canonical, canonical_request
-from batchflow.request.media import written_media
 from batchflow.spec import models
 from batchflow.spec.spec import Spec
 
@@ -129,31 +129,30 @@ class VertexBackend(SdkBackend):
     """Inputs under ``backend.staging/<spec>/<job>/input.jsonl``; each job writes under ``…/<job>/output``."""
 
     def __init__(self, client: Any, staging: str, task: str, parameters: dict[str, Any] | None = None,
-                 key_labels: bool = False, embed_format: str | None = "instance") -> None:
+                 key_labels: bool = False, embed_format: str | None = "instance",
+                 media_staging: str | None = None) -> None:
         super().__init__(client)
         self.staging = staging.rstrip("/")
         self.task = task
         self.parameters = parameters
         self.key_labels = key_labels
         self.lines = "generate" if task != "embed" else embed_format or "instance"  # which line each request takes
+        # local media go to the staging root's media/ by content (vertex_media.py): shared by the specs staging there
+        self.media = VertexMedia(media_root(media_staging or self.staging))
 
     @classmethod
     def from_spec(cls, spec: Spec) -> VertexBackend:
         if not spec.backend.staging:
             raise SpecError(f"{spec.where('backend')}: backend: vertex needs staging (gs://bucket/prefix)")
-        media = written_media(spec)
-        if media is not None:  # refused before anything is prepared or staged, rather than refused line by line
-            raise SpecError(f"{spec.where(media)}: {media}: media parts are not staged on the vertex backend yet "
-                            "(the gemini and local backends stage them)")
         return cls(vertex_client(spec), f"{spec.backend.staging}/{spec.name}", spec.task, job_parameters(spec),
-                   spec.backend.key_labels, embed_format(spec))
+                   spec.backend.key_labels, embed_format(spec), spec.backend.staging)
 
     def stage(self, path: Path, display_name: str) -> str:
         uri = f"{self.staging}/{display_name}/input.jsonl"
         fs, target = url_to_fs(uri)
         try:
             with fs.open(target, "wb") as dst:
-                for line in self._staged_lines(path):
+                for line in self._staged_lines(path, self.media.upload):
                     dst.write(line)
         except OSError as exc:
             raise BackendError(f"stage {uri}: {exc}") from exc
@@ -187,10 +186,11 @@ class VertexBackend(SdkBackend):
         """The lines ``stage`` would write: identical requests once, answered and billed once."""
         return sum(1 for _ in self._staged_lines(path))
 
-    def _staged_lines(self, path: Path) -> Iterator[bytes]:
-        """The job's input lines as Vertex reads them, each distinct request once."""
+    def _staged_lines(self, path: Path, upload: _Upload | None = None) -> Iterator[bytes]:
+        """The job's input lines as Vertex reads them, each distinct request once; ``upload`` is given the local
+        media files each line names, before the line is written."""
         seen: set[bytes] = set()
-        for _, line in _vertex_lines(path, self.lines, self.key_labels):
+        for _, line in _vertex_lines(path, self.lines, self.key_labels, self.media.root, upload):
             _, identity = _line_identity(line)
             if identity not in seen:
                 seen.add(identity)
@@ -212,7 +212,7 @@ class VertexBackend(SdkBackend):
             if job.status == "succeeded":
                 raise OutputMissing(f"job {job.name} succeeded but names no output directory yet")
             return
-        matcher = _Matcher(_vertex_lines(sent, self.lines, self.key_labels))
+        matcher = _Matcher(_vertex_lines(sent, self.lines, self.key_labels, self.media.root))
         fs, directory = url_to_fs(job.output)
         fs.invalidate_cache(directory)  # a late output appears between two looks: never a cached listing
         files = sorted(fs.glob(f"{directory}/predictions*.jsonl"))
@@ -233,13 +233,22 @@ class VertexBackend(SdkBackend):
         return f'display_name="{display_name}"'
 
 
-def _vertex_lines(path: Path, lines: str, key_labels: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+_Upload = Callable[[list[tuple[str, str]]], None]
+
+
+def _vertex_lines(path: Path, lines: str, key_labels: bool, media: str,
+                  upload: _Upload | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """(key, the line Vertex gets for it) for each ``{"key", "request"}`` line of a job's input; ``lines``:
-    generate, instance (legacy embeddings) or request (Gemini embeddings)."""
+    generate, instance (legacy embeddings) or request (Gemini embeddings). Media parts name their Cloud Storage
+    objects under ``media`` (``vertex_media.for_vertex``), the local files among them given to ``upload``."""
     with open(path, "rb") as fh:
         for raw in fh:
             item = orjson.loads(raw)
             key, request = str(item["key"]), item["request"]
+            if lines != "instance" and names_media(raw):
+                files = for_vertex(request, media)
+                if upload is not None and files:
+                    upload(files)
             if lines == "instance":
                 yield key, embed_instance(request)
             elif lines == "request":

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,11 +170,21 @@ def may_have_media(spec: Spec) -> bool:
     return spec.request is not None and any(w in repr(spec.request) for w in ("file_data", "fileData"))
 
 
-def written_media(spec: Spec) -> str | None:
-    """The spec field that writes a media part (a prompt / system media part, a request's file_data), if any."""
-    for name, parts in (("prompt", spec.prompt_parts), ("system", spec.system_parts)):
-        if any(isinstance(p, Mapping) for p in parts or ()):
-            return name
-    writes = isinstance(spec.request, Mapping) and any(w in repr(spec.request) for w in ("file_data", "fileData"))
-    return "request" if writes else None
+def file_parts(request: Any) -> Iterator[dict[str, Any]]:
+    """Every part of a request line (contents and system instruction) that holds a ``file_data`` member, either
+    spelling: what a stager rewrites in place."""
+    if not isinstance(request, dict):
+        return
+    contents = list(request.get("contents") or [])
+    for name in ("systemInstruction", "system_instruction"):
+        if isinstance(request.get(name), dict):
+            contents.append(request[name])
+    for content in contents:
+        for part in (content.get("parts") or []) if isinstance(content, dict) else []:
+            if isinstance(part, dict) and isinstance(part.get("fileData", part.get("file_data")), dict):
+                yield part
 
+
+def file_uri_path(uri: str) -> str:
+    """``file:///a%20b/c.png`` -> ``/a b/c.png``."""
+    return unquote(urlsplit(uri).path)
