@@ -168,15 +168,7 @@ class Renderer:
                 self._request_code = gen.call(self._finish, gen.call(_mapping, self._code(body)))
             return self._finished(_with_defaults(body, extras))
         if spec.prompt_parts is not None:  # a list of parts, media among them: Jinja's path alone
-            parts = self._parts(spec.prompt_parts, "prompt")
-
-            def build_parts(context: dict[str, Any]) -> dict[str, Any]:
-                request: dict[str, Any] = {"contents": [{"role": "user", **parts(context)}]}
-                for name, part in extras:
-                    request[name] = part(context)
-                return request
-
-            return self._finished(build_parts)
+            return self._finished(_user_turn(self._parts(spec.prompt_parts, "prompt"), extras))
         text = self._leaf(spec.prompt or "", "prompt", typed=False)
         prompt = _text_parts(text)
         user = gen.mapping([("role", gen.const("user")), ("parts", gen.parts(self._code(text)))])
@@ -187,14 +179,7 @@ class Renderer:
             return lambda context: {"contents": [{"role": "user", **prompt(context)}], **wire}
         self._request_code = gen.call(self._finish, gen.mapping(user_contents + [(n, self._code(p))
                                                                                  for n, p in extras]))
-
-        def build(context: dict[str, Any]) -> dict[str, Any]:
-            request: dict[str, Any] = {"contents": [{"role": "user", **prompt(context)}]}
-            for name, part in extras:
-                request[name] = part(context)
-            return request
-
-        return self._finished(build)
+        return self._finished(_user_turn(prompt, extras))
 
     def _embed(self) -> _Build:
         spec = self._spec
@@ -403,6 +388,17 @@ def _guard(dotted: str, run: _Build) -> _Build:
 
 def _text_parts(text: _Build) -> _Build:
     return lambda context: {"parts": [{"text": text(context)}]}
+
+
+def _user_turn(parts: _Build, extras: list[tuple[str, _Build]]) -> _Build:
+    """A request of one user turn (``parts`` gives its ``{"parts": [...]}``) and the spec's other members."""
+    def build(context: dict[str, Any]) -> dict[str, Any]:
+        request: dict[str, Any] = {"contents": [{"role": "user", **parts(context)}]}
+        for name, part in extras:
+            request[name] = part(context)
+        return request
+
+    return build
 
 
 def _text_part(text: _Build) -> _Build:

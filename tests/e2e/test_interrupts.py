@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
@@ -24,6 +25,16 @@ def _spec(tmp_path: Path, base_url: str) -> Path:
 def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "BATCHFLOW_CALL_TIMEOUT"}  # the default: 60 s a call
     return {**env, "HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+
+
+def _run_hung_on(proxy: Any, spec: Path, tmp_path: Path) -> subprocess.Popen[str]:
+    """``batchflow run`` as a process, returned once its first call is out to the peer that never answers."""
+    run = subprocess.Popen([sys.executable, "-m", "batchflow", "run", str(spec)], env=_env(tmp_path),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while proxy.connections == 0:
+        assert run.poll() is None, run.communicate()
+        time.sleep(0.1)
+    return run
 
 
 def _state_consistent(tmp_path: Path) -> None:
@@ -58,12 +69,8 @@ def test_ctrl_c_on_a_terminal_ends_a_run_hung_on_its_peer_within_seconds(tmp_pat
 def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path: Path) -> None:
     with stall_proxy("127.0.0.1:9", mode="blackhole") as proxy:
         spec = _spec(tmp_path, proxy.url)
-        run = subprocess.Popen([sys.executable, "-m", "batchflow", "run", str(spec)], env=_env(tmp_path),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        run = _run_hung_on(proxy, spec, tmp_path)
         try:
-            while proxy.connections == 0:
-                assert run.poll() is None, run.communicate()
-                time.sleep(0.1)
             time.sleep(0.5)
             start = time.monotonic()
             run.send_signal(signal.SIGTERM)
@@ -80,12 +87,8 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path: Path) -> None:
 def test_a_second_interrupt_ends_the_process_at_once(tmp_path: Path, second: signal.Signals) -> None:
     with stall_proxy("127.0.0.1:9", mode="blackhole") as proxy:
         spec = _spec(tmp_path, proxy.url)
-        run = subprocess.Popen([sys.executable, "-m", "batchflow", "run", str(spec)], env=_env(tmp_path),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        run = _run_hung_on(proxy, spec, tmp_path)
         try:
-            while proxy.connections == 0:
-                assert run.poll() is None, run.communicate()
-                time.sleep(0.1)
             run.send_signal(signal.SIGINT)
             run.send_signal(second)
             run.communicate(timeout=5)

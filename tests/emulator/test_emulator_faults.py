@@ -199,6 +199,11 @@ def test_output_lines_can_be_dropped_or_written_twice(tmp_path: Path) -> None:
     ("requests: {blocked: 2}", "requests.blocked: must be a number between 0 and 1"),
     ("quota: {enqueued_tokens: 0}", "quota.enqueued_tokens: must be a positive integer"),
     ("quota: {tokens: 5}", "quota.tokens: unknown key"),
+    ("hangs: {get: {kind: sleep, rate: 1}}", "hangs.get.kind: must be one of hang, stall_body, stall_upload"),
+    ("hangs: {get: {kind: hang}}", "hangs.get: rate or calls is required"),
+    ("hangs: {get: {kind: hang, calls: [0]}}", "hangs.get.calls: must be a list of call numbers from 1"),
+    ("hangs: {get: {kind: hang, rate: 2}}", "hangs.get.rate: must be a number between 0 and 1"),
+    ("hangs: {get: {kind: hang, rate: 1, after: 3}}", "hangs.get.after: unknown key"),
 ])
 def test_a_bad_plan_is_one_line_naming_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "f.yaml"
