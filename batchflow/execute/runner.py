@@ -232,7 +232,7 @@ class Runner:
                 raise
             log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
             return
-        except Exception as exc:  # no credentials, unreachable ...: advice only; the cycle meets the cause itself
+        except BatchflowError as exc:  # no credentials, unreachable ...: advice only; the cycle meets the cause itself
             log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
             return
         if problem is not None:
