@@ -150,8 +150,8 @@ class VertexBackend(SdkBackend):
     def stage(self, path: Path, display_name: str) -> str:
         uri = f"{self.staging}/{display_name}/input.jsonl"
         fs, target = url_to_fs(uri)
-        try:  # written beside the unit's file, then uploaded in one bounded call (libs/storage.py)
-            with upload_when_done(fs, target, uri, "stage", spool=str(path.parent)) as dst:
+        try:  # written to a local file, then uploaded in one bounded call (libs/storage.py)
+            with upload_when_done(fs, target, uri, "stage") as dst:
                 for line in self._staged_lines(path, self.media.upload):
                     dst.write(line)
         except OSError as exc:

@@ -90,7 +90,8 @@ def put_file(fs: AbstractFileSystem, local: str, target: str, url: str, call: st
 @contextmanager
 def upload_when_done(fs: AbstractFileSystem, target: str, url: str, call: str = "upload",
                      spool: str | None = None) -> Iterator[BinaryIO]:
-    """A local file (in ``spool``, else the temporary directory) to write ``url``'s bytes to, uploaded in one
+    """A local file (in ``spool``, else the temporary directory, ``TMPDIR``: never the state's own folder, whose
+    files a gs:// state pushes) to write ``url``'s bytes to, uploaded in one
     bounded ``put_file`` once the block completes: an object appears whole or not at all, and an upload that
     stops moving ends as ``CallTimedOut`` instead of hanging the run."""
     fd, temp = mkstemp(prefix=".upload.", suffix=".part", dir=spool)
