@@ -38,7 +38,7 @@ from batchflow.backends.gemini import line_error
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.backends.vertex_media import VertexMedia, for_vertex, media_root, names_media
 from batchflow.errors import BackendError, OutputMissing, SpecError
-from batchflow.libs.deadlines import deadlines, genai_http_options, genai_once
+from batchflow.libs.deadlines import Deadlines, deadlines, genai_http_options, genai_once
 from batchflow.libs.storage import call_bound, remote, upload_when_done, url_to_fs
 from batchflow.request.canonical import canonical, canonical_request
 from batchflow.spec import models
@@ -130,8 +130,8 @@ class VertexBackend(SdkBackend):
 
     def __init__(self, client: Any, staging: str, task: str, parameters: dict[str, Any] | None = None,
                  key_labels: bool = False, embed_format: str | None = "instance",
-                 media_staging: str | None = None) -> None:
-        super().__init__(client)
+                 media_staging: str | None = None, limits: Deadlines | None = None) -> None:
+        super().__init__(client, limits)
         self.staging = staging.rstrip("/")
         self.task = task
         self.parameters = parameters
@@ -145,13 +145,14 @@ class VertexBackend(SdkBackend):
         if not spec.backend.staging:
             raise SpecError(f"{spec.where('backend')}: backend: vertex needs staging (gs://bucket/prefix)")
         return cls(vertex_client(spec), f"{spec.backend.staging}/{spec.name}", spec.task, job_parameters(spec),
-                   spec.backend.key_labels, embed_format(spec), spec.backend.staging)
+                   spec.backend.key_labels, embed_format(spec), spec.backend.staging,
+                   deadlines(spec.retry.call_attempts))
 
     def stage(self, path: Path, display_name: str) -> str:
         uri = f"{self.staging}/{display_name}/input.jsonl"
         fs, target = url_to_fs(uri)
         try:  # written to a local file, then uploaded in one bounded call (libs/storage.py)
-            with upload_when_done(fs, target, uri, "stage") as dst:
+            with upload_when_done(fs, target, uri, "stage", limits=self.deadlines) as dst:
                 for line in self._staged_lines(path, self.media.upload):
                     dst.write(line)
         except OSError as exc:

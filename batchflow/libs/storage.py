@@ -23,7 +23,7 @@ from fsspec.core import url_to_fs as _url_to_fs
 from fsspec.spec import AbstractFileSystem
 
 from batchflow.errors import InputError, SpecError
-from batchflow.libs.deadlines import bounded, deadlines, gcsfs_options, transfer_timeout
+from batchflow.libs.deadlines import Deadlines, bounded, deadlines, gcsfs_options, transfer_timeout
 
 
 def storage_options(url: str) -> dict[str, Any]:
@@ -67,12 +67,13 @@ def gcs_host() -> str:
     return named.split("://", 1)[-1].rstrip("/") or "storage.googleapis.com"
 
 
-def call_bound(fs: AbstractFileSystem, size: int = 0) -> dict[str, float]:
+def call_bound(fs: AbstractFileSystem, size: int = 0, limits: Deadlines | None = None) -> dict[str, float]:
     """fsspec's ``timeout=`` for one call of a remote filesystem that moves ``size`` bytes: the client's own
-    attempts bounded as a whole (the sync wrapper cancels the call); nothing for a local disk, which takes none."""
+    attempts bounded as a whole (the sync wrapper cancels the call) by ``limits`` (the defaults, else the spec's
+    ``retry.call_attempts``); nothing for a local disk, which takes none."""
     if not isinstance(fs, AsyncFileSystem):
         return {}
-    d = deadlines()
+    d = limits or deadlines()
     return {"timeout": max(d.worst_call, transfer_timeout(d, size))}
 
 
@@ -81,15 +82,16 @@ def remote(call: str, url: str) -> AbstractContextManager[None]:
     return bounded(f"{call} {url}", gcs_host() if url.startswith(("gs://", "gcs://")) else url, deadlines())
 
 
-def put_file(fs: AbstractFileSystem, local: str, target: str, url: str, call: str = "upload") -> None:
+def put_file(fs: AbstractFileSystem, local: str, target: str, url: str, call: str = "upload",
+             limits: Deadlines | None = None) -> None:
     """``local`` to ``target`` (``url`` as the user knows it) in one call, bounded by its size (``call_bound``)."""
     with remote(call, url):
-        fs.put_file(local, target, **call_bound(fs, os.path.getsize(local)))
+        fs.put_file(local, target, **call_bound(fs, os.path.getsize(local), limits))
 
 
 @contextmanager
 def upload_when_done(fs: AbstractFileSystem, target: str, url: str, call: str = "upload",
-                     spool: str | None = None) -> Iterator[BinaryIO]:
+                     spool: str | None = None, limits: Deadlines | None = None) -> Iterator[BinaryIO]:
     """A local file (in ``spool``, else the temporary directory, ``TMPDIR``: never the state's own folder, whose
     files a gs:// state pushes) to write ``url``'s bytes to, uploaded in one
     bounded ``put_file`` once the block completes: an object appears whole or not at all, and an upload that
@@ -98,7 +100,7 @@ def upload_when_done(fs: AbstractFileSystem, target: str, url: str, call: str = 
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
-        put_file(fs, temp, target, url, call)
+        put_file(fs, temp, target, url, call, limits)
     finally:
         with suppress(OSError):
             os.unlink(temp)
