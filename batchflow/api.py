@@ -31,15 +31,35 @@ def load_spec(path: str | Path, *, state_dir: str | Path | None = None) -> Spec:
     return load(path, state_dir=state_dir)
 
 
-def run(spec: Spec | str | Path, *, wait: bool = True, restart: bool = False,
-        retry_errors: bool = False) -> Summary:
+def run(spec: Spec | str | Path, *, wait: bool = True, restart: bool = False, retry_errors: bool = False,
+        deadline: float | str | None = None) -> Summary:
     """``batchflow run`` for one spec (a path, or a ``Spec`` from ``load_spec``): resumes from its state and
     returns the counts and the output's place. ``wait=False`` raises ``NotFinished`` while jobs run (the CLI's
-    exit 75); too many failed records raise ``RunFailed``."""
+    exit 75); too many failed records raise ``RunFailed``. ``deadline`` is ``run --deadline``: seconds or a
+    duration (``"15m"``) after which the run stops as it stands, raising ``DeadlineReached`` (exit 75); None or 0,
+    the default here, for none (the CLI's default, 50m, suits an hourly cron, not a notebook's wait)."""
     from batchflow.execute.runner import Runner
 
+    bound = deadline_seconds(deadline, "deadline")
     loaded = load_spec(spec) if isinstance(spec, str | Path) else spec
-    return Runner(loaded).run(wait=wait, restart=restart, retry_errors=retry_errors)
+    return Runner(loaded, deadline=bound).run(wait=wait, restart=restart, retry_errors=retry_errors)
+
+
+def deadline_seconds(value: float | str | None, name: str) -> float | None:
+    """A run's deadline in seconds (a number, or a duration such as ``15m``); None for none or 0. A bad one is a
+    usage error (``InputError``, exit 2) naming ``name``."""
+    from batchflow.errors import InputError
+    from batchflow.spec.units import parse_duration
+
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{name} {value!r}: {exc} (e.g. 15m)") from None
+    if seconds < 0:
+        raise InputError(f"{name} {value!r}: a duration is 0 or more")
+    return seconds or None
 
 
 def map(records: Iterable[Mapping[str, Any]], *, prompt: str | None = None, model: str | None = None,

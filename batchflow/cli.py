@@ -209,15 +209,9 @@ def entry() -> None:
 
 def _deadline(text: str) -> float | None:
     """``--deadline`` in seconds; None for 0 (no deadline). A bad one is a usage error naming the option."""
-    from batchflow.spec.units import parse_duration
+    from batchflow.api import deadline_seconds
 
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise InputError(f"--deadline {text!r}: {exc} (e.g. 15m)") from None
-    if seconds < 0:
-        raise InputError(f"--deadline {text!r}: a duration is 0 or more")
-    return seconds or None
+    return deadline_seconds(text, "--deadline")
 
 
 def _many(specs: tuple[Path, ...], one: Any, as_json: bool = False) -> None:

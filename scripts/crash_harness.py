@@ -3,6 +3,7 @@
 
     python scripts/crash_harness.py --kills 100 --seed 1 --records 5000 --jobs 5 [--faults plan.yaml] [--spawn]
     python scripts/crash_harness.py --kills 10 --hangs 40 --seed 6 --records 300 --jobs 3
+    python scripts/crash_harness.py --kills 20 --hangs 40 --api-hangs 0.03 --gcs-state --seed 7 --records 300 --jobs 3
 
 One `batchflow emulator` (a subprocess) serves every run. A first round runs a fresh spec to its end without a kill,
 which checks the set-up and measures how long a whole run takes (T). Each later round is a fresh spec
@@ -24,6 +25,14 @@ upload half read) and new ones hang too. The run, given `--deadline` (a whole ru
 half the time `--no-wait`, must end on its own with exit 75 or 0 within its deadline plus one call's worst case
 (`BATCHFLOW_CALL_TIMEOUT=--call-timeout`, `retry.call_attempts: 1`); then the proxy drops the frozen connections and
 the round goes on, so a later run without faults finishes the work. A run past that bound is killed and reported.
+
+With `--gcs-state` too, GCS is reached through a stalling proxy of its own, and each hang case freezes one peer,
+drawn seeded: the batch API or GCS (the state's pulls, pushes and lease renewals stop wherever they were). A
+GCS-frozen run's bound allows the state's own call bounds (state/gcs.py: three attempts, whatever
+`retry.call_attempts`) and its lease given up on the way out. `--api-hangs RATE` adds a `hangs:` section to the
+emulator's fault plan (`get` answered never, `list` and `create` with the body stalled half-way — a create that
+takes effect and whose answer is lost — and `upload` stalled half-read, each at RATE): hangs the batch API itself
+makes, in every run, hang case or kill or a run to the end; the runs that meet one must still finish the work.
 
 At each kill the harness reads the state file and names the phase the run was in: the first step of the plan (the
 same `make_plan` the runner executes) the run had yet to finish — prepare (before the first state was saved),
@@ -65,6 +74,7 @@ from batchflow.libs.deadlines import deadlines
 from batchflow.spec.spec import load_spec
 from batchflow.state.state import state_store
 
+LEASE = 1.0  # seconds, the gs:// state's lease in the specs written here (state.lease)
 HANG_SLACK = 3.0  # seconds a hung run may take past its bound for starting and exiting (a fork, logs, 2 busy cores)
 PHASES = ("startup", "prepare", "upload", "create", "adopt", "poll", "wait", "collect", "settle", "keep", "merge",
           "exit")
@@ -75,8 +85,9 @@ class Aborted(Exception):
 
 
 class Harness:
-    def __init__(self, args: argparse.Namespace, work: Path, url: str, proxy: StallProxy | None = None) -> None:
-        self.args, self.work, self.url, self.proxy = args, work, url, proxy
+    def __init__(self, args: argparse.Namespace, work: Path, url: str, proxy: StallProxy | None = None,
+                 gcs_proxy: StallProxy | None = None) -> None:
+        self.args, self.work, self.url, self.proxy, self.gcs_proxy = args, work, url, proxy, gcs_proxy
         self.rng = random.Random(args.seed)
         self.keys = [f"r{i:06d}" for i in range(args.records)]
         self.phases: Counter[str] = Counter()
@@ -89,6 +100,8 @@ class Harness:
         self.hang_ends: Counter[str] = Counter()  # how each hang case ended: exit 75 or finished (0)
         self.hang_phases: Counter[str] = Counter()  # what the run was doing when its peer froze
         self.longest_hang = self.hang_bound = 0.0  # the longest a hung run took; the bound it had to end by
+        self.frozen_peers: Counter[str] = Counter()  # which peer each hang case froze (with --gcs-state)
+        self.longest_gcs = self.gcs_bound = 0.0  # the same, for the hang cases that froze GCS
 
     def main(self) -> None:
         self.full_run = self.round(0, kills=False)
@@ -144,30 +157,46 @@ class Harness:
         deadline = self.full_run + self.args.hang_deadline
         options = ("--deadline", f"{math.ceil(deadline * 1000)}ms", *(("--no-wait",) if self.rng.random() < 0.5
                                                                       else ()))
-        bound = deadline + deadlines(1).worst_call + HANG_SLACK
+        peer, proxy = "batch API", self.proxy
+        if self.gcs_proxy is not None and self.rng.random() < 0.5:
+            peer, proxy = "GCS", self.gcs_proxy
+        bound = deadline + self.worst_wait(peer) + HANG_SLACK
         self.hang_bound = max(self.hang_bound, bound)
+        if self.args.gcs_state:  # a machine that keeps no files, as every other run here
+            os.environ["XDG_CACHE_HOME"] = str(self.work / "caches" / f"run-{self.runs:05d}")
+            time.sleep(LEASE + 0.2)  # a lease a killed or hung run left has expired: this run gets to work
         start = time.monotonic()
         run = Run(spec, log, self.args.spawn, options)
         frozen = None
         while (code := run.poll()) is None:
             now = time.monotonic() - start
             if frozen is None and now >= delay:
-                self.proxy.freeze()
+                proxy.freeze()
                 frozen = run.last_mark() or "unknown"
             if now >= bound:
                 run.kill()
-                self.problems.append(f"{spec.stem}: a hung run did not end within {bound:.1f} s ({log})")
+                self.problems.append(f"{spec.stem}: a run with {peer} hung did not end within {bound:.1f} s ({log})")
                 break
             time.sleep(0.002)
         elapsed = time.monotonic() - start
-        self.proxy.thaw()
+        proxy.thaw()
         self.hangs += 1
+        self.frozen_peers[peer] += 1
         self.longest_hang = max(self.longest_hang, elapsed)
+        if peer == "GCS":
+            self.longest_gcs, self.gcs_bound = max(self.longest_gcs, elapsed), max(self.gcs_bound, bound)
         self.hang_phases[frozen or "ended before"] += 1
         self.hang_ends["75" if code == EXIT_NOT_FINISHED else str(code)] += 1
         if code not in (0, EXIT_NOT_FINISHED, None):
             raise Aborted(f"{spec.stem}: a hung run exited {code}, not 75 or 0 ({log})")
         return code, elapsed
+
+    @staticmethod
+    def worst_wait(peer: str) -> float:
+        """How long past its deadline a run may wait on a hung peer: one call's worst case (retry.call_attempts:
+        1) for the batch API; for GCS, the state's calls, tried three times each (state/gcs.py's own deadlines),
+        one under way and the lease's release on the way out."""
+        return deadlines(1).worst_call if peer == "batch API" else 2 * deadlines(3).worst_call
 
     def attempt(self, spec: Path, log: Path, delay: float | None) -> tuple[int | None, float, Run]:
         """(exit code, or None when killed; seconds it ran; the run). With --gcs-state, a run finding the lease of
@@ -260,7 +289,7 @@ class Harness:
                        "max_failed": a.records if a.faults else 0},
         }
         if a.gcs_state:
-            spec["state"] = {"dir": "gs://harness/state", "lease": "1s"}
+            spec["state"] = {"dir": "gs://harness/state", "lease": f"{LEASE:g}s"}
         path = self.work / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
         return path
@@ -285,8 +314,12 @@ class Harness:
             ends = ", ".join(f"{'exit 75' if e == '75' else 'finished' if e == '0' else e} {n}"
                              for e, n in sorted(self.hang_ends.items()))
             froze = ", ".join(f"{ph} {n}" for ph, n in sorted(self.hang_phases.items()))
+            peers = ""
+            if self.gcs_proxy is not None:
+                peers = (f"; peers frozen: batch API {self.frozen_peers['batch API']}, GCS {self.frozen_peers['GCS']}"
+                         f" (the longest with GCS frozen {self.longest_gcs:.2f} s, bound {self.gcs_bound:.2f} s)")
             lines.insert(2, f"  hangs: {self.hangs} hung runs ({ends}); frozen in: {froze}; the longest took "
-                            f"{self.longest_hang:.2f} s (bound {self.hang_bound:.2f} s)"
+                            f"{self.longest_hang:.2f} s (bound {self.hang_bound:.2f} s){peers}"
                          if not any("did not end" in pr for pr in self.problems) else "  hangs: VIOLATED")
         faults = self.stats().get("faults")
         if faults:
@@ -297,8 +330,9 @@ class Harness:
 def start_emulator(work: Path, args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "batchflow", "emulator", "--host", "127.0.0.1", "--port", "0",
            "--data-dir", str(work / "emulator"), "--job-seconds", str(args.job_seconds)]
-    if args.faults:
-        cmd += ["--faults", str(args.faults)]
+    plan = fault_plan(work, args)
+    if plan:
+        cmd += ["--faults", str(plan)]
     with open(work / "emulator.log", "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -310,6 +344,21 @@ def start_emulator(work: Path, args: argparse.Namespace) -> tuple[subprocess.Pop
     return proc, first[0]
 
 
+def fault_plan(work: Path, args: argparse.Namespace) -> Path | None:
+    """The emulator's fault plan: `--faults` as given, with `--api-hangs` a `hangs:` section beside its own."""
+    if not args.api_hangs:
+        return Path(args.faults) if args.faults else None
+    doc = yaml.safe_load(args.faults.read_text(encoding="utf-8")) if args.faults else {}
+    rate = args.api_hangs
+    doc.setdefault("seed", args.seed)
+    doc["hangs"] = {**doc.get("hangs", {}), "get": {"kind": "hang", "rate": rate},
+                    "list": {"kind": "stall_body", "rate": rate}, "create": {"kind": "stall_body", "rate": rate},
+                    "upload": {"kind": "stall_upload", "rate": rate}}
+    path = work / "faults.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--kills", type=int, default=100, help="how many runs to SIGKILL")
@@ -317,6 +366,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--hangs", type=int, default=0, help="how many runs to hang (their peer frozen), beside the kills")
     ap.add_argument("--call-timeout", type=float, default=0.5,
                     help="with --hangs: BATCHFLOW_CALL_TIMEOUT of every run, seconds")
+    ap.add_argument("--api-hangs", type=float, default=0.0, metavar="RATE",
+                    help="the emulator's fault plan hangs this share of gets, lists, creates and uploads (all runs)")
     ap.add_argument("--hang-deadline", type=float, default=0.5,
                     help="with --hangs: a hung run's --deadline is a whole run's time plus this, seconds")
     ap.add_argument("--records", type=int, default=5000)
@@ -379,18 +430,22 @@ def main(argv: list[str] | None = None) -> int:
     emulator, url = start_emulator(work, args)
     gcs = start_gcs(work) if args.gcs_state else None
     proxy = StallProxy(url) if args.hangs else None
-    if args.hangs:
+    gcs_proxy = StallProxy(os.environ["STORAGE_EMULATOR_HOST"]) if gcs is not None and args.hangs else None
+    if gcs_proxy is not None:
+        os.environ["STORAGE_EMULATOR_HOST"] = gcs_proxy.url  # every run reaches GCS through it
+    if args.hangs or args.api_hangs:
         os.environ[CALL_TIMEOUT_ENV] = str(args.call_timeout)  # the runs (forked or spawned) inherit it
     try:
-        harness = Harness(args, work, url, proxy)
+        harness = Harness(args, work, url, proxy, gcs_proxy)
         try:
             harness.main()
         except Aborted as exc:
             harness.problems.append(f"{exc} (stopped there)")
         print(harness.summary(time.monotonic() - started))
     finally:
-        if proxy is not None:
-            proxy.close()
+        for stalling in (proxy, gcs_proxy):
+            if stalling is not None:
+                stalling.close()
         emulator.terminate()
         emulator.wait(10)
         if gcs is not None:

@@ -32,6 +32,10 @@ def api_errors(call: str) -> Iterator[None]:
     except Exception as exc:
         if timed_out(exc):  # google-genai's own retries (retry.call_attempts) are spent
             raise timed_out_error(call, _host(exc), _waited(exc)) from exc
+        if _is_auth_error(exc):  # google-auth found no credentials, or they were refused (retryable: a network blip)
+            kind = TransientError if getattr(exc, "retryable", False) or type(exc).__name__ == "TransportError" \
+                else BackendError
+            raise kind(f"{call}: no usable credentials for the batch API: {type(exc).__name__}: {exc}") from exc
         if _is_unreachable(exc):
             raise UnreachableError(f"{call}: the batch API cannot be reached: {type(exc).__name__}: {exc}") from exc
         if _is_transport_error(exc):
@@ -67,6 +71,11 @@ def _is_unreachable(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return False
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    """google-auth's errors (no Application Default Credentials, a refresh refused) share one base class."""
+    return any(cls.__name__ == "GoogleAuthError" for cls in type(exc).__mro__)
 
 
 def _is_transport_error(exc: Exception) -> bool:

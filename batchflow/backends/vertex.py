@@ -38,8 +38,8 @@ from batchflow.backends.gemini import line_error
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.backends.vertex_media import VertexMedia, for_vertex, media_root, names_media
 from batchflow.errors import BackendError, OutputMissing, SpecError
-from batchflow.libs.deadlines import deadlines, genai_http_options, genai_once
-from batchflow.libs.storage import url_to_fs
+from batchflow.libs.deadlines import Deadlines, deadlines, genai_http_options, genai_once
+from batchflow.libs.storage import call_bound, remote, upload_when_done, url_to_fs
 from batchflow.request.canonical import canonical, canonical_request
 from batchflow.spec import models
 from batchflow.spec.spec import Spec
@@ -130,8 +130,8 @@ class VertexBackend(SdkBackend):
 
     def __init__(self, client: Any, staging: str, task: str, parameters: dict[str, Any] | None = None,
                  key_labels: bool = False, embed_format: str | None = "instance",
-                 media_staging: str | None = None) -> None:
-        super().__init__(client)
+                 media_staging: str | None = None, limits: Deadlines | None = None) -> None:
+        super().__init__(client, limits)
         self.staging = staging.rstrip("/")
         self.task = task
         self.parameters = parameters
@@ -145,13 +145,14 @@ class VertexBackend(SdkBackend):
         if not spec.backend.staging:
             raise SpecError(f"{spec.where('backend')}: backend: vertex needs staging (gs://bucket/prefix)")
         return cls(vertex_client(spec), f"{spec.backend.staging}/{spec.name}", spec.task, job_parameters(spec),
-                   spec.backend.key_labels, embed_format(spec), spec.backend.staging)
+                   spec.backend.key_labels, embed_format(spec), spec.backend.staging,
+                   deadlines(spec.retry.call_attempts))
 
     def stage(self, path: Path, display_name: str) -> str:
         uri = f"{self.staging}/{display_name}/input.jsonl"
         fs, target = url_to_fs(uri)
-        try:
-            with fs.open(target, "wb") as dst:
+        try:  # written to a local file, then uploaded in one bounded call (libs/storage.py)
+            with upload_when_done(fs, target, uri, "stage", limits=self.deadlines) as dst:
                 for line in self._staged_lines(path, self.media.upload):
                     dst.write(line)
         except OSError as exc:
@@ -165,7 +166,8 @@ class VertexBackend(SdkBackend):
         fs, directory = url_to_fs(self.staging)
         fs.invalidate_cache(directory)
         try:
-            found = fs.glob(f"{directory}/{prefix}*/input.jsonl")
+            with remote("list", self.staging):
+                found = fs.glob(f"{directory}/{prefix}*/input.jsonl", **call_bound(fs))
         except FileNotFoundError:
             return {}
         except OSError as exc:
@@ -176,7 +178,8 @@ class VertexBackend(SdkBackend):
     def delete_staged(self, staged: str) -> None:
         fs, target = url_to_fs(staged)
         try:
-            fs.rm(target)
+            with remote("delete", staged):
+                fs.rm(target, **call_bound(fs))
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -215,12 +218,15 @@ class VertexBackend(SdkBackend):
         matcher = _Matcher(_vertex_lines(sent, self.lines, self.key_labels, self.media.root))
         fs, directory = url_to_fs(job.output)
         fs.invalidate_cache(directory)  # a late output appears between two looks: never a cached listing
-        files = sorted(fs.glob(f"{directory}/predictions*.jsonl"))
+        with remote("list", job.output):
+            files = sorted(fs.glob(f"{directory}/predictions*.jsonl", **call_bound(fs)))
         if not files and job.status == "succeeded":
             raise OutputMissing(f"job {job.name}: no predictions files under {job.output}")
         for name in files:
-            # a remote file's own readline makes many small reads: ~400x slower than a local buffer over it
-            with fs.open(name, "rb") as remote, io.BufferedReader(remote, 1 << 20) as fh:
+            # a remote file's own readline makes many small reads: ~400x slower than a local buffer over it;
+            # each read is bounded by gcsfs' aiohttp timeouts (no byte for a call's wait), named here
+            with remote("download", f"gs://{name}"), fs.open(name, "rb") as raw, \
+                    io.BufferedReader(raw, 1 << 20) as fh:
                 for line in fh:
                     if line.strip():
                         yield from matcher.results(orjson.loads(line))

@@ -20,7 +20,7 @@ from typing import Any
 
 from batchflow import logs
 from batchflow.errors import BackendError, DataError
-from batchflow.libs.storage import url_to_fs
+from batchflow.libs.storage import call_bound, put_file, remote, url_to_fs
 from batchflow.request.media import file_parts, file_uri_path, untagged
 
 log = logs.get_logger(__name__)
@@ -91,9 +91,10 @@ class VertexMedia:
         fs, target = url_to_fs(uri)
         bucket = uri.removeprefix("gs://").split("/", 1)[0]
         try:
-            if fs.exists(target):
-                return
-            fs.put_file(path, target)
+            with remote("stage media", uri):
+                if fs.exists(target, **call_bound(fs)):
+                    return
+            put_file(fs, path, target, uri, "stage media")
         except FileNotFoundError as exc:
             if not Path(path).exists():
                 raise DataError(f"media {path!r}: the file is gone since it was read") from None

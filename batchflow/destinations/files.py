@@ -45,7 +45,7 @@ from batchflow.destinations.base import Rows
 from batchflow.destinations.parquet import write_parquet
 from batchflow.errors import BatchflowError, SpecError
 from batchflow.libs.jsonio import dumps_line, dumps_str
-from batchflow.libs.storage import spec_filesystem
+from batchflow.libs.storage import put_file, spec_filesystem
 from batchflow.sources.files import format_from_extension, pick_format
 from batchflow.spec.spec import OutputSpec
 
@@ -232,19 +232,18 @@ def _local_target(path: str, shown: str) -> Iterator[BinaryIO]:
 
 @contextmanager
 def _remote_target(fs: AbstractFileSystem, path: str, shown: str) -> Iterator[BinaryIO]:
-    """The object itself, opened uncommitted; committed (made visible) only if the block completes."""
+    """A local file uploaded onto the object only if the block completes (libs/storage.py: one upload bounded by
+    its size, where a streaming write could stall half-way forever); nothing half-written is ever visible."""
     with _writing(shown):
-        f = fs.open(path, "wb", autocommit=False)
+        fd, temp = mkstemp(prefix=".batchflow-output.", suffix=".part")
     try:
-        yield f
+        with os.fdopen(fd, "wb") as f:
+            yield f
         with _writing(shown):
-            f.close()
-            f.commit()
-    except BaseException:
-        with suppress(Exception):
-            f.close()
-            f.discard()
-        raise
+            put_file(fs, temp, path, shown, "write")
+    finally:
+        with suppress(OSError):
+            os.unlink(temp)
 
 
 def _gzip(f: BinaryIO) -> gzip.GzipFile:

@@ -28,7 +28,7 @@ from batchflow.answers.earlier import Earlier
 from batchflow.backends.base import JobInfo
 from batchflow.backends.vertex_bq import VertexTableJobs
 from batchflow.destinations.bigquery import BigQueryDestination
-from batchflow.errors import DataError
+from batchflow.errors import CallTimedOut, DataError
 from batchflow.execute import native_sql as ns
 from batchflow.execute.path import NextJob
 from batchflow.libs import bigquery as bq
@@ -79,6 +79,7 @@ class NativePath:
             self.client.query(sql, **bq.call()).result(**bq.job_wait())
 
     recurring = False  # the records stay in BigQuery: a changed input or spec needs --restart
+    staging_timed_out: CallTimedOut | None = None  # its inputs are tables: nothing is uploaded while preparing
 
     def fingerprint(self) -> str:
         return fingerprint(self.spec, BigQuerySource(self.spec.source).fingerprint())

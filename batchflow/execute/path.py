@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from batchflow.backends.base import JobInfo
+from batchflow.errors import CallTimedOut
 from batchflow.state.state import Job, Shard, State
 
 if TYPE_CHECKING:
@@ -60,6 +61,10 @@ class ExecutionPath(Protocol):
 
     recurring: bool
     """Keeps answers per record: a changed input or spec is planned anew from them (else it is refused)."""
+
+    staging_timed_out: CallTimedOut | None
+    """An upload that timed out while ``prepare`` staged (its unit is left to the stage step), or None: a hung
+    peer the run's last line must name, though the preparation itself went on."""
 
     @property
     def jobs(self) -> JobClient:

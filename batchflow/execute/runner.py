@@ -205,7 +205,19 @@ class Runner:
         new = self.path.prepare(self.root, gen, earlier, retry_errors, stage=self._stage)
         if save:
             self.store.save(new)
+        self._staging_timed_out()
         return new
+
+    def _staging_timed_out(self) -> None:
+        """An upload that timed out while preparing (the state is saved): ``--no-wait`` ends on it now, exit 75
+        naming the call, rather than wait on the same peer again at the stage step; a waiting run goes on, and
+        names it if its deadline then passes."""
+        timed_out = self.path.staging_timed_out
+        if timed_out is None:
+            return
+        self._timed_out = str(timed_out)
+        if not self._wait:
+            raise timed_out
 
     def _check_model(self) -> None:
         """Ask the service about the model before anything is prepared or staged (``models.get``): a model it does
@@ -220,7 +232,7 @@ class Runner:
                 raise
             log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
             return
-        except Exception as exc:  # no credentials, unreachable ...: advice only; the cycle meets the cause itself
+        except BatchflowError as exc:  # no credentials, unreachable ...: advice only; the cycle meets the cause itself
             log.warning("the model was not checked at the service", model=spec.model, reason=str(exc))
             return
         if problem is not None:

@@ -14,7 +14,7 @@ from batchflow.answers.merge import Tally, rows
 from batchflow.backends.base import Backend, JobInfo
 from batchflow.backends.registry import BackendFactory, open_backend
 from batchflow.destinations.registry import open_destination
-from batchflow.errors import BatchflowError, DataError
+from batchflow.errors import BatchflowError, CallTimedOut, DataError
 from batchflow.execute.path import NextJob
 from batchflow.prepare.prepare import fingerprint, generation_prefix, prepare
 from batchflow.prepare.staging import Stager
@@ -35,6 +35,7 @@ class ShardsPath:
         self.root = root
         self._backends = backends
         self._backend: Backend | None = None
+        self.staging_timed_out: CallTimedOut | None = None
 
     @property
     def jobs(self) -> Backend:
@@ -57,7 +58,9 @@ class ShardsPath:
     def prepare(self, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool,
                 stage: bool = False) -> State:
         stager = Stager(self.jobs, generation_prefix(self.spec.name, gen)) if stage else None
-        return prepare(self.spec, root, gen, earlier, retry_errors, stager)
+        state = prepare(self.spec, root, gen, earlier, retry_errors, stager)
+        self.staging_timed_out = stager.timed_out if stager is not None else None
+        return state
 
     def keep(self, state: State) -> dict[str, Any]:
         return keep(self.spec, state, self.root)

@@ -73,11 +73,16 @@ def _backoff_total(attempts: int) -> float:
 # --- google-genai (httpx underneath: its timeout is per operation, connect, read a byte, write a byte) ---
 
 def genai_http_options(d: Deadlines, base_url: str | None = None) -> Any:
-    """``HttpOptions`` for a google-genai client: every request bounded, a timed-out one tried ``attempts`` times."""
+    """``HttpOptions`` for a google-genai client: every request bounded, a timed-out one tried ``attempts`` times,
+    a refused connection only twice (libs/refusals.py: it answers the same way every time)."""
     from google.genai import types
 
-    return types.HttpOptions(base_url=base_url, timeout=int(d.call * 1000), retry_options=types.HttpRetryOptions(
-        attempts=d.attempts, initial_delay=1.0, max_delay=10.0, http_status_codes=_GENAI_RETRY_STATUSES))
+    from batchflow.libs.refusals import genai_client_args
+
+    return types.HttpOptions(base_url=base_url, timeout=int(d.call * 1000), client_args=genai_client_args(),
+                             retry_options=types.HttpRetryOptions(attempts=d.attempts, initial_delay=1.0,
+                                                                  max_delay=10.0,
+                                                                  http_status_codes=_GENAI_RETRY_STATUSES))
 
 
 def genai_once(d: Deadlines, **options: Any) -> Any:

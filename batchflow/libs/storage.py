@@ -2,18 +2,28 @@
 
 With ``STORAGE_EMULATOR_HOST`` set (the variable Google's own clients read), ``gs://`` goes to that emulator with
 anonymous credentials: no credential lookup, so nothing probes the network beyond the emulator.
+
+Every gs:// call is bounded (libs/deadlines.py): each HTTP request by gcsfs' aiohttp timeouts, and each call as a
+whole, gcsfs' six attempts included, by fsspec's own ``timeout=`` (``call_bound``). A write goes through
+``upload_when_done``: gcsfs' streaming writes (``fs.open(..., "wb")``) send each block with no bound on a send
+stalled half-way (aiohttp has no send timeout, and ``fs.open`` takes no ``timeout=`` for its blocks), so the bytes
+go to a local file first, then to the bucket in one ``put_file`` bounded by their size.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from tempfile import mkstemp
+from typing import Any, BinaryIO
 
+from fsspec.asyn import AsyncFileSystem
 from fsspec.core import url_to_fs as _url_to_fs
 from fsspec.spec import AbstractFileSystem
 
 from batchflow.errors import InputError, SpecError
-from batchflow.libs.deadlines import deadlines, gcsfs_options
+from batchflow.libs.deadlines import Deadlines, bounded, deadlines, gcsfs_options, transfer_timeout
 
 
 def storage_options(url: str) -> dict[str, Any]:
@@ -49,3 +59,48 @@ def spec_filesystem(url: str, field: str) -> tuple[AbstractFileSystem, str]:
         raise SpecError(f"{field}: {exc}") from None
     except (ImportError, ValueError) as exc:
         raise SpecError(f"{field} {url!r}: {exc}") from None
+
+
+def gcs_host() -> str:
+    """The host gs:// calls go to: the emulator named by ``STORAGE_EMULATOR_HOST``, else Google's."""
+    named = os.environ.get("STORAGE_EMULATOR_HOST", "")
+    return named.split("://", 1)[-1].rstrip("/") or "storage.googleapis.com"
+
+
+def call_bound(fs: AbstractFileSystem, size: int = 0, limits: Deadlines | None = None) -> dict[str, float]:
+    """fsspec's ``timeout=`` for one call of a remote filesystem that moves ``size`` bytes: the client's own
+    attempts bounded as a whole (the sync wrapper cancels the call) by ``limits`` (the defaults, else the spec's
+    ``retry.call_attempts``); nothing for a local disk, which takes none."""
+    if not isinstance(fs, AsyncFileSystem):
+        return {}
+    d = limits or deadlines()
+    return {"timeout": max(d.worst_call, transfer_timeout(d, size))}
+
+
+def remote(call: str, url: str) -> AbstractContextManager[None]:
+    """A timeout inside as the one line a run ends with (exit 75): ``call`` on ``url``, and the host it went to."""
+    return bounded(f"{call} {url}", gcs_host() if url.startswith(("gs://", "gcs://")) else url, deadlines())
+
+
+def put_file(fs: AbstractFileSystem, local: str, target: str, url: str, call: str = "upload",
+             limits: Deadlines | None = None) -> None:
+    """``local`` to ``target`` (``url`` as the user knows it) in one call, bounded by its size (``call_bound``)."""
+    with remote(call, url):
+        fs.put_file(local, target, **call_bound(fs, os.path.getsize(local), limits))
+
+
+@contextmanager
+def upload_when_done(fs: AbstractFileSystem, target: str, url: str, call: str = "upload",
+                     spool: str | None = None, limits: Deadlines | None = None) -> Iterator[BinaryIO]:
+    """A local file (in ``spool``, else the temporary directory, ``TMPDIR``: never the state's own folder, whose
+    files a gs:// state pushes) to write ``url``'s bytes to, uploaded in one
+    bounded ``put_file`` once the block completes: an object appears whole or not at all, and an upload that
+    stops moving ends as ``CallTimedOut`` instead of hanging the run."""
+    fd, temp = mkstemp(prefix=".upload.", suffix=".part", dir=spool)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        put_file(fs, temp, target, url, call, limits)
+    finally:
+        with suppress(OSError):
+            os.unlink(temp)

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from batchflow import logs
 from batchflow.backends.base import JobInfo
-from batchflow.errors import BatchflowError
+from batchflow.errors import BatchflowError, CallTimedOut
 from batchflow.state import state as st
 from batchflow.state.state import Job
 
@@ -54,6 +54,7 @@ class Stager:
         self._lock = threading.Lock()
         self._left_over: dict[str, tuple[str, int]] | None = None
         self._failed = False  # after one failed upload, the rest are left to the runner's stage step
+        self.timed_out: CallTimedOut | None = None  # the first upload that timed out (the run's last line names it)
 
     def stage(self, path: Path, display_name: str, digest: str) -> None:
         """Start uploading a unit's input (called from the shard-writing thread; it does not wait)."""
@@ -114,6 +115,8 @@ class Stager:
             return reused if reused is not None else self._backend.stage(path, display_name)
         except BatchflowError as exc:
             self._failed = True
+            if isinstance(exc, CallTimedOut) and self.timed_out is None:
+                self.timed_out = exc
             log.warning("upload failed while preparing; the job is staged before it is created", error=str(exc),
                         display_name=display_name)
             raise

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from batchflow.errors import DataError
 from batchflow.libs.mime import HEAD, by_extension, canonical, sniff
-from batchflow.libs.storage import url_to_fs
+from batchflow.libs.storage import call_bound, remote, url_to_fs
 from batchflow.spec.spec import Spec
 
 _CHUNK = 1 << 20
@@ -127,7 +127,8 @@ def _gcs(ref: str, declared: str | None) -> Media:
     uri = "gs://" + ref.split("://", 1)[1]
     try:
         fs, inside = url_to_fs(uri)
-        info: dict[str, Any] = fs.info(inside)
+        with remote("info", uri):
+            info: dict[str, Any] = fs.info(inside, **call_bound(fs))
     except FileNotFoundError:
         raise DataError(f"media {uri!r}: no such object") from None
     except OSError as exc:

@@ -32,7 +32,7 @@ from batchflow.errors import DataError, SpecError
 from batchflow.libs.arrow import INSTALL_HINT, pyarrow_missing
 from batchflow.libs.jsonio import ArrayError, JSONDecodeError, dumps, dumps_canonical, iter_array, loads, type_name
 from batchflow.libs.mime import HEAD, by_extension, sniff
-from batchflow.libs.storage import spec_filesystem
+from batchflow.libs.storage import call_bound, remote, spec_filesystem
 from batchflow.sources.base import BadRecord, Item, Reject, Source, bad_record_handler
 from batchflow.sources.parquet import read_parquet
 from batchflow.spec.limits import LIMITS
@@ -297,8 +297,8 @@ class FilesSource(Source):
         for path, _info in self._match():  # the file is opened here, not in a helper generator: one frame less
             name = self._display(path)  # to resume per record (measured: ~4 % of a prep)
             self._content.update(b"\x00file\x00")  # where one file ends and the next begins; names do not count
-            try:
-                with self._fs.open(path, "rb", compression="infer") as f:
+            try:  # a gs:// read is bounded by gcsfs' aiohttp timeouts; one that timed out is named (exit 75)
+                with remote("read", name), self._fs.open(path, "rb", compression="infer") as f:
                     yield from read(_Hashing(f, self._content), name, self._bad)  # type: ignore[arg-type]
             except (OSError, EOFError, zlib.error) as exc:
                 raise DataError(f"{name}: cannot read: {exc}") from None
@@ -344,7 +344,8 @@ class FilesSource(Source):
         """The matching files, sorted, with what the filesystem knows of each *now*."""
         self._fs.invalidate_cache()  # remote listings are cached per instance; the answer must be current
         try:
-            found = self._fs.glob(self._root, detail=True)
+            with remote("list", self._pattern):
+                found = self._fs.glob(self._root, detail=True, **call_bound(self._fs))
         except OSError as exc:
             raise DataError(f"{self._pattern}: cannot list: {exc}") from None
         files = [(path, info) for path, info in found.items() if info.get("type") != "directory"]

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,25 @@ def test_shell_completion_prints_a_completion_script() -> None:
         in result.stdout
     assert 'eval "$(_BATCHFLOW_COMPLETE=bash_source batchflow)"' in (Path(__file__).parents[2] /
                                                                     "README.md").read_text(encoding="utf-8")
+
+
+def test_run_takes_a_deadline_as_run_deadline_does(tmp_path: Path) -> None:
+    from support.helpers import write_jsonl, write_spec
+
+    from batchflow.emulator import start_in_thread
+    from batchflow.errors import DeadlineReached, InputError
+    from batchflow.execute.runner import NotFinished
+
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
+    with start_in_thread(tmp_path / "emu", job_seconds=60) as emulator:
+        spec = write_spec(tmp_path, backend={"type": "local", "base_url": emulator.base_url})
+        start = time.monotonic()
+        with pytest.raises(DeadlineReached, match=r"the run's deadline \(2 s, run --deadline\) passed"):
+            batchflow.run(spec, deadline="2s")  # the job takes a minute
+        assert time.monotonic() - start < 30
+        with pytest.raises(NotFinished):  # the state was saved: the next run goes on from it
+            batchflow.run(spec, wait=False)
+        stats = emulator.engine.stats()
+    assert list(stats["creates_by_display_name"].values()) == [1], stats
+    with pytest.raises(InputError, match="deadline 'soon'"):
+        batchflow.run(spec, deadline="soon")

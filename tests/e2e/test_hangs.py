@@ -153,3 +153,35 @@ def test_a_create_whose_answer_stalls_is_adopted_by_the_next_run_never_created_t
     assert list(stats["creates_by_display_name"].values()) == [1], stats
     assert stats["calls_by_endpoint"]["batches.create"] == 1  # the stalled one: the next run adopted its job
     assert [r["status"] for r in read_rows(tmp_path / "out/result.jsonl")] == ["ok"] * 4
+
+
+@pytest.mark.gcs
+def test_a_vertex_staging_upload_stalled_half_way_ends_the_run_with_75_and_a_later_run_finishes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gcs_emulator: str, bucket: str) -> None:
+    """The upload of a unit's input stops being read half-way (the listing before it passes): the run stops with
+    exit 75 at the stalled call, naming it and GCS's host, without a second wait at the stage step; once GCS
+    answers again, the next run stages, runs and merges every record, each job created once."""
+    monkeypatch.setenv(ENV, "0.5")
+    records = [{"id": f"r{i}", "text": f"t{i} " + "x" * (100 << 10)} for i in range(4)]  # 400 KB to stage
+    write_jsonl(tmp_path / "data/in.jsonl", records)
+    with stall_proxy(gcs_emulator, mode="stall_upload", after=64 << 10) as proxy, \
+            start_in_thread(tmp_path / "emu", job_seconds=0.0) as emulator:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        backend = {"type": "vertex", "project": "p", "location": "us-central1", "staging": f"gs://{bucket}/staging",
+                   "base_url": emulator.base_url}
+        spec = write_spec(tmp_path, name="vx", backend=backend, retry={"call_attempts": 1})
+        start = time.monotonic()
+        result = cli("run", "--no-wait", "--deadline", "40s", str(spec))
+        took = time.monotonic() - start
+        assert result.exit_code == EXIT_NOT_FINISHED, result.stderr
+        line = _error_line(result.stderr)
+        assert line.startswith("timed out: stage gs://") and f"no answer from {proxy.address}" in line, line
+        assert took < 40, took
+        proxy.mode = "pass"
+        proxy.thaw()  # the stalled connections dropped: GCS answers again
+        again = cli("run", str(spec))
+        stats = emulator.engine.stats()
+    assert again.exit_code == 0, again.stderr
+    assert list(stats["creates_by_display_name"].values()) == [1], stats
+    assert [r["key"] for r in read_rows(tmp_path / "out/result.jsonl")] == [f"r{i}" for i in range(4)]
+    assert {r["status"] for r in read_rows(tmp_path / "out/result.jsonl")} == {"ok"}

@@ -13,8 +13,10 @@ from typing import Any
 
 import pexpect
 import pytest
-from support.helpers import write_jsonl, write_spec
+from support.helpers import read_rows, write_jsonl, write_spec
 from support.stall_proxy import stall_proxy
+
+from batchflow.emulator import start_in_thread
 
 
 def _spec(tmp_path: Path, base_url: str) -> Path:
@@ -95,3 +97,36 @@ def test_a_second_interrupt_ends_the_process_at_once(tmp_path: Path, second: sig
         finally:
             run.kill()
     assert run.returncode == 130
+
+
+def test_ctrl_c_on_a_terminal_during_a_collection_ends_the_run_within_seconds(tmp_path: Path) -> None:
+    """The job's results download stalls half-way (the fault plan): the run is collecting, a call out for 60 s;
+    Ctrl-C ends it in under 5 s, the state whole, and the next run collects the job, creating nothing again."""
+    plan = tmp_path / "hangs.yaml"
+    plan.write_text("hangs: {download: {kind: stall_body, calls: [1]}}\n", encoding="utf-8")
+    with start_in_thread(tmp_path / "emu", job_seconds=0.1, faults=plan) as emulator:
+        spec = _spec(tmp_path, emulator.base_url)
+        child = pexpect.spawn(sys.executable, ["-m", "batchflow", "run", str(spec)], env=_env(tmp_path),
+                              encoding="utf-8", timeout=30)
+        try:
+            deadline = time.monotonic() + 30
+            while not emulator.engine.faults.counters().get("http_stall_body"):  # the download is hung now
+                assert child.isalive() and time.monotonic() < deadline, child.read()
+                time.sleep(0.1)
+            time.sleep(0.3)
+            start = time.monotonic()
+            child.sendintr()
+            child.expect(pexpect.EOF, timeout=5)
+            took = time.monotonic() - start
+        finally:
+            child.close(force=True)
+        assert took < 5
+        assert child.exitstatus == 130, child.before
+        assert "interrupted: the state is saved" in str(child.before)
+        _state_consistent(tmp_path)
+        again = subprocess.run([sys.executable, "-m", "batchflow", "run", str(spec)], env=_env(tmp_path),
+                               capture_output=True, text=True, timeout=60)
+        stats = emulator.engine.stats()
+    assert again.returncode == 0, again.stderr
+    assert list(stats["creates_by_display_name"].values()) == [1], stats
+    assert [r["status"] for r in read_rows(tmp_path / "out/result.jsonl")] == ["ok"] * 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -347,9 +348,11 @@ def test_an_unreachable_api_fails_a_no_wait_run_at_once_with_one_line(tmp_path: 
     write_jsonl(tmp_path / "data/in.jsonl", [{"id": "a", "text": "x"}])
     closed = f"http://127.0.0.1:{_closed_port()}"
     spec = write_spec(tmp_path, name="nowhere", backend={"type": "gemini", "base_url": closed})
+    start = time.monotonic()
     result = cli_process("--log-format", "console", "run", "--no-wait", str(spec),
                          env={**os.environ, "GEMINI_API_KEY": "k"})
     assert result.returncode == 1, result.stderr
+    assert time.monotonic() - start < 8  # a refused connection is tried twice, not by every retry (was ~13 s)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "cannot be reached" in errors[0] and "nowhere.yaml" in errors[0], result.stderr
 
