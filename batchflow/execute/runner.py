@@ -37,6 +37,7 @@ from batchflow.execute.path import ExecutionPath
 from batchflow.execute.paths import open_path
 from batchflow.execute.threads import COLLECTIONS, CREATES, Pool, each
 from batchflow.prepare.prepare import display_name
+from batchflow.request.media import may_have_media
 from batchflow.spec import models
 from batchflow.spec.limits import enqueued_tokens, spec_job_size
 from batchflow.spec.models import CHARS_PER_TOKEN
@@ -164,7 +165,11 @@ class Runner:
             log.warning("the input is gone; going on from the saved state", error=str(exc))
             return state
         retry = self.errors_to_send(state, retry_errors)
-        if state.fingerprint == self.path.fingerprint() and state.source.get("stat") == stat and not retry:
+        # a spec whose requests name files reads them too: no stat of the source covers their bytes, so every run
+        # renders again (their content is in each request's digest) and sends only what changed
+        names_files = may_have_media(self.spec)
+        if state.fingerprint == self.path.fingerprint() and state.source.get("stat") == stat and not retry \
+                and not names_files:
             return state
         state = self._settle_and_keep(state, wait)
         new = self._new_generation(state, state.gen + 1, retry_errors, save=False)

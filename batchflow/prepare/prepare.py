@@ -27,6 +27,7 @@ from batchflow.libs.gc_tuning import relaxed_gc
 from batchflow.logs import Progress
 from batchflow.prepare.duplicates import KeyHashes, first_duplicate
 from batchflow.prepare.staging import Stager
+from batchflow.request.media import may_have_media
 from batchflow.request.render import Renderer
 from batchflow.sources.base import Source, SourceRecord, where
 from batchflow.sources.files import parse_line
@@ -98,7 +99,9 @@ class _Compare:
     def __init__(self, spec: Spec, tmp: Path, earlier: Earlier | None, retry_errors: bool) -> None:
         self.spill = Spill(tmp / "spill", earlier.answers["partitions"]) if earlier else None
         self.pointers = Pointers(tmp / "carried", [])
-        self.in_place = earlier.in_place(fingerprint(spec)) if earlier else None
+        # a record the same as before makes the same request, unless the request reads files (media): then the
+        # record is rendered again, its files' content in the request line and its digest
+        self.in_place = earlier.in_place(fingerprint(spec)) if earlier and not may_have_media(spec) else None
         self.keep = {OK[0]} if retry_errors else {OK[0], PERMANENT[0]}
         self.send = bytearray(REJECTED)  # each record's mark, by ordinal (diff.py: SEND, CARRIED, ...)
         self.carried_in_place = 0  # records found unchanged at their place

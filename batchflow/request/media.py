@@ -22,6 +22,8 @@ from urllib.parse import unquote, urlsplit
 from batchflow.errors import DataError
 from batchflow.libs.mime import HEAD, by_extension, canonical, sniff
 from batchflow.libs.storage import url_to_fs
+from batchflow.spec.limits import media_over_caps
+from batchflow.spec.models import MediaCaps
 from batchflow.spec.spec import Spec
 
 _CHUNK = 1 << 20
@@ -161,9 +163,32 @@ def _declared(mime_type: str | None) -> str | None:
     return canonical(mime_type.strip().lower()) if mime_type and mime_type.strip() else None
 
 
+def check_caps(found: list[Media], caps: MediaCaps, model: str) -> None:
+    """A ``DataError`` when one request's media are more than the model takes in a request (``limits``'s
+    ``media_over_caps``): too many images, PDFs, videos or audio files, a PDF of too many pages, a video or audio
+    file too long. Extents are read from a local file (up to 64 MB); a gs:// object's or a URL's, and a larger
+    file's, are left to the service, which has the last word."""
+    parts = [(f"media {str(m.path or m.uri)!r}", m.mime_type, _extent_bytes(m)) for m in found]
+    problem = media_over_caps(parts, caps, model)
+    if problem is not None:
+        raise DataError(problem if problem.startswith("media ") else f"media: {problem}")
+
+
+_EXTENT_READ_MAX = 64 << 20
+
+
+def _extent_bytes(item: Media) -> bytes | None:
+    """A local file's bytes, for its pages or seconds (images need none: their count is the cap)."""
+    path = item.path
+    if item.mime_type.startswith("image/") or path is None or item.size is None or item.size > _EXTENT_READ_MAX:
+        return None
+    return path.read_bytes()
+
+
 def may_have_media(spec: Spec) -> bool:
     """Whether the spec's requests may hold file_data parts to resolve (a text-only spec never walks them)."""
-    if any(isinstance(p, Mapping) for p in (*(spec.prompt_parts or ()), *(spec.system_parts or ()))):
+    listed = (*(spec.prompt_parts or ()), *(spec.system_parts or ()), *(spec.content_parts or ()))
+    if any(isinstance(p, Mapping) for p in listed):
         return True
     if isinstance(spec.request, str):
         return True  # "{{ request }}": the record's own request, whatever it holds
@@ -171,11 +196,13 @@ def may_have_media(spec: Spec) -> bool:
 
 
 def file_parts(request: Any) -> Iterator[dict[str, Any]]:
-    """Every part of a request line (contents and system instruction) that holds a ``file_data`` member, either
-    spelling: what a stager rewrites in place."""
+    """Every part of a request line (contents and system instruction, or an embed request's content) that holds a
+    ``file_data`` member, either spelling: what a stager rewrites in place."""
     if not isinstance(request, dict):
         return
     contents = list(request.get("contents") or [])
+    if isinstance(request.get("content"), dict):
+        contents.append(request["content"])
     for name in ("systemInstruction", "system_instruction"):
         if isinstance(request.get(name), dict):
             contents.append(request[name])
