@@ -199,5 +199,6 @@ def _extent_problem(label: str, kind: str, data: bytes, caps: models.MediaCaps) 
                 if pages is not None and pages > caps.pages else None)
     seconds = media_info.seconds(data)
     limit = caps.video_seconds if kind == "video" else caps.audio_seconds
-    return (f"{label}: {seconds:.1f} s long, over the limit of {limit:g} s a {kind}"
+    one = "a video" if kind == "video" else "an audio file"
+    return (f"{label}: {seconds:.1f} s long, over the limit of {limit:g} s {one}"
             if seconds is not None and seconds > limit else None)
