@@ -36,6 +36,7 @@ class Media:
     mime_type: str
     size: int | None  # bytes; None for an https URL (never fetched)
     identity: str  # "sha256:HEX", "md5:BASE64", "crc32c:BASE64" or "url"
+    mtime_ns: int | None = None  # a local file's, stat-ed before it was read (FileStats)
 
     @property
     def path(self) -> Path | None:
@@ -112,7 +113,8 @@ def _local_path(ref: str, base: Path) -> Path:
 
 def _local(path: Path, declared: str | None) -> Media:
     try:
-        size = path.stat().st_size
+        stat = path.stat()
+        size = stat.st_size
         with open(path, "rb") as fh:
             head = fh.read(HEAD)
     except FileNotFoundError:
@@ -122,7 +124,7 @@ def _local(path: Path, declared: str | None) -> Media:
     except OSError as exc:
         raise DataError(f"media {str(path)!r}: cannot be read: {exc.strerror or exc}") from None
     mime = _declared(declared) or sniff(head) or by_extension(path.suffix)
-    return Media(path.resolve().as_uri(), mime or "", size, f"sha256:{sha256_of(path)}")
+    return Media(path.resolve().as_uri(), mime or "", size, f"sha256:{sha256_of(path)}", stat.st_mtime_ns)
 
 
 def _gcs(ref: str, declared: str | None) -> Media:
@@ -183,6 +185,61 @@ def _extent_bytes(item: Media) -> bytes | None:
     if item.mime_type.startswith("image/") or path is None or item.size is None or item.size > _EXTENT_READ_MAX:
         return None
     return path.read_bytes()
+
+
+class FileStats:
+    """The local files a generation's requests read, written one path a line as they are met, and a digest of
+    their sizes and mtimes then: the next run stats the same files again (``stats_digest``) and, when nothing
+    differs and the spec and source are the same, has nothing to render. A reference that is not a local file
+    batchflow can stat (a gs:// object, whose content may change unseen) or a media part that failed to resolve
+    (the file may appear) leaves no digest: such a spec renders again on each run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._out = open(path, "wb")  # noqa: SIM115 (closed by close(), the caller's finally)
+        self._digest = hashlib.blake2b(digest_size=16)
+        self._seen: set[str] = set()
+        self.whole = True
+
+    def add(self, media: Media) -> None:
+        if media.identity == "url":
+            return  # known by its URL alone: nothing of it to look at again
+        local = media.path
+        if local is None or media.mtime_ns is None or "\n" in str(local):
+            self.whole = False
+            return
+        name = str(local)
+        if name in self._seen:
+            return
+        if len(self._seen) >= 100_000:  # bounded: a repeat after this is written again (stats_digest does alike)
+            self._seen.clear()
+        self._seen.add(name)
+        self._out.write(os.fsencode(name) + b"\n")
+        self._digest.update(b"%s\0%d\0%d\n" % (os.fsencode(name), media.size or 0, media.mtime_ns))
+
+    def unsure(self) -> None:
+        self.whole = False
+
+    def close(self) -> str | None:
+        """The digest of the files' stats, or None when the files cannot all be looked at again."""
+        if not self._out.closed:
+            self._out.close()
+        return self._digest.hexdigest() if self.whole else None
+
+
+def stats_digest(path: Path) -> str | None:
+    """The digest ``FileStats`` would give for the files listed at ``path`` as they are now; None when the list
+    or one of its files is gone."""
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as fh:
+            for line in fh:
+                name = line.rstrip(b"\n")
+                stat = os.stat(name)
+                digest.update(b"%s\0%d\0%d\n" % (name, stat.st_size, stat.st_mtime_ns))
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def may_have_media(spec: Spec) -> bool:

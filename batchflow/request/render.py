@@ -77,6 +77,7 @@ class Renderer:
                                        backend.location or "global")
         self._key = None if spec.key is None else self._leaf(spec.key, "key", typed=True)
         self._media = media.may_have_media(spec)  # file_data parts resolved in each request (_with_media)
+        self.file_stats: media.FileStats | None = None  # set by a preparation: the local files requests read
         self._request = self._embed() if spec.task == "embed" else self._generate()
         if self._problems:
             raise InvalidSpec(self._problems)
@@ -281,9 +282,13 @@ class Renderer:
                 resolved = media.resolve(uri, base, data.get(mime_field), mime_types=types,
                                          max_bytes=MEDIA_FILE_MAX_BYTES)
             except DataError as exc:
+                if self.file_stats is not None:
+                    self.file_stats.unsure()  # the file may be there next time: look again then
                 raise _LeafError(_media_spec_path(path, from_prompt), _Bad(str(exc))) from None
             part[holder] = {uri_field: resolved.tagged(), mime_field: resolved.mime_type}
             found.append(resolved)
+            if self.file_stats is not None:
+                self.file_stats.add(resolved)
         caps = embedding_of(self._spec.model).media if self._spec.task == "embed" else None
         if caps is not None and found:
             try:

@@ -126,7 +126,8 @@ def test_a_file_changed_under_an_unchanged_manifest_is_sent_again(tmp_path: Path
     write_jsonl(tmp_path / "data/in.jsonl", [{"id": n, "file": f"files/{n}.png"} for n in ("a", "b")])
     spec = write_spec(tmp_path, "manifest-again", prompt=["What is in it?", {"media": "{{ file }}"}])
     assert cli("run", str(spec)).exit_code == 0
-    assert not _events(cli("run", str(spec)).stderr, "job created")
+    again = cli("run", str(spec)).stderr
+    assert not _events(again, "job created") and not _events(again, "prepared"), "its files stat-ed, not read"
     (tmp_path / "files/a.png").write_bytes(png(3))  # same size, same manifest
     changed = cli("run", str(spec))
     assert changed.exit_code == 0, changed.stderr
@@ -134,6 +135,21 @@ def test_a_file_changed_under_an_unchanged_manifest_is_sent_again(tmp_path: Path
     rows = {r["key"]: r for r in read_rows(tmp_path / "out/result.jsonl")}
     assert rows["a"]["text"].endswith(_named(png(3), "image/png"))
     assert rows["b"]["text"].endswith(_named(png(2), "image/png"))
+
+
+def test_a_missing_file_that_appears_is_sent_on_the_next_run(tmp_path: Path) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files/a.png").write_bytes(png(1))
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": n, "file": f"files/{n}.png"} for n in ("a", "b")])
+    spec = write_spec(tmp_path, "appears", prompt=["What is in it?", {"media": "{{ file }}"}],
+                      source={"type": "files", "path": "data/in.jsonl", "on_bad_record": "skip"},
+                      output={"type": "files", "path": "out/result.jsonl", "max_failed": 1})
+    assert cli("run", str(spec)).exit_code == 0
+    assert [r["status"] for r in read_rows(tmp_path / "out/result.jsonl")] == ["ok", "error"]
+    (tmp_path / "files/b.png").write_bytes(png(2))
+    later = cli("run", str(spec))
+    assert [e["requests"] for e in _events(later.stderr, "job submitted")] == [1]
+    assert [r["status"] for r in read_rows(tmp_path / "out/result.jsonl")] == ["ok", "ok"]
 
 
 def _media_files(client: Any) -> list[Any]:
