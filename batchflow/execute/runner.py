@@ -11,6 +11,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from batchflow import logs
@@ -170,7 +171,7 @@ class Runner:
         # again (their content is in each request's digest), and only what changed is sent
         names_files = may_have_media(self.spec)
         if state.fingerprint == self.path.fingerprint() and state.source.get("stat") == stat and not retry \
-                and (not names_files or self._files_unchanged(state)):
+                and self.files_unchanged(self.spec, state, self.root):
             return state
         state = self._settle_and_keep(state, wait)
         new = self._new_generation(state, state.gen + 1, retry_errors, save=False)
@@ -187,10 +188,14 @@ class Runner:
         log.info("planned anew", gen=new.gen, **{k: v for k, v in new.diff.items() if k != "examples" and v})
         return new
 
-    def _files_unchanged(self, state: State) -> bool:
-        """Whether every local file the generation's requests read has the size and mtime it had then."""
+    @staticmethod
+    def files_unchanged(spec: Spec, state: State, root: Path) -> bool:
+        """Whether every local file the generation's requests read has the size and mtime it had then (a spec whose
+        requests read no file: yes; one whose generation could not list them all: no)."""
+        if not may_have_media(spec):
+            return True
         recorded = state.source.get("files")
-        return bool(recorded) and stats_digest(self.root / state.gen_dir / FILE_LIST) == recorded
+        return bool(recorded) and stats_digest(root / state.gen_dir / FILE_LIST) == recorded
 
     def _keep_file_stats(self, new: State, state: State) -> None:
         """A new generation found the same requests as ``state``: its list of files (and their stats) goes to

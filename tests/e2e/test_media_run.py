@@ -129,6 +129,8 @@ def test_a_file_changed_under_an_unchanged_manifest_is_sent_again(tmp_path: Path
     again = cli("run", str(spec)).stderr
     assert not _events(again, "job created") and not _events(again, "prepared"), "its files stat-ed, not read"
     (tmp_path / "files/a.png").write_bytes(png(3))  # same size, same manifest
+    planned = cli("plan", str(spec))
+    assert "0 new, 1 changed, 1 unchanged" in planned.stdout, planned.stdout
     changed = cli("run", str(spec))
     assert changed.exit_code == 0, changed.stderr
     assert [e["requests"] for e in _events(changed.stderr, "job submitted")] == [1]
