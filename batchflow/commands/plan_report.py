@@ -118,7 +118,8 @@ def _report(spec: Spec, retry_errors: bool, backend: Backend | None) -> PlanRepo
     except DataError:  # the input is gone: the state holds every request already, as `run` finds
         return _plan_of(spec, state)
     retry = Runner.errors_to_send(state, retry_errors)
-    if state.fingerprint == fingerprint(spec) and state.source.get("stat") == stat and not retry:
+    if state.fingerprint == fingerprint(spec) and state.source.get("stat") == stat and not retry \
+            and Runner.files_unchanged(spec, state, store.dir):
         return _plan_of(spec, state)
     return _diff_plan(spec, state, store.dir, retry_errors, backend)
 

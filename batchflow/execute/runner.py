@@ -11,6 +11,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from batchflow import logs
@@ -36,7 +37,8 @@ from batchflow.execute import plan as p
 from batchflow.execute.path import ExecutionPath
 from batchflow.execute.paths import open_path
 from batchflow.execute.threads import COLLECTIONS, CREATES, Pool, each
-from batchflow.prepare.prepare import display_name
+from batchflow.prepare.prepare import FILE_LIST, display_name
+from batchflow.request.media import may_have_media, stats_digest
 from batchflow.spec import models
 from batchflow.spec.limits import enqueued_tokens, spec_job_size
 from batchflow.spec.models import CHARS_PER_TOKEN
@@ -164,12 +166,19 @@ class Runner:
             log.warning("the input is gone; going on from the saved state", error=str(exc))
             return state
         retry = self.errors_to_send(state, retry_errors)
-        if state.fingerprint == self.path.fingerprint() and state.source.get("stat") == stat and not retry:
+        # a spec whose requests name files reads them too: no stat of the source covers their bytes, so the files
+        # the generation read are stat-ed again; one that changed (or a list it could not keep) renders every record
+        # again (their content is in each request's digest), and only what changed is sent
+        names_files = may_have_media(self.spec)
+        if state.fingerprint == self.path.fingerprint() and state.source.get("stat") == stat and not retry \
+                and self.files_unchanged(self.spec, state, self.root):
             return state
         state = self._settle_and_keep(state, wait)
         new = self._new_generation(state, state.gen + 1, retry_errors, save=False)
         if not retry and state.done and new.fingerprint == state.fingerprint and new.source["content"] == \
                 state.source.get("content") and not new.shards:
+            if names_files:  # the files' list and stats as they are now, for the next run's look
+                self._keep_file_stats(new, state)
             shutil.rmtree(self.root / new.gen_dir, ignore_errors=True)  # touched or copied, not changed
             state.source["stat"] = stat
             self.store.save(state)
@@ -178,6 +187,25 @@ class Runner:
         self.store.prune({new.gen, state.gen})  # a generation left unfinished before `state` points nowhere now
         log.info("planned anew", gen=new.gen, **{k: v for k, v in new.diff.items() if k != "examples" and v})
         return new
+
+    @staticmethod
+    def files_unchanged(spec: Spec, state: State, root: Path) -> bool:
+        """Whether every local file the generation's requests read has the size and mtime it had then (a spec whose
+        requests read no file: yes; one whose generation could not list them all: no)."""
+        if not may_have_media(spec):
+            return True
+        recorded = state.source.get("files")
+        return bool(recorded) and stats_digest(root / state.gen_dir / FILE_LIST) == recorded
+
+    def _keep_file_stats(self, new: State, state: State) -> None:
+        """A new generation found the same requests as ``state``: its list of files (and their stats) goes to
+        ``state``, whose own may be out of date (a file touched, not changed)."""
+        listed = self.root / new.gen_dir / FILE_LIST
+        if new.source.get("files") and listed.exists():
+            listed.replace(self.root / state.gen_dir / FILE_LIST)
+            state.source["files"] = new.source["files"]
+        else:
+            state.source.pop("files", None)
 
     @staticmethod
     def errors_to_send(state: State, retry_errors: bool) -> int:

@@ -27,6 +27,7 @@ from batchflow.libs.gc_tuning import relaxed_gc
 from batchflow.logs import Progress
 from batchflow.prepare.duplicates import KeyHashes, first_duplicate
 from batchflow.prepare.staging import Stager
+from batchflow.request.media import FileStats, may_have_media
 from batchflow.request.render import Renderer
 from batchflow.sources.base import Source, SourceRecord, where
 from batchflow.sources.files import parse_line
@@ -59,6 +60,9 @@ def request_fields(spec: Spec) -> dict[str, Any]:
     parts["backend"] = spec.backend.type
     normal: dict[str, Any] = json.loads(json.dumps(parts, sort_keys=True, default=str))
     return normal
+
+
+FILE_LIST = "media-files"  # in a generation's directory: the local files its requests read (FileStats)
 
 
 def fingerprint(spec: Spec, source_fingerprint: str = "") -> str:
@@ -98,7 +102,9 @@ class _Compare:
     def __init__(self, spec: Spec, tmp: Path, earlier: Earlier | None, retry_errors: bool) -> None:
         self.spill = Spill(tmp / "spill", earlier.answers["partitions"]) if earlier else None
         self.pointers = Pointers(tmp / "carried", [])
-        self.in_place = earlier.in_place(fingerprint(spec)) if earlier else None
+        # a record the same as before makes the same request, unless the request reads files (media): then the
+        # record is rendered again, its files' content in the request line and its digest
+        self.in_place = earlier.in_place(fingerprint(spec)) if earlier and not may_have_media(spec) else None
         self.keep = {OK[0]} if retry_errors else {OK[0], PERMANENT[0]}
         self.send = bytearray(REJECTED)  # each record's mark, by ordinal (diff.py: SEND, CARRIED, ...)
         self.carried_in_place = 0  # records found unchanged at their place
@@ -141,7 +147,7 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
     # the first generation's parts are its units (unless records were rejected): staged as they are written
     upload = _upload_when_written(stager if earlier is None else None, tmp / "shards", spec, gen)
     with ShardWriter(tmp / "shards", size, on_written=upload) as writer:
-        source, records = _write_parts(spec, writer, tmp, compare, rejects)
+        source, records, files = _write_parts(spec, writer, tmp, compare, rejects)
     if not records:
         check_not_empty(spec)
     parts: list[Part] = []
@@ -181,7 +187,7 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
     else:
         units = _pack(spec, gen, tmp, name, parts, send, stager)
     return State(spec.name, fingerprint(spec), records=records, shards=units, gen=gen, parts=parts,
-                 source={"stat": stat, "content": source.content_digest()},
+                 source={"stat": stat, "content": source.content_digest(), **({"files": files} if files else {})},
                  spec=request_fields(spec),
                  previous={**earlier.answers, "firsts": [p.first for p in earlier.parts]} if earlier else None,
                  diff=changes.as_dict())
@@ -232,10 +238,14 @@ class _Counter:
 
 
 def _write_parts(spec: Spec, writer: ShardWriter, tmp: Path, compare: _Compare,
-                 rejects: list[tuple[int, dict[str, Any]]]) -> tuple[Source, int]:
+                 rejects: list[tuple[int, dict[str, Any]]]) -> tuple[Source, int, str | None]:
+    """The records rendered into the writer's parts; the source, the record count and, for a spec whose requests
+    read local files, the digest of those files' stats (``FileStats``, listed in ``FILE_LIST``) or None."""
     keys = KeyHashes(tmp / "keys.tmp")
     counter = _Counter()
     renderer = Renderer(spec)
+    if may_have_media(spec):
+        renderer.file_stats = FileStats(tmp / FILE_LIST)
 
     def reject(place: str, reason: str, ordinal: int | None = None, key: str | None = None,
                record_json: bytes = b"null", counted: bool = False) -> None:
@@ -251,14 +261,17 @@ def _write_parts(spec: Spec, writer: ShardWriter, tmp: Path, compare: _Compare,
         log.warning("record not sent: it gets an error row", where=place, reason=reason, key=key)
 
     source = open_source(spec.source, lambda place, reason, _raw: reject(place, reason))
-    with relaxed_gc():
-        records = _render_all(spec, renderer, writer, keys, source, compare, counter,
-                              reject if spec.source.on_bad_record == "skip" else None, reject)
+    try:
+        with relaxed_gc():
+            records = _render_all(spec, renderer, writer, keys, source, compare, counter,
+                                  reject if spec.source.on_bad_record == "skip" else None, reject)
+    finally:
+        files = renderer.file_stats.close() if renderer.file_stats is not None else None
     writer.close()
     suspects = keys.repeated()
     if suspects:
         _name_duplicate(spec, [writer.dir / s.requests for s in writer.shards] if writer.dir else [], suspects)
-    return source, records
+    return source, records, files
 
 
 _Reject = Callable[..., None]

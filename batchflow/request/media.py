@@ -22,6 +22,8 @@ from urllib.parse import unquote, urlsplit
 from batchflow.errors import DataError
 from batchflow.libs.mime import HEAD, by_extension, canonical, sniff
 from batchflow.libs.storage import call_bound, remote, url_to_fs
+from batchflow.spec.limits import media_over_caps
+from batchflow.spec.models import MediaCaps
 from batchflow.spec.spec import Spec
 
 _CHUNK = 1 << 20
@@ -34,6 +36,7 @@ class Media:
     mime_type: str
     size: int | None  # bytes; None for an https URL (never fetched)
     identity: str  # "sha256:HEX", "md5:BASE64", "crc32c:BASE64" or "url"
+    mtime_ns: int | None = None  # a local file's, stat-ed before it was read (FileStats)
 
     @property
     def path(self) -> Path | None:
@@ -110,7 +113,8 @@ def _local_path(ref: str, base: Path) -> Path:
 
 def _local(path: Path, declared: str | None) -> Media:
     try:
-        size = path.stat().st_size
+        stat = path.stat()
+        size = stat.st_size
         with open(path, "rb") as fh:
             head = fh.read(HEAD)
     except FileNotFoundError:
@@ -120,7 +124,7 @@ def _local(path: Path, declared: str | None) -> Media:
     except OSError as exc:
         raise DataError(f"media {str(path)!r}: cannot be read: {exc.strerror or exc}") from None
     mime = _declared(declared) or sniff(head) or by_extension(path.suffix)
-    return Media(path.resolve().as_uri(), mime or "", size, f"sha256:{sha256_of(path)}")
+    return Media(path.resolve().as_uri(), mime or "", size, f"sha256:{sha256_of(path)}", stat.st_mtime_ns)
 
 
 def _gcs(ref: str, declared: str | None) -> Media:
@@ -162,9 +166,87 @@ def _declared(mime_type: str | None) -> str | None:
     return canonical(mime_type.strip().lower()) if mime_type and mime_type.strip() else None
 
 
+def check_caps(found: list[Media], caps: MediaCaps, model: str) -> None:
+    """A ``DataError`` when one request's media are more than the model takes in a request (``limits``'s
+    ``media_over_caps``): too many images, PDFs, videos or audio files, a PDF of too many pages, a video or audio
+    file too long. Extents are read from a local file (up to 64 MB); a gs:// object's or a URL's, and a larger
+    file's, are left to the service, which has the last word."""
+    parts = [(f"media {str(m.path or m.uri)!r}", m.mime_type, _extent_bytes(m)) for m in found]
+    problem = media_over_caps(parts, caps, model)
+    if problem is not None:
+        raise DataError(problem if problem.startswith("media ") else f"media: {problem}")
+
+
+_EXTENT_READ_MAX = 64 << 20
+
+
+def _extent_bytes(item: Media) -> bytes | None:
+    """A local file's bytes, for its pages or seconds (images need none: their count is the cap)."""
+    path = item.path
+    if item.mime_type.startswith("image/") or path is None or item.size is None or item.size > _EXTENT_READ_MAX:
+        return None
+    return path.read_bytes()
+
+
+class FileStats:
+    """The local files a generation's requests read, written one path a line as they are met, and a digest of
+    their sizes and mtimes then: the next run stats the same files again (``stats_digest``) and, when nothing
+    differs and the spec and source are the same, has nothing to render. A reference that is not a local file
+    batchflow can stat (a gs:// object, whose content may change unseen) or a media part that failed to resolve
+    (the file may appear) leaves no digest: such a spec renders again on each run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._out = open(path, "wb")  # noqa: SIM115 (closed by close(), the caller's finally)
+        self._digest = hashlib.blake2b(digest_size=16)
+        self._seen: set[str] = set()
+        self.whole = True
+
+    def add(self, media: Media) -> None:
+        if media.identity == "url":
+            return  # known by its URL alone: nothing of it to look at again
+        local = media.path
+        if local is None or media.mtime_ns is None or "\n" in str(local):
+            self.whole = False
+            return
+        name = str(local)
+        if name in self._seen:
+            return
+        if len(self._seen) >= 100_000:  # bounded: a repeat after this is written again (stats_digest does alike)
+            self._seen.clear()
+        self._seen.add(name)
+        self._out.write(os.fsencode(name) + b"\n")
+        self._digest.update(b"%s\0%d\0%d\n" % (os.fsencode(name), media.size or 0, media.mtime_ns))
+
+    def unsure(self) -> None:
+        self.whole = False
+
+    def close(self) -> str | None:
+        """The digest of the files' stats, or None when the files cannot all be looked at again."""
+        if not self._out.closed:
+            self._out.close()
+        return self._digest.hexdigest() if self.whole else None
+
+
+def stats_digest(path: Path) -> str | None:
+    """The digest ``FileStats`` would give for the files listed at ``path`` as they are now; None when the list
+    or one of its files is gone."""
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as fh:
+            for line in fh:
+                name = line.rstrip(b"\n")
+                stat = os.stat(name)
+                digest.update(b"%s\0%d\0%d\n" % (name, stat.st_size, stat.st_mtime_ns))
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def may_have_media(spec: Spec) -> bool:
     """Whether the spec's requests may hold file_data parts to resolve (a text-only spec never walks them)."""
-    if any(isinstance(p, Mapping) for p in (*(spec.prompt_parts or ()), *(spec.system_parts or ()))):
+    listed = (*(spec.prompt_parts or ()), *(spec.system_parts or ()), *(spec.content_parts or ()))
+    if any(isinstance(p, Mapping) for p in listed):
         return True
     if isinstance(spec.request, str):
         return True  # "{{ request }}": the record's own request, whatever it holds
@@ -172,11 +254,13 @@ def may_have_media(spec: Spec) -> bool:
 
 
 def file_parts(request: Any) -> Iterator[dict[str, Any]]:
-    """Every part of a request line (contents and system instruction) that holds a ``file_data`` member, either
-    spelling: what a stager rewrites in place."""
+    """Every part of a request line (contents and system instruction, or an embed request's content) that holds a
+    ``file_data`` member, either spelling: what a stager rewrites in place."""
     if not isinstance(request, dict):
         return
     contents = list(request.get("contents") or [])
+    if isinstance(request.get("content"), dict):
+        contents.append(request["content"])
     for name in ("systemInstruction", "system_instruction"):
         if isinstance(request.get(name), dict):
             contents.append(request[name])

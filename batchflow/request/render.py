@@ -39,7 +39,7 @@ from batchflow.request.compiled import Code, Whole, single_expression, static, t
 from batchflow.request.wire import Path, RequestBuilder, RequestProblems, camel, dotted, task_prefix
 from batchflow.sources.base import SourceRecord
 from batchflow.spec.limits import MEDIA_FILE_MAX_BYTES, media_types
-from batchflow.spec.models import embedding_of
+from batchflow.spec.models import bare, embedding_of
 from batchflow.spec.spec import InvalidSpec, Spec
 
 _Build = Callable[[dict[str, Any]], Any]
@@ -77,6 +77,7 @@ class Renderer:
                                        backend.location or "global")
         self._key = None if spec.key is None else self._leaf(spec.key, "key", typed=True)
         self._media = media.may_have_media(spec)  # file_data parts resolved in each request (_with_media)
+        self.file_stats: media.FileStats | None = None  # set by a preparation: the local files requests read
         self._request = self._embed() if spec.task == "embed" else self._generate()
         if self._problems:
             raise InvalidSpec(self._problems)
@@ -183,9 +184,15 @@ class Renderer:
 
     def _embed(self) -> _Build:
         spec = self._spec
+        given = dict(spec.embed_config or {})
+        if spec.content_parts is not None:  # a list of parts, media among them: Jinja's path alone, as prompt's
+            self._check_static(given, _from_embed_spec)
+            config = [(k, self._tree(v, f"embed_config.{k}")) for k, v in given.items()]
+            built = self._embed_built(self._parts(spec.content_parts, "content"), config)
+            self._request_code = None
+            return built
         text = self._leaf(spec.content or "", "content", typed=False)
         content = self._text_parts(text)
-        given = dict(spec.embed_config or {})
         config = [(k, self._tree(v, f"embed_config.{k}")) for k, v in given.items()]
         self._check_static(given, _from_embed_spec)
         dims = given.get("output_dimensionality")
@@ -258,8 +265,9 @@ class Renderer:
         type filled in and checked; a bad one a ``_LeafError`` at its place in the spec."""
         if not isinstance(request, dict):
             return
-        base, types = self._spec.path.parent, media_types(self._spec.task)
+        base, types = self._spec.path.parent, media_types(self._spec.task, self._spec.model)
         from_prompt = self._spec.request is None
+        found: list[media.Media] = []
         for path, part in _file_parts(request):
             holder = "file_data" if "file_data" in part else "fileData"
             data = part[holder]
@@ -271,11 +279,22 @@ class Renderer:
             if media.untagged(uri)[1] is not None:
                 continue  # resolved already
             try:
-                found = media.resolve(uri, base, data.get(mime_field), mime_types=types,
-                                      max_bytes=MEDIA_FILE_MAX_BYTES)
+                resolved = media.resolve(uri, base, data.get(mime_field), mime_types=types,
+                                         max_bytes=MEDIA_FILE_MAX_BYTES)
             except DataError as exc:
+                if self.file_stats is not None:
+                    self.file_stats.unsure()  # the file may be there next time: look again then
                 raise _LeafError(_media_spec_path(path, from_prompt), _Bad(str(exc))) from None
-            part[holder] = {uri_field: found.tagged(), mime_field: found.mime_type}
+            part[holder] = {uri_field: resolved.tagged(), mime_field: resolved.mime_type}
+            found.append(resolved)
+            if self.file_stats is not None:
+                self.file_stats.add(resolved)
+        caps = embedding_of(self._spec.model).media if self._spec.task == "embed" else None
+        if caps is not None and found:
+            try:
+                media.check_caps(found, caps, bare(self._spec.model))
+            except DataError as exc:
+                raise _LeafError("content", _Bad(str(exc))) from None
 
     def _check_static(self, tree: Any, spec_path: _SpecPath) -> None:
         """The spec's own mistakes in a request, found before any record: the tree's templated leaves left out,
@@ -416,7 +435,10 @@ def _media_part(ref: _Build, mime: _Build | None) -> _Build:
 
 
 def _file_parts(request: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """(path in the request, part) of every file_data part in its contents and system instruction."""
+    """(path in the request, part) of every file_data part in its contents and system instruction, or in an embed
+    request's one content."""
+    if isinstance(request.get("content"), dict):
+        yield from _parts_of(request["content"], ("content",))
     for name in ("system_instruction", "systemInstruction"):
         system = request.get(name)
         if isinstance(system, dict):
@@ -446,7 +468,8 @@ def _media_spec_path(path: Path, from_prompt: bool) -> str:
     """A file_data part's place in the request -> its place in the spec (``prompt.2.media``, ``request....``)."""
     if not from_prompt:
         return dotted(("request", *path))
-    head = "system" if path[0] in ("system_instruction", "systemInstruction") else "prompt"
+    head = {"system_instruction": "system", "systemInstruction": "system", "content": "content"}.get(
+        str(path[0]), "prompt")
     return f"{head}.{path[-1]}.media"
 
 

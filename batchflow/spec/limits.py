@@ -118,12 +118,13 @@ MEDIA_MIME_TYPES: frozenset[str] = frozenset({
 """The MIME types the Gemini models (generate) take as media parts, on either service."""
 
 
-MEDIA_TYPES_BY_TASK: dict[str, frozenset[str]] = {"generate": MEDIA_MIME_TYPES}
-
-
-def media_types(task: str) -> frozenset[str]:
-    """The MIME types a task's models take as media parts (none for a task not in the table: text embeddings)."""
-    return MEDIA_TYPES_BY_TASK.get(task, frozenset())
+def media_types(task: str, model: str | None = None) -> frozenset[str]:
+    """The MIME types a task's model takes as media parts: any Gemini model's for generation, an embedding model's
+    own (``models.Embedding.media``; none for a model that embeds text alone)."""
+    if task == "generate":
+        return MEDIA_MIME_TYPES
+    caps = models.embedding_of(model).media if task == "embed" and model else None
+    return caps.mime_types if caps is not None else frozenset()
 
 
 # What media cost in prompt tokens. Source, as of 2026-12: the Gemini API's "Understand and count tokens" page
@@ -160,3 +161,44 @@ def media_tokens(mime: str, data: bytes) -> int:
     if kind == "TEXT":
         return max(1, (len(data) + 3) // 4)
     return PDF_PAGE_TOKENS * (media_info.pdf_pages(data) or 1)
+
+
+def media_over_caps(parts: list[tuple[str, str, bytes | None]], caps: models.MediaCaps, model: str) -> str | None:
+    """What in one embed request's media is over the model's caps a request (``models.MediaCaps``), or None:
+    ``parts`` are (label, MIME type, bytes or None when they were not read), in order. Counts are checked for
+    every part; pages and seconds where the bytes are at hand (a header this reads, ``libs/media_info``)."""
+    counts: dict[str, int] = {}
+    for label, mime, data in parts:
+        kind = _embed_kind(mime)
+        counts[kind] = counts.get(kind, 0) + 1
+        problem = _extent_problem(label, kind, data, caps) if data is not None else None
+        if problem is not None:
+            return problem
+    allowed = {"image": caps.images, "document": caps.documents, "video": caps.videos, "audio": caps.audios}
+    for kind, count in counts.items():
+        if count > allowed[kind]:
+            return (f"{count} {_KIND_NAMES[kind]}s in one request, over {model}'s limit of {allowed[kind]} "
+                    "a request")
+    return None
+
+
+_KIND_NAMES = {"image": "image", "document": "PDF", "video": "video", "audio": "audio file"}
+
+
+def _embed_kind(mime: str) -> str:
+    head = mime.split("/", 1)[0]
+    return head if head in ("image", "video", "audio") else "document"
+
+
+def _extent_problem(label: str, kind: str, data: bytes, caps: models.MediaCaps) -> str | None:
+    if kind == "image":
+        return None
+    if kind == "document":
+        pages = media_info.pdf_pages(data)
+        return (f"{label}: {pages} pages, over the limit of {caps.pages} pages a PDF"
+                if pages is not None and pages > caps.pages else None)
+    seconds = media_info.seconds(data)
+    limit = caps.video_seconds if kind == "video" else caps.audio_seconds
+    one = "a video" if kind == "video" else "an audio file"
+    return (f"{label}: {seconds:.1f} s long, over the limit of {limit:g} s {one}"
+            if seconds is not None and seconds > limit else None)

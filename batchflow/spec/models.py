@@ -46,6 +46,35 @@ class Embedding:
     vertex_bytes: int = 1_000_000_000  # bytes of one Vertex job's input file
     vertex_queue_hours: float = 24.0  # how long a healthy Vertex job may stay queued
     vertex_bigquery: bool = True  # Vertex reads its input from a BigQuery table
+    media: MediaCaps | None = None  # what media one request may hold; None: the model embeds text alone
+
+
+@dataclass(frozen=True)
+class MediaCaps:
+    """What media one embed request of a multimodal embedding model may hold: its MIME types, and per request how
+    many images, PDFs (and their pages), videos and audio files (and their seconds)."""
+
+    mime_types: frozenset[str]
+    images: int
+    documents: int
+    pages: int  # of one PDF
+    videos: int
+    video_seconds: float  # of one video
+    audios: int
+    audio_seconds: float  # of one audio file
+
+
+# Gemini Embedding 2's media, per request (Vertex "Gemini Embedding 2" model page,
+# https://docs.cloud.google.com/vertex-ai/generative-ai/docs/models/gemini/embedding-2, read 2026-12-07): up to 6
+# images (image/png, image/jpeg); 1 PDF of up to 6 pages; 1 video (video/mp4, video/mpeg) of up to 120 s without an
+# audio track (80 s with one: batchflow reads no audio track from a header, so the longer bound is checked and the
+# service has the last word on the shorter); audio up to 80 s (MP3, WAV) from Google's launch post of 2026-03-10
+# (the model page's audio row was not legible in the copy read), one file a request as for video and PDF. Text goes
+# with them (interleaved: one vector for the whole request), within the 8,192 input tokens.
+EMBEDDING_2_MEDIA = MediaCaps(
+    mime_types=frozenset({"image/png", "image/jpeg", "application/pdf", "video/mp4", "video/mpeg", "audio/mp3",
+                          "audio/wav"}),
+    images=6, documents=1, pages=6, videos=1, video_seconds=120.0, audios=1, audio_seconds=80.0)
 
 
 # Vertex "Get batch embeddings inferences" (https://docs.cloud.google.com/gemini-enterprise-agent-platform/models/
@@ -55,8 +84,12 @@ class Embedding:
 # eu; 001 takes task type and title in embed_content_config, 2 "inlined directly within the prompt".
 # Dimensions 128-3072 (default 3072): Gemini API "Embeddings" (https://ai.google.dev/gemini-api/docs/embeddings,
 # read 2026-12-07), which also says vectors below 3072 are not normalised.
-_GEMINI_EMBEDDING = Embedding("request", vertex_rows=1_000_000, vertex_queue_hours=72.0, vertex_bigquery=False)
-_EMBEDDING_001 = dataclasses.replace(_GEMINI_EMBEDDING, vertex_locations=(
+# A Gemini embedding model not in the table is taken to be multimodal as gemini-embedding-2 is (the newest of the
+# family; the service refuses media a model does not take); gemini-embedding-001 embeds text alone (Gemini API
+# "Embeddings": "For text-only use cases, gemini-embedding-001 remains available", read 2026-12-07).
+_GEMINI_EMBEDDING = Embedding("request", vertex_rows=1_000_000, vertex_queue_hours=72.0, vertex_bigquery=False,
+                              media=EMBEDDING_2_MEDIA)
+_EMBEDDING_001 = dataclasses.replace(_GEMINI_EMBEDDING, media=None, vertex_locations=(
     "us-central1", "us-east1", "us-east4", "us-west1", "us-west4", "europe-west1", "europe-west4"))
 _EMBEDDING_2 = dataclasses.replace(_GEMINI_EMBEDDING, task_in_text=True,
                                    vertex_locations=("global", "us", "eu"))

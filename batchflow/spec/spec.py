@@ -126,7 +126,8 @@ class Spec:
     system_parts: tuple[str | Mapping[str, str], ...] | None = None
     generation_config: Mapping[str, Any] | None = None
     request: Mapping[str, Any] | str | None = None  # a mapping, or one "{{ expression }}" giving the request
-    content: str | None = None  # task: embed
+    content: str | None = None  # task: embed, when it is one text template
+    content_parts: tuple[str | Mapping[str, str], ...] | None = None  # task: embed, a list of parts as prompt's
     embed_config: Mapping[str, Any] | None = None
     jobs: JobsSpec = field(default_factory=JobsSpec)
     retry: RetrySpec = field(default_factory=RetrySpec)
@@ -169,7 +170,7 @@ def load_spec(path: Path | str, environ: Mapping[str, str] | None = None, *, sta
     except RecursionError:
         raise InvalidSpec([f"{label}:1:1: the spec is nested too deeply"]) from None
     if not problems:
-        problems += _model_problems(doc) + _location_problems(doc)
+        problems += _model_problems(doc) + _location_problems(doc) + _media_problems(doc)
     if problems:
         raise InvalidSpec([format_problem(label, p) for p in sorted(set(problems))])
     spec = _to_spec(Path(os.path.abspath(path)), label, doc)
@@ -220,6 +221,25 @@ def _dimensions(data: Mapping[str, Any]) -> int | None:
     if dims is None:
         return models.embedding_of(data["model"]).dimensions[2]
     return dims if isinstance(dims, int) else None
+
+
+def _media_problems(doc: Reader) -> list[Problem]:
+    """A media part in ``content`` for an embedding model that embeds text alone (gemini-embedding-001, the legacy
+    text-embedding models): refused here, before anything is read or staged, at the part's place."""
+    data = doc.data
+    content = data.get("content")
+    if data.get("task") != "embed" or not isinstance(content, list):
+        return []
+    if models.embedding_of(data["model"]).media is not None:
+        return []
+    name = models.bare(data["model"])
+    problems: list[Problem] = []
+    for i, part in enumerate(content):
+        if isinstance(part, Mapping):
+            line, col = doc.where(f"content.{i}")
+            problems.append((line, col, f"content.{i}", f"{name} embeds text only, not media: give a multimodal "
+                             "embedding model (gemini-embedding-2) or leave the media part out"))
+    return problems
 
 
 def _location_problems(doc: Reader) -> list[Problem]:
@@ -309,6 +329,7 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
         **{k: data[k] for k in _TEMPLATES if k in data and not isinstance(data[k], list)},
         prompt_parts=_parts(data.get("prompt")),
         system_parts=_parts(data.get("system")),
+        content_parts=_parts(data.get("content")),
     )
 
 
@@ -319,7 +340,8 @@ def _media_key(source: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, 
 
 
 def _parts(value: Any) -> tuple[str | Mapping[str, str], ...] | None:
-    """A prompt or system written as a list of parts (checked by the schema), as a tuple; None for a string."""
+    """A prompt, system or content written as a list of parts (checked by the schema), as a tuple; None for a
+    string."""
     return tuple(value) if isinstance(value, list) else None
 
 

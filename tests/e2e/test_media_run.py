@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import genai_client
 from support.emulator_helpers import http_json, wait_done
-from support.helpers import cli, read_rows, write_spec
+from support.helpers import cli, read_rows, write_jsonl, write_spec
 from support.media_files import jpeg, pdf, png, wav
 
 from batchflow.emulator import start_in_thread
@@ -115,6 +115,43 @@ def test_a_manifest_with_a_missing_file_and_a_refused_type_gets_two_error_rows(t
     assert [rows[k]["status"] for k in "1234"] == ["ok", "error", "error", "ok"]
     assert "no such file" in rows["2"]["error"]["message"] and "gone.png" in rows["2"]["error"]["message"]
     assert "text/html is not one the model takes" in rows["3"]["error"]["message"]
+
+
+def test_a_file_changed_under_an_unchanged_manifest_is_sent_again(tmp_path: Path) -> None:
+    """The manifest's bytes and stat stay the same; the file one record names does not: that record is sent
+    again (the run does not stop at the unchanged input, nor carry the record by its unchanged bytes)."""
+    (tmp_path / "files").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / f"files/{name}.png").write_bytes(png(1 if name == "a" else 2))
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": n, "file": f"files/{n}.png"} for n in ("a", "b")])
+    spec = write_spec(tmp_path, "manifest-again", prompt=["What is in it?", {"media": "{{ file }}"}])
+    assert cli("run", str(spec)).exit_code == 0
+    again = cli("run", str(spec)).stderr
+    assert not _events(again, "job created") and not _events(again, "prepared"), "its files stat-ed, not read"
+    (tmp_path / "files/a.png").write_bytes(png(3))  # same size, same manifest
+    planned = cli("plan", str(spec))
+    assert "0 new, 1 changed, 1 unchanged" in planned.stdout, planned.stdout
+    changed = cli("run", str(spec))
+    assert changed.exit_code == 0, changed.stderr
+    assert [e["requests"] for e in _events(changed.stderr, "job submitted")] == [1]
+    rows = {r["key"]: r for r in read_rows(tmp_path / "out/result.jsonl")}
+    assert rows["a"]["text"].endswith(_named(png(3), "image/png"))
+    assert rows["b"]["text"].endswith(_named(png(2), "image/png"))
+
+
+def test_a_missing_file_that_appears_is_sent_on_the_next_run(tmp_path: Path) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files/a.png").write_bytes(png(1))
+    write_jsonl(tmp_path / "data/in.jsonl", [{"id": n, "file": f"files/{n}.png"} for n in ("a", "b")])
+    spec = write_spec(tmp_path, "appears", prompt=["What is in it?", {"media": "{{ file }}"}],
+                      source={"type": "files", "path": "data/in.jsonl", "on_bad_record": "skip"},
+                      output={"type": "files", "path": "out/result.jsonl", "max_failed": 1})
+    assert cli("run", str(spec)).exit_code == 0
+    assert [r["status"] for r in read_rows(tmp_path / "out/result.jsonl")] == ["ok", "error"]
+    (tmp_path / "files/b.png").write_bytes(png(2))
+    later = cli("run", str(spec))
+    assert [e["requests"] for e in _events(later.stderr, "job submitted")] == [1]
+    assert [r["status"] for r in read_rows(tmp_path / "out/result.jsonl")] == ["ok", "ok"]
 
 
 def _media_files(client: Any) -> list[Any]:

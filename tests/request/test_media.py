@@ -107,3 +107,25 @@ def test_a_gcs_object_is_known_by_its_md5(fs: Any, bucket: str) -> None:
     assert media.identity == f"md5:{info['md5Hash']}"
     with pytest.raises(DataError, match="no such object"):
         _resolve(f"gs://{bucket}/scans/missing.pdf", Path("."))
+
+
+def test_file_stats_change_with_a_files_mtime_and_are_none_for_a_gs_object(tmp_path: Path) -> None:
+    import os
+
+    from batchflow.request.media import FileStats, stats_digest
+
+    (tmp_path / "a.png").write_bytes(png(1))
+    stats = FileStats(tmp_path / "list")
+    for _ in range(3):  # a file many records name is listed once
+        stats.add(_resolve("a.png", tmp_path))
+    digest = stats.close()
+    assert digest is not None and stats_digest(tmp_path / "list") == digest
+    assert (tmp_path / "list").read_bytes().count(b"\n") == 1
+    os.utime(tmp_path / "a.png", ns=(1, 1))
+    assert stats_digest(tmp_path / "list") != digest
+    (tmp_path / "a.png").unlink()
+    assert stats_digest(tmp_path / "list") is None
+
+    remote = FileStats(tmp_path / "remote")
+    remote.add(Media("gs://b/o.png", "image/png", 1, "md5:x"))
+    assert remote.close() is None, "a gs:// object may change unseen: no digest"

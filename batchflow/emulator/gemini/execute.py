@@ -44,7 +44,8 @@ def _embed(request: Any, model_name: str, read: MediaReader | None = None) -> di
     proto_json.check("gemini", "embed", request, "request")
     found = models.any_named(model_name)
     embedding = found.embedding if found is not None else None
-    return model.embed(request, embedding.dimensions[2] if embedding and embedding.format == "request" else None)
+    return model.embed(request, embedding.dimensions[2] if embedding and embedding.format == "request" else None,
+                       read, model_name)
 
 
 ANSWERERS: dict[str, Answerer] = {"generate": _generate, "embed": _embed}

@@ -20,7 +20,7 @@ from batchflow.emulator.model.media import MediaReader
 from batchflow.emulator.model.schema_values import SchemaError, sample
 from batchflow.emulator.wire.errors import ApiError, invalid_argument
 from batchflow.emulator.wire.request_checks import check_embed_request, check_generate_request, field, text_of
-from batchflow.spec import limits
+from batchflow.spec import limits, models
 
 _WORDS = ("the", "batch", "answer", "is", "a", "quiet", "river", "of", "tokens", "moving", "through",
           "small", "bright", "stones", "under", "steady", "light", "and", "every", "line", "keeps", "its",
@@ -74,26 +74,51 @@ def _prompt_tokens(prompt: str, media: list[media_parts.Media]) -> dict[str, int
     return counts
 
 
-def embed(request: Any, full: int | None = None) -> dict[str, Any]:
+def embed(request: Any, full: int | None = None, read: MediaReader | None = None,
+          model: str = "") -> dict[str, Any]:
     """An EmbedContentResponse: a deterministic unit vector of the asked dimension; with ``full`` (a Matryoshka
     model's own size, gemini-embedding-*), the full unit vector cut to the asked size, as those models give it
-    (not normalised again below their full size)."""
+    (not normalised again below their full size). Media parts count as the bytes they name (``embed_media``)."""
     check_embed_request(request)
     dims = int(field(request, "outputDimensionality") or full or DEFAULT_EMBED_DIMENSIONS)
-    text = " ".join(text_of(field(request, "content")))
-    return {"embedding": {"values": embedding(text, full)[:dims] if full else embedding(text, dims)}}
+    content = field(request, "content")
+    text, media = " ".join(text_of(content)), media_ids(embed_media(content, model, read))
+    return {"embedding": {"values": embedding(text, full, media)[:dims] if full else embedding(text, dims, media)}}
 
 
-def embedding(text: str, dims: int) -> list[float]:
-    """Feature-hashed bag of words, L2-normalised; a text without words still gets a stable vector."""
+def embed_media(content: Any, model: str, read: MediaReader | None) -> list[media_parts.Media]:
+    """An embed request's media parts, read; ApiError(400) for media to a model that embeds text alone
+    (gemini-embedding-001, text-embedding-*), a type the model does not take, or more than it takes a request."""
+    if not media_parts.has_media(content):
+        return []
+    name = model.rsplit("/", 1)[-1]
+    caps = models.embedding_of(name).media if name else None
+    if caps is None:
+        raise invalid_argument(f"Multimodal input is not supported by {name or 'this model'}: it embeds text "
+                               "only.")
+    found = media_parts.resolve_content(content, read, caps.mime_types)
+    problem = limits.media_over_caps([(f"a {m.mime_type} part", m.mime_type, m.data) for m in found], caps, name)
+    if problem is not None:
+        raise invalid_argument(problem)
+    return found
+
+
+def media_ids(media: list[media_parts.Media]) -> tuple[str, ...]:
+    """What each media part is to the embedding: the sha256 of its bytes, or its URI when it was not read."""
+    return tuple(hashlib.sha256(m.data).hexdigest() if m.data is not None else str(m.uri) for m in media)
+
+
+def embedding(text: str, dims: int, media: tuple[str, ...] = ()) -> list[float]:
+    """Feature-hashed bag of words, and of the media's identities (``media_ids``), L2-normalised: two images
+    differ as two words do; a text without words still gets a stable vector."""
     vector = [0.0] * dims
-    for word in text.lower().split() or [text]:
+    for word in [*text.lower().split(), *media] or [text]:
         digest = hashlib.blake2b(word.encode(), digest_size=8 * _HASHES_PER_WORD).digest()
         for i in range(_HASHES_PER_WORD):
             h = int.from_bytes(digest[8 * i: 8 * i + 8], "big")
             vector[h % dims] += 1.0 if h & (1 << 63) else -1.0
     # a small text-specific component keeps different short texts from colliding onto one axis
-    noise = hashlib.shake_256(text.encode()).digest(dims)
+    noise = hashlib.shake_256("\n".join((text, *media)).encode()).digest(dims)
     vector = [v + (b - 127.5) / 2048.0 for v, b in zip(vector, noise, strict=True)]
     scale = _QUANTUM / math.sqrt(math.fsum(v * v for v in vector))
     # float32-like precision, as the real API sends: halves the output size; the norm stays 1 within 1e-6.

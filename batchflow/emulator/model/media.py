@@ -84,9 +84,29 @@ def resolve(request: Mapping[str, Any], read: MediaReader | None) -> list[Media]
     """Every media part of a generate request (system instruction first, then contents, in order), read;
     raises ApiError for inline data over the request's limit, a MIME type the model refuses, or a URI `read`
     refuses."""
+    return _resolved(_parts(request), read, limits.media_types("generate"), "GenerateContentRequest")
+
+
+def resolve_content(content: Any, read: MediaReader | None, mime_types: frozenset[str]) -> list[Media]:
+    """Every media part of an embed request's one content, in order, read as `resolve` reads a generate
+    request's; `mime_types` are those the embedding model takes."""
+    parts = field(content, "parts") if isinstance(content, Mapping) else None
+    found = [(f"content.parts[{j}]", part) for j, part in enumerate(parts if isinstance(parts, list) else [])]
+    return _resolved(iter(found), read, mime_types, "EmbedContentRequest")
+
+
+def has_media(content: Any) -> bool:
+    """Whether a content holds a part other than text (inline data or a file)."""
+    parts = field(content, "parts") if isinstance(content, Mapping) else None
+    return any(isinstance(p, Mapping) and (field(p, "inlineData") is not None or field(p, "fileData") is not None)
+               for p in (parts if isinstance(parts, list) else []))
+
+
+def _resolved(parts: Iterator[tuple[str, Any]], read: MediaReader | None, mime_types: frozenset[str],
+              message: str) -> list[Media]:
     found: list[Media] = []
     inline_bytes = 0
-    for where, part in _parts(request):
+    for where, part in parts:
         inline, file = field(part, "inlineData"), field(part, "fileData")
         if inline is not None:
             encoded = field(inline, "data") or ""
@@ -94,12 +114,12 @@ def resolve(request: Mapping[str, Any], read: MediaReader | None) -> list[Media]
             if inline_bytes > limits.INLINE_REQUEST_MAX_BYTES:
                 raise invalid_argument(f"Request payload size exceeds the limit: {limits.INLINE_REQUEST_MAX_BYTES} "
                                        "bytes of inline data.")
-            found.append(Media(_mime(inline, where), _decode(encoded, where)))
+            found.append(Media(_mime(inline, where, mime_types, message), _decode(encoded, where)))
         elif file is not None:
             uri = field(file, "fileUri")
             if not isinstance(uri, str) or not uri:
-                raise invalid_argument(f"* GenerateContentRequest.{where}.file_data.file_uri: a URI is required")
-            mime = _mime(file, where)
+                raise invalid_argument(f"* {message}.{where}.file_data.file_uri: a URI is required")
+            mime = _mime(file, where, mime_types, message)
             found.append(Media(mime, read(uri) if read is not None else None, uri))
     return found
 
@@ -112,11 +132,11 @@ def _parts(request: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
             yield f"{where}.parts[{j}]", part
 
 
-def _mime(part: Any, where: str) -> str:
+def _mime(part: Any, where: str, mime_types: frozenset[str], message: str) -> str:
     mime = field(part, "mimeType")
     if not isinstance(mime, str) or not mime:
-        raise invalid_argument(f"* GenerateContentRequest.{where}: mime_type is required")
-    if mime not in limits.media_types("generate"):
+        raise invalid_argument(f"* {message}.{where}: mime_type is required")
+    if mime not in mime_types:
         raise invalid_argument(f"Unsupported MIME type: {mime}")
     return mime
 

@@ -339,7 +339,8 @@ def gemini_embedding(line: dict[str, Any], model_id: str) -> dict[str, Any]:
     check_embed_request({"content": request["content"],
                          **{k: v for k in ("taskType", "title") if (v := field(config, k)) is not None}})
     text = " ".join(text_of(request["content"]))
-    tokens, limit = model.tokens(text), models.any_named(model_id)
+    media = model.embed_media(request["content"], model_id, _MEDIA)
+    tokens, limit = model.tokens(text) + sum(m.tokens() for m in media), models.any_named(model_id)
     max_tokens = limit.input_tokens if limit is not None else _MAX_EMBED_TOKENS
     truncated = tokens > max_tokens
     if truncated and field(config, "autoTruncate") is False:
@@ -347,7 +348,7 @@ def gemini_embedding(line: dict[str, Any], model_id: str) -> dict[str, Any]:
                                "auto_truncate is false.")
     if truncated:
         text, tokens = text[: max_tokens * 4], max_tokens
-    values = model.embedding(text, full)[: int(dims or full)]
+    values = model.embedding(text, full, model.media_ids(media))[: int(dims or full)]
     return {"embedding": {"values": values}, "usageMetadata": {"promptTokenCount": tokens}, "truncated": truncated}
 
 

@@ -75,7 +75,7 @@ def check_embed_request(request: Any) -> None:
     if content is None:
         raise invalid_argument("* EmbedContentRequest.content: content is not specified")
     _check_content(content, "content")
-    if not any(t.strip() for t in text_of(content)):
+    if not any(t.strip() for t in text_of(content)) and not _has_other_part(content):
         raise invalid_argument("* EmbedContentRequest.content: text is empty")
     dims = field(request, "outputDimensionality")
     if dims is not None and not 1 <= _integer(dims) <= _MAX_EMBED_DIMENSIONS:
@@ -83,6 +83,12 @@ def check_embed_request(request: Any) -> None:
     task = field(request, "taskType")
     if task is not None and task not in _TASK_TYPES:
         raise invalid_argument(f"Invalid value at 'task_type': {task!r}")
+
+
+def _has_other_part(content: Any) -> bool:
+    """Whether a content holds a part besides text (media, for a multimodal embedding model to read)."""
+    parts = field(content, "parts")
+    return isinstance(parts, list) and any(isinstance(p, Mapping) and "text" not in p for p in parts)
 
 
 def _check_content(content: Any, where: str) -> None:
