@@ -110,7 +110,11 @@ class GeminiBackend(SdkBackend):
                 raise OutputMissing(f"job {job.name}: its output {job.output} is not there (404)") from exc
             raise
         try:
-            yield from read_result_lines(raw)
+            media = self.media
+            for result in read_result_lines(raw):
+                if result.error is not None and media is not None and media.gone(result.error):
+                    result = result._replace(error={**result.error, "restage": True})
+                yield result
         finally:
             raw.unlink(missing_ok=True)
 

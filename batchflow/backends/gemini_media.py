@@ -9,6 +9,7 @@ rewritten, into a copy of the unit's file beside it.
 from __future__ import annotations
 
 import base64
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,9 @@ _DISPLAY_PREFIX = "batchflow-media-"
 _SHA_IN_NAME = 40  # hex digits of the sha256 in an upload's display name (display names are capped at 512)
 _FILES_PAGE = 100
 _HOUR = 3600.0
+# How the Gemini API refuses a line whose Files API file is gone (deleted 48 h after its upload, or never there):
+# 403 PERMISSION_DENIED, "You do not have permission to access the File ID or it may not exist."
+_FILE_GONE = re.compile(r"access the File (?:files/)?([A-Za-z0-9_-]+) or it may not exist")
 
 log = logs.get_logger(__name__)
 _NL = orjson.OPT_APPEND_NEWLINE
@@ -116,6 +120,27 @@ class GeminiMedia:
                 self.uploads += 1
                 log.info("media uploaded", file=found.name, sha256=sha, bytes=local.stat().st_size)
             return found.uri
+
+    def gone(self, error: dict[str, Any]) -> bool:
+        """Whether a line's error says a media file it read is gone (the Files API deleted it before the job ran,
+        or it expired while the job waited); if so the upload is forgotten, so that the retry stages the content
+        again (a new upload) rather than naming the same dead file."""
+        if error.get("code") != 403:
+            return False
+        found = _FILE_GONE.search(str(error.get("message") or ""))
+        if found is None:
+            return False
+        name = f"files/{found.group(1)}"
+        with self._guard:
+            dead = [sha for sha, u in self._uploaded.items() if u.name == name]
+            for sha in dead:
+                del self._uploaded[sha]
+            earlier = [d for d, u in self._earlier.items() if u.name == name]
+            for display in earlier:
+                del self._earlier[display]
+        if dead or earlier:
+            log.info("media file gone before its job read it; staged again for the retry", file=name)
+        return True
 
     def release(self) -> int:
         """Delete every upload of this spec's media, this run's and earlier runs' (a file already gone is not an

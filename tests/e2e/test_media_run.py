@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,7 @@ def test_a_folder_of_media_runs_again_and_sends_only_what_changed(tmp_path: Path
 
     again = cli("run", str(spec))
     assert again.exit_code == 0, again.stderr
-    assert not _events(again.stderr, "job created")  # nothing sent
+    assert not _events(again.stderr, "job submitted")  # nothing sent
 
     (tmp_path / "scans/img/x.png").write_bytes(png(101))
     changed = cli("run", str(spec))
@@ -148,6 +150,39 @@ def test_an_upload_is_reused_only_while_it_will_outlive_the_job(tmp_path: Path, 
         again = cli("run", str(spec))
         assert again.exit_code == 0, again.stderr
         assert len(_events(again.stderr, "media uploaded")) == uploads
+        rows = read_rows(tmp_path / "out/result.jsonl")
+        assert sorted(r["key"] for r in rows) == ["a.wav", "b.wav"] and all(r["status"] == "ok" for r in rows)
+        _assert_each_answer_names_its_file(rows, tmp_path / "scans")
+        assert _media_files(client) == []
+
+
+def test_files_expired_while_their_job_waited_are_uploaded_again_and_answered(tmp_path: Path) -> None:
+    """The Files API deletes the run's media uploads after the job is created and before it runs (the emulator's
+    files aged 49 h): every line of the job is refused with the service's 403. The retry stages the content
+    again, a new upload, and every record is answered; no error row, and no request attempt spent on it."""
+    big = wav(12, seconds=INLINE_MAX_BYTES / 8000 + 1)
+    (tmp_path / "scans").mkdir()
+    for name in ("a.wav", "b.wav"):
+        (tmp_path / "scans" / name).write_bytes(big)
+    with start_in_thread(tmp_path / "emu", job_seconds=3.0) as emulator:
+        spec = write_spec(tmp_path, "gone", key=None, prompt=PROMPT,
+                          backend={"type": "gemini", "base_url": emulator.base_url},
+                          source={"type": "files", "path": "scans/*.wav", "format": "media"},
+                          retry={"request_attempts": 1, "backoff": {"initial": "0.1s", "max": "1s"}})
+        client = genai_client(emulator.base_url)
+        done: dict[str, Any] = {}
+        run = threading.Thread(target=lambda: done.setdefault("result", cli("run", str(spec))))
+        run.start()
+        deadline = time.monotonic() + 30
+        while not list(client.batches.list()):  # the job is created; its lines are read a quarter of 3 s later
+            assert time.monotonic() < deadline and run.is_alive()
+            time.sleep(0.02)
+        http_json("POST", f"{emulator.base_url}/_emulator/age_files?seconds={49 * 3600}")
+        run.join(60)
+        result = done["result"]
+        assert result.exit_code == 0, result.stderr
+        assert len(_events(result.stderr, "job submitted")) == 2  # the first job's lines were refused, then a retry
+        assert len(_events(result.stderr, "media uploaded")) == 2  # the content uploaded again for the retry
         rows = read_rows(tmp_path / "out/result.jsonl")
         assert sorted(r["key"] for r in rows) == ["a.wav", "b.wav"] and all(r["status"] == "ok" for r in rows)
         _assert_each_answer_names_its_file(rows, tmp_path / "scans")
