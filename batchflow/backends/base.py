@@ -100,6 +100,11 @@ class Backend(Protocol):
         """Why the service would not run this model's batch jobs (one ``models.get``); None if it would."""
         ...
 
+    def job_media_done(self, display_name: str) -> int:
+        """The job of that display name is collected: delete the media staged for it that no other staged job
+        reads (room for the next wave under the Files API's storage quota); how many."""
+        ...
+
     def release_media(self) -> int:
         """Delete the media files staged for this spec's jobs, once every one of them is collected; how many."""
         ...

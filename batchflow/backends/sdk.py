@@ -158,6 +158,10 @@ class SdkBackend:
         """Nothing staged apart from the jobs' inputs (a backend that stages media deletes them here)."""
         return 0
 
+    def job_media_done(self, display_name: str) -> int:
+        """Nothing staged for one job's media alone (a backend whose media count against a quota frees them)."""
+        return 0
+
     def close(self) -> None:
         self.client.close()
 

@@ -429,11 +429,25 @@ class Runner:
         if self._budget_wait is not None:
             return False  # waits: a job in flight may finish below its estimate and make room
         if job.status == st.WRITTEN:
-            job.file = self.path.stage(job)
+            try:
+                job.file = self.path.stage(job)
+            except QuotaExceeded as exc:  # the Files API's storage is full: backpressure, as for a create
+                return self._no_room(state, job, exc)
             job.status = st.STAGED
             self.store.save(state)
         job.status = st.SUBMITTING  # counted as committed spend by the budget check of the next job
         return True
+
+    def _no_room(self, state: State, job: Job, exc: QuotaExceeded) -> bool:
+        """A job whose staging would pass the Files API's storage (its media): it waits, written, until collected
+        jobs' media are deleted; with nothing of this spec in flight to wait for, the error is the run's."""
+        if not any(j.status in st.LIVE for _, j in state.jobs()):
+            raise exc
+        log.info("waiting for room in the Files API", display_name=job.display_name, error=str(exc),
+                 until="a collected job's media are deleted")
+        job.not_before = self.clock() + self._poll_cap(self.spec.jobs.poll_interval)
+        self.store.save(state)
+        return False
 
     def _not_created(self, state: State, shard: Shard, job: Job, exc: Exception) -> bool:
         """A create that met the quota, or a passing error: the job stays "submitting", looked up by name before it

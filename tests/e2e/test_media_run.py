@@ -164,7 +164,7 @@ def test_files_expired_while_their_job_waited_are_uploaded_again_and_answered(tm
     (tmp_path / "scans").mkdir()
     for name in ("a.wav", "b.wav"):
         (tmp_path / "scans" / name).write_bytes(big)
-    with start_in_thread(tmp_path / "emu", job_seconds=3.0) as emulator:
+    with start_in_thread(tmp_path / "emu", job_seconds=2.0) as emulator:
         spec = write_spec(tmp_path, "gone", key=None, prompt=PROMPT,
                           backend={"type": "gemini", "base_url": emulator.base_url},
                           source={"type": "files", "path": "scans/*.wav", "format": "media"},
@@ -174,7 +174,7 @@ def test_files_expired_while_their_job_waited_are_uploaded_again_and_answered(tm
         run = threading.Thread(target=lambda: done.setdefault("result", cli("run", str(spec))))
         run.start()
         deadline = time.monotonic() + 30
-        while not list(client.batches.list()):  # the job is created; its lines are read a quarter of 3 s later
+        while not list(client.batches.list()):  # the job is created; its lines are read a quarter of 2 s later
             assert time.monotonic() < deadline and run.is_alive()
             time.sleep(0.02)
         http_json("POST", f"{emulator.base_url}/_emulator/age_files?seconds={49 * 3600}")
@@ -187,3 +187,41 @@ def test_files_expired_while_their_job_waited_are_uploaded_again_and_answered(tm
         assert sorted(r["key"] for r in rows) == ["a.wav", "b.wav"] and all(r["status"] == "ok" for r in rows)
         _assert_each_answer_names_its_file(rows, tmp_path / "scans")
         assert _media_files(client) == []
+
+
+@pytest.mark.parametrize("setting", [None, "100000"])
+def test_media_over_the_projects_file_storage_go_in_waves(tmp_path: Path, setting: str | None) -> None:
+    """Six distinct files over the inline threshold (~41 KB each), two a job, against an emulator whose project
+    may hold 100 KB of files: one job's media at a time. Refused by the service (429 on upload) or held back by
+    `jobs.max_media_bytes` before it is asked, the next job waits until a collected job's media are deleted; the
+    run ends with every record answered, nothing failed, and no media left in the Files API."""
+    (tmp_path / "scans").mkdir()
+    files = {f"w{i}.wav": wav(20 + i, seconds=INLINE_MAX_BYTES / 8000 + 1) for i in range(6)}
+    for name, data in files.items():
+        (tmp_path / "scans" / name).write_bytes(data)
+    plan = tmp_path / "quota.yaml"
+    plan.write_text("quota: {file_storage_bytes: 100000}\n")
+    jobs: dict[str, Any] = {"poll_interval": "0.2s", "max_requests": 2, "max_concurrent": 3}
+    if setting is not None:
+        jobs["max_media_bytes"] = setting
+    with start_in_thread(tmp_path / "emu", job_seconds=0.2, faults=plan) as emulator:
+        spec = write_spec(tmp_path, "waves", key=None, prompt=PROMPT, jobs=jobs,
+                          backend={"type": "gemini", "base_url": emulator.base_url},
+                          source={"type": "files", "path": "scans/*.wav", "format": "media"})
+        result = cli("run", str(spec))
+        assert result.exit_code == 0, result.stderr
+        rows = read_rows(tmp_path / "out/result.jsonl")
+        assert sorted(r["key"] for r in rows) == sorted(files) and all(r["status"] == "ok" for r in rows)
+        _assert_each_answer_names_its_file(rows, tmp_path / "scans")
+        uploads = len(_events(result.stderr, "media uploaded"))
+        # held back before it is asked, each content goes up once; refused by the service, a job half staged gives
+        # back what it uploaded (so that jobs each holding part of their media cannot block one another)
+        assert uploads == 6 if setting is not None else uploads >= 6
+        assert len(_events(result.stderr, "job submitted")) == 3
+        refused = http_json("GET", f"{emulator.base_url}/_emulator/stats")[1]["faults"].get(
+            "quota_file_storage_bytes", 0)
+        if setting is None:
+            assert refused > 0  # waves: the service refused what did not fit, and the job waited
+        else:
+            assert refused == 0 and _events(result.stderr, "waiting for room in the Files API")
+        assert _media_files(genai_client(emulator.base_url)) == []
