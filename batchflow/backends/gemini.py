@@ -11,7 +11,7 @@ from typing import Any, Self
 
 import orjson
 
-from batchflow.backends.base import JobInfo, Result
+from batchflow.backends.base import JobInfo, MediaStaging, Result
 from batchflow.backends.gemini_media import GeminiMedia
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.errors import BackendError, OutputMissing, SpecError, TransientError
@@ -47,6 +47,11 @@ class GeminiBackend(SdkBackend):
             self.media = GeminiMedia(self.client, owner=spec.name,
                                      max_bytes=MEDIA_PROJECT_MAX_BYTES if quota is None else quota)
         return self
+
+    def media_staging(self, contents: dict[str, tuple[str, int]]) -> MediaStaging:
+        """Inline up to the threshold, else uploaded unless an earlier upload will outlive a job made now (one
+        paged ``files.list``)."""
+        return self.media.staging(contents) if self.media is not None else super().media_staging(contents)
 
     def job_media_done(self, display_name: str) -> int:
         """The job of that display name is collected: its media uploads that no other staged job reads go."""

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from batchflow import logs
+from batchflow.backends.base import MediaStaging
 from batchflow.backends.sdk import api_errors
 from batchflow.errors import BackendError, DataError, FilesQuotaFull, QuotaExceeded, TransientError
 from batchflow.request.media import file_parts, file_uri_path, untagged
@@ -141,6 +142,17 @@ class GeminiMedia:
         """Whether a content is at the service and will outlive a job created now (called under the guard)."""
         found = self._uploaded.get(sha) or self._earlier.get(self._prefix + sha[:_SHA_IN_NAME])
         return found is not None and self._lasts(found.expires)
+
+    def staging(self, contents: dict[str, tuple[str, int]]) -> MediaStaging:
+        """Where local contents (sha256 -> (file, bytes)) stand: inline, alive at the service, or to upload."""
+        self._list_earlier()
+        counts = [0] * 6
+        with self._guard:
+            for sha, (_, size) in contents.items():
+                at = 4 if size <= self._inline_max else 2 if self._alive(sha) else 0
+                counts[at] += 1
+                counts[at + 1] += size
+        return MediaStaging(*counts)
 
     def collected(self, unit: str) -> int:
         """A unit's job is collected: delete the uploads that no other staged unit reads (they make room for the

@@ -36,6 +36,7 @@ from batchflow.execute import plan as p
 from batchflow.execute.path import ExecutionPath
 from batchflow.execute.paths import open_path
 from batchflow.execute.threads import COLLECTIONS, CREATES, Pool, each
+from batchflow.prepare.media_tally import media_tokens
 from batchflow.prepare.prepare import display_name
 from batchflow.spec import models
 from batchflow.spec.limits import enqueued_tokens, spec_job_size
@@ -577,7 +578,8 @@ class Runner:
             shard.done = True
         else:
             kind = "retry" if shard.jobs[-1].ended == st.SUCCEEDED else "resubmit"
-            tokens = (self.root / nxt.input).stat().st_size // CHARS_PER_TOKEN if nxt.file is None else 0
+            sent = self.root / nxt.input
+            tokens = sent.stat().st_size // CHARS_PER_TOKEN + media_tokens(self.spec, sent) if nxt.file is None else 0
             shard.jobs.append(Job(n=n, input=nxt.input, count=nxt.count, digest=nxt.digest, kind=kind, tokens=tokens,
                                   file=nxt.file, status=st.STAGED if nxt.file else st.WRITTEN,
                                   display_name=display_name(self.spec.name, state.gen, shard.index, n, nxt.digest),

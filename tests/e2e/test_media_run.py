@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -225,3 +226,37 @@ def test_media_over_the_projects_file_storage_go_in_waves(tmp_path: Path, settin
         else:
             assert refused == 0 and _events(result.stderr, "waiting for room in the Files API")
         assert _media_files(genai_client(emulator.base_url)) == []
+
+
+def test_plan_counts_the_media_to_stage_those_staged_already_and_their_tokens(tmp_path: Path) -> None:
+    """Two long WAVs (uploaded), a PNG and a two-page PDF (inline): `plan --json` counts each and its prompt tokens
+    (audio 32 a second, an image of at most 384 px 258, a PDF page 258), which the estimate's input includes. After
+    a run left its job at the service, the uploads it made count as staged already (a new record reads one)."""
+    seconds = INLINE_MAX_BYTES / 8000 + 1
+    files = {"a.wav": wav(31, seconds=seconds), "b.wav": wav(32, seconds=seconds), "c.png": png(3),
+             "d.pdf": pdf(4, pages=2)}
+    (tmp_path / "scans").mkdir()
+    for name, data in files.items():
+        (tmp_path / "scans" / name).write_bytes(data)
+    with start_in_thread(tmp_path / "emu", job_seconds=30.0) as emulator:
+        spec = write_spec(tmp_path, "planned", key=None, prompt=PROMPT,
+                          backend={"type": "gemini", "base_url": emulator.base_url},
+                          source={"type": "files", "path": "scans/*.*", "format": "media"})
+        planned = cli("plan", "--json", str(spec))
+        assert planned.exit_code == 0, planned.stderr
+        report = json.loads(planned.stdout)
+        tokens = 2 * math.ceil(32 * seconds) + 258 + 2 * 258
+        assert report["media"] == {
+            "parts": 4, "files": 4, "bytes": sum(map(len, files.values())), "tokens": tokens,
+            "upload_files": 2, "upload_bytes": 2 * len(files["a.wav"]), "staged_files": 0, "staged_bytes": 0,
+            "inline_files": 2, "inline_bytes": len(files["c.png"]) + len(files["d.pdf"])}
+        assert report["cost"]["planned_tokens"]["input"] > tokens
+        text = cli("plan", str(spec)).stdout
+        assert "media: 4 part(s), 4 distinct local file(s)" in text and "2 to stage" in text
+
+        assert cli("run", "--no-wait", str(spec)).exit_code == 75  # its job waits at the service, media and all
+        (tmp_path / "scans/e.wav").write_bytes(files["a.wav"])
+        again = json.loads(cli("plan", "--json", str(spec)).stdout)["media"]
+        # the job in flight is collected first, so every record counts as to send: e.wav is a.wav's content
+        assert (again["parts"], again["files"]) == (5, 4)
+        assert (again["upload_files"], again["staged_files"], again["inline_files"]) == (0, 2, 2)
