@@ -55,6 +55,11 @@ class QuotaExceeded(TransientError):
     create it is backpressure: wait for a job to finish, then look the job up by name before creating it."""
 
 
+class FilesQuotaFull(QuotaExceeded):
+    """The media a job's staging would upload do not fit the Files API storage left (``jobs.max_media_bytes``, or
+    the service's 429 on an upload): backpressure, the job waits until collected jobs' media are deleted."""
+
+
 class UnreachableError(TransientError):
     """The batch API cannot be reached (connection refused, no such host): a fault that may not cure itself, so
     the runner gives up on it at once under ``--no-wait`` and after ``UNREACHABLE_FOR`` seconds otherwise."""

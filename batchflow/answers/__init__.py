@@ -38,5 +38,7 @@ def flag_of(result: dict[str, object]) -> bytes:
         blocked = "candidates" in response or "promptFeedback" in response
         return PERMANENT if blocked and not response.get("candidates") else OK
     error = result.get("error")
+    if isinstance(error, dict) and error.get("restage"):
+        return RETRY  # its media were gone before the model read them: staged again, it may pass
     code = error.get("code") if isinstance(error, dict) else None
     return PERMANENT if isinstance(code, int) and 400 <= code < 500 and code not in (408, 429) else RETRY

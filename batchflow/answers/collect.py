@@ -61,7 +61,8 @@ def redo_of(spec: Spec) -> Redo | None:
 @dataclass
 class Outcome:
     """Where a record stands: its latest result (an ok one wins, unless ``retry.on`` asks for it again), how many
-    answers it had, how many of the jobs it was sent in ended (failed, expired, cancelled) before answering it."""
+    answers it had, how many of the jobs it was sent in ended (failed, expired, cancelled) before answering it, or
+    reached it with its media gone (an error marked ``restage``)."""
 
     result: dict[str, Any]
     attempts: int = 0
@@ -81,6 +82,10 @@ class Outcome:
         if "job_error" in line:
             self.job_failures += not line.get("cancelled")  # a job the user cancelled is no failure of the job
             line = {"error": line["job_error"]}
+        elif (line.get("error") or {}).get("restage"):
+            # its media were gone before the model read them (a Files API file expired while the job waited):
+            # the request was never tried, so it costs a job attempt, not one of its own, and goes again restaged
+            self.job_failures += 1
         else:
             self.attempts += 1
         if not self.ok:

@@ -51,6 +51,21 @@ class Result(NamedTuple):
     key_json: bytes | None = None  # the key as JSON text, when the reader made it (not to be kept: jsonio.dumps_kept)
 
 
+class MediaStaging(NamedTuple):
+    """What staging a generation's local media would do (``plan``): distinct contents to upload, already staged
+    where the backend reads them (and alive long enough), and sent inline in their requests; each files, bytes."""
+
+    upload_files: int = 0
+    upload_bytes: int = 0
+    staged_files: int = 0
+    staged_bytes: int = 0
+    inline_files: int = 0
+    inline_bytes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return self._asdict()
+
+
 class Backend(Protocol):
     """What the runner needs of a batch API. Every method may raise TransientError or BackendError."""
 
@@ -98,6 +113,15 @@ class Backend(Protocol):
 
     def model_problem(self, model: str, task: str) -> str | None:
         """Why the service would not run this model's batch jobs (one ``models.get``); None if it would."""
+        ...
+
+    def media_staging(self, contents: dict[str, tuple[str, int]]) -> MediaStaging:
+        """Where these local contents (sha256 -> (file, bytes)) stand: to upload, staged already, or inline."""
+        ...
+
+    def job_media_done(self, display_name: str) -> int:
+        """The job of that display name is collected: delete the media staged for it that no other staged job
+        reads (room for the next wave under the Files API's storage quota); how many."""
         ...
 
     def release_media(self) -> int:

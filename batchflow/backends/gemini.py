@@ -11,12 +11,13 @@ from typing import Any, Self
 
 import orjson
 
-from batchflow.backends.base import JobInfo, Result
+from batchflow.backends.base import JobInfo, MediaStaging, Result
 from batchflow.backends.gemini_media import GeminiMedia
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.errors import BackendError, OutputMissing, SpecError, TransientError
 from batchflow.libs.deadlines import Deadlines, deadlines, genai_http_options, genai_once
 from batchflow.request.media import may_have_media
+from batchflow.spec.limits import MEDIA_PROJECT_MAX_BYTES
 from batchflow.spec.spec import Spec
 
 _FILES_PAGE = 100
@@ -42,8 +43,19 @@ class GeminiBackend(SdkBackend):
     def with_media(self, spec: Spec) -> Self:
         """The backend, staging the local media files its spec's requests name (when they may name any)."""
         if may_have_media(spec):
-            self.media = GeminiMedia(self.client, owner=spec.name)
+            quota = spec.jobs.max_media_bytes
+            self.media = GeminiMedia(self.client, owner=spec.name,
+                                     max_bytes=MEDIA_PROJECT_MAX_BYTES if quota is None else quota)
         return self
+
+    def media_staging(self, contents: dict[str, tuple[str, int]]) -> MediaStaging:
+        """Inline up to the threshold, else uploaded unless an earlier upload will outlive a job made now (one
+        paged ``files.list``)."""
+        return self.media.staging(contents) if self.media is not None else super().media_staging(contents)
+
+    def job_media_done(self, display_name: str) -> int:
+        """The job of that display name is collected: its media uploads that no other staged job reads go."""
+        return self.media.collected(display_name) if self.media is not None else 0
 
     def release_media(self) -> int:
         """Delete the spec's Files API media uploads (this run's and earlier runs'): every job reading them is
@@ -53,7 +65,7 @@ class GeminiBackend(SdkBackend):
     def stage(self, path: Path, display_name: str) -> str:
         from google.genai import types
 
-        staged = self.media.rewritten(path) if self.media is not None else None
+        staged = self.media.rewritten(path, display_name) if self.media is not None else None
         try:
             with api_errors(f"upload {path.name}"):
                 f = self.client.files.upload(file=str(staged or path), config=types.UploadFileConfig(
@@ -110,7 +122,11 @@ class GeminiBackend(SdkBackend):
                 raise OutputMissing(f"job {job.name}: its output {job.output} is not there (404)") from exc
             raise
         try:
-            yield from read_result_lines(raw)
+            media = self.media
+            for result in read_result_lines(raw):
+                if result.error is not None and media is not None and media.gone(result.error):
+                    result = result._replace(error={**result.error, "restage": True})
+                yield result
         finally:
             raw.unlink(missing_ok=True)
 

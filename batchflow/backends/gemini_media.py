@@ -9,9 +9,10 @@ rewritten, into a copy of the unit's file beside it.
 from __future__ import annotations
 
 import base64
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,16 +20,20 @@ from typing import Any
 import orjson
 
 from batchflow import logs
+from batchflow.backends.base import MediaStaging
 from batchflow.backends.sdk import api_errors
-from batchflow.errors import BackendError, DataError, TransientError
+from batchflow.errors import BackendError, DataError, FilesQuotaFull, QuotaExceeded, TransientError
 from batchflow.request.media import file_parts, file_uri_path, untagged
-from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_FILE_HOURS, MEDIA_REUSE_MIN_HOURS
+from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_FILE_HOURS, MEDIA_PROJECT_MAX_BYTES, MEDIA_REUSE_MIN_HOURS
 
 _MARK = b"#sha256:"
 _DISPLAY_PREFIX = "batchflow-media-"
 _SHA_IN_NAME = 40  # hex digits of the sha256 in an upload's display name (display names are capped at 512)
 _FILES_PAGE = 100
 _HOUR = 3600.0
+# How the Gemini API refuses a line whose Files API file is gone (deleted 48 h after its upload, or never there):
+# 403 PERMISSION_DENIED, "You do not have permission to access the File ID or it may not exist."
+_FILE_GONE = re.compile(r"access the File (?:files/)?([A-Za-z0-9_-]+) or it may not exist")
 
 log = logs.get_logger(__name__)
 _NL = orjson.OPT_APPEND_NEWLINE
@@ -49,8 +54,15 @@ class GeminiMedia:
     upload, so one with less than a day to live is uploaded again. Safe to call from the staging threads."""
 
     def __init__(self, client: Any, inline_max: int = INLINE_MAX_BYTES,
-                 clock: Callable[[], float] = time.time, owner: str = "") -> None:
+                 clock: Callable[[], float] = time.time, owner: str = "",
+                 max_bytes: int = MEDIA_PROJECT_MAX_BYTES) -> None:
         self._client = client
+        # The Files API storage this run's media may hold at once: a unit whose uploads would pass it is not staged
+        # (FilesQuotaFull) until collected units' media are deleted (``collected``), so the run goes in waves.
+        self._max_bytes = max_bytes
+        self._held: dict[str, int] = {}  # sha256 -> bytes, of every upload in ``_uploaded``
+        self._reserved = 0  # bytes the units being staged now are about to upload
+        self._readers: dict[str, set[str]] = {}  # sha256 -> the staged units (their request files) that name it
         # the spec's name in every display name: a spec deletes only its own uploads, never those a live job of
         # another spec reads (which costs a second upload of content two specs share)
         self._prefix = f"{_DISPLAY_PREFIX}{owner}-" if owner else _DISPLAY_PREFIX
@@ -65,28 +77,109 @@ class GeminiMedia:
         self._guard = threading.Lock()
         self.uploads = 0  # files this backend uploaded (a figure for logs and tests)
 
-    def rewritten(self, path: Path) -> Path | None:
-        """A copy of the unit's lines with its local media staged, or None when they name no local file."""
+    def rewritten(self, path: Path, unit: str = "") -> Path | None:
+        """A copy of the unit's lines with its local media staged, or None when they name no local file. Raises
+        FilesQuotaFull, before uploading anything, when its uploads would not fit ``max_bytes`` now. ``unit``
+        names the unit (its job's display name) to ``collected``."""
         if not _names_local_media(path):
             return None
+        reserved = self._reserve(unit, self._uploads_of(path))
         out = path.with_name(path.name + ".staged")
-        with open(path, "rb") as src, open(out, "wb") as dst:
-            for line in src:
-                dst.write(self._line(line) if _MARK in line else line)
+        try:
+            with open(path, "rb") as src, open(out, "wb") as dst:
+                for line in src:
+                    dst.write(self._line(line) if _MARK in line else line)
+        except BaseException:
+            # a unit half staged holds no room: what it uploaded that no staged unit reads is deleted (else units
+            # each holding part of their media could leave nothing that fits and nothing in flight to wait for)
+            out.unlink(missing_ok=True)
+            self.collected(unit)
+            raise
+        finally:
+            with self._guard:
+                self._reserved -= reserved
         return out
+
+    def _uploads_of(self, path: Path) -> dict[str, int]:
+        """The contents a unit's lines name that go through the Files API (over the inline threshold): their
+        sha256 and size. A file that cannot be read is left to the rewriting, which says so."""
+        found: dict[str, int] = {}
+        with open(path, "rb") as src:
+            for line in src:
+                if _MARK not in line:
+                    continue
+                for local, sha in _local_media(orjson.loads(line)):
+                    try:
+                        size = local.stat().st_size
+                    except OSError:
+                        continue
+                    if size > self._inline_max:
+                        found[sha] = size
+        return found
+
+    def _reserve(self, unit: str, contents: dict[str, int]) -> int:
+        """Room for what a unit must upload (its contents not already at the service, alive): reserved and
+        returned; the unit becomes a reader of each of its contents. FilesQuotaFull when it does not fit beside
+        what is held and no more than one unit alone."""
+        if contents:
+            self._list_earlier()
+        with self._guard:
+            need = sum(size for sha, size in contents.items() if not self._alive(sha))
+            if need > self._max_bytes:
+                raise DataError(f"the media of one job ({need:,} bytes to upload) are more than the Files API "
+                                f"may hold (jobs.max_media_bytes: {self._max_bytes:,}); lower jobs.max_requests")
+            held = sum(self._held.values()) + self._reserved
+            if need and held + need > self._max_bytes:
+                raise FilesQuotaFull(f"{need:,} bytes of media to upload and {held:,} held, over "
+                                     f"jobs.max_media_bytes ({self._max_bytes:,}): waiting for collected jobs' "
+                                     "media to be deleted")
+            self._reserved += need
+            for sha in contents:
+                self._readers.setdefault(sha, set()).add(unit)
+        return need
+
+    def _alive(self, sha: str) -> bool:
+        """Whether a content is at the service and will outlive a job created now (called under the guard)."""
+        found = self._uploaded.get(sha) or self._earlier.get(self._prefix + sha[:_SHA_IN_NAME])
+        return found is not None and self._lasts(found.expires)
+
+    def staging(self, contents: dict[str, tuple[str, int]]) -> MediaStaging:
+        """Where local contents (sha256 -> (file, bytes)) stand: inline, alive at the service, or to upload."""
+        self._list_earlier()
+        counts = [0] * 6
+        with self._guard:
+            for sha, (_, size) in contents.items():
+                at = 4 if size <= self._inline_max else 2 if self._alive(sha) else 0
+                counts[at] += 1
+                counts[at + 1] += size
+        return MediaStaging(*counts)
+
+    def collected(self, unit: str) -> int:
+        """A unit's job is collected: delete the uploads that no other staged unit reads (they make room for the
+        next wave; a retry that needs one uploads it again). How many were deleted."""
+        done: list[_Upload] = []
+        with self._guard:
+            for sha in [sha for sha, readers in self._readers.items() if unit in readers]:
+                readers = self._readers[sha]
+                readers.discard(unit)
+                if readers:
+                    continue
+                del self._readers[sha]
+                upload = self._uploaded.pop(sha, None)
+                self._held.pop(sha, None)
+                if upload is not None:
+                    self._earlier.pop(self._prefix + sha[:_SHA_IN_NAME], None)
+                    done.append(upload)
+        return sum(self._delete(u.name) for u in done)
 
     def _line(self, line: bytes) -> bytes:
         item = orjson.loads(line)
         for part in file_parts(item.get("request")):
-            holder = "fileData" if "fileData" in part else "file_data"
-            data = part[holder]
-            uri = data.get("fileUri", data.get("file_uri"))
-            mime = data.get("mimeType", data.get("mime_type"))
-            place, identity = untagged(uri) if isinstance(uri, str) else (uri, None)
-            if not identity or not identity.startswith("sha256:") or not str(place).startswith("file://"):
+            found = _local_file(part)
+            if found is None:
                 continue
-            local = Path(file_uri_path(str(place)))
-            sha = identity[7:]
+            holder, local, sha = found
+            mime = part[holder].get("mimeType", part[holder].get("mime_type"))
             del part[holder]
             part.update(self._staged(local, sha, str(mime)))
         return orjson.dumps(item, option=_NL)
@@ -109,13 +202,41 @@ class GeminiMedia:
             if found is None or not self._lasts(found.expires):
                 from google.genai import types
 
-                with api_errors(f"upload {local.name}"):
-                    f = self._client.files.upload(file=str(local), config=types.UploadFileConfig(
-                        mime_type=mime, display_name=self._prefix + sha[:_SHA_IN_NAME]))
-                found = self._uploaded[sha] = _Upload(str(f.name), str(f.uri), self._expiry(f))
+                try:
+                    with api_errors(f"upload {local.name}"):
+                        f = self._client.files.upload(file=str(local), config=types.UploadFileConfig(
+                            mime_type=mime, display_name=self._prefix + sha[:_SHA_IN_NAME]))
+                except QuotaExceeded as exc:  # the project's storage is full (other files than this run's too)
+                    raise FilesQuotaFull(f"the Files API's storage is full: {exc}") from exc
+                found = _Upload(str(f.name), str(f.uri), self._expiry(f))
                 self.uploads += 1
                 log.info("media uploaded", file=found.name, sha256=sha, bytes=local.stat().st_size)
+            with self._guard:
+                self._uploaded[sha] = found
+                self._held[sha] = local.stat().st_size
             return found.uri
+
+    def gone(self, error: dict[str, Any]) -> bool:
+        """Whether a line's error says a media file it read is gone (the Files API deleted it before the job ran,
+        or it expired while the job waited); if so the upload is forgotten, so that the retry stages the content
+        again (a new upload) rather than naming the same dead file."""
+        if error.get("code") != 403:
+            return False
+        found = _FILE_GONE.search(str(error.get("message") or ""))
+        if found is None:
+            return False
+        name = f"files/{found.group(1)}"
+        with self._guard:
+            dead = [sha for sha, u in self._uploaded.items() if u.name == name]
+            for sha in dead:
+                del self._uploaded[sha]
+                self._held.pop(sha, None)
+            earlier = [d for d, u in self._earlier.items() if u.name == name]
+            for display in earlier:
+                del self._earlier[display]
+        if dead or earlier:
+            log.info("media file gone before its job read it; staged again for the retry", file=name)
+        return True
 
     def release(self) -> int:
         """Delete every upload of this spec's media, this run's and earlier runs' (a file already gone is not an
@@ -125,17 +246,23 @@ class GeminiMedia:
             names = {u.name for u in (*self._uploaded.values(), *self._earlier.values(), *self._extra)}
             self._uploaded.clear()
             self._earlier.clear()
-        gone = 0
-        for name in sorted(names):
-            try:
-                with api_errors(f"delete {name}"):
-                    self._client.files.delete(name=name)
-                gone += 1
-            except (BackendError, TransientError) as exc:
-                if "HTTP 404" not in str(exc):
-                    log.warning("media file not deleted; the Files API deletes it within 48 h", file=name,
-                                error=str(exc))
-        return gone
+            self._extra.clear()
+            self._held.clear()
+            self._readers.clear()
+        return sum(self._delete(name) for name in sorted(names))
+
+    def _delete(self, name: str) -> bool:
+        """Delete one upload; a file already gone is not an error, nor one that cannot be deleted now (the Files
+        API deletes it within 48 h)."""
+        try:
+            with api_errors(f"delete {name}"):
+                self._client.files.delete(name=name)
+            return True
+        except (BackendError, TransientError) as exc:
+            if "HTTP 404" not in str(exc):
+                log.warning("media file not deleted; the Files API deletes it within 48 h", file=name,
+                            error=str(exc))
+            return False
 
     def _lasts(self, expires: float) -> bool:
         """Whether a file expiring then will outlive a job created now."""
@@ -184,3 +311,22 @@ def _names_local_media(path: Path) -> bool:
                 return True
             tail = chunk[-len(_MARK):]
     return False
+
+
+def _local_file(part: dict[str, Any]) -> tuple[str, Path, str] | None:
+    """A ``file_data`` part naming a local file by content: (its holder key, the file, the sha256), else None."""
+    holder = "fileData" if "fileData" in part else "file_data"
+    data = part[holder]
+    uri = data.get("fileUri", data.get("file_uri"))
+    place, identity = untagged(uri) if isinstance(uri, str) else (uri, None)
+    if not identity or not identity.startswith("sha256:") or not str(place).startswith("file://"):
+        return None
+    return holder, Path(file_uri_path(str(place))), identity[7:]
+
+
+def _local_media(item: dict[str, Any]) -> Iterator[tuple[Path, str]]:
+    """The local files a request line names by content: (file, sha256)."""
+    for part in file_parts(item.get("request")):
+        found = _local_file(part)
+        if found is not None:
+            yield found[1], found[2]

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from batchflow.backends.base import JobInfo, job_status, service_state
+from batchflow.backends.base import JobInfo, MediaStaging, job_status, service_state
 from batchflow.errors import BackendError, QuotaExceeded, TransientError, UnreachableError
 from batchflow.libs.deadlines import Deadlines, deadlines, timed_out, timed_out_error
 
@@ -165,6 +165,14 @@ class SdkBackend:
 
     def release_media(self) -> int:
         """Nothing staged apart from the jobs' inputs (a backend that stages media deletes them here)."""
+        return 0
+
+    def media_staging(self, contents: dict[str, tuple[str, int]]) -> MediaStaging:
+        """Every content to upload (a backend that can tell what is staged already says so)."""
+        return MediaStaging(len(contents), sum(size for _, size in contents.values()))
+
+    def job_media_done(self, display_name: str) -> int:
+        """Nothing staged for one job's media alone (a backend whose media count against a quota frees them)."""
         return 0
 
     def close(self) -> None:

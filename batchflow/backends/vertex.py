@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from batchflow.backends.base import JobInfo, Result
+from batchflow.backends.base import JobInfo, MediaStaging, Result
 from batchflow.backends.gemini import line_error
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.backends.vertex_media import VertexMedia, for_vertex, media_root, names_media
@@ -147,6 +147,10 @@ class VertexBackend(SdkBackend):
         return cls(vertex_client(spec), f"{spec.backend.staging}/{spec.name}", spec.task, job_parameters(spec),
                    spec.backend.key_labels, embed_format(spec), spec.backend.staging,
                    deadlines(spec.retry.call_attempts))
+
+    def media_staging(self, contents: dict[str, tuple[str, int]]) -> MediaStaging:
+        """Every local content goes to the staging root's media/ unless its object is there (one listing)."""
+        return self.media.staging(contents)
 
     def stage(self, path: Path, display_name: str) -> str:
         uri = f"{self.staging}/{display_name}/input.jsonl"

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from batchflow import logs
+from batchflow.backends.base import MediaStaging
 from batchflow.errors import BackendError, DataError
 from batchflow.libs.storage import call_bound, put_file, remote, url_to_fs
 from batchflow.request.media import file_parts, file_uri_path, untagged
@@ -74,6 +75,21 @@ class VertexMedia:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.uploads = 0  # objects this backend uploaded (a figure for logs and tests)
+
+    def staging(self, contents: dict[str, tuple[str, int]]) -> MediaStaging:
+        """Which local contents (sha256 -> (file, bytes)) have their object under the root already (one listing
+        of it; a root that cannot be listed counts every content as to upload)."""
+        try:
+            fs, inside = url_to_fs(self.root)
+            there = {PurePosixPath(str(p)).name for p in fs.ls(inside, detail=False)}
+        except (FileNotFoundError, OSError):
+            there = set()
+        counts = [0] * 4
+        for sha, (path, size) in contents.items():
+            at = 2 if f"{sha}{PurePosixPath(path).suffix.lower()}" in there else 0
+            counts[at] += 1
+            counts[at + 1] += size
+        return MediaStaging(*counts)
 
     def upload(self, files: list[tuple[str, str]]) -> None:
         for path, uri in files:

@@ -17,12 +17,14 @@ from batchflow import logs
 from batchflow.answers.earlier import Earlier
 from batchflow.answers.keep import keep
 from batchflow.answers.merge import output_fingerprint
-from batchflow.backends.base import Backend
+from batchflow.backends.base import Backend, MediaStaging
 from batchflow.backends.registry import open_backend
 from batchflow.errors import BatchflowError, DataError, SpecError
 from batchflow.execute import plan as p
 from batchflow.execute.runner import Runner
+from batchflow.prepare.media_tally import MediaTally, tally
 from batchflow.prepare.prepare import check_not_empty, fingerprint, prepare, rendered
+from batchflow.request.media import may_have_media
 from batchflow.sources.registry import open_source
 from batchflow.spec import models
 from batchflow.spec.limits import spec_job_size
@@ -141,6 +143,7 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool,
                 sample = fh.readline().decode().rstrip("\n")
         rejected = _first_rejects(base / new.gen_dir / "rejects.jsonl")
         billed = _as_billed(new, base, backend)
+        media = _media(spec, new, base, backend)
     lines = [f"spec {spec.name}: " + ("nothing run yet" if state is None else
                                       f"the input or the spec changed since generation {state.gen}")]
     if state is not None:
@@ -168,6 +171,8 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool,
     lines.append(f"  jobs to submit: {len(new.shards)}" + (f" ({sent:,} requests{asked}; at most {max_requests:,} "
                  f"requests and {max_bytes:,} bytes each), {spec.jobs.max_concurrent} at a time on "
                  f"{spec.backend.type}" if new.shards else ""))
+    if media is not None:
+        lines.append(_media_line(media))
     lines.append(_cost_line(spec, billed, state))
     if sample:
         lines.append("  sample request: " + sample)
@@ -177,7 +182,31 @@ def _diff_plan(spec: Spec, state: State | None, root: Path, retry_errors: bool,
             "jobs_to_submit": len(new.shards), "requests": sent, "billed_requests": distinct, "bytes": size,
             "cost": _cost_data(spec, billed, state),
             "submits": bool(new.shards)}
+    if media is not None:
+        data["media"] = media
     return PlanReport("\n".join(lines), bool(new.shards), data)
+
+
+def _media(spec: Spec, state: State, root: Path, backend: Backend | None) -> dict[str, int] | None:
+    """The media the generation's requests name: parts, distinct local files and bytes, their prompt tokens (in
+    the estimate's input), and where staging stands (to upload, staged already, inline); None without media."""
+    if not may_have_media(spec):
+        return None
+    found = MediaTally()
+    for shard in state.shards:
+        found.add(tally(root / shard.jobs[0].input))
+    staging = (backend.media_staging(found.contents) if backend is not None else
+               MediaStaging(len(found.contents), found.bytes))
+    return {"parts": found.parts, "files": len(found.contents), "bytes": found.bytes, "tokens": found.tokens,
+            **staging.as_dict()}
+
+
+def _media_line(media: dict[str, int]) -> str:
+    return (f"  media: {media['parts']:,} part(s), {media['files']:,} distinct local file(s) of {media['bytes']:,} "
+            f"bytes: {media['upload_files']:,} to stage ({media['upload_bytes']:,} bytes), "
+            f"{media['staged_files']:,} staged already ({media['staged_bytes']:,} bytes), "
+            f"{media['inline_files']:,} inline ({media['inline_bytes']:,} bytes); ~{media['tokens']:,} prompt "
+            "tokens, in the input below")
 
 
 def _cost_line(spec: Spec, state: State, earlier: State | None = None) -> str:

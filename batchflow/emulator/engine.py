@@ -53,7 +53,7 @@ class Emulator(JobEngine[JobRecord, LineCounts]):
         self.data_dir = Path(data_dir)
         self.job_seconds = job_seconds
         self.faults = faults or NoFaults()
-        self.files = FileStore(self.data_dir, clock)
+        self.files = FileStore(self.data_dir, clock, self.faults.service.file_storage_bytes, self.faults.note)
         self._media = media.reader(self.files.media)  # what a line's file_data parts read: files/ID and gs://
         self._creates: Counter[str] = Counter(self._load_stats().get("creates_by_display_name", {}))
         self._calls: Counter[str] = Counter()

@@ -37,6 +37,7 @@ from batchflow.execute import plan as p
 from batchflow.execute.path import ExecutionPath
 from batchflow.execute.paths import open_path
 from batchflow.execute.threads import COLLECTIONS, CREATES, Pool, each
+from batchflow.prepare.media_tally import media_tokens
 from batchflow.prepare.prepare import FILE_LIST, display_name
 from batchflow.request.media import may_have_media, stats_digest
 from batchflow.spec import models
@@ -469,11 +470,25 @@ class Runner:
         if self._budget_wait is not None:
             return False  # waits: a job in flight may finish below its estimate and make room
         if job.status == st.WRITTEN:
-            job.file = self.path.stage(job)
+            try:
+                job.file = self.path.stage(job)
+            except QuotaExceeded as exc:  # the Files API's storage is full: backpressure, as for a create
+                return self._no_room(state, job, exc)
             job.status = st.STAGED
             self.store.save(state)
         job.status = st.SUBMITTING  # counted as committed spend by the budget check of the next job
         return True
+
+    def _no_room(self, state: State, job: Job, exc: QuotaExceeded) -> bool:
+        """A job whose staging would pass the Files API's storage (its media): it waits, written, until collected
+        jobs' media are deleted; with nothing of this spec in flight to wait for, the error is the run's."""
+        if not any(j.status in st.LIVE for _, j in state.jobs()):
+            raise exc
+        log.info("waiting for room in the Files API", display_name=job.display_name, error=str(exc),
+                 until="a collected job's media are deleted")
+        job.not_before = self.clock() + self._poll_cap(self.spec.jobs.poll_interval)
+        self.store.save(state)
+        return False
 
     def _not_created(self, state: State, shard: Shard, job: Job, exc: Exception) -> bool:
         """A create that met the quota, or a passing error: the job stays "submitting", looked up by name before it
@@ -603,7 +618,8 @@ class Runner:
             shard.done = True
         else:
             kind = "retry" if shard.jobs[-1].ended == st.SUCCEEDED else "resubmit"
-            tokens = (self.root / nxt.input).stat().st_size // CHARS_PER_TOKEN if nxt.file is None else 0
+            sent = self.root / nxt.input
+            tokens = sent.stat().st_size // CHARS_PER_TOKEN + media_tokens(self.spec, sent) if nxt.file is None else 0
             shard.jobs.append(Job(n=n, input=nxt.input, count=nxt.count, digest=nxt.digest, kind=kind, tokens=tokens,
                                   file=nxt.file, status=st.STAGED if nxt.file else st.WRITTEN,
                                   display_name=display_name(self.spec.name, state.gen, shard.index, n, nxt.digest),

@@ -74,6 +74,9 @@ class ShardsPath:
     def collect(self, shard: Shard, job: Job) -> None:
         info = JobInfo(str(job.name), job.display_name, job.status, job.error, job.output)
         job.results = str(collect(self.jobs, self.root, shard, job, info).relative_to(self.root))
+        freed = self.jobs.job_media_done(job.display_name)
+        if freed:
+            log.info("media of a collected job deleted", job=job.name, files=freed)
 
     def collect_lost(self, shard: Shard, job: Job, message: str) -> None:
         job.results = str(collect_lost(self.root, shard, job, message).relative_to(self.root))

@@ -26,6 +26,7 @@ from batchflow.errors import DataError
 from batchflow.libs.gc_tuning import relaxed_gc
 from batchflow.logs import Progress
 from batchflow.prepare.duplicates import KeyHashes, first_duplicate
+from batchflow.prepare.media_tally import media_tokens
 from batchflow.prepare.staging import Stager
 from batchflow.request.media import FileStats, may_have_media
 from batchflow.request.render import Renderer
@@ -180,8 +181,8 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
             for ordinal, error in rejects:
                 fh.write(orjson.dumps({"ordinal": ordinal, "error": error}, option=_NL))
     if earlier is None and not rejects:
-        units = [_unit(spec, gen, info, f"{name}/shards/{info.requests}", f"{name}/shards/{info.manifest}")
-                 for info in writer.shards]
+        units = [_unit(spec, gen, info, f"{name}/shards/{info.requests}", f"{name}/shards/{info.manifest}",
+                       media_tokens(spec, tmp / "shards" / info.requests)) for info in writer.shards]
         for part in parts:
             part.units = [part.index]
     else:
@@ -210,7 +211,8 @@ def _pack(spec: Spec, gen: int, tmp: Path, name: str, parts: list[Part], send: b
                         writer.append(line, b"")
             part.units = list(range(start, len(writer.shards) + 1))
         writer.close()
-    return [_unit(spec, gen, info, f"{name}/units/{info.requests}") for info in writer.shards]
+    return [_unit(spec, gen, info, f"{name}/units/{info.requests}",
+                  media=media_tokens(spec, tmp / "units" / info.requests)) for info in writer.shards]
 
 
 def _upload_when_written(stager: Stager | None, directory: Path, spec: Spec, gen: int) -> Written | None:
@@ -224,8 +226,9 @@ def _upload_when_written(stager: Stager | None, directory: Path, spec: Spec, gen
     return upload
 
 
-def _unit(spec: Spec, gen: int, info: ShardInfo, requests: str, manifest: str = "") -> Shard:
-    first = Job(n=1, input=requests, count=info.count, digest=info.digest, tokens=info.bytes // models.CHARS_PER_TOKEN,
+def _unit(spec: Spec, gen: int, info: ShardInfo, requests: str, manifest: str = "", media: int = 0) -> Shard:
+    tokens = info.bytes // models.CHARS_PER_TOKEN + media  # media: its media parts' prompt tokens
+    first = Job(n=1, input=requests, count=info.count, digest=info.digest, tokens=tokens,
                 display_name=display_name(spec.name, gen, info.index, 1, info.digest))
     return Shard(info.index, info.count, info.bytes, info.digest, requests, manifest, jobs=[first])
 

@@ -98,7 +98,10 @@ def enqueued_tokens(model: str) -> int | None:
 # and its "Files API" page (ai.google.dev/gemini-api/docs), Google's "Increased file size limits" post (2026-01),
 # and the Gemini API's image / document / audio / video understanding pages for the MIME types.
 MEDIA_FILE_MAX_BYTES = 2_000_000_000  # one file through the Files API (also a registered GCS object)
-MEDIA_PROJECT_MAX_BYTES = 20_000_000_000  # the Files API's storage per project
+# The Files API's storage per project: "20 GB" on the Files API page; the service's own 429 names the quota
+# FileStorageBytesPerProject with quotaValue 21474836480, i.e. 20 GiB (googleapis/python-genai#1172, 2025-07;
+# github.com/alphaXiv/feedback/issues/16, 2025-10; checked 2026-12). What jobs.max_media_bytes defaults to.
+MEDIA_PROJECT_MAX_BYTES = 20 * 2**30
 MEDIA_FILE_HOURS = 48  # a Files API file is deleted this long after its upload
 INLINE_REQUEST_MAX_BYTES = 100_000_000  # inline data in one request, base64 encoded (was 20 MB before 2026-01)
 # batchflow's own choice, not Google's: a local file up to this size goes inline (base64) in its request line on

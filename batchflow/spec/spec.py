@@ -56,6 +56,7 @@ class JobsSpec:
     # (the default is longer where the service queues longer: ``stuck_default``)
     output_wait: float = 1800.0  # how long a succeeded job's output may be late before it counts as lost
     max_enqueued_tokens: int | None = None  # gemini: in-flight input tokens per model; None: the tier table's
+    max_media_bytes: int | None = None  # gemini: media bytes held in the Files API at once; None: the project quota
 
 
 @dataclass(frozen=True)
@@ -318,6 +319,7 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
             stuck_after=parse_duration(jobs.get("stuck_after", stuck_default(data))),
             output_wait=parse_duration(jobs.get("output_wait", JobsSpec.output_wait)),
             max_enqueued_tokens=jobs.get("max_enqueued_tokens"),
+            max_media_bytes=None if "max_media_bytes" not in jobs else parse_size(jobs["max_media_bytes"]),
         ),
         retry=_retry(retry),
         pricing=data.get("pricing", {}),

@@ -22,6 +22,9 @@ def test_what_is_kept_and_what_is_sent_again() -> None:
     assert flag_of({"error": {"code": 400, "message": "invalid"}}) == PERMANENT
     for code in (408, 429, 500, 503, None):
         assert flag_of({"error": {"code": code, "message": "x"}}) == RETRY, code
+    gone = {"code": 403, "message": "You do not have permission to access the File f1 or it may not exist."}
+    assert flag_of({"error": gone}) == PERMANENT
+    assert flag_of({"error": {**gone, "restage": True}}) == RETRY, "its media staged again, it may pass"
 
 
 def test_a_succeeded_jobs_lines_are_spliced_with_their_attempts_and_flags(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +72,7 @@ def test_a_folder_of_media_runs_again_and_sends_only_what_changed(tmp_path: Path
 
     again = cli("run", str(spec))
     assert again.exit_code == 0, again.stderr
-    assert not _events(again.stderr, "job created")  # nothing sent
+    assert not _events(again.stderr, "job submitted")  # nothing sent
 
     (tmp_path / "scans/img/x.png").write_bytes(png(101))
     changed = cli("run", str(spec))
@@ -189,3 +192,108 @@ def test_an_upload_is_reused_only_while_it_will_outlive_the_job(tmp_path: Path, 
         assert sorted(r["key"] for r in rows) == ["a.wav", "b.wav"] and all(r["status"] == "ok" for r in rows)
         _assert_each_answer_names_its_file(rows, tmp_path / "scans")
         assert _media_files(client) == []
+
+
+def test_files_expired_while_their_job_waited_are_uploaded_again_and_answered(tmp_path: Path) -> None:
+    """The Files API deletes the run's media uploads after the job is created and before it runs (the emulator's
+    files aged 49 h): every line of the job is refused with the service's 403. The retry stages the content
+    again, a new upload, and every record is answered; no error row, and no request attempt spent on it."""
+    big = wav(12, seconds=INLINE_MAX_BYTES / 8000 + 1)
+    (tmp_path / "scans").mkdir()
+    for name in ("a.wav", "b.wav"):
+        (tmp_path / "scans" / name).write_bytes(big)
+    with start_in_thread(tmp_path / "emu", job_seconds=2.0) as emulator:
+        spec = write_spec(tmp_path, "gone", key=None, prompt=PROMPT,
+                          backend={"type": "gemini", "base_url": emulator.base_url},
+                          source={"type": "files", "path": "scans/*.wav", "format": "media"},
+                          retry={"request_attempts": 1, "backoff": {"initial": "0.1s", "max": "1s"}})
+        client = genai_client(emulator.base_url)
+        done: dict[str, Any] = {}
+        run = threading.Thread(target=lambda: done.setdefault("result", cli("run", str(spec))))
+        run.start()
+        deadline = time.monotonic() + 30
+        while not list(client.batches.list()):  # the job is created; its lines are read a quarter of 2 s later
+            assert time.monotonic() < deadline and run.is_alive()
+            time.sleep(0.02)
+        http_json("POST", f"{emulator.base_url}/_emulator/age_files?seconds={49 * 3600}")
+        run.join(60)
+        result = done["result"]
+        assert result.exit_code == 0, result.stderr
+        assert len(_events(result.stderr, "job submitted")) == 2  # the first job's lines were refused, then a retry
+        assert len(_events(result.stderr, "media uploaded")) == 2  # the content uploaded again for the retry
+        rows = read_rows(tmp_path / "out/result.jsonl")
+        assert sorted(r["key"] for r in rows) == ["a.wav", "b.wav"] and all(r["status"] == "ok" for r in rows)
+        _assert_each_answer_names_its_file(rows, tmp_path / "scans")
+        assert _media_files(client) == []
+
+
+@pytest.mark.parametrize("setting", [None, "100000"])
+def test_media_over_the_projects_file_storage_go_in_waves(tmp_path: Path, setting: str | None) -> None:
+    """Six distinct files over the inline threshold (~41 KB each), two a job, against an emulator whose project
+    may hold 100 KB of files: one job's media at a time. Refused by the service (429 on upload) or held back by
+    `jobs.max_media_bytes` before it is asked, the next job waits until a collected job's media are deleted; the
+    run ends with every record answered, nothing failed, and no media left in the Files API."""
+    (tmp_path / "scans").mkdir()
+    files = {f"w{i}.wav": wav(20 + i, seconds=INLINE_MAX_BYTES / 8000 + 1) for i in range(6)}
+    for name, data in files.items():
+        (tmp_path / "scans" / name).write_bytes(data)
+    plan = tmp_path / "quota.yaml"
+    plan.write_text("quota: {file_storage_bytes: 100000}\n")
+    jobs: dict[str, Any] = {"poll_interval": "0.2s", "max_requests": 2, "max_concurrent": 3}
+    if setting is not None:
+        jobs["max_media_bytes"] = setting
+    with start_in_thread(tmp_path / "emu", job_seconds=0.2, faults=plan) as emulator:
+        spec = write_spec(tmp_path, "waves", key=None, prompt=PROMPT, jobs=jobs,
+                          backend={"type": "gemini", "base_url": emulator.base_url},
+                          source={"type": "files", "path": "scans/*.wav", "format": "media"})
+        result = cli("run", str(spec))
+        assert result.exit_code == 0, result.stderr
+        rows = read_rows(tmp_path / "out/result.jsonl")
+        assert sorted(r["key"] for r in rows) == sorted(files) and all(r["status"] == "ok" for r in rows)
+        _assert_each_answer_names_its_file(rows, tmp_path / "scans")
+        uploads = len(_events(result.stderr, "media uploaded"))
+        # held back before it is asked, each content goes up once; refused by the service, a job half staged gives
+        # back what it uploaded (so that jobs each holding part of their media cannot block one another)
+        assert uploads == 6 if setting is not None else uploads >= 6
+        assert len(_events(result.stderr, "job submitted")) == 3
+        refused = http_json("GET", f"{emulator.base_url}/_emulator/stats")[1]["faults"].get(
+            "quota_file_storage_bytes", 0)
+        if setting is None:
+            assert refused > 0  # waves: the service refused what did not fit, and the job waited
+        else:
+            assert refused == 0 and _events(result.stderr, "waiting for room in the Files API")
+        assert _media_files(genai_client(emulator.base_url)) == []
+
+
+def test_plan_counts_the_media_to_stage_those_staged_already_and_their_tokens(tmp_path: Path) -> None:
+    """Two long WAVs (uploaded), a PNG and a two-page PDF (inline): `plan --json` counts each and its prompt tokens
+    (audio 32 a second, an image of at most 384 px 258, a PDF page 258), which the estimate's input includes. After
+    a run left its job at the service, the uploads it made count as staged already (a new record reads one)."""
+    seconds = INLINE_MAX_BYTES / 8000 + 1
+    files = {"a.wav": wav(31, seconds=seconds), "b.wav": wav(32, seconds=seconds), "c.png": png(3),
+             "d.pdf": pdf(4, pages=2)}
+    (tmp_path / "scans").mkdir()
+    for name, data in files.items():
+        (tmp_path / "scans" / name).write_bytes(data)
+    with start_in_thread(tmp_path / "emu", job_seconds=30.0) as emulator:
+        spec = write_spec(tmp_path, "planned", key=None, prompt=PROMPT,
+                          backend={"type": "gemini", "base_url": emulator.base_url},
+                          source={"type": "files", "path": "scans/*.*", "format": "media"})
+        planned = cli("plan", "--json", str(spec))
+        assert planned.exit_code == 0, planned.stderr
+        report = json.loads(planned.stdout)
+        tokens = 2 * math.ceil(32 * seconds) + 258 + 2 * 258
+        assert report["media"] == {
+            "parts": 4, "files": 4, "bytes": sum(map(len, files.values())), "tokens": tokens,
+            "upload_files": 2, "upload_bytes": 2 * len(files["a.wav"]), "staged_files": 0, "staged_bytes": 0,
+            "inline_files": 2, "inline_bytes": len(files["c.png"]) + len(files["d.pdf"])}
+        assert report["cost"]["planned_tokens"]["input"] > tokens
+        text = cli("plan", str(spec)).stdout
+        assert "media: 4 part(s), 4 distinct local file(s)" in text and "2 to stage" in text
+
+        assert cli("run", "--no-wait", str(spec)).exit_code == 75  # its job waits at the service, media and all
+        (tmp_path / "scans/e.wav").write_bytes(files["a.wav"])
+        again = json.loads(cli("plan", "--json", str(spec)).stdout)["media"]
+        # the job in flight is collected first, so every record counts as to send: e.wav is a.wav's content
+        assert (again["parts"], again["files"]) == (5, 4)
+        assert (again["upload_files"], again["staged_files"], again["inline_files"]) == (0, 2, 2)

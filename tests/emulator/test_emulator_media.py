@@ -202,3 +202,24 @@ def test_an_upload_past_48_hours_is_gone_from_get_and_list(client: genai.Client,
         client.files.get(name=uploaded.name)
     assert caught.value.code == 404
     assert list(client.files.list()) == []
+
+
+def test_an_upload_past_the_projects_file_storage_is_a_429_until_a_file_is_deleted(tmp_path: Path) -> None:
+    """`quota.file_storage_bytes` of a fault plan: the uploads the project holds at once, as the service counts
+    them (FileStorageBytesPerProject); past it, 429 RESOURCE_EXHAUSTED naming the metric; a deletion makes room."""
+    from google.genai import errors
+    from support.emulator_helpers import http_json
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("quota: {file_storage_bytes: 1000}\n")
+    with start_in_thread(tmp_path / "emu", faults=plan) as running:
+        client = genai.Client(api_key="test", http_options=types.HttpOptions(base_url=running.base_url))
+        first = _upload(client, tmp_path, b"a" * 600, "text/plain")
+        with pytest.raises(errors.ClientError) as caught:
+            _upload(client, tmp_path, b"b" * 600, "text/plain")
+        assert caught.value.code == 429 and caught.value.status == "RESOURCE_EXHAUSTED"
+        assert "generativelanguage.googleapis.com/file_storage_bytes, limit: 1000" in str(caught.value.message)
+        client.files.delete(name=first.name or "")
+        assert _upload(client, tmp_path, b"b" * 600, "text/plain").size_bytes == 600
+        stats = http_json("GET", f"{running.base_url}/_emulator/stats")[1]
+        assert stats["faults"]["quota_file_storage_bytes"] == 1

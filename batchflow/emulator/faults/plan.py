@@ -44,6 +44,7 @@ or a string like "500ms", "2s", "48h"::
     quota:                      # Gemini create quotas, as the service's 429 RESOURCE_EXHAUSTED (no Retry-After)
       enqueued_tokens: 3000000  # per model: input tokens (4 bytes a token) of live jobs plus the new one
       concurrent_batches: 100   # live (PENDING or RUNNING) batches, any model
+      file_storage_bytes: 1000000 # the Files API's bytes per project: an upload past it is 429 RESOURCE_EXHAUSTED
 
 What each job fault does, surface by surface:
 
@@ -101,9 +102,9 @@ INTERNAL (500), UNAVAILABLE (503) etc. Counters of every fault injected are in `
 `faults` (`http_503`, `http_503_after`, `http_hang`, `http_stall_body`, `http_stall_upload`, `job_failed`,
 `job_expired`, `job_stalled`, `job_stuck`, `job_late_output`, `job_output_gone`, `job_cancel_delivers`,
 `job_cancelling_succeeded`, `job_time_limit_expired`, `job_time_limit_cancelled`, `quota_enqueued_tokens`,
-`quota_concurrent_batches`, `line_error_500`, `line_blocked`, `line_max_tokens`, `line_dropped`,
-`line_duplicated`); they live in memory, so a restarted emulator starts them, and the HTTP call numbering, from
-zero.
+`quota_concurrent_batches`, `quota_file_storage_bytes`, `line_error_500`, `line_blocked`, `line_max_tokens`,
+`line_dropped`, `line_duplicated`); they live in memory, so a restarted emulator starts them, and the HTTP call
+numbering, from zero.
 """
 
 from __future__ import annotations

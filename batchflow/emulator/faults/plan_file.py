@@ -34,7 +34,7 @@ _JOB_KEYS = {"fail": "fail", "fail_first_attempt": "fail", "expire": "expire", "
 _JOB_DURATIONS = {"expire_after", "cancelling_seconds"}
 _REQUEST_KEYS = {"fail", "codes", "blocked", "max_tokens"}
 _OUTPUT_KEYS = {"drop", "duplicate", "late_seconds", "retention", "reserialise_echo", "drop_labels"}
-_QUOTA_KEYS = {"enqueued_tokens", "concurrent_batches"}
+_QUOTA_KEYS = {"enqueued_tokens", "concurrent_batches", "file_storage_bytes"}
 
 
 class FaultPlanError(InputError):
@@ -74,6 +74,7 @@ class Service:
     retention: float = 2.0
     enqueued_tokens: int | None = None
     concurrent_batches: int | None = None
+    file_storage_bytes: int | None = None  # the Files API's storage per project (Google's: 20 GiB)
     reserialise_echo: bool = True
     drop_labels: bool = False
 
@@ -129,6 +130,7 @@ def _service(jobs: dict[str, Any], output: dict[str, Any], quota: dict[str, Any]
         retention=_duration(output.get("retention", default.retention), where, "output.retention"),
         enqueued_tokens=_limit(quota.get("enqueued_tokens"), where, "quota.enqueued_tokens"),
         concurrent_batches=_limit(quota.get("concurrent_batches"), where, "quota.concurrent_batches"),
+        file_storage_bytes=_limit(quota.get("file_storage_bytes"), where, "quota.file_storage_bytes"),
         reserialise_echo=_bool(output.get("reserialise_echo", default.reserialise_echo), where,
                                "output.reserialise_echo"),
         drop_labels=_bool(output.get("drop_labels", default.drop_labels), where, "output.drop_labels"))

@@ -20,6 +20,11 @@ from batchflow.emulator.wire.errors import ApiError, invalid_argument, not_found
 from batchflow.emulator.wire.request_checks import field
 
 FILE_TTL_SECONDS = 48 * 3600
+# The service's words when an upload would pass the project's file storage, as it answers (a 429 seen 2025-10,
+# github.com/alphaXiv/feedback/issues/16, and googleapis/python-genai#1172 2025-07: quota FileStorageBytesPerProject)
+_STORAGE_FULL = ("You exceeded your current quota, please check your plan and billing details. For more information "
+                 "on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n* Quota exceeded for "
+                 "metric: generativelanguage.googleapis.com/file_storage_bytes, limit: {limit}")
 _COPY_BUFFER = 1 << 20
 _BLANK_AT_LINE_START = re.compile(rb"\n[ \t\r\n]")
 _BLANK = frozenset(b" \t\r\n")
@@ -99,7 +104,12 @@ class _Upload:
 class FileStore:
     """Files and uploads on disk, indexed in memory; safe to call from many threads."""
 
-    def __init__(self, root: Path, clock: Callable[[], float]) -> None:
+    def __init__(self, root: Path, clock: Callable[[], float], storage_quota: int | None = None,
+                 note: Callable[[str], None] | None = None) -> None:
+        """``storage_quota``: the bytes of uploaded files the project may hold at once (the fault plan's
+        ``quota.file_storage_bytes``); an upload past it is refused, and ``note`` counts the refusal."""
+        self._quota = storage_quota
+        self._note = note
         self._files_dir = root / "files"
         self._uploads_dir = root / "uploads"
         self._files_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +127,7 @@ class FileStore:
         upload = _Upload(id=new_id(24), display_name=field(file, "displayName"),
                          mime_type=field(file, "mimeType") or header_type or "application/octet-stream",
                          declared_size=int(size) if size not in (None, "") else None)
+        self._check_room(upload.declared_size or 0)
         write_json_atomic(self._uploads_dir / f"{upload.id}.json", asdict(upload))
         (self._uploads_dir / f"{upload.id}.part").touch()
         with self._lock:
@@ -159,6 +170,7 @@ class FileStore:
         size = part.stat().st_size
         if upload.declared_size is not None and upload.declared_size != size:
             raise invalid_argument(f"Upload has {size} bytes but {upload.declared_size} were declared")
+        self._check_room(size)
         with self._lock:
             count = self._counts.pop(upload_id, None)
         record = self._add(new_id(12), part, upload.mime_type, upload.display_name, "UPLOADED",
@@ -214,6 +226,18 @@ class FileStore:
                 record.create_time -= seconds
                 write_json_atomic(self._files_dir / f"{record.id}.json", asdict(record))
             return len(self._files)
+
+    def _check_room(self, size: int) -> None:
+        """429 RESOURCE_EXHAUSTED, as the service answers, when `size` more bytes would pass the storage quota.
+        Counted: the uploaded files that live (a batch's output is the job's, not the project's uploads)."""
+        if self._quota is None:
+            return
+        with self._lock:
+            held = sum(r.size_bytes for r in self._files.values() if r.source == "UPLOADED" and not self._expired(r))
+        if held + size > self._quota:
+            if self._note is not None:
+                self._note("quota_file_storage_bytes")
+            raise ApiError(429, "RESOURCE_EXHAUSTED", _STORAGE_FULL.format(limit=self._quota))
 
     def _expired(self, record: FileRecord) -> bool:
         """An upload the service has deleted by now: 48 h after it came (a batch's output is the job's to end)."""
