@@ -321,3 +321,18 @@ def test_a_state_of_the_earlier_layout_is_read_then_rewritten_as_objects(tmp_pat
     manifest = json.loads(fake_gcs.get_blob("state/loose/state.json").download_as_bytes())
     assert manifest["format"] == 4 and manifest["state"] == {"format": 3, "gen": 1}
     assert list(manifest["files"]) == ["gen-1/marks"]
+
+
+def test_a_reader_that_finds_an_object_gone_reads_the_manifest_again_then_says_so(tmp_path: Path,
+                                                                                  fake_gcs: Any) -> None:
+    from batchflow.errors import StateError
+    from batchflow.state.gcs import GcsState
+
+    writer = GcsState("gs://bkt/state/reader", tmp_path / "writer", lease_seconds=5)
+    writer.pull()
+    _put(tmp_path / "writer", {"gen-1/a": b"a"})
+    writer.push(b'{"format": 3, "gen": 1}')
+    fake_gcs.blob(f"state/reader/objects/{hashlib.sha256(b'a').hexdigest()}").delete()  # as if collected
+    reader = GcsState("gs://bkt/state/reader", tmp_path / "reader", lease_seconds=5)
+    with pytest.raises(StateError, match="an object the state names is gone"):
+        reader.pull()
