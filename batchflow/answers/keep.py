@@ -30,6 +30,7 @@ from batchflow.libs.gc_tuning import relaxed_gc
 from batchflow.libs.jsonio import dumps_kept
 from batchflow.logs import Progress
 from batchflow.spec.spec import Spec
+from batchflow.state.gcs import DERIVED_STAMP
 from batchflow.state.shard_files import key_json
 from batchflow.state.state import SUCCEEDED, Part, State
 
@@ -145,7 +146,7 @@ def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> 
             "ok": counts[OK], "kept_errors": counts[PERMANENT], "retry": counts[RETRY]}
 
 
-_STAMP = ".made-from"  # in the index: the stamp of the answers it was made from (hidden: never uploaded)
+_STAMP = DERIVED_STAMP  # in the index: the stamp of the answers it was made from (a gs:// state then skips it)
 
 
 def index_stamp(directory: Path, parts: Sequence[Part]) -> str:

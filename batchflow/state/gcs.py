@@ -19,8 +19,9 @@
   manifest again when an object it names is gone). Deletions happen only under the lease, after the commit,
   of objects the committed manifest neither names nor keeps retired; the first commit of a run also deletes the
   objects a crashed run uploaded and never committed, and the files of the earlier layout (one object per path).
-- Not uploaded: the answers' index by key (``answers/index/``), rebuilt from the parts where it is missing
-  (``answers/keep.py``): it is rewritten whole each generation, so it would cost about the input's size again.
+- Not uploaded: the answers' index by key (``answers/index/``, when stamped as made from the parts), rebuilt
+  from the parts where it is missing (``answers/keep.py``): it is rewritten whole each generation, so it would
+  cost about the input's size again.
 - Both control objects are written with a multipart upload (``upload_from_string``): GCS checks preconditions on
   every upload, fake-gcs-server (the tests' stand-in) only on multipart ones (docs/google-apis.md, "Traps").
 - A run starts by bringing the cache up to date from the manifest: a file whose cached bytes have another hash is
@@ -54,8 +55,11 @@ log = logs.get_logger(__name__)
 
 _LEASE, _STATE, _SYNCED, _OBJECTS = "lease.json", "state.json", ".synced.json", "objects"
 _LOCAL_ONLY = ("lock", "lock.json", _STATE, _LEASE, _SYNCED)
-_DERIVED = "/answers/index/"  # rebuilt from the parts where it is missing (answers/keep.py): never uploaded
+_DERIVED = "/answers/index/"  # rebuilt from the parts where it is missing (answers/keep.py) ...
+DERIVED_STAMP = ".made-from"  # ... when it holds this stamp: then never uploaded (an index of answers kept
+#                               without digests cannot be made again, and is uploaded as any file)
 MANIFEST_FORMAT = 4  # of state.json on GCS; batchflow before it reads "state format 4 is newer ...; upgrade"
+RETIRED_GENERATIONS = 1  # generations an object outlives the last manifest that named it (then deleted)
 _PULL_ATTEMPTS = 3  # manifests read in turn when objects one names were collected under a reader
 
 
@@ -226,7 +230,7 @@ class GcsState:
             self.lost = "another run wrote the state since this one read it (its lease was taken over)"
             raise LeaseLost(f"{self.url}: {self.lost}; this run stops without writing the state") from None
         self._generation = int(blob.generation)
-        due = not self._swept or any(g < gen for g in self._retired.values())
+        due = not self._swept or any(g + RETIRED_GENERATIONS <= gen for g in self._retired.values())
         self._committed, self._retired = files, retired
         if due:
             self._collect_garbage()
@@ -276,7 +280,8 @@ class GcsState:
         """The objects kept though no longer named: those the manifest stops naming now, and those retired
         during this generation (earlier ones are dropped: deleted once this manifest is committed)."""
         named = {entry[0] for entry in files.values()}
-        retired = {digest: g for digest, g in self._retired.items() if g >= gen and digest not in named}
+        retired = {digest: g for digest, g in self._retired.items()
+                   if g + RETIRED_GENERATIONS > gen and digest not in named}
         for entry in self._committed.values():
             if entry[0] not in named:
                 retired.setdefault(entry[0], gen)
@@ -443,7 +448,9 @@ def _synced_file(path: Path, rel: str) -> bool:
     hidden file, the archive (uploaded on its own) or the derived index."""
     if rel in _LOCAL_ONLY or ".tmp" in rel or rel.startswith(("old/", ".")) or "/." in rel:
         return False
-    return _DERIVED not in f"/{rel}" and path.is_file()
+    if _DERIVED in f"/{rel}" and (path.parent / DERIVED_STAMP).exists():
+        return False
+    return path.is_file()
 
 
 def _hashed(entry: list[Any]) -> bool:

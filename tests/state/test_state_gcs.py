@@ -336,3 +336,17 @@ def test_a_reader_that_finds_an_object_gone_reads_the_manifest_again_then_says_s
     reader = GcsState("gs://bkt/state/reader", tmp_path / "reader", lease_seconds=5)
     with pytest.raises(StateError, match="an object the state names is gone"):
         reader.pull()
+
+
+def test_an_index_made_from_the_parts_is_not_uploaded_one_that_cannot_be_made_again_is(tmp_path: Path,
+                                                                                         fake_gcs: Any) -> None:
+    from batchflow.state.gcs import GcsState
+
+    cache = tmp_path / "cache"
+    store = GcsState("gs://bkt/state/index", cache, lease_seconds=5)
+    store.pull()
+    _put(cache, {"gen-2/answers/index/p-00000": b'"k" 0123\n', "gen-2/answers/index/.made-from": b"stamp",
+                 "gen-1/answers/index/p-00000": b'"k" 4567\n'})  # gen-1's: kept without digests, no stamp
+    store.push(b'{"format": 3, "gen": 2}')
+    manifest = json.loads(fake_gcs.get_blob("state/index/state.json").download_as_bytes())
+    assert sorted(manifest["files"]) == ["gen-1/answers/index/p-00000"]
