@@ -1,5 +1,6 @@
 """What a gs:// state moves to and from GCS, run by run: a first run, then 1 % of records appended, then unchanged,
-then unchanged again on a machine with no cache.
+then unchanged again on a machine with no cache, then 1 % more appended (the first generation's objects, retired
+by the second, are deleted).
 
 The state lives on fake-gcs-server (it checks generation preconditions as GCS does) behind a byte-counting proxy
 (``tests/support/stall_proxy.py``); the jobs go to batchflow's emulator, so the proxy sees only the state's own
@@ -58,6 +59,7 @@ class Bench:
         self.emulator = start_in_thread(work / "emulator", job_seconds=0.0)
         self.data = work / "in.jsonl"
         self.input_bytes = bench_data.write_records(self.data, records)
+        self.grown = records
         self.spec = bench_data.write_spec(work, "gcs", self.data, "prompt",
                                           backend={"type": "gemini", "base_url": self.emulator.base_url},
                                           state={"dir": "gs://bench/state"},
@@ -97,9 +99,11 @@ class Bench:
         return row
 
     def append(self, fraction: float) -> int:
+        """``fraction`` of the first run's records appended: the input regenerated one record longer each."""
         extra = max(1, int(self.records * fraction))
+        self.grown += extra
         grown = self.work / "grown.jsonl"
-        bench_data.write_records(grown, self.records + extra)
+        bench_data.write_records(grown, self.grown)
         shutil.move(grown, self.data)
         return extra
 
@@ -118,6 +122,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append(bench.run(f"{appended} appended", "cache-a"))
         rows.append(bench.run("unchanged", "cache-a"))
         rows.append(bench.run("unchanged, cold cache", "cache-b"))
+        appended = bench.append(0.01)
+        rows.append(bench.run(f"{appended} more appended", "cache-a"))  # the first generation's objects go
     finally:
         bench.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -163,6 +163,10 @@ class GcsState:
             else:
                 with self.bounded(f"download {rel}"):
                     self._fs.get_file(self._object(digest), str(tmp), **self._fs_call(int(size)))
+                if _sha256(tmp) != digest:  # an object is its bytes' hash: another is never taken for it
+                    tmp.unlink()
+                    raise StateError(f"{self._object(digest)} ({rel}): the object's bytes are not those its name "
+                                     "says; delete it and run again (it is uploaded anew from a cache that has it)")
             os.replace(tmp, target)
             self._synced[rel] = [*_stat(target), digest]
             cached[digest] = rel

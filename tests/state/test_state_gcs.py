@@ -350,3 +350,18 @@ def test_an_index_made_from_the_parts_is_not_uploaded_one_that_cannot_be_made_ag
     store.push(b'{"format": 3, "gen": 2}')
     manifest = json.loads(fake_gcs.get_blob("state/index/state.json").download_as_bytes())
     assert sorted(manifest["files"]) == ["gen-1/answers/index/p-00000"]
+
+
+def test_an_object_whose_bytes_are_not_its_name_is_refused_with_its_name(tmp_path: Path, fake_gcs: Any) -> None:
+    from batchflow.errors import StateError
+    from batchflow.state.gcs import GcsState
+
+    writer = GcsState("gs://bkt/state/bad", tmp_path / "writer", lease_seconds=5)
+    writer.pull()
+    _put(tmp_path / "writer", {"gen-1/a": b"right"})
+    writer.push(b'{"format": 3, "gen": 1}')
+    name = f"state/bad/objects/{hashlib.sha256(b'right').hexdigest()}"
+    fake_gcs.blob(name).upload_from_string(b"wrong")
+    with pytest.raises(StateError, match=f"{name} \\(gen-1/a\\): the object's bytes are not those its name says"):
+        GcsState("gs://bkt/state/bad", tmp_path / "reader", lease_seconds=5).pull()
+    assert not (tmp_path / "reader/gen-1/a").exists()
