@@ -117,8 +117,9 @@ class GcsState:
             try:
                 self._pull_objects(body or {})
             except FileNotFoundError as exc:  # collected under a reader without the lease: the manifest moved on
-                if attempt + 1 == _PULL_ATTEMPTS:
-                    raise StateError(f"{self.url}: an object the state names is gone ({exc}); run again") from None
+                if attempt + 1 == _PULL_ATTEMPTS:  # a run is writing it, faster than this reads: later, then
+                    raise LockedError(f"{self.url}: an object the state names is gone ({exc}): a run is writing "
+                                      "the state; try again when it ends") from None
                 log.info("an object of the state was collected meanwhile; reading the state again", state=self.url)
                 continue
             self._write_local_state(None if body is None else orjson.dumps(

@@ -325,7 +325,7 @@ def test_a_state_of_the_earlier_layout_is_read_then_rewritten_as_objects(tmp_pat
 
 def test_a_reader_that_finds_an_object_gone_reads_the_manifest_again_then_says_so(tmp_path: Path,
                                                                                   fake_gcs: Any) -> None:
-    from batchflow.errors import StateError
+    from batchflow.errors import LockedError
     from batchflow.state.gcs import GcsState
 
     writer = GcsState("gs://bkt/state/reader", tmp_path / "writer", lease_seconds=5)
@@ -334,7 +334,7 @@ def test_a_reader_that_finds_an_object_gone_reads_the_manifest_again_then_says_s
     writer.push(b'{"format": 3, "gen": 1}')
     fake_gcs.blob(f"state/reader/objects/{hashlib.sha256(b'a').hexdigest()}").delete()  # as if collected
     reader = GcsState("gs://bkt/state/reader", tmp_path / "reader", lease_seconds=5)
-    with pytest.raises(StateError, match="an object the state names is gone"):
+    with pytest.raises(LockedError, match=r"an object the state names is gone .*: a run is writing the state; try"):
         reader.pull()
 
 
