@@ -24,6 +24,7 @@ import google.genai.files  # noqa: F401
 import batchflow.backends.gemini
 import batchflow.execute.runner
 import batchflow.execute.shards_path
+import batchflow.state.gcs
 import batchflow.state.state
 from batchflow.answers.merge import output_fingerprint
 from batchflow.cli import main as cli_main
@@ -46,11 +47,19 @@ _MARKED: tuple[tuple[Any, str, str], ...] = (
     (batchflow.execute.runner.Runner, "_merge", "merge"),
 )
 
+# kill points of a gs:// state (``--commit-kills``): the run SIGKILLs itself at the nth time it gets there
+KILL_POINTS: dict[str, tuple[Any, str, str]] = {
+    "uploaded": (batchflow.state.gcs.GcsState, "_upload_files", "after"),  # objects up, the manifest not committed
+    "collecting": (batchflow.state.gcs.GcsState, "_collect_garbage", "before"),  # committed, garbage not deleted
+    "committed": (batchflow.state.gcs.GcsState, "push", "after"),  # the manifest committed (and garbage deleted)
+}
+
 
 class Run:
     """One `batchflow run [OPTIONS] SPEC`, its stdout and stderr in `log`."""
 
-    def __init__(self, spec: Path, log: Path, spawn: bool, options: tuple[str, ...] = ()) -> None:
+    def __init__(self, spec: Path, log: Path, spawn: bool, options: tuple[str, ...] = (),
+                 kill_at: tuple[str, int] | None = None) -> None:
         args = ["--log-format", "json", "run", *options, str(spec)]
         self.marks = log.with_suffix(".marks")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -68,6 +77,8 @@ class Run:
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)
                 _instrument(self.marks)
+                if kill_at is not None:
+                    _kill_at(*kill_at)
                 cli_main.main(args, prog_name="batchflow")
                 code = 0
             except SystemExit as exc:
@@ -129,6 +140,27 @@ def _instrument(marks: Path) -> None:
         return result
 
     batchflow.execute.runner.Runner.run = run_then_exit  # type: ignore[method-assign]
+
+
+def _kill_at(point: str, nth: int) -> None:
+    """The run SIGKILLs itself the ``nth`` time it gets to ``point`` (``KILL_POINTS``), unless it ends before."""
+    owner, attr, when = KILL_POINTS[point]
+    fn, seen = getattr(owner, attr), [0]
+
+    def die() -> None:
+        seen[0] += 1
+        if seen[0] == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if when == "before":
+            die()
+        result = fn(*args, **kwargs)
+        if when == "after":
+            die()
+        return result
+
+    setattr(owner, attr, wrapper)
 
 
 def phase_from_state(spec: Spec, started: float) -> str:

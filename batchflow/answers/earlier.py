@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchflow.answers.keep import digest_file
+from batchflow.answers.keep import digest_file, ensure_index
 from batchflow.state.state import Part
 
 
@@ -23,7 +23,8 @@ class Earlier:
 
     @property
     def index(self) -> Path:
-        return self.root / str(self.answers["index"])
+        """The kept answers by key; made again from the parts when the cache lacks it (a gs:// state)."""
+        return ensure_index(self.root, self.answers, self.parts)
 
     def in_place(self, fingerprint: str) -> InPlace | None:
         """The earlier records in input order, when the requests are made as they were then (the spec fingerprint

@@ -5,13 +5,18 @@ for line with the part's records (the merge needs nothing else but the records).
 copied from the earlier generation's answers as it is. Each record's request digest and flag go, line for line,
 to ``part-N.digests`` (the next generation compares records in place with them), and, with its key and place, to
 the index by key: ``KEY <digest: 32 hex><flag><part>:<line>`` (diff.py).
+
+The index is derived: every entry is a part's request line's key and its ``part-N.digests`` line. So a gs://
+state does not upload it (it is rewritten whole each generation, in partitions by key, about the input's size
+in all); ``ensure_index`` makes it again from the parts where it is missing or was made from other answers.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +30,9 @@ from batchflow.libs.gc_tuning import relaxed_gc
 from batchflow.libs.jsonio import dumps_kept
 from batchflow.logs import Progress
 from batchflow.spec.spec import Spec
+from batchflow.state.gcs import DERIVED_STAMP
 from batchflow.state.shard_files import key_json
-from batchflow.state.state import SUCCEEDED, State
+from batchflow.state.state import SUCCEEDED, Part, State
 
 _NL = orjson.OPT_APPEND_NEWLINE
 _CACHED_PARTS = 2  # earlier parts held in memory while copying carried answers (input order mostly follows)
@@ -132,11 +138,56 @@ def keep(spec: Spec, state: State, root: Path, out_root: Path | None = None) -> 
                     add(kj, b"%s %s%d:%d\n" % (kj, request, part.index, row))
             del fresh, carried  # before the next part's are read: two parts' at once would be the peak
     index.flush()
+    (tmp / "index" / _STAMP).write_text(index_stamp(tmp, state.parts), encoding="utf-8")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     rel = str(final.relative_to(base))
     return {"dir": rel, "index": f"{rel}/index", "partitions": partitions, "gen": state.gen, "digests": True,
             "ok": counts[OK], "kept_errors": counts[PERMANENT], "retry": counts[RETRY]}
+
+
+_STAMP = DERIVED_STAMP  # in the index: the stamp of the answers it was made from (a gs:// state then skips it)
+
+
+def index_stamp(directory: Path, parts: Sequence[Part]) -> str:
+    """What an index is made from, in a few bytes: each part's request file's name and its digests' bytes (a
+    record's digest and flag change with its answer; its key, with its request file)."""
+    stamp = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        stamp.update(b"%s\n" % part.requests.encode())
+        with open(directory / digest_file(part.index), "rb") as fh:
+            stamp.update(fh.read())
+    return stamp.hexdigest()
+
+
+def ensure_index(root: Path, answers: dict[str, Any], parts: Sequence[Part]) -> Path:
+    """The index of kept ``answers`` by key, made again from the parts when it is missing or is not theirs (a
+    cache filled from a gs:// state, which does not carry it); made whole beside, then moved into place."""
+    directory, index = root / str(answers["dir"]), root / str(answers["index"])
+    if not answers.get("digests") or not parts:
+        return index  # answers of a state before digests were kept: their index is all there is
+    stamp = index_stamp(directory, parts)
+    try:
+        if (index / _STAMP).read_text(encoding="utf-8") == stamp:
+            return index
+    except OSError:
+        pass
+    tmp = index.with_name(f"{index.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    writer = PartitionWriter(tmp, int(answers["partitions"]))
+    add = writer.add
+    for part in parts:
+        with open(root / part.requests, "rb") as lines, open(directory / digest_file(part.index), "rb") as digests:
+            for row, line in enumerate(lines):
+                request = digests.read(33)
+                if request != _NO_DIGEST:
+                    kj = key_json(line)
+                    add(kj, b"%s %s%d:%d\n" % (kj, request, part.index, row))
+    writer.flush()
+    (tmp / _STAMP).write_text(stamp, encoding="utf-8")
+    shutil.rmtree(index, ignore_errors=True)
+    tmp.rename(index)
+    return index
 
 
 def _fresh_answers(root: Path, state: State, units: list[int],

@@ -4,21 +4,39 @@
   ``ifGenerationMatch=0`` and renewed every third of ``state.lease`` by a thread, each renewal a compare-and-swap
   on the object's generation. A lease past its expiry is taken over the same way; a live one ends the run with
   exit 75, naming its holder.
-- **Every write of ``state.json`` is a compare-and-swap** on its generation, after the files it refers to are
-  uploaded (those whose size or mtime changed since the last sync). A runner whose lease was taken over, or whose
-  state was written by another, cannot overwrite it: it stops with exit 75, naming what happened.
-- Both objects are written with a multipart upload (``upload_from_string``): GCS checks preconditions on every
-  upload, fake-gcs-server (the tests' stand-in) only on multipart ones (docs/google-apis.md, "Traps").
-- A run starts by bringing the cache up to date: ``state.json``, and every file whose GCS generation is not the
-  one the cache last synced (recorded in the cache's ``.synced.json``); a cached file GCS no longer has is
-  deleted. So a cache another host's run has since overtaken is never trusted for its sizes alone.
+- **Files are content-addressed objects**, ``<url>/objects/<sha256 of the bytes>``, written once and never
+  changed: a generation whose parts hold the same bytes as the one before (an input that grew at its end, a
+  re-run) names the same objects and uploads nothing for them. A file is hashed only when its size or mtime
+  changed since it was last synced, and uploaded only when no object of that hash is known to exist.
+- **``<url>/state.json`` is the manifest**, ``{"format": 4, "files": {path: [sha256, size]}, "retired": {sha256:
+  generation}, "state": …}``: the state and every file of it, committed by one compare-and-swap on its
+  generation, after every object it names is uploaded. A runner whose lease was taken over, or whose state was
+  written by another, cannot overwrite it: it stops with exit 75, naming what happened. A crash before the commit
+  leaves objects nothing names, and the manifest before, whole.
+- **Garbage**: an object the manifest stops naming is *retired* with the state's generation then, and deleted
+  once a later generation's manifest is committed; so the objects of the last committed manifest of the
+  generation before stay readable (a ``plan`` or ``status`` reading without the lease, which also reads the
+  manifest again when an object it names is gone). Deletions happen only under the lease, after the commit,
+  of objects the committed manifest neither names nor keeps retired; the first commit of a run also deletes the
+  objects a crashed run uploaded and never committed, and the files of the earlier layout (one object per path).
+- Not uploaded: the answers' index by key (``answers/index/``, when stamped as made from the parts), rebuilt
+  from the parts where it is missing (``answers/keep.py``): it is rewritten whole each generation, so it would
+  cost about the input's size again.
+- Both control objects are written with a multipart upload (``upload_from_string``): GCS checks preconditions on
+  every upload, fake-gcs-server (the tests' stand-in) only on multipart ones (docs/google-apis.md, "Traps").
+- A run starts by bringing the cache up to date from the manifest: a file whose cached bytes have another hash is
+  fetched (copied from a cached file of that hash when there is one, else downloaded); a cached file the
+  manifest no longer names is deleted. A state of the earlier layout is read as it is, and rewritten in this one
+  by its next commit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -26,15 +44,23 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from batchflow import logs
-from batchflow.errors import LockedError, SpecError
+from batchflow.errors import LockedError, SpecError, StateError
 from batchflow.libs.deadlines import Deadlines, api_core_retry, bounded, deadlines, http_timeout, transfer_timeout
 from batchflow.libs.storage import url_to_fs
 
 log = logs.get_logger(__name__)
 
-_LEASE, _STATE, _SYNCED = "lease.json", "state.json", ".synced.json"
+_LEASE, _STATE, _SYNCED, _OBJECTS = "lease.json", "state.json", ".synced.json", "objects"
 _LOCAL_ONLY = ("lock", "lock.json", _STATE, _LEASE, _SYNCED)
+_DERIVED = "/answers/index/"  # rebuilt from the parts where it is missing (answers/keep.py) ...
+DERIVED_STAMP = ".made-from"  # ... when it holds this stamp: then never uploaded (an index of answers kept
+#                               without digests cannot be made again, and is uploaded as any file)
+MANIFEST_FORMAT = 4  # of state.json on GCS; batchflow before it reads "state format 4 is newer ...; upgrade"
+RETIRED_GENERATIONS = 1  # generations an object outlives the last manifest that named it (then deleted)
+_PULL_ATTEMPTS = 3  # manifests read in turn when objects one names were collected under a reader
 
 
 class LeaseLost(LockedError):
@@ -52,8 +78,12 @@ class GcsState:
         bucket, _, self._prefix = self._root.partition("/")
         self._bucket = _bucket(bucket, self.url)
         self._generation = 0  # of state.json as this run last read or wrote it (0: there is none)
-        # relative path -> [size, mtime_ns, GCS generation] of the cached file as last pulled or pushed
-        self._synced: dict[str, list[int]] = {}
+        # relative path -> [size, mtime_ns, sha256] of the cached file as last pulled or pushed (a GCS
+        # generation for the third, in a cache of the earlier layout)
+        self._synced: dict[str, list[Any]] = {}
+        self._committed: dict[str, list[Any]] = {}  # the files the manifest last read or written names
+        self._retired: dict[str, int] = {}  # objects it keeps though it names them no more, by generation
+        self._swept = False  # objects nothing names were looked for since this process first committed
         self.lost: str | None = None  # why the lease is no longer ours
         self.lease_expires: float | None = None  # when the lease last written runs out (None: no lease held)
         self.deadlines = deadlines()
@@ -74,16 +104,93 @@ class GcsState:
         return f"{self._prefix}/{rel}" if self._prefix else rel
 
     def pull(self) -> None:
-        """The cache made current: state.json (its generation remembered) and every file that changed on GCS."""
+        """The cache made current from the manifest: state.json, and every file it names that the cache lacks."""
         self.local.mkdir(parents=True, exist_ok=True)
         self._synced = self._load_synced()
+        for attempt in range(_PULL_ATTEMPTS):
+            data = self._read_state()
+            body = _manifest(data)
+            if data is not None and body is None:  # the earlier layout: a file per object, state.json alone
+                self._pull_loose()
+                self._write_local_state(data)
+                return
+            try:
+                self._pull_objects(body or {})
+            except FileNotFoundError as exc:  # collected under a reader without the lease: the manifest moved on
+                if attempt + 1 == _PULL_ATTEMPTS:  # a run is writing it, faster than this reads: later, then
+                    raise LockedError(f"{self.url}: an object the state names is gone ({exc}): a run is writing "
+                                      "the state; try again when it ends") from None
+                log.info("an object of the state was collected meanwhile; reading the state again", state=self.url)
+                continue
+            self._write_local_state(None if body is None else orjson.dumps(
+                body["state"], option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+            return
+
+    def _read_state(self) -> bytes | None:
+        """state.json's bytes (its generation remembered), or None when there is none."""
+        with self.bounded("read state.json"):
+            blob = self._bucket.get_blob(self._key(_STATE), **self.call)
+        if blob is None:
+            self._generation = 0
+            return None
+        with self.bounded("read state.json"):
+            data: bytes = blob.download_as_bytes(if_generation_match=blob.generation, **self.call)
+        self._generation = int(blob.generation)
+        return data
+
+    def _write_local_state(self, data: bytes | None) -> None:
+        local_state = self.local / _STATE
+        if data is None:
+            local_state.unlink(missing_ok=True)  # the cache of a state that is no longer there
+            return
+        tmp = local_state.with_suffix(".pulled")
+        tmp.write_bytes(data)
+        os.replace(tmp, local_state)
+
+    def _pull_objects(self, body: dict[str, Any]) -> None:
+        files: dict[str, list[Any]] = body.get("files", {})
+        self._committed, self._retired = files, dict(body.get("retired", {}))
+        cached = {entry[2]: rel for rel, entry in self._synced.items() if _hashed(entry)}
+        for rel, (digest, size) in files.items():
+            target = self.local / rel
+            known = self._synced.get(rel)
+            if known and _hashed(known) and known[2] == digest and target.exists() and _stat(target) == known[:2]:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.pulled")
+            source = cached.get(digest)
+            if source is not None and self._holds(source, digest):
+                shutil.copyfile(self.local / source, tmp)  # the same bytes under another name: no download
+            else:
+                with self.bounded(f"download {rel}"):
+                    self._fs.get_file(self._object(digest), str(tmp), **self._fs_call(int(size)))
+                if _sha256(tmp) != digest:  # an object is its bytes' hash: another is never taken for it
+                    tmp.unlink()
+                    raise StateError(f"{self._object(digest)} ({rel}): the object's bytes are not those its name "
+                                     "says; delete it and run again (it is uploaded anew from a cache that has it)")
+            os.replace(tmp, target)
+            self._synced[rel] = [*_stat(target), digest]
+            cached[digest] = rel
+        for rel in [r for r in self._synced if r not in files]:  # no longer named: gone from the cache
+            (self.local / rel).unlink(missing_ok=True)
+            del self._synced[rel]
+        self._save_synced()
+
+    def _holds(self, rel: str, digest: str) -> bool:
+        known = self._synced.get(rel)
+        path = self.local / rel
+        return bool(known and known[2] == digest and path.exists() and _stat(path) == known[:2])
+
+    def _pull_loose(self) -> None:
+        """A state of the earlier layout: every file whose GCS generation is not the one last synced."""
+        self._committed, self._retired = {}, {}
         self._fs.invalidate_cache()  # gcsfs caches listings per instance: a second pull must see the bucket now
         remote: set[str] = set()
         with self.bounded("list the state"):
             listing = self._fs.find(self._root, detail=True, **self._fs_call())
         for path, info in listing.items():
             rel = path[len(self._root):].lstrip("/")
-            if rel in _LOCAL_ONLY:
+            if rel in _LOCAL_ONLY or rel.startswith((f"{_OBJECTS}/", "old/")):
                 continue
             remote.add(rel)
             generation, target = int(info.get("generation") or 0), self.local / rel
@@ -98,19 +205,6 @@ class GcsState:
             (self.local / rel).unlink(missing_ok=True)
             del self._synced[rel]
         self._save_synced()
-        with self.bounded("read state.json"):
-            blob = self._bucket.get_blob(self._key(_STATE), **self.call)
-        local_state = self.local / _STATE
-        if blob is None:
-            self._generation = 0
-            local_state.unlink(missing_ok=True)  # the cache of a state that is no longer there
-            return
-        with self.bounded("read state.json"):
-            data = blob.download_as_bytes(if_generation_match=blob.generation, **self.call)
-        self._generation = int(blob.generation)
-        tmp = local_state.with_suffix(".pulled")
-        tmp.write_bytes(data)
-        os.replace(tmp, local_state)
 
     def check_lease(self) -> None:
         """Before any write, and by the run between its steps: a lease lost, or past its expiry (its renewals
@@ -121,51 +215,119 @@ class GcsState:
             raise LeaseLost(f"{self.url}: {self.lost}; this run stops without writing the state")
 
     def push(self, state_json: bytes) -> None:
-        """Upload what changed, then state.json if nobody else wrote it meanwhile (compare-and-swap)."""
+        """Upload the objects no manifest has yet, then the manifest if nobody else wrote it meanwhile
+        (compare-and-swap), then delete what no manifest keeps."""
         self.check_lease()
-        for path in sorted(self.local.rglob("*")):
-            rel = path.relative_to(self.local).as_posix()
-            if (not path.is_file() or rel in _LOCAL_ONLY or ".tmp" in rel or rel.startswith(("old/", "."))
-                    or "/." in rel):
-                continue
-            known = self._synced.get(rel)
-            try:
-                changed = known is None or _stat(path) != known[:2]
-            except FileNotFoundError:  # replaced or removed since the listing (a collection writes beside us)
-                continue
-            if changed:
-                self.check_lease()  # an upload may take a while: each file under a lease still held
-                with self.bounded(f"upload {rel}"):
-                    self._fs.put_file(str(path), f"{self._root}/{rel}", **self._fs_call(path.stat().st_size))
-                    self._fs.invalidate_cache(f"{self._root}/{rel}")
-                    info = self._fs.info(f"{self._root}/{rel}", **self._fs_call())
-                self._synced[rel] = [*_stat(path), int(info.get("generation") or 0)]
-        self._save_synced()
+        files = self._upload_files()
+        gen = int(orjson.loads(state_json).get("gen") or 0)
+        retired = self._retire(files, gen)
+        body = b'{"format":%d,"files":%s,"retired":%s,"state":%s}' % (
+            MANIFEST_FORMAT, orjson.dumps(files), orjson.dumps(retired), state_json)
         from google.api_core import exceptions
 
         self.check_lease()
         blob = self._bucket.blob(self._key(_STATE))
         try:
             with self.bounded("write state.json"):
-                blob.upload_from_string(state_json, content_type="application/json",
+                blob.upload_from_string(body, content_type="application/json",
                                         if_generation_match=self._generation, **self.call)
         except exceptions.PreconditionFailed:
             self.lost = "another run wrote the state since this one read it (its lease was taken over)"
             raise LeaseLost(f"{self.url}: {self.lost}; this run stops without writing the state") from None
         self._generation = int(blob.generation)
+        due = not self._swept or any(g + RETIRED_GENERATIONS <= gen for g in self._retired.values())
+        self._committed, self._retired = files, retired
+        if due:
+            self._collect_garbage()
+
+    def _upload_files(self) -> dict[str, list[Any]]:
+        """Every file of the cache as the manifest names it, ``path -> [sha256, size]``, each one's object
+        uploaded unless it is known to be there."""
+        files: dict[str, list[Any]] = {}
+        present = self._present()
+        for path in sorted(self.local.rglob("*")):
+            rel = path.relative_to(self.local).as_posix()
+            if not _synced_file(path, rel):
+                continue
+            try:
+                stat = _stat(path)
+            except FileNotFoundError:  # replaced or removed since the listing (a collection writes beside us)
+                continue
+            known = self._synced.get(rel)
+            if known and _hashed(known) and stat == known[:2]:
+                files[rel] = [known[2], stat[0]]
+                continue
+            digest = _sha256(path)
+            if digest not in present:
+                self.check_lease()  # an upload may take a while: each file under a lease still held
+                with self.bounded(f"upload {rel}"):
+                    self._fs.put_file(str(path), self._object(digest), **self._fs_call(stat[0]))
+                present.add(digest)
+            try:
+                changed = _stat(path) != stat
+            except FileNotFoundError:
+                changed = True
+            if changed:  # rewritten while it was read: named as it was before, if at all, and read again next time
+                if rel in self._committed:
+                    files[rel] = self._committed[rel]
+                continue
+            self._synced[rel] = [*stat, digest]
+            files[rel] = [digest, stat[0]]
+        self._save_synced()
+        return files
+
+    def _present(self) -> set[str]:
+        """The objects known to exist: those the last manifest names or keeps retired, and those uploaded since."""
+        return ({entry[0] for entry in self._committed.values()} | set(self._retired)
+                | {entry[2] for entry in self._synced.values() if _hashed(entry)})
+
+    def _retire(self, files: dict[str, list[Any]], gen: int) -> dict[str, int]:
+        """The objects kept though no longer named: those the manifest stops naming now, and those retired
+        during this generation (earlier ones are dropped: deleted once this manifest is committed)."""
+        named = {entry[0] for entry in files.values()}
+        retired = {digest: g for digest, g in self._retired.items()
+                   if g + RETIRED_GENERATIONS > gen and digest not in named}
+        for entry in self._committed.values():
+            if entry[0] not in named:
+                retired.setdefault(entry[0], gen)
+        return retired
+
+    def _collect_garbage(self) -> None:
+        """Under the lease, after the commit: every object the manifest neither names nor keeps retired, and
+        every file of the earlier layout (the lease, the manifest and ``old/`` stay)."""
+        self.check_lease()
+        keep = {entry[0] for entry in self._committed.values()} | set(self._retired)
+        self._fs.invalidate_cache()
+        with self.bounded("list the state"):
+            listing = self._fs.find(self._root, **self._fs_call())
+        garbage = []
+        for path in listing:
+            rel = path[len(self._root):].lstrip("/")
+            if rel in (_STATE, _LEASE) or rel.startswith("old/"):
+                continue
+            if rel.startswith(f"{_OBJECTS}/") and rel[len(_OBJECTS) + 1:] in keep:
+                continue
+            garbage.append(path)
+        if garbage:
+            self.check_lease()
+            with self.bounded(f"delete {len(garbage)} unused object(s)"):
+                self._fs.rm(garbage, **self._fs_call())
+            log.info("unused objects deleted", state=self.url, objects=len(garbage))
+        self._swept = True
+
+    def _object(self, digest: str) -> str:
+        return f"{self._root}/{_OBJECTS}/{digest}"
 
     def delete(self, rel: str) -> None:
-        """A file or a directory of the state, on GCS (the cache is the caller's)."""
+        """A file or a directory of the state: no longer synced, so the next manifest names it no more (its
+        objects are collected after that; the cache is the caller's)."""
         self.check_lease()
-        target = f"{self._root}/{rel}"
-        with self.bounded(f"delete {rel}"):
-            if self._fs.exists(target, **self._fs_call()):
-                self._fs.rm(target, recursive=True, **self._fs_call())
         self._synced = {k: v for k, v in self._synced.items() if k != rel and not k.startswith(f"{rel}/")}
         self._save_synced()
 
     def archive(self, old: Path, names: list[str]) -> None:
-        """The archived cache ``old`` uploaded under ``old/<its name>/``, then the originals deleted."""
+        """The archived cache ``old`` uploaded under ``old/<its name>/`` (a file per path), then the state
+        deleted; its objects are collected by the next commit."""
         self.check_lease()
         with self.bounded(f"archive {old.name}"):
             self._fs.put(str(old), f"{self._root}/old/{old.name}", recursive=True,
@@ -173,6 +335,7 @@ class GcsState:
         for name in names:
             self.delete(name)
         self._delete_state()
+        self._committed, self._retired, self._swept = {}, {}, False
 
     def _delete_state(self) -> None:
         from google.api_core import exceptions
@@ -182,9 +345,9 @@ class GcsState:
             blob.delete(if_generation_match=self._generation or None, **self.call)
         self._generation = 0
 
-    def _load_synced(self) -> dict[str, list[int]]:
+    def _load_synced(self) -> dict[str, list[Any]]:
         try:
-            loaded: dict[str, list[int]] = json.loads((self.local / _SYNCED).read_text(encoding="utf-8"))
+            loaded: dict[str, list[Any]] = json.loads((self.local / _SYNCED).read_text(encoding="utf-8"))
             return loaded
         except (OSError, ValueError):
             return {}
@@ -271,6 +434,37 @@ class Lease:
     def _lose(self, why: str) -> None:
         self._state.lost = why
         log.error("lease lost", state=self._state.url, reason=why)
+
+
+def _manifest(data: bytes | None) -> dict[str, Any] | None:
+    """The manifest in state.json's bytes; None for a state of the earlier layout (or bytes that are no JSON: the
+    state's reader says what is wrong with them)."""
+    if data is None:
+        return None
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) and "files" in body and "state" in body else None
+
+
+def _synced_file(path: Path, rel: str) -> bool:
+    """Whether a path of the cache belongs on GCS: not the local lock, the manifest's own copy, a temporary or
+    hidden file, the archive (uploaded on its own) or the derived index."""
+    if rel in _LOCAL_ONLY or ".tmp" in rel or rel.startswith(("old/", ".")) or "/." in rel:
+        return False
+    if _DERIVED in f"/{rel}" and (path.parent / DERIVED_STAMP).exists():
+        return False
+    return path.is_file()
+
+
+def _hashed(entry: list[Any]) -> bool:
+    return len(entry) == 3 and isinstance(entry[2], str)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _stat(path: Path) -> list[int]:

@@ -4,6 +4,7 @@ runner whose lease was taken over cannot write the state."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -157,22 +158,25 @@ def test_a_holder_whose_lease_ran_out_unrenewed_writes_nothing_when_it_wakes(
         assert b'"records": -1' not in (store.dir / "state.json").read_bytes()
 
 
-def test_a_cached_file_is_refreshed_when_gcs_has_another_generation_of_it(tmp_path: Path, fake_gcs: Any) -> None:
+def test_a_cached_file_is_refreshed_when_the_manifest_names_other_bytes_for_it(tmp_path: Path, fake_gcs: Any) -> None:
     from batchflow.state.gcs import GcsState
 
-    cache = tmp_path / "cache"
+    cache, other = tmp_path / "cache", tmp_path / "other-host"
     store = GcsState("gs://bkt/state/synced", cache, lease_seconds=5)
     store.pull()
     (cache / "gen-2").mkdir()
     (cache / "gen-2/marks").write_bytes(b"\x01\x01\x00")
     (cache / "gen-2/gone").write_bytes(b"x")
-    store.push(b'{"format": 3}')
+    store.push(b'{"format": 3, "gen": 2}')
     # another host's run committed a different gen-2/marks of the same size, and deleted gen-2/gone
-    fake_gcs.blob("state/synced/gen-2/marks").upload_from_string(b"\x01\x00\x01")
-    fake_gcs.blob("state/synced/gen-2/gone").delete()
+    elsewhere = GcsState("gs://bkt/state/synced", other, lease_seconds=5)
+    elsewhere.pull()
+    (other / "gen-2/marks").write_bytes(b"\x01\x00\x01")
+    (other / "gen-2/gone").unlink()
+    elsewhere.push(b'{"format": 3, "gen": 2}')
     GcsState("gs://bkt/state/synced", cache, lease_seconds=5).pull()  # a later run on this host
-    assert (cache / "gen-2/marks").read_bytes() == b"\x01\x00\x01", "same size, another generation: fetched"
-    assert not (cache / "gen-2/gone").exists(), "what GCS no longer has, the cache no longer has"
+    assert (cache / "gen-2/marks").read_bytes() == b"\x01\x00\x01", "same size, other bytes: fetched"
+    assert not (cache / "gen-2/gone").exists(), "what the manifest no longer names, the cache no longer has"
 
 
 def _generations(bucket: Any, prefix: str) -> dict[str, int]:
@@ -211,3 +215,153 @@ def test_a_waiting_run_whose_lease_is_taken_over_exits_75_within_a_renewal_inter
     assert _generations(fake_gcs, "state/taken/") == before  # nothing written after the takeover
     assert fake_gcs.get_blob("state/taken/lease.json").download_as_bytes() == other.encode()  # nor given back
     assert made_after == made and len(made) == 3 and set(made.values()) == {1}  # no job created after it either
+
+
+def _records(n: int) -> list[dict[str, str]]:
+    return [{"id": f"r{i:05d}", "text": f"review {i}: " + "the battery lasts all day but the screen is dim " * 4}
+            for i in range(n)]
+
+
+def test_a_re_run_uploads_what_changed_and_an_unchanged_one_only_its_lease(
+        tmp_path: Path, fake_gcs: Any, emulator_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from support.stall_proxy import stall_proxy
+
+    with stall_proxy(os.environ["STORAGE_EMULATOR_HOST"]) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)  # every byte of the state's traffic counted
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        monkeypatch.setenv("GEMINI_API_KEY", "k")
+        write_jsonl(tmp_path / "data/in.jsonl", _records(1000))
+        spec = write_spec(tmp_path, name="grows", state={"dir": "gs://bkt/state"},
+                          backend={"type": "gemini", "base_url": emulator_url},
+                          jobs={"max_requests": 100, "max_concurrent": 20, "poll_interval": "0.2s"})
+
+        def run() -> int:
+            before = proxy.counted()[0]
+            assert (done := cli("run", str(spec))).exit_code == 0, done.stderr
+            return proxy.counted()[0] - before
+
+        first = run()
+        write_jsonl(tmp_path / "data/in.jsonl", _records(1010))  # 1 % appended
+        grown = run()
+        objects = _generations(fake_gcs, "state/grows/")
+        unchanged = run()
+    assert grown < first / 10, (grown, first)
+    assert _generations(fake_gcs, "state/grows/") == objects, "an unchanged re-run writes no object"
+    assert unchanged < 8_000, "the lease, created, renewed and given back, and nothing else"
+    assert len(read_rows(tmp_path / "out/result.jsonl")) == 1010
+
+
+def _put(cache: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        (cache / rel).parent.mkdir(parents=True, exist_ok=True)
+        (cache / rel).write_bytes(data)
+
+
+def _objects(bucket: Any, prefix: str) -> set[bytes]:
+    return {b.download_as_bytes() for b in bucket.list_blobs(prefix=f"{prefix}objects/")}
+
+
+def test_an_object_no_manifest_names_is_deleted_a_generation_later_and_a_crashed_runs_at_the_next_run(
+        tmp_path: Path, fake_gcs: Any) -> None:
+    from batchflow.state.gcs import GcsState
+
+    cache = tmp_path / "cache"
+    store = GcsState("gs://bkt/state/gc", cache, lease_seconds=5)
+    store.pull()
+    _put(cache, {"gen-1/a": b"kept by every generation", "gen-1/b": b"only generation 1's"})
+    store.push(b'{"format": 3, "gen": 1}')
+    store.delete("gen-1/b")
+    (cache / "gen-1/b").unlink()
+    _put(cache, {"gen-2/c": b"generation 2's"})
+    store.push(b'{"format": 3, "gen": 2}')
+    assert b"only generation 1's" in _objects(fake_gcs, "state/gc/"), "retired, kept while generation 2 runs"
+    store.push(b'{"format": 3, "gen": 2}')
+    assert len(_objects(fake_gcs, "state/gc/")) == 3, "nothing deleted within the generation"
+    store.push(b'{"format": 3, "gen": 3}')
+    assert _objects(fake_gcs, "state/gc/") == {b"kept by every generation", b"generation 2's"}
+    fake_gcs.blob("state/gc/objects/" + "0" * 64).upload_from_string(b"uploaded by a run killed before its commit")
+    later = GcsState("gs://bkt/state/gc", tmp_path / "later", lease_seconds=5)  # the next run, on another host
+    later.pull()
+    assert (tmp_path / "later/gen-2/c").read_bytes() == b"generation 2's"
+    later.push(b'{"format": 3, "gen": 3}')
+    assert _objects(fake_gcs, "state/gc/") == {b"kept by every generation", b"generation 2's"}
+
+
+def test_no_object_is_deleted_by_a_runner_whose_lease_ran_out(tmp_path: Path, fake_gcs: Any) -> None:
+    from batchflow.state.gcs import GcsState
+
+    cache = tmp_path / "cache"
+    store = GcsState("gs://bkt/state/late", cache, lease_seconds=5)
+    store.pull()
+    _put(cache, {"gen-1/a": b"a", "gen-1/b": b"b"})
+    store.push(b'{"format": 3, "gen": 1}')
+    store.delete("gen-1/b")
+    (cache / "gen-1/b").unlink()
+    store.push(b'{"format": 3, "gen": 2}')
+    store.lease_expires = time.time() - 1  # the process slept past its lease before this generation's commit
+    with pytest.raises(LeaseLost):
+        store.push(b'{"format": 3, "gen": 3}')
+    assert _objects(fake_gcs, "state/late/") == {b"a", b"b"}
+
+
+def test_a_state_of_the_earlier_layout_is_read_then_rewritten_as_objects(tmp_path: Path, fake_gcs: Any) -> None:
+    from batchflow.state.gcs import GcsState
+
+    fake_gcs.blob("state/loose/state.json").upload_from_string(b'{"format": 3, "gen": 1}')
+    fake_gcs.blob("state/loose/gen-1/marks").upload_from_string(b"\x01\x00")
+    cache = tmp_path / "cache"
+    store = GcsState("gs://bkt/state/loose", cache, lease_seconds=5)
+    store.pull()
+    assert (cache / "gen-1/marks").read_bytes() == b"\x01\x00"
+    assert json.loads((cache / "state.json").read_bytes()) == {"format": 3, "gen": 1}
+    store.push(b'{"format": 3, "gen": 1}')
+    names = {b.name for b in fake_gcs.list_blobs(prefix="state/loose/")}
+    marks = hashlib.sha256(b"\x01\x00").hexdigest()
+    assert names == {"state/loose/state.json", f"state/loose/objects/{marks}"}, "the loose files deleted"
+    manifest = json.loads(fake_gcs.get_blob("state/loose/state.json").download_as_bytes())
+    assert manifest["format"] == 4 and manifest["state"] == {"format": 3, "gen": 1}
+    assert list(manifest["files"]) == ["gen-1/marks"]
+
+
+def test_a_reader_that_finds_an_object_gone_reads_the_manifest_again_then_says_so(tmp_path: Path,
+                                                                                  fake_gcs: Any) -> None:
+    from batchflow.errors import LockedError
+    from batchflow.state.gcs import GcsState
+
+    writer = GcsState("gs://bkt/state/reader", tmp_path / "writer", lease_seconds=5)
+    writer.pull()
+    _put(tmp_path / "writer", {"gen-1/a": b"a"})
+    writer.push(b'{"format": 3, "gen": 1}')
+    fake_gcs.blob(f"state/reader/objects/{hashlib.sha256(b'a').hexdigest()}").delete()  # as if collected
+    reader = GcsState("gs://bkt/state/reader", tmp_path / "reader", lease_seconds=5)
+    with pytest.raises(LockedError, match=r"an object the state names is gone .*: a run is writing the state; try"):
+        reader.pull()
+
+
+def test_an_index_made_from_the_parts_is_not_uploaded_one_that_cannot_be_made_again_is(tmp_path: Path,
+                                                                                         fake_gcs: Any) -> None:
+    from batchflow.state.gcs import GcsState
+
+    cache = tmp_path / "cache"
+    store = GcsState("gs://bkt/state/index", cache, lease_seconds=5)
+    store.pull()
+    _put(cache, {"gen-2/answers/index/p-00000": b'"k" 0123\n', "gen-2/answers/index/.made-from": b"stamp",
+                 "gen-1/answers/index/p-00000": b'"k" 4567\n'})  # gen-1's: kept without digests, no stamp
+    store.push(b'{"format": 3, "gen": 2}')
+    manifest = json.loads(fake_gcs.get_blob("state/index/state.json").download_as_bytes())
+    assert sorted(manifest["files"]) == ["gen-1/answers/index/p-00000"]
+
+
+def test_an_object_whose_bytes_are_not_its_name_is_refused_with_its_name(tmp_path: Path, fake_gcs: Any) -> None:
+    from batchflow.errors import StateError
+    from batchflow.state.gcs import GcsState
+
+    writer = GcsState("gs://bkt/state/bad", tmp_path / "writer", lease_seconds=5)
+    writer.pull()
+    _put(tmp_path / "writer", {"gen-1/a": b"right"})
+    writer.push(b'{"format": 3, "gen": 1}')
+    name = f"state/bad/objects/{hashlib.sha256(b'right').hexdigest()}"
+    fake_gcs.blob(name).upload_from_string(b"wrong")
+    with pytest.raises(StateError, match=f"{name} \\(gen-1/a\\): the object's bytes are not those its name says"):
+        GcsState("gs://bkt/state/bad", tmp_path / "reader", lease_seconds=5).pull()
+    assert not (tmp_path / "reader/gen-1/a").exists()

@@ -13,6 +13,9 @@ Modes, switched at any time (``proxy.mode = ...``), each applying to connections
 new connections are accepted and hang too): a peer that stops at an arbitrary point of whatever it was doing.
 ``thaw()`` drops the frozen connections (nothing half-sent resumes) and passes bytes again.
 
+Every byte passed is counted, each way: ``sent_up`` (client to target: uploads and requests) and ``sent_down``
+(target to client: downloads and answers), so a benchmark or a test can see what a client moved.
+
 Every stall is released by ``close()`` (the sockets are closed, the threads end), so a test that hangs a client
 is bounded by the client's own timeout and the proxy never outlives the test.
 """
@@ -38,6 +41,7 @@ class StallProxy:
         self.target = (parts.hostname or "127.0.0.1", int(parts.port or 80))
         self.mode, self.after = mode, after
         self.connections = 0  # accepted so far: a test can see that a client came
+        self.sent_up = self.sent_down = 0  # bytes passed from the client to the target, and back
         self._stop = threading.Event()
         self._frozen = threading.Event()
         self._sockets: list[socket.socket] = []
@@ -107,10 +111,19 @@ class StallProxy:
             return
         up_limit = after if mode == "stall_upload" else None
         down_limit = after if mode == "stall_body" else None
-        threading.Thread(target=self._pump, args=(upstream, client, down_limit), daemon=True).start()
-        self._pump(client, upstream, up_limit)
+        threading.Thread(target=self._pump, args=(upstream, client, down_limit, "sent_down"), daemon=True).start()
+        self._pump(client, upstream, up_limit, "sent_up")
 
-    def _pump(self, src: socket.socket, dst: socket.socket | None, limit: int | None) -> None:
+    def counted(self) -> tuple[int, int]:
+        """(bytes up, bytes down) so far."""
+        with self._lock:
+            return self.sent_up, self.sent_down
+
+    def _count(self, way: str, n: int) -> None:
+        with self._lock:
+            setattr(self, way, getattr(self, way) + n)
+
+    def _pump(self, src: socket.socket, dst: socket.socket | None, limit: int | None, way: str = "") -> None:
         """``src`` to ``dst`` (None: dropped) until either closes; past ``limit`` bytes, ``src`` is no longer read."""
         sent = 0
         while not self._stop.is_set():
@@ -131,6 +144,8 @@ class StallProxy:
                 except OSError:
                     break
             sent += len(data)
+            if way:
+                self._count(way, len(data))
         if dst is not None:
             _close(dst)
         _close(src)
