@@ -1,0 +1,185 @@
+"""Kept answers on the BigQuery-native path: the request digest in SQL, and re-runs that send only what changed.
+
+Against the BigQuery emulator and a separately started `batchflow emulator` (the Vertex surface, reading and
+writing the tables itself). The digest test renders the same rows as the runner path does (read from BigQuery by
+google-cloud-bigquery, rendered by batchflow's renderer, digested in Python) and compares with the digest BigQuery
+computes, row by row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from support.bq import PROJECT, client, count, make_table
+from support.helpers import cli, write_spec
+from support.servers import batchflow_emulator
+
+from batchflow.answers import request_digest, request_salt
+from batchflow.backends.vertex import make_vertex_client
+from batchflow.execute import native_sql as ns
+from batchflow.execute.native_path import NativePath
+from batchflow.prepare.prepare import rendered
+from batchflow.spec.spec import load_spec
+
+pytestmark = pytest.mark.bigquery
+
+ROWS = 5_000
+
+
+@pytest.fixture(scope="module")
+def vertex_url(bigquery_emulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A `batchflow emulator` that reaches the BigQuery emulator (jobs take a moment)."""
+    with batchflow_emulator(tmp_path_factory.mktemp("vertex-emulator"), job_seconds=0.2,
+                            BIGQUERY_EMULATOR_HOST=bigquery_emulator) as url:
+        yield url
+
+
+def native_spec(tmp_path: Path, table: str, vertex_url: str, name: str, prompt: str, key: str = "k-{{ id }}",
+                **extra: Any) -> Path:
+    return write_spec(tmp_path, name=name, backend={"type": "vertex", "project": PROJECT, "location": "us-central1",
+                                                    "base_url": vertex_url},
+                      source={"type": "bigquery", "table": table, "native": True}, key=key, prompt=prompt,
+                      system="Sé brief 😀 \"quoted\"", generation_config={"temperature": 1.0, "top_p": 0.95},
+                      output={"type": "bigquery", "table": f"{PROJECT}.kept.{name}_out", "write": "truncate",
+                              "include_response": True}, **extra)
+
+
+CORPUS_SCHEMA = [("id", "INT64"), ("name", "STRING"), ("flag", "BOOL"), ("n", "INT64"), ("born", "DATE"),
+                 ("price", "FLOAT64"), ("meta", "JSON"), ("tags", "STRING", "REPEATED"),
+                 ("item", "RECORD", [("title", "STRING"), ("sub", "RECORD", [("deep", "INT64")])])]
+NAMES = ["plain", "ünïcødé 中文 😀", 'quote " and \\ backslash', "tab\tnew\nline\rcr", "ctl \x01\x08\x0c\x1f\x7f",
+         "\u2028\u2029 <>&'", None, "", "  spaced  "]
+
+
+def corpus_rows() -> Iterator[dict[str, Any]]:
+    for i in range(60):
+        yield {"id": i - 20, "name": NAMES[i % len(NAMES)], "flag": [True, False, None][i % 3],
+               "n": None if i % 4 == 0 else (i - 30) * 10**i % (2**63), "born": None if i % 5 == 0 else "2024-02-29",
+               "price": [3.0, 0.1, 1e16, -2.5][i % 4], "meta": json.dumps({"z": 1, "a": [1.0, None, "é"]}),
+               "tags": ["a", "ü"][: i % 3], "item": {"title": NAMES[(i + 3) % len(NAMES)], "sub": {"deep": i}}}
+
+
+def load_corpus(table: str) -> str:
+    from google.cloud import bigquery
+
+    def field(spec: tuple[Any, ...]) -> Any:
+        name, kind, *more = spec
+        if more and isinstance(more[0], list):
+            return bigquery.SchemaField(name, kind, fields=[field(f) for f in more[0]])
+        return bigquery.SchemaField(name, kind, mode=more[0] if more else "NULLABLE")
+
+    c = client()
+    c.create_dataset(f"{PROJECT}.kept", exists_ok=True)
+    data = "".join(json.dumps(r) + "\n" for r in corpus_rows()).encode()
+    config = bigquery.LoadJobConfig(schema=[field(f) for f in CORPUS_SCHEMA], source_format="NEWLINE_DELIMITED_JSON",
+                                    write_disposition="WRITE_TRUNCATE")
+    import io
+
+    c.load_table_from_file(io.BytesIO(data), table, job_config=config).result()
+    return table
+
+
+def test_the_sql_digest_is_the_runner_paths_digest_of_the_same_row(tmp_path: Path, bigquery_emulator: str) -> None:
+    table = load_corpus(f"{PROJECT}.kept.corpus")
+    prompt = "{{ name }} | {{ flag }} | {{ n }} | {{ born }} | {{ item.title }} | {{ id }}"
+    spec = load_spec(native_spec(tmp_path, table, "http://127.0.0.1:9", "corpus", prompt, key="k-{{ name }}-{{ id }}"))
+    salt = request_salt(spec)
+    python = {r.key: request_digest(salt, orjson.dumps({"key": r.key, "request": r.request}) + b"\n").decode()
+              for r in rendered(spec)}
+    sql = NativePath(spec).sql
+    found = client().query(f"SELECT {ns.KEY}, {sql.digest} AS digest, request FROM (SELECT {sql.key} AS {ns.KEY}, "
+                           f"{sql.request} AS request FROM {sql.source} AS src)").result()
+    rows = {r[ns.KEY]: r for r in found}
+    texts = {r.key: orjson.dumps(r.request).decode() for r in rendered(spec)}
+    assert {k: r["request"] for k, r in rows.items()} == texts  # the request text, byte for byte
+    assert {k: r["digest"] for k, r in rows.items()} == python
+    assert len(python) == 60 and any("None" in k for k in python)
+
+
+@pytest.mark.parametrize(("template", "why"), [("{{ price }}", "FLOAT64"), ("{{ meta }}", "JSON"),
+                                              ("{{ tags }}", "ARRAY"), ("{{ item }}", "STRUCT")])
+def test_a_column_whose_text_cannot_agree_is_refused_before_anything_runs(
+        tmp_path: Path, bigquery_emulator: str, template: str, why: str) -> None:
+    table = load_corpus(f"{PROJECT}.kept.corpus")
+    spec = native_spec(tmp_path, table, "http://127.0.0.1:9", "refused", f"Price: {template}")
+    result = cli("run", str(spec))
+    assert result.exit_code == 2, result.output
+    message = result.output + (result.stderr if result.stderr_bytes else "")
+    assert "refused.yaml:" in message and why in message and "source.query" in message
+    assert not any(t.table_id.startswith("_bf_refused_") for t in client().list_tables(f"{PROJECT}.kept"))
+
+
+def items(rows: range, edited: range = range(0)) -> Iterator[dict[str, Any]]:
+    for i in rows:
+        yield {"id": i, "title": f"item {i}", "body": f"text of item {i}" + (" (edited)" if i in edited else "")}
+
+
+def output(table: str) -> dict[str, tuple[Any, ...]]:
+    found = client().query(f"SELECT key, status, text, TO_JSON_STRING(response) AS response, attempts "
+                           f"FROM `{table}`").result()
+    return {r["key"]: (r["status"], r["text"], r["response"], r["attempts"]) for r in found}
+
+
+def sent(vertex_url: str, generation: int) -> int:
+    """Requests in the jobs of one generation, as the Vertex emulator counted them."""
+    vertex = make_vertex_client(PROJECT, "us-central1", vertex_url)
+    mine = [j for j in vertex.batches.list() if (j.display_name or "").startswith(f"batchflow-grow-g{generation}-")]
+    return sum(int(j.completion_stats.successful_count or 0) + int(j.completion_stats.failed_count or 0)
+               for j in mine if j.completion_stats)
+
+
+def test_a_grown_and_edited_table_sends_only_its_new_and_changed_rows(
+        tmp_path: Path, bigquery_emulator: str, vertex_url: str) -> None:
+    schema = [("id", "INT64"), ("title", "STRING"), ("body", "STRING")]
+    table = make_table(f"{PROJECT}.kept.grow", schema, items(range(ROWS)))
+    spec = native_spec(tmp_path, table, vertex_url, "grow", "Summarise {{ title }}: {{ body }}")
+    out = f"{PROJECT}.kept.grow_out"
+    first = cli("run", str(spec))
+    assert first.exit_code == 0, first.output
+    before = output(out)
+    assert len(before) == ROWS and {v[0] for v in before.values()} == {"ok"} and sent(vertex_url, 1) == ROWS
+
+    edited = range(0, 50)
+    make_table(table, schema, items(range(ROWS + 100), edited))  # 100 new rows, 50 edited
+    planned = cli("plan", str(spec))
+    assert planned.exit_code == 0, planned.output
+    assert f"records: {ROWS + 100:,}: 100 new, 50 changed, {ROWS - 50:,} unchanged" in planned.output
+    assert "jobs to submit: 1 (150 requests" in planned.output and "BigQuery dry run" in planned.output
+    assert not any("_g2_" in t.table_id for t in client().list_tables(f"{PROJECT}.kept"))  # plan made no table
+    second = cli("run", str(spec))
+    assert second.exit_code == 0, second.output
+    assert sent(vertex_url, 2) == 150
+    after = output(out)
+    assert len(after) == ROWS + 100 and {v[0] for v in after.values()} == {"ok"}
+    unchanged = [f"k-{i}" for i in range(50, ROWS)]
+    assert [after[k] for k in unchanged] == [before[k] for k in unchanged]  # byte for byte, attempts too
+    assert all(after[f"k-{i}"][1] != before[f"k-{i}"][1] and after[f"k-{i}"][3] == 1 for i in edited)
+    state = json.loads((tmp_path / ".batchflow" / "grow" / "state.json").read_text())
+    assert state["diff"] == {"new": 100, "changed": 50, "unchanged": ROWS - 50, "retried": 0, "removed": 0}
+    leftovers = [t.table_id for t in client().list_tables(f"{PROJECT}.kept") if "_g2_" in t.table_id]
+    assert leftovers == []  # the generation's work tables are dropped once merged
+
+    make_table(table, schema, items(range(10, ROWS + 100), edited))  # 10 rows deleted
+    assert ", 10 removed" in cli("plan", str(spec)).output
+    third = cli("run", str(spec))
+    assert third.exit_code == 0, third.output
+    assert sent(vertex_url, 3) == 0 and count(out) == ROWS + 90
+    assert f"k-{ROWS + 99}" in output(out) and "k-5" not in output(out)
+    again = cli("run", str(spec))
+    assert again.exit_code == 0 and sent(vertex_url, 4) == 0 and count(out) == ROWS + 90
+
+
+def test_restart_pays_again_for_every_row(tmp_path: Path, bigquery_emulator: str, vertex_url: str) -> None:
+    table = make_table(f"{PROJECT}.kept.again", [("id", "INT64"), ("title", "STRING"), ("body", "STRING")],
+                       items(range(40)))
+    spec = native_spec(tmp_path, table, vertex_url, "again", "Summarise {{ title }}: {{ body }}")
+    assert cli("run", str(spec)).exit_code == 0
+    restarted = cli("run", "--restart", str(spec))
+    assert restarted.exit_code == 0, restarted.output
+    state = json.loads((tmp_path / ".batchflow" / "again" / "state.json").read_text())
+    assert state["diff"]["new"] == 40 and sum(j["count"] for s in state["shards"] for j in s["jobs"]) == 40
