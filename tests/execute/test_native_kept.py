@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from support.bq import PROJECT, client, count, make_table
 from support.helpers import cli, write_spec
 from support.servers import batchflow_emulator
@@ -183,3 +184,32 @@ def test_restart_pays_again_for_every_row(tmp_path: Path, bigquery_emulator: str
     assert restarted.exit_code == 0, restarted.output
     state = json.loads((tmp_path / ".batchflow" / "again" / "state.json").read_text())
     assert state["diff"]["new"] == 40 and sum(j["count"] for s in state["shards"] for j in s["jobs"]) == 40
+
+
+def test_failed_requests_are_error_rows_and_the_next_run_sends_only_them(
+        tmp_path: Path, bigquery_emulator: str) -> None:
+    plan = tmp_path / "faults.yaml"
+    plan.write_text(yaml.safe_dump({"seed": 7, "requests": {"fail": 0.25, "codes": [500]}}))
+    table = make_table(f"{PROJECT}.kept.flaky", [("id", "INT64"), ("title", "STRING"), ("body", "STRING")],
+                       items(range(200)))
+    with batchflow_emulator(tmp_path / "vertex", job_seconds=0.2, faults=plan,
+                            BIGQUERY_EMULATOR_HOST=bigquery_emulator) as url:
+        spec = native_spec(tmp_path, table, url, "flaky", "Summarise {{ title }}: {{ body }}",
+                           retry={"request_attempts": 1, "backoff": {"initial": "0.1s", "max": "1s"}})
+        allowed = "include_response: true\n  max_failed: '90%'"
+        spec.write_text(spec.read_text().replace("include_response: true", allowed))
+        out = f"{PROJECT}.kept.flaky_out"
+        run = cli("run", str(spec))
+        assert run.exit_code == 0, run.output + (run.stderr if run.stderr_bytes else "")
+        first = output(out)
+        failed = sorted(k for k, v in first.items() if v[0] == "error")
+        assert 20 < len(failed) < 80 and all("500" in str(first[k]) or first[k][1] is None for k in failed)
+        again = cli("run", str(spec))
+        assert again.exit_code == 0, again.output
+        state = json.loads((tmp_path / ".batchflow" / "flaky" / "state.json").read_text())
+        assert state["diff"] == {"new": 0, "changed": 0, "unchanged": 200 - len(failed), "retried": len(failed),
+                                 "removed": 0}
+        assert sum(j["count"] for s in state["shards"] for j in s["jobs"]) == len(failed)
+        second = output(out)
+        assert {k: second[k] for k in first if k not in failed} == {k: first[k] for k in first if k not in failed}
+        assert sum(second[k][0] == "ok" for k in failed) > len(failed) // 2  # each drawn afresh in the new job
