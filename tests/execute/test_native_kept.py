@@ -213,3 +213,20 @@ def test_failed_requests_are_error_rows_and_the_next_run_sends_only_them(
         second = output(out)
         assert {k: second[k] for k in first if k not in failed} == {k: first[k] for k in first if k not in failed}
         assert sum(second[k][0] == "ok" for k in failed) > len(failed) // 2  # each drawn afresh in the new job
+
+
+def test_a_stuck_job_is_cancelled_and_its_rows_go_in_a_new_job(tmp_path: Path, bigquery_emulator: str) -> None:
+    plan = tmp_path / "faults.yaml"
+    plan.write_text(yaml.safe_dump({"seed": 3, "jobs": {"stuck": 1}}))  # the first job created never moves
+    table = make_table(f"{PROJECT}.kept.stuck", [("id", "INT64"), ("title", "STRING"), ("body", "STRING")],
+                       items(range(30)))
+    with batchflow_emulator(tmp_path / "vertex", job_seconds=0.2, faults=plan,
+                            BIGQUERY_EMULATOR_HOST=bigquery_emulator) as url:
+        spec = native_spec(tmp_path, table, url, "stuck", "Summarise {{ title }}: {{ body }}",
+                           jobs={"poll_interval": "0.2s", "stuck_after": "2s"})
+        run = cli("run", str(spec))
+        assert run.exit_code == 0, run.output
+    state = json.loads((tmp_path / ".batchflow" / "stuck" / "state.json").read_text())
+    jobs = state["shards"][0]["jobs"]
+    assert [j.get("stuck", False) for j in jobs] == [True, False] and jobs[1]["count"] == 30
+    assert {v[0] for v in output(f"{PROJECT}.kept.stuck_out").values()} == {"ok"}
