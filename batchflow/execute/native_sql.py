@@ -150,7 +150,14 @@ def text_sql(template: str, dotted: str, columns: Columns | None = None, key: bo
         return "''"
     if key and len(parts) > 1:
         parts = [p if p.startswith("'") else f"IFNULL({p}, 'None')" for p in parts]
-    return parts[0] if len(parts) == 1 else f"CONCAT({', '.join(parts)})"
+    text = parts[0] if len(parts) == 1 else f"CONCAT({', '.join(parts)})"
+    return f"NULLIF(REGEXP_REPLACE({text}, {_OUTER_SPACE}, ''), '')" if key else text
+
+
+# What Python's str.strip() strips (str.isspace: \t-\r, \x1c-\x1f, space, \x85 and Unicode's Z categories), as an
+# RE2 pattern for both ends: the runner path strips a key so, and refuses one left empty (here NULL, refused too).
+_SPACE = "[\\\\t-\\\\r\\\\x1c-\\\\x20\\\\x85\\\\p{Z}]"
+_OUTER_SPACE = f"'^{_SPACE}+|{_SPACE}+$'"
 
 
 def _is_template(value: str) -> bool:
