@@ -107,12 +107,8 @@ def plan_report(spec: Spec, retry_errors: bool = False) -> PlanReport:
 def _report(spec: Spec, retry_errors: bool, backend: Backend | None) -> PlanReport:
     store = state_store(spec, view=True)
     state = store.load()
-    if spec.source.native:  # the records stay in BigQuery: the plan is the state's, never a read of the input
-        if state is None:
-            return PlanReport(f"spec {spec.name}: nothing run yet; `run` builds the requests in BigQuery and "
-                              "submits one Vertex job per partition", True,
-                              {"spec": spec.name, "path": str(spec.path), "kind": "new", "submits": True})
-        return _plan_of(spec, state)
+    if spec.source.native:  # the records stay in BigQuery: counted there, against the answers kept there
+        return _native_plan(spec, state, retry_errors)
     if state is None:
         return _diff_plan(spec, None, store.dir, retry_errors, backend)
     try:
@@ -207,6 +203,41 @@ def _media_line(media: dict[str, int]) -> str:
             f"{media['staged_files']:,} staged already ({media['staged_bytes']:,} bytes), "
             f"{media['inline_files']:,} inline ({media['inline_bytes']:,} bytes); ~{media['tokens']:,} prompt "
             "tokens, in the input below")
+
+
+def _native_plan(spec: Spec, state: State | None, retry_errors: bool) -> PlanReport:
+    """A generation under way: its next steps. Else what a run would send, counted by one query in BigQuery against
+    the kept answers (no table made or changed), and the bytes a dry run of that query says it processes."""
+    from batchflow.execute.native_path import NativePath
+
+    if state is not None and not p.make_plan(state, time.time(), spec.jobs.max_concurrent,
+                                             output_fingerprint(spec)).finished:
+        return _plan_of(spec, state)
+    path = NativePath(spec)
+    try:
+        if state is not None and state.fingerprint == path.fingerprint() and not \
+                Runner.errors_to_send(state, retry_errors) and state.source.get("stat") == path.source_stat():
+            return _plan_of(spec, state)
+        d, processed = path.preview(retry_errors, with_kept=state is not None and bool(state.answers))
+    finally:
+        path.close()
+    sending = d["new"] + d["changed"] + d["failed"]
+    per_job = spec_job_size(spec).max_requests
+    jobs = -(-sending // per_job)
+    lines = [f"spec {spec.name}: " + ("nothing run yet" if state is None else
+                                      f"the table or the spec changed since generation {state.gen}"),
+             f"  records: {d['n']:,}: {d['new']:,} new, {d['changed']:,} changed, {d['kept']:,} unchanged (answers "
+             f"kept in BigQuery), {d['failed']:,} retried after an error, {d['removed']:,} removed",
+             f"  jobs to submit: {jobs}" + (f" ({sending:,} requests; at most {per_job:,} each), "
+                                            f"{spec.jobs.max_concurrent} at a time on vertex" if jobs else ""),
+             "  BigQuery dry run of this plan's query: " + (f"{processed:,} bytes processed" if processed is not None
+                                                             else "no bytes figure given")]
+    diff = {"new": d["new"], "changed": d["changed"], "unchanged": d["kept"], "retried": d["failed"],
+            "removed": d["removed"]}
+    data = {"spec": spec.name, "path": str(spec.path), "kind": "new" if state is None else "changed",
+            "records": d["n"], "diff": diff, "jobs_to_submit": jobs, "requests": sending,
+            "bytes_processed": processed, "submits": bool(jobs)}
+    return PlanReport("\n".join(lines), bool(jobs), data)
 
 
 def _cost_line(spec: Spec, state: State, earlier: State | None = None) -> str:
@@ -317,7 +348,7 @@ def status_of(state: State) -> str:
     for shard, job in jobs:
         if job.error:
             lines.append(f"  shard {shard.index} job {job.n} ({job.name}): {job.ended or job.status}: {job.error}")
-    if state.answers and state.parts:
+    if state.answers and (state.parts or state.answers.get("table")):  # files, or the native path's kept table
         a = state.answers
         lines.append(f"  kept: {a['ok']:,} answers, {a['kept_errors']:,} failures that would come back the same; "
                      f"{a['retry']:,} failures the next run sends again")

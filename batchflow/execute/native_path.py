@@ -3,23 +3,32 @@
 Plan, then execute, as the file path does, with the same state file, the same job states and the same plan
 (``plan.make_plan``); only what a step does differs:
 
-- prepare: ``CREATE OR REPLACE TABLE …requests AS SELECT <key>, <request built by SQL>, <partition>`` from the
-  source, one aggregate row to check the keys (count, distinct, null), then one table per partition of at most
-  ``jobs.max_requests`` rows — one Vertex job each (Vertex takes 200,000 requests per job at most);
+- prepare: ``CREATE OR REPLACE TABLE …requests AS SELECT <key>, <request built by SQL>, <its digest>`` from the
+  source; one aggregate row that checks the keys and counts the requests new, changed, kept and removed against
+  the kept answers; then one ``INSERT … SELECT`` with an anti-join puts the requests with no kept answer for their
+  (key, digest) into the generation's send table, numbered into partitions of at most ``jobs.max_requests`` rows,
+  one table and one Vertex job each (Vertex takes 200,000 requests per job at most);
 - submit: "submitting" is saved with the deterministic display name *before* ``create``; a run that finds a
   job there looks it up by that name (adopt) instead of creating another. The job reads ``bq://…p<N>`` and
   writes ``bq://…p<N>_j<M>_out``, the key passing through as the ``batchflow_key`` column;
 - collect: one aggregate row (good and failed lines) from the job's output table;
 - settle: the requests with no good answer and attempts left go into a new table, and a new job;
-- merge: ``output_sql`` joins each request's best answer to its source row into a staging table, which the
-  ``bigquery`` destination moves into the output in one statement (truncate or merge by key).
+- keep: one ``MERGE`` puts each sent request's best answer into the kept answers under its key and digest, and
+  the keys gone from the source are deleted from them;
+- merge: ``output_sql`` joins each source row to the kept answer of its request into a staging table, which the
+  ``bigquery`` destination moves into the output in one statement (truncate or merge by key); then the
+  generation's work tables are dropped (each made with an expiration, in case a run never gets there).
 
+A changed table is planned anew from the kept answers, as the file path plans from its own (``recurring``): only
+new and changed rows are sent again, and the failures that may pass; ``--restart`` empties the kept answers.
 The runner reads no record: only table metadata and single aggregate rows come back from BigQuery.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +54,14 @@ log = logs.get_logger(__name__)
 class NativePath:
     """Work tables ``_bf_<name>_*`` beside the output; Vertex jobs over them; the join done by BigQuery."""
 
+    recurring = True  # the kept answers are in BigQuery: a changed table or spec sends only what changed
+
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
-        self.sql = ns.compile_spec(spec)
         self.output = BigQueryDestination(spec.output)
         self.out = self.output.table
+        self.requests, self.kept = self.table("requests"), self.table("kept")
+        self._sql: ns.NativeSql | None = None
         self._jobs: VertexTableJobs | None = None
         self._client: Any = None
 
@@ -69,6 +81,21 @@ class NativePath:
             self._jobs = VertexTableJobs.from_spec(self.spec)
         return self._jobs
 
+    @property
+    def sql(self) -> ns.NativeSql:
+        """The spec as SQL over the source's columns (read once: table metadata, or a query's schema)."""
+        if self._sql is None:
+            self._sql = ns.compile_spec(self.spec, ns.columns_of(self._source_schema()))
+        return self._sql
+
+    def _source_schema(self) -> list[Any]:
+        src = self.spec.source
+        with bq.api_errors(f"source {src.table or 'query'}"):
+            if src.table:
+                return list(self.client.get_table(str(bq.TableId.parse(src.table)), **bq.call()).schema)
+            job = self.client.query(f"SELECT * FROM {ns.source_sql(self.spec)} LIMIT 0", **bq.call())
+            return list(job.result(**bq.job_wait()).schema)
+
     def _one(self, sql: str) -> dict[str, Any]:
         """The single row of an aggregate query (never a record)."""
         with bq.api_errors("BigQuery"):
@@ -78,61 +105,130 @@ class NativePath:
         with bq.api_errors("BigQuery"):
             self.client.query(sql, **bq.call()).result(**bq.job_wait())
 
-    recurring = False  # the records stay in BigQuery: a changed input or spec needs --restart
     staging_timed_out: CallTimedOut | None = None  # its inputs are tables: nothing is uploaded while preparing
 
     def fingerprint(self) -> str:
-        return fingerprint(self.spec, BigQuerySource(self.spec.source).fingerprint())
+        return fingerprint(self.spec)
 
     def source_stat(self) -> str:
-        return BigQuerySource(self.spec.source).fingerprint()
-
-    def keep(self, state: State) -> dict[str, Any]:
-        return {"dir": None, "ok": 0, "kept_errors": 0, "retry": 0}  # answers stay in BigQuery
+        """A table's version; a query's results may change at any time, so a query is planned on every run."""
+        if self.spec.source.table:
+            return BigQuerySource(self.spec.source).fingerprint()
+        return f"query at {time.time()}"
 
     def check_output(self) -> None:
         self.output.check()
 
-    def prepare(self, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool,
-                stage: bool = False) -> State:
-        """The partition tables are the jobs' inputs as they stand: staged whatever ``stage`` says."""
-        fp = self.fingerprint()
-        per_job = spec_job_size(self.spec).max_requests
-        requests = self.table("requests")
-        self._run_sql(ns.requests_sql(self.sql, requests, per_job))
-        found = self._one(ns.check_sql(requests))
-        n, parts = int(found["n"]), int(found["parts"])
+    def diff(self, retry_errors: bool, fresh: bool = False) -> dict[str, Any]:
+        """The source's requests against the kept answers (``requests`` rebuilt from the source now)."""
+        sql = self.sql  # a template BigQuery cannot write is refused before any table is made
+        self._run_sql(ns.kept_table_sql(self.kept, fresh))
+        self._run_sql(ns.requests_sql(sql, self.requests))
+        return self._counted(self._one(ns.diff_sql(self.requests.sql, self.kept.sql, retry_errors)))
+
+    def preview(self, retry_errors: bool, with_kept: bool) -> tuple[dict[str, Any], int | None]:
+        """What a run would find now (``plan``), with no table made or changed: the counts of ``diff``, and the
+        bytes the query would process (a dry run; None when BigQuery gives no figure)."""
+        from google.cloud import bigquery
+        from google.cloud.exceptions import NotFound
+
+        kept = ns.NO_KEPT
+        if with_kept:
+            with bq.api_errors("BigQuery"), contextlib.suppress(NotFound):  # none kept yet: every request is new
+                self.client.get_table(str(self.kept), **bq.call())
+                kept = self.kept.sql
+        sql = ns.diff_sql(ns.source_requests(self.sql), kept, retry_errors)
+        counts = self._counted(self._one(sql))
+        config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False)
+        with bq.api_errors("BigQuery"):
+            dry = self.client.query(sql, job_config=config, **bq.call())
+        processed = dry.total_bytes_processed
+        return counts, int(processed) if processed else None
+
+    def _counted(self, found: dict[str, Any]) -> dict[str, int]:
+        """The diff's row as counts, once the keys are found unique and not null."""
+        n = int(found["n"])
         if n == 0:
             raise DataError(f"{self.spec.where('source')}: source: no records to run")
         if found["null_keys"] or found["keys"] != n:
-            dup = self._one(f"SELECT ANY_VALUE({ns.KEY}) AS k FROM (SELECT {ns.KEY} FROM {requests.sql} "
-                            f"GROUP BY 1 HAVING COUNT(*) > 1 OR {ns.KEY} IS NULL)")["k"]
+            dup = self._one(f"SELECT ANY_VALUE({ns.KEY}) AS k FROM (SELECT {ns.KEY} FROM "
+                            f"{ns.source_requests(self.sql)} GROUP BY 1 HAVING COUNT(*) > 1 OR {ns.KEY} IS NULL)")["k"]
             raise DataError(f"{self.spec.where('key')}: key: keys must be unique and not null; {dup!r} is not")
+        return {k: int(found[k] or 0) for k in ("n", "new", "changed", "kept", "failed", "removed", "content")}
+
+    def prepare(self, root: Path, gen: int, earlier: Earlier | None, retry_errors: bool,
+                stage: bool = False) -> State:
+        """The partition tables are the jobs' inputs as they stand: staged whatever ``stage`` says. With no
+        earlier generation (a first run, ``--restart``) the kept answers start empty."""
+        fp = self.fingerprint()
+        per_job = spec_job_size(self.spec).max_requests
+        counts = self.diff(retry_errors, fresh=earlier is None)
+        send = self.table(f"g{gen}_send")
+        create, insert = ns.send_sql(self.requests, self.kept, send, per_job, retry_errors)
+        self._run_sql(create)
+        self._run_sql(insert)
+        found = self._one(ns.parts_sql(send))
+        sending, parts = int(found["n"]), int(found["parts"])
+        if not sending:  # every request answered already: nothing to send, no table to keep
+            self._drop([str(send)])
         shards = []
         for i in range(parts):
-            part = self.table(f"p{i:05d}")
-            self._run_sql(ns.partition_sql(requests, part, i))
-            count = min(per_job, n - i * per_job)
-            digest = hashlib.blake2b(f"{fp}:{i}".encode(), digest_size=8).hexdigest()
+            part = self.table(f"g{gen}_p{i:05d}")
+            self._run_sql(ns.partition_sql(send, part, i))
+            count = min(per_job, sending - i * per_job)
+            digest = hashlib.blake2b(f"{fp}:{counts['content']}:{i}".encode(), digest_size=8).hexdigest()
             job = Job(n=1, input=str(part), count=count, digest=digest, status=st.STAGED, file=part.uri,
                       display_name=display_name(self.spec.name, gen, i, 1, digest))
             shards.append(Shard(i, count, 0, digest, str(part), "", jobs=[job]))
-        state = State(self.spec.name, fp, records=n, shards=shards, gen=gen)
-        log.info("prepared in BigQuery", records=n, jobs=parts, table=str(requests))
+        diff = {"new": counts["new"], "changed": counts["changed"], "unchanged": counts["kept"],
+                "retried": counts["failed"], "removed": counts["removed"]}
+        state = State(self.spec.name, fp, records=counts["n"], shards=shards, gen=gen, diff=diff,
+                      source={"stat": self.source_stat(), "content": str(counts["content"]),
+                              "send": str(send) if sending else ""})
+        log.info("prepared in BigQuery", records=counts["n"], sending=sending, jobs=parts, table=str(self.requests),
+                 **{k: v for k, v in diff.items() if v})
         return state
+
+    def keep(self, state: State) -> dict[str, Any]:
+        """The generation's answers into the kept answers (one ``MERGE``), the removed keys out of them."""
+        send = state.source.get("send")
+        if send:
+            preds = [(bq.TableId.parse(j.results), j.n) for _, j in state.jobs() if j.results]
+            self._run_sql(ns.keep_sql(bq.TableId.parse(send), preds, self.kept, self.spec.model))
+        self._run_sql(ns.forget_removed_sql(self.requests, self.kept))
+        counts = self._one(ns.kept_counts_sql(self.requests, self.kept))
+        return {"dir": None, "table": str(self.kept), "ok": int(counts["ok"]),
+                "kept_errors": int(counts["kept_errors"]), "retry": int(counts["retry"])}
 
     def stage(self, job: Job) -> str:
         return str(job.file)  # the partition table is the job's input as it stands
 
     def create(self, shard: Shard, job: Job) -> JobInfo:
-        dest = self.table(f"p{shard.index:05d}_j{job.n}_out")
+        dest = self._job_table(shard, job.n, "_out")
         return self.jobs.create_job(self.spec.model, str(job.file), dest.uri, job.display_name)
+
+    def _job_table(self, shard: Shard, n: int, suffix: str = "") -> bq.TableId:
+        """Job ``n`` of the shard's own tables: ``…g<G>_p<N>_j<n>`` (its input, for a retry) and ``…_out``."""
+        part = bq.TableId.parse(shard.requests)
+        return part.sibling(f"{part.table}_j{n}{suffix}")
 
     def collect(self, shard: Shard, job: Job) -> None:
         if job.ended == st.SUCCEEDED and job.output:
             table = bq.TableId.parse(job.output)
             counts = self._one(ns.counts_sql(table))
             job.ok, job.failed, job.results = int(counts["ok"]), int(counts["n"]) - int(counts["ok"]), str(table)
+            self._expire(table)
+
+    def _expire(self, table: bq.TableId) -> None:
+        """A job's output table (Vertex made it) given the work tables' expiration, in case it is never dropped."""
+        import datetime as dt
+
+        from google.cloud import bigquery
+
+        found = bigquery.Table(str(table))
+        found.expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=ns.WORK_TABLE_DAYS)
+        with bq.api_errors(f"expire {table}"):
+            self.client.update_table(found, ["expires"], **bq.call())
 
     def collect_lost(self, shard: Shard, job: Job, message: str) -> None:
         """The job's output table is missing: the job counts as failed, so the partition is submitted again."""
@@ -143,21 +239,36 @@ class NativePath:
         failures = sum(j.ended in (st.FAILED, st.EXPIRED, st.CANCELLED) for j in shard.jobs)
         if shard.jobs[-1].ended != st.SUCCEEDED and failures >= retry.job_attempts:
             return None
-        dest = self.table(f"p{shard.index:05d}_j{n}")
+        dest = self._job_table(shard, n)
         preds = [(bq.TableId.parse(j.results), j.n) for j in shard.jobs if j.results]
         self._run_sql(ns.retry_sql(bq.TableId.parse(shard.requests), preds, dest, retry.request_attempts))
         count = int(self._one(f"SELECT COUNT(*) AS n FROM {dest.sql}")["n"])
-        return NextJob(str(dest), count, shard.digest, dest.uri) if count else None
+        if not count:
+            self._drop([str(dest)])  # every request answered or out of attempts: no job, no table
+            return None
+        return NextJob(str(dest), count, shard.digest, dest.uri)
 
     def merge(self, state: State) -> tuple[int, int]:
-        preds = [(bq.TableId.parse(j.results), j.n) for _, j in state.jobs() if j.results]
         o = self.spec.output
-        select = ns.output_sql(self.sql, self.table("requests"), preds, o.parse == "json", o.include_response,
+        select = ns.output_sql(self.sql, self.requests, self.kept, o.parse == "json", o.include_response,
                                o.include_record)
         self._run_sql(f"CREATE OR REPLACE TABLE {self.output.staging.sql} AS\n{select}")
         counts = self._one(f"SELECT COUNT(*) AS n, COUNTIF(status = 'ok') AS ok FROM {self.output.staging.sql}")
         self.output.publish()
+        self._drop_work(state)
         return int(counts["n"]), int(counts["ok"])
+
+    def _drop_work(self, state: State) -> None:
+        """The generation's send, partition, retry and job output tables, once its answers are kept and merged
+        (the requests and the kept answers stay: the next run plans from them)."""
+        tables = {state.source.get("send") or ""} | {s.requests for s in state.shards}
+        tables |= {t for _, j in state.jobs() for t in (j.input, j.results or j.output or "") if t}
+        self._drop(sorted(t for t in tables if t))
+
+    def _drop(self, tables: list[str]) -> None:
+        with bq.api_errors("BigQuery"):
+            for table in tables:
+                self.client.delete_table(str(bq.TableId.parse(table)), not_found_ok=True, **bq.call())
 
     def output_name(self) -> str:
         return str(self.out)

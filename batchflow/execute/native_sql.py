@@ -3,17 +3,29 @@
 On this path the requests are built *inside* BigQuery, so a template can only be what SQL can do for every row
 alike: text with columns put into it (``"Review: {{ text }}"``, ``{{ item.title }}`` for a STRUCT's field). A
 filter, a condition, a loop or arithmetic is refused at ``validate`` with the reason and the template's place.
-A NULL column becomes empty text. Every template leaf is a JSON string in the request; the spec's constants
-(numbers, booleans, ``response_schema``) are written into the SQL as JSON text once.
+A NULL column becomes ``None``, as on the runner path (below). Every template leaf is a JSON string in the
+request; the spec's constants (numbers, booleans, ``response_schema``) are written into the SQL as JSON text once.
 
-Tables (all in the output's dataset, named ``_bf_<spec name>_…``): ``requests`` (key, request, partition),
-one ``p<N>`` per partition of at most ``jobs.max_requests`` rows (each one Vertex job), ``p<N>_j<M>`` for a
-retry's subset, and ``p<N>_j<M>_out`` for what each job wrote.
+Each request's *digest* is computed in SQL from the same text the runner path digests for the same row: the
+salt (``answers.request_salt``) and the line ``{"key":…,"request":…}`` as orjson writes it, hashed with SHA-256
+(``answers.request_digest``). So the request text is built as orjson spells JSON (strings escaped by ``json_text``,
+not ``TO_JSON_STRING``, whose escapes differ between engines), and a column goes into text as Python's ``str``
+gives the value the runner reads: a NULL as ``None``, a BOOL as ``True``/``False``, an INT64, a DATE or a STRING
+as BigQuery writes them. A column whose text BigQuery cannot give that way (a FLOAT64, BigQuery writing it only
+approximately; NUMERIC, TIMESTAMP, BYTES …; a whole STRUCT, ARRAY or JSON value) is refused when the run plans,
+with the advice to format it in ``source.query``: a digest computed wrongly would re-pay or, worse, keep a stale
+answer.
+
+Tables (all in the output's dataset, named ``_bf_<spec name>_…``): ``requests`` (key, request, digest: the
+source as it is now), ``kept`` (one answer per key with the digest of the request it answers: the kept answers),
+``g<G>_send`` (generation G's requests that have no kept answer, and their partition), one ``g<G>_p<N>`` per
+partition of at most ``jobs.max_requests`` rows (each one Vertex job), ``g<G>_p<N>_j<M>`` for a retry's subset,
+and ``g<G>_p<N>_j<M>_out`` for what each job wrote.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +33,7 @@ import orjson
 from jinja2 import TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from batchflow.answers import request_salt
 from batchflow.errors import SpecError
 from batchflow.libs.bigquery import TableId, quote_name
 from batchflow.request.compiled import templated
@@ -28,7 +41,37 @@ from batchflow.request.wire import RequestBuilder, RequestProblems
 from batchflow.spec.spec import Spec
 
 KEY = "batchflow_key"
+DIGEST = "batchflow_digest"
+WORK_TABLE_DAYS = 7  # a work table left behind (a run that never got to its merge) expires after this many days
+EXPIRES = (f"OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {WORK_TABLE_DAYS} DAY))")
 _ENV = ImmutableSandboxedEnvironment()
+
+Columns = Mapping[tuple[str, ...], str]
+"""A source's columns by lower-cased path (``("item", "title")``) -> BigQuery type (``ARRAY`` when repeated)."""
+
+_BOOL = "CASE {} WHEN TRUE THEN 'True' WHEN FALSE THEN 'False' END"  # NULL stays NULL (IF(NULL, …) is false)
+# How a column of each type goes into text, as Python's str() writes the value the runner path reads.
+_TEXT_OF = {"STRING": "{}", "INT64": "CAST({} AS STRING)", "INTEGER": "CAST({} AS STRING)",
+            "BOOL": _BOOL, "BOOLEAN": _BOOL, "DATE": "CAST({} AS STRING)"}
+_WHY_NOT = {"FLOAT64": "BigQuery writes a FLOAT64 as text only approximately",
+            "FLOAT": "BigQuery writes a FLOAT64 as text only approximately",
+            "RECORD": "a whole STRUCT has no text form", "STRUCT": "a whole STRUCT has no text form",
+            "ARRAY": "an ARRAY has no text form", "JSON": "a JSON value has no text form"}
+# orjson's escapes of a string (the backslash first); every other control character orjson writes \u00xx.
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_RARE = "'[\\\\x01-\\\\x07\\\\x0b\\\\x0e-\\\\x1f]'"  # the other control characters (NUL aside), as a regex
+_HEX_CASE = [f"\\u00{c:02X}" for c in (0x0B, 0x0E, 0x0F, *range(0x1A, 0x20))]  # hex digits that have a case
+
+
+def columns_of(schema: Iterable[Any], parent: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
+    """A table's or query's schema (google-cloud-bigquery ``SchemaField`` s) as ``Columns``."""
+    found: dict[tuple[str, ...], str] = {}
+    for field in schema:
+        path = (*parent, field.name.lower())
+        found[path] = "ARRAY" if field.mode == "REPEATED" else str(field.field_type).upper()
+        if field.fields and field.mode != "REPEATED":
+            found.update(columns_of(field.fields, path))
+    return found
 
 
 def sql_string(text: str) -> str:
@@ -37,18 +80,58 @@ def sql_string(text: str) -> str:
     return "'" + escaped + "'"
 
 
-def _column(node: nodes.Node, dotted: str) -> str:
+def json_text(expr: str) -> str:
+    """A SQL STRING expression as the JSON string orjson writes for it (escapes as orjson's, UTF-8 as it is).
+
+    The common escapes are a chain of REPLACEs. Text with another control character (rare) goes through
+    ``TO_JSON_STRING`` instead, its hex digits put in lower case as orjson writes them (engines differ there: the
+    emulator writes ``\\u001F``): one REPLACE each would nest the expression too deep for some SQL parsers."""
+    common = expr
+    for char, escape in _ESCAPES.items():
+        quote = char == '"'
+        found = "CHR(34)" if quote else sql_string(char) if char.isprintable() else f"CHR({ord(char)})"
+        common = f"REPLACE({common}, {found}, {_QUOTED_QUOTE if quote else sql_string(escape)})"
+    rare = f"TO_JSON_STRING({expr})"
+    for upper in _HEX_CASE:
+        rare = f"REPLACE({rare}, {sql_string(upper)}, {sql_string(upper.lower())})"
+    return f"IF(REGEXP_CONTAINS({expr}, {_RARE}), {rare}, CONCAT(CHR(34), {common}, CHR(34)))"
+
+
+# A double quote alone in a literal ('"') throws the BigQuery emulator's table-name rewriting off (it pairs double
+# quotes across the statement); CHR(34) says the same in both.
+_QUOTED_QUOTE = "CONCAT(CHR(92), CHR(34))"
+
+
+def _path(node: nodes.Node, dotted: str) -> tuple[str, ...]:
     if isinstance(node, nodes.Name):
-        return quote_name(node.name)
+        return (node.name,)
     if isinstance(node, nodes.Getattr):
-        return f"{_column(node.node, dotted)}.{quote_name(node.attr)}"
+        return (*_path(node.node, dotted), node.attr)
     what = type(node).__name__.lower()
     raise SpecError(f"{dotted}: with source.native the requests are built in SQL, where a template may only put "
                     f"columns into text ({{{{ column }}}}); this one uses a {what}")
 
 
-def text_sql(template: str, dotted: str) -> str:
-    """A template of text and ``{{ column }}`` as a SQL STRING expression (NULL columns as empty text)."""
+def column_text(path: tuple[str, ...], dotted: str, columns: Columns | None, null: str | None = "None") -> str:
+    """A column as text, as the runner path renders the value it reads (``None`` for a NULL); ``columns``
+    None (``validate``: no schema read yet) casts whatever the type."""
+    expr = ".".join(quote_name(name) for name in path)
+    kind = None if columns is None else columns.get(tuple(name.lower() for name in path))
+    if columns is not None and kind is None:
+        raise SpecError(f"{dotted}: the source has no column {'.'.join(path)!r}")
+    pattern = "CAST({} AS STRING)" if kind is None else _TEXT_OF.get(kind)
+    if pattern is None:
+        why = _WHY_NOT.get(str(kind), f"BigQuery does not write a {kind} as the runner path does")
+        raise SpecError(f"{dotted}: with source.native column {'.'.join(path)!r} ({kind}) cannot be put into text: "
+                        f"{why}, so its request could not be named by the digest the runner path gives it; make it "
+                        f"a STRING in source.query (e.g. FORMAT('%g', {path[-1]}) AS {path[-1]})")
+    text = pattern.format(expr)
+    return text if null is None else f"IFNULL({text}, {sql_string(null)})"
+
+
+def text_sql(template: str, dotted: str, columns: Columns | None = None, key: bool = False) -> str:
+    """A template of text and ``{{ column }}`` as a SQL STRING expression (a NULL column as ``None``; a ``key``
+    that is one column alone stays NULL, as the runner path refuses it)."""
     try:
         body = _ENV.parse(template).body
     except TemplateSyntaxError as exc:
@@ -62,17 +145,26 @@ def text_sql(template: str, dotted: str) -> str:
             if isinstance(item, nodes.TemplateData):
                 parts.append(sql_string(item.data))
             else:
-                parts.append(f"IFNULL(CAST({_column(item, dotted)} AS STRING), '')")
+                parts.append(column_text(_path(item, dotted), dotted, columns, None if key else "None"))
     if not parts:
         return "''"
-    return parts[0] if len(parts) == 1 else f"CONCAT({', '.join(parts)})"
+    if key and len(parts) > 1:
+        parts = [p if p.startswith("'") else f"IFNULL({p}, 'None')" for p in parts]
+    text = parts[0] if len(parts) == 1 else f"CONCAT({', '.join(parts)})"
+    return f"NULLIF(REGEXP_REPLACE({text}, {_OUTER_SPACE}, ''), '')" if key else text
+
+
+# What Python's str.strip() strips (str.isspace: \t-\r, \x1c-\x1f, space, \x85 and Unicode's Z categories), as an
+# RE2 pattern for both ends: the runner path strips a key so, and refuses one left empty (here NULL, refused too).
+_SPACE = "[\\\\t-\\\\r\\\\x1c-\\\\x20\\\\x85\\\\p{Z}]"
+_OUTER_SPACE = f"'^{_SPACE}+|{_SPACE}+$'"
 
 
 def _is_template(value: str) -> bool:
     return "{{" in value or "{%" in value or "{#" in value
 
 
-def json_sql(value: Any, dotted: str) -> str:
+def json_sql(value: Any, dotted: str, columns: Columns | None = None) -> str:
     """A request tree (template strings at its leaves) as a SQL expression of its JSON text."""
     parts: list[str | tuple[str]] = []  # a str is JSON text; a 1-tuple a SQL expression of a JSON string
 
@@ -90,7 +182,7 @@ def json_sql(value: Any, dotted: str) -> str:
                 walk(v, f"{path}.{i}")
             parts.append("]")
         elif isinstance(item, str) and _is_template(item):
-            parts.append((f"TO_JSON_STRING({text_sql(item, path)})",))
+            parts.append((json_text(text_sql(item, path, columns)),))
         else:
             parts.append(orjson.dumps(item).decode())
 
@@ -178,22 +270,43 @@ class NativeSql:
 
     source: str  # a FROM item: the table or the query in parentheses
     key: str  # a SQL STRING expression of a source row's key
-    request: str  # a SQL STRING expression of a source row's request JSON
+    request: str  # a SQL STRING expression of a source row's request JSON, as orjson writes it
+    digest: str  # a SQL STRING expression, over the columns KEY and ``request``, of ``answers.request_digest``
 
 
-def compile_spec(spec: Spec) -> NativeSql:
-    """The spec's templates as SQL; ``SpecError`` at the template's place when one cannot be SQL."""
+def source_sql(spec: Spec) -> str:
+    """The source as a FROM item: the table, or the query in parentheses."""
     src = spec.source
-    source = TableId.parse(src.table).sql if src.table else f"(\n{(src.query or '').strip().rstrip(';')}\n)"
+    return TableId.parse(src.table).sql if src.table else f"(\n{(src.query or '').strip().rstrip(';')}\n)"
+
+
+def compile_spec(spec: Spec, columns: Columns | None = None) -> NativeSql:
+    """The spec's templates as SQL; ``SpecError`` at the template's place when one cannot be SQL, or (given the
+    source's ``columns``) puts a column into text that BigQuery cannot write as the runner path does."""
+    src = spec.source
     if spec.key:
-        key = _at(spec, "key", lambda: text_sql(str(spec.key), "key"))
+        key = _at(spec, "key", lambda: text_sql(str(spec.key), "key", columns, key=True))
     elif src.order_by:
         key = f"CAST(ROW_NUMBER() OVER (ORDER BY {src.order_by}) AS STRING)"
     else:
         raise SpecError(f"{spec.where('key')}: key: source.native joins the results back by key: give a key "
                         "(or source.order_by, to number the rows)")
-    request = _at(spec, "prompt", lambda: json_sql(request_tree(spec), "request"))
-    return NativeSql(source, key, request)
+    request = _at(spec, "prompt", lambda: json_sql(request_tree(spec), "request", columns))
+    return NativeSql(source_sql(spec), key, request, digest_sql(request_salt(spec)))
+
+
+def _text_literal(text: str) -> str:
+    """Any text as a SQL expression: printable runs as literals, other characters as ``CHR``."""
+    pieces = [sql_string(c) if c.isprintable() else f"CHR({ord(c)})" for c in text]
+    return pieces[0] if len(pieces) == 1 else f"CONCAT({', '.join(pieces)})"
+
+
+def digest_sql(salt: bytes) -> str:
+    """``answers.request_digest(salt, line)`` in SQL: the first 32 hex digits of the SHA-256 of the salt and the line
+    ``{"key":<key>,"request":<request>}`` and a newline, as the runner path writes and digests it."""
+    line = (f"CONCAT({_text_literal(salt.decode())}, '{{\"key\":', {json_text(KEY)}, ',\"request\":', request, "
+            f"'}}', CHR(10))")
+    return f"SUBSTR(TO_HEX(SHA256({line})), 1, 32)"
 
 
 def _at(spec: Spec, fallback: str, make: Any) -> str:
@@ -205,23 +318,78 @@ def _at(spec: Spec, fallback: str, make: Any) -> str:
         raise SpecError(f"{where}: {exc}") from None
 
 
-def requests_sql(sql: NativeSql, table: TableId, per_job: int) -> str:
-    """Build the request table: key, request (JSON), and the partition (one Vertex job each)."""
+def requests_sql(sql: NativeSql, table: TableId) -> str:
+    """The source as it is now: each row's key, request (JSON) and request digest."""
     return (f"CREATE OR REPLACE TABLE {table.sql} AS\n"
-            f"SELECT {KEY}, PARSE_JSON(request) AS request, "
-            f"CAST(FLOOR((ROW_NUMBER() OVER (ORDER BY {KEY}) - 1) / {per_job}) AS INT64) AS batchflow_part\n"
+            f"SELECT {KEY}, PARSE_JSON(request) AS request, {sql.digest} AS {DIGEST}\n"
             f"FROM (SELECT {sql.key} AS {KEY}, {sql.request} AS request FROM {sql.source} AS src)")
 
 
-def check_sql(table: TableId) -> str:
-    """One row: how many requests, how many distinct keys, how many partitions."""
-    return (f"SELECT COUNT(*) AS n, COUNT(DISTINCT {KEY}) AS keys, COUNTIF({KEY} IS NULL) AS null_keys, "
-            f"IFNULL(MAX(batchflow_part) + 1, 0) AS parts FROM {table.sql}")
+KEPT_COLUMNS = (f"{KEY} STRING, {DIGEST} STRING, flag STRING, response JSON, status STRING, attempts INT64, "
+                "model STRING, kept_at TIMESTAMP")
+"""A kept answer: the key, the digest of the request it answers, whether it is final (``answers.OK``,
+``PERMANENT``) or to send again (``RETRY``), Vertex's response and status, the attempts, the model and when."""
 
 
-def partition_sql(requests: TableId, part: TableId, index: int) -> str:
+def kept_table_sql(kept: TableId, fresh: bool) -> str:
+    """The kept answers' table: made if missing; emptied when ``fresh`` (a first run, or ``--restart``)."""
+    create = "CREATE OR REPLACE TABLE" if fresh else "CREATE TABLE IF NOT EXISTS"
+    return f"{create} {kept.sql} ({KEPT_COLUMNS})"
+
+
+def _final(retry_errors: bool) -> str:
+    """The flags of a kept answer that is not sent again: an answer, and (not under --retry-errors) a failure
+    that would come back the same."""
+    return "('o')" if retry_errors else "('o', 'p')"
+
+
+def diff_sql(requests: str, kept: str, retry_errors: bool) -> str:
+    """One row: the requests, their keys (to check them), and how they stand against the kept answers: new (key not
+    kept), changed (kept for another request), kept, failed (kept as a failure to send again), removed (kept, but
+    the key is gone from the source); ``content``, an order-free sum of the (key, digest) pairs. ``requests`` and
+    ``kept`` are FROM items (a table, or a query in parentheses)."""
+    final = _final(retry_errors)
+    return (f"SELECT COUNT(*) AS n, COUNT(DISTINCT r.{KEY}) AS keys, COUNTIF(r.{KEY} IS NULL) AS null_keys,\n"
+            f"  COUNTIF(k.{KEY} IS NULL) AS new, COUNTIF(k.{DIGEST} != r.{DIGEST}) AS changed,\n"
+            f"  COUNTIF(k.{DIGEST} = r.{DIGEST} AND k.flag IN {final}) AS kept,\n"
+            f"  COUNTIF(k.{DIGEST} = r.{DIGEST} AND k.flag NOT IN {final}) AS failed,\n"
+            f"  (SELECT COUNT(*) FROM {kept} g WHERE NOT EXISTS (SELECT 1 FROM {requests} q "
+            f"WHERE q.{KEY} = g.{KEY})) AS removed,\n"
+            f"  BIT_XOR(FARM_FINGERPRINT(CONCAT(IFNULL(r.{KEY}, ''), ':', IFNULL(r.{DIGEST}, '')))) AS content\n"
+            f"FROM {requests} r LEFT JOIN {kept} k ON k.{KEY} = r.{KEY}")
+
+
+def source_requests(sql: NativeSql) -> str:
+    """The source's keys and request digests as a FROM item, computed where they stand (``plan``: no table made)."""
+    return (f"(SELECT {KEY}, {sql.digest} AS {DIGEST} FROM (SELECT {sql.key} AS {KEY}, {sql.request} AS request "
+            f"FROM {sql.source} AS src))")
+
+
+NO_KEPT = f"(SELECT CAST(NULL AS STRING) AS {KEY}, CAST(NULL AS STRING) AS {DIGEST}, CAST(NULL AS STRING) AS flag " \
+          "LIMIT 0)"
+"""No kept answers, as a FROM item (a first run, or ``--restart``)."""
+
+
+def send_sql(requests: TableId, kept: TableId, send: TableId, per_job: int, retry_errors: bool) -> list[str]:
+    """The requests with no kept answer for their (key, digest), numbered into partitions of ``per_job`` (one
+    Vertex job each): one ``INSERT … SELECT`` with an anti-join on the kept answers, into a new table."""
+    return [f"CREATE OR REPLACE TABLE {send.sql} ({KEY} STRING, request JSON, {DIGEST} STRING, batchflow_part INT64) "
+            f"{EXPIRES}",
+            f"INSERT INTO {send.sql} ({KEY}, request, {DIGEST}, batchflow_part)\n"
+            f"SELECT {KEY}, request, {DIGEST}, "
+            f"CAST(FLOOR((ROW_NUMBER() OVER (ORDER BY {KEY}) - 1) / {per_job}) AS INT64)\n"
+            f"FROM {requests.sql} r WHERE NOT EXISTS (SELECT 1 FROM {kept.sql} k WHERE k.{KEY} = r.{KEY} "
+            f"AND k.{DIGEST} = r.{DIGEST} AND k.flag IN {_final(retry_errors)})"]
+
+
+def parts_sql(send: TableId) -> str:
+    """One row: the requests to send and how many partitions they make."""
+    return f"SELECT COUNT(*) AS n, IFNULL(MAX(batchflow_part) + 1, 0) AS parts FROM {send.sql}"
+
+
+def partition_sql(send: TableId, part: TableId, index: int) -> str:
     """One partition's requests as the table its Vertex job reads (key as a passthrough column)."""
-    return (f"CREATE OR REPLACE TABLE {part.sql} AS SELECT {KEY}, request FROM {requests.sql} "
+    return (f"CREATE OR REPLACE TABLE {part.sql} {EXPIRES} AS SELECT {KEY}, request FROM {send.sql} "
             f"WHERE batchflow_part = {index}")
 
 
@@ -240,14 +408,46 @@ def retry_sql(part: TableId, predictions: list[tuple[TableId, int]], dest: Table
     tried = (f"LEFT JOIN (SELECT {KEY}, COUNTIF(status = '') AS ok, COUNT(*) AS tries FROM (\n  {_union(predictions)})"
              f" GROUP BY {KEY}) p USING ({KEY})") if predictions else ""
     where = "WHERE IFNULL(p.ok, 0) = 0 AND IFNULL(p.tries, 0) < " + str(attempts) if predictions else ""
-    return f"CREATE OR REPLACE TABLE {dest.sql} AS SELECT r.{KEY}, r.request FROM {part.sql} r {tried} {where}"
+    return (f"CREATE OR REPLACE TABLE {dest.sql} {EXPIRES} AS SELECT r.{KEY}, r.request FROM {part.sql} r {tried} "
+            f"{where}")
 
 
-def output_sql(sql: NativeSql, requests: TableId, predictions: list[tuple[TableId, int]], parse_json: bool,
-               include_response: bool, include_record: bool) -> str:
-    """One output row per request: its best answer (a good one, else the last), joined to its source record."""
+def keep_sql(send: TableId, predictions: list[tuple[TableId, int]], kept: TableId, model: str) -> str:
+    """Each sent request's best answer (a good one, else the last) kept under its key and digest, replacing what
+    the key had: an answer ``o``; a response with no candidate (blocked) ``p``; a failure, or no result, ``r``."""
     preds = _union(predictions) if predictions else \
         f"SELECT CAST(NULL AS STRING) AS {KEY}, JSON 'null' AS response, '' AS status, 0 AS attempt"
+    flag = ("CASE WHEN b.status IS NULL OR b.status != '' THEN 'r' "
+            "WHEN JSON_QUERY(b.response, '$.candidates[0]') IS NULL THEN 'p' ELSE 'o' END")
+    fields = f"{KEY}, {DIGEST}, flag, response, status, attempts, model, kept_at"
+    return (f"MERGE {kept.sql} k USING (\n"
+            f"  WITH best AS (SELECT *, COUNT(*) OVER (PARTITION BY {KEY}) AS tries FROM (\n  {preds})\n"
+            f"    QUALIFY ROW_NUMBER() OVER (PARTITION BY {KEY} ORDER BY IF(status = '', 0, 1), attempt DESC) = 1)\n"
+            f"  SELECT s.{KEY}, s.{DIGEST}, {flag} AS flag, b.response,\n"
+            f"    IFNULL(b.status, 'no result for this request') AS status, IFNULL(b.tries, 0) AS attempts,\n"
+            f"    {sql_string(model)} AS model, CURRENT_TIMESTAMP() AS kept_at\n"
+            f"  FROM {send.sql} s LEFT JOIN best b USING ({KEY})\n"
+            f") n ON k.{KEY} = n.{KEY}\n"
+            f"WHEN MATCHED THEN UPDATE SET {', '.join(f'{c} = n.{c}' for c in fields.split(', ')[1:])}\n"
+            f"WHEN NOT MATCHED THEN INSERT ({fields}) VALUES ({', '.join(f'n.{c}' for c in fields.split(', '))})")
+
+
+def forget_removed_sql(requests: TableId, kept: TableId) -> str:
+    """The kept answers of keys gone from the source dropped (a deleted row drops from the output)."""
+    return (f"DELETE FROM {kept.sql} k WHERE NOT EXISTS (SELECT 1 FROM {requests.sql} r "
+            f"WHERE r.{KEY} = k.{KEY})")
+
+
+def kept_counts_sql(requests: TableId, kept: TableId) -> str:
+    """One row: the source's requests answered (``o``), failed for good (``p``) and to send again."""
+    return (f"SELECT COUNTIF(k.flag = 'o') AS ok, COUNTIF(k.flag = 'p') AS kept_errors, "
+            f"COUNTIF(k.flag IS NULL OR k.flag = 'r') AS retry FROM {requests.sql} r "
+            f"LEFT JOIN {kept.sql} k ON k.{KEY} = r.{KEY} AND k.{DIGEST} = r.{DIGEST}")
+
+
+def output_sql(sql: NativeSql, requests: TableId, kept: TableId, parse_json: bool, include_response: bool,
+               include_record: bool) -> str:
+    """One output row per source row: the kept answer to its request (key and digest), joined to its record."""
     text = "JSON_VALUE(b.response, '$.candidates[0].content.parts[0].text')"
     usage = ", ".join(f"CAST(JSON_VALUE(b.response, '$.usageMetadata.{field}') AS INT64) AS {name}" for name, field in
                       (("prompt_tokens", "promptTokenCount"), ("output_tokens", "candidatesTokenCount"),
@@ -258,18 +458,14 @@ def output_sql(sql: NativeSql, requests: TableId, predictions: list[tuple[TableI
     cols += ["t.finish_reason", "t.usage", "t.attempts", "t.error"]
     cols += ["t.response"] if include_response else []
     cols += ["t.record"] if include_record else []
-    record = (f",\nsrc AS (SELECT {sql.key} AS {KEY}, TO_JSON(src) AS record FROM {sql.source} AS src)"
+    record = (f"WITH src AS (SELECT {sql.key} AS {KEY}, TO_JSON(src) AS record FROM {sql.source} AS src)\n"
               if include_record else "")
-    return (f"WITH preds AS (\n  {preds}\n),\n"
-            f"best AS (SELECT *, COUNT(*) OVER (PARTITION BY {KEY}) AS tries FROM preds\n"
-            f"  QUALIFY ROW_NUMBER() OVER (PARTITION BY {KEY} ORDER BY IF(status = '', 0, 1), attempt DESC) = 1)"
-            f"{record}\n"
-            f"SELECT {', '.join(cols)} FROM (\n"
+    return (f"{record}SELECT {', '.join(cols)} FROM (\n"
             f"  SELECT r.{KEY}, IFNULL(b.status = '', FALSE) AS good, {text} AS text,\n"
             f"    JSON_VALUE(b.response, '$.candidates[0].finishReason') AS finish_reason,\n"
-            f"    STRUCT({usage}) AS usage, IFNULL(b.tries, 0) AS attempts,\n"
+            f"    STRUCT({usage}) AS usage, IFNULL(b.attempts, 0) AS attempts,\n"
             f"    IF(IFNULL(b.status = '', FALSE), NULL, STRUCT(CAST(NULL AS INT64) AS code,\n"
             f"      IFNULL(NULLIF(b.status, ''), 'no result for this request') AS message)) AS error,\n"
             f"    b.response{', s.record' if include_record else ''}\n"
-            f"  FROM {requests.sql} r LEFT JOIN best b USING ({KEY})"
+            f"  FROM {requests.sql} r LEFT JOIN {kept.sql} b ON b.{KEY} = r.{KEY} AND b.{DIGEST} = r.{DIGEST}"
             f"{f' LEFT JOIN src s USING ({KEY})' if include_record else ''}\n) t")

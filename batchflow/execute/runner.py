@@ -211,7 +211,7 @@ class Runner:
     @staticmethod
     def errors_to_send(state: State, retry_errors: bool) -> int:
         """Records of a finished generation whose failure may pass now (or every failure, with --retry-errors)."""
-        if state.answers is None or not state.parts:
+        if state.answers is None or not (state.parts or state.answers.get("table")):  # files, or a kept table
             return 0
         return int(state.answers.get("retry", 0)) + (int(state.answers.get("kept_errors", 0)) if retry_errors else 0)
 

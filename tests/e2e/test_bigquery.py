@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.bq import PROJECT, client, count, make_table
 from support.helpers import cli, write_spec
 
-from batchflow.libs import bigquery as bq
-
 pytestmark = pytest.mark.bigquery
-
-PROJECT = "test"
-
-
-def client() -> Any:
-    return bq.client(PROJECT)
-
-
-def make_table(table: str, schema: list[tuple[str, str]], rows: Iterable[dict[str, Any]]) -> str:
-    """A table of these rows (dataset made as needed), loaded as newline-delimited JSON."""
-    from google.cloud import bigquery
-
-    c = client()
-    project, dataset, _ = table.split(".")
-    c.create_dataset(f"{project}.{dataset}", exists_ok=True)
-    data = io.BytesIO("".join(json.dumps(r) + "\n" for r in rows).encode())
-    config = bigquery.LoadJobConfig(schema=[bigquery.SchemaField(n, t) for n, t in schema],
-                                    source_format="NEWLINE_DELIMITED_JSON", write_disposition="WRITE_TRUNCATE")
-    c.load_table_from_file(data, table, job_config=config).result()
-    return table
-
-
-def table_rows(table: str) -> list[dict[str, Any]]:
-    return [dict(r) for r in client().list_rows(table)]
-
-
-def count(table: str) -> int:
-    return int(next(iter(client().query(f"SELECT COUNT(*) AS n FROM `{table}`").result()))["n"])
-
 
 @pytest.fixture(scope="module")
 def reviews(bigquery_emulator: str) -> str:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.bq import PROJECT, client, count, make_table
 from support.helpers import cli, write_spec
 from support.servers import batchflow_emulator
-from test_bigquery import PROJECT, client, count, make_table
 
 pytestmark = pytest.mark.bigquery
 

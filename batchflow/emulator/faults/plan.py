@@ -66,7 +66,8 @@ What each job fault does, surface by surface:
 - A Vertex cancel always passes through CANCELLING (`jobs.cancelling_seconds`); `cancelling_succeeds` picks the
   jobs that then end SUCCEEDED. Gemini has no CANCELLING state: its cancel is immediate.
 
-Only Vertex jobs over GCS take late_output, output_gone and cancel_delivers; BigQuery jobs ignore them.
+Only Vertex jobs over GCS take late_output, output_gone and cancel_delivers; BigQuery jobs ignore them (they take
+the request faults, each row drawn by its passthrough columns).
 
 A hung call holds its connection until the client gives up (its timeout) or the emulator stops: stopping releases
 every hung handler, which closes its connection, so no thread is left blocked. Hangs are decided before the `http`

@@ -7,6 +7,8 @@ copied to the output row beside the reserved `response` (JSON), `status` (STRING
 text otherwise) and `processed_time` (TIMESTAMP), as the service does, so a client's key travels as a column.
 An output URI naming only a dataset gets a `predictions_<time>` table in it. Rows are read page by page and
 written with one load job (a resumable upload of a local file): memory stays flat on a table of any size.
+A fault plan's request faults apply to each row as to a JSONL line, drawn by the row's passthrough columns (where
+a client's key travels): an error in `status` (no `response`), a blocked or cut answer, a row dropped or doubled.
 
 BigQuery is reached through google-cloud-bigquery, at BIGQUERY_EMULATOR_HOST when set (`batchflow.libs.bigquery`).
 """
@@ -23,7 +25,9 @@ from typing import Any
 
 import orjson
 
-from batchflow.emulator.vertex.execute import JobResult, answer_line
+from batchflow.emulator.faults.plan import LineFaults
+from batchflow.emulator.model.degraded import degrade
+from batchflow.emulator.vertex.execute import JobResult, answer_line, status_text
 from batchflow.emulator.wire.errors import invalid_argument
 from batchflow.emulator.wire.request_checks import field as proto_field
 
@@ -79,7 +83,7 @@ def output_info(output_dir: str) -> dict[str, str]:
 
 
 def run_job(input_config: Mapping[str, Any], model_name: str, table: str, clock: Callable[[], float],
-            keep: Callable[[], bool]) -> JobResult:
+            keep: Callable[[], bool], faults: LineFaults | None = None) -> JobResult:
     """Read the input table, answer every row, load the output table; the job's error when it cannot."""
     from batchflow.errors import BatchflowError
     from batchflow.libs import bigquery as bq
@@ -93,7 +97,7 @@ def run_job(input_config: Mapping[str, Any], model_name: str, table: str, clock:
         if "request" not in [f.name for f in schema]:
             return JobResult(error={"code": 3, "message": f"The input table {source} has no 'request' column."})
         with os.fdopen(fd, "wb") as out:
-            count, ok = _answer_rows(client.list_rows(source, page_size=_PAGE), model_name, out, clock)
+            count, ok = _answer_rows(client.list_rows(source, page_size=_PAGE), model_name, out, clock, faults)
         if count == 0:
             return JobResult(error={"code": 3, "message": f"No instances found in the input bq://{source}."})
         if keep():
@@ -105,23 +109,36 @@ def run_job(input_config: Mapping[str, Any], model_name: str, table: str, clock:
         os.unlink(path)
 
 
-def _answer_rows(rows: Any, model_name: str, out: Any, clock: Callable[[], float]) -> tuple[int, int]:
+def _answer_rows(rows: Any, model_name: str, out: Any, clock: Callable[[], float],
+                 faults: LineFaults | None = None) -> tuple[int, int]:
     from batchflow.libs.bigquery import json_value
 
     model_id = model_name.rsplit("/", 1)[-1]
     count = ok = 0
-    for row in rows:
+    for n, row in enumerate(rows):
         values = {k: json_value(v) for k, v in row.items()}
         request = values.get("request")
         if isinstance(request, str):
             with contextlib.suppress(orjson.JSONDecodeError):  # if not, answered as the invalid request it is
                 request = orjson.loads(request)
         line, good = answer_line(orjson.dumps({"request": request}), model_id, False, clock)
+        fault = faults(_identity(values, n)) if faults is not None else None
+        if fault is not None and fault.error is not None:
+            line, good = {"status": status_text(fault.error), "processed_time": line.get("processed_time")}, False
+        elif line.get("response") is not None:
+            line["response"] = degrade(line["response"], fault)
         values.update(response=line.get("response"), status=line.get("status", ""),
                       processed_time=line.get("processed_time"))
-        out.write(orjson.dumps(values, option=orjson.OPT_APPEND_NEWLINE))
-        count, ok = count + 1, ok + good
+        copies = 1 if fault is None else fault.copies
+        out.write(orjson.dumps(values, option=orjson.OPT_APPEND_NEWLINE) * copies)
+        count, ok = count + copies, ok + good * copies
     return count, ok
+
+
+def _identity(values: Mapping[str, Any], n: int) -> str:
+    """What a row's fault is drawn by: its passthrough columns (a client's key), else its position."""
+    passthrough = {k: v for k, v in values.items() if k != "request"}
+    return ",".join(f"{k}={v}" for k, v in sorted(passthrough.items())) if passthrough else f"#{n}"
 
 
 def _load(client: Any, path: str, table: str, passthrough: list[Any]) -> None:
