@@ -34,6 +34,12 @@ emulator's fault plan (`get` answered never, `list` and `create` with the body s
 takes effect and whose answer is lost — and `upload` stalled half-read, each at RATE): hangs the batch API itself
 makes, in every run, hang case or kill or a run to the end; the runs that meet one must still finish the work.
 
+With `--gcs-state` and `--commit-kills N`, N more runs kill themselves at a kill point of the state's commit (forked
+runs only), drawn in a seeded mix with the other cases: the nth time (1-8; 1-2 for `collecting`) the run has
+uploaded a manifest's objects but not committed it (`uploaded`), has committed it and is about to delete what no
+manifest keeps (`collecting`), or has committed it (`committed`). A run that ends before its nth time ends the
+round as usual.
+
 At each kill the harness reads the state file and names the phase the run was in: the first step of the plan (the
 same `make_plan` the runner executes) the run had yet to finish — prepare (before the first state was saved),
 upload, create, poll, collect, settle, merge, exit (merged, not yet exited). Timing varies from machine to machine,
@@ -63,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from crash_run import Run, phase_from_state
+from crash_run import KILL_POINTS, Run, phase_from_state
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the stalling proxy is the tests' own
 from support.stall_proxy import StallProxy
@@ -102,11 +108,13 @@ class Harness:
         self.longest_hang = self.hang_bound = 0.0  # the longest a hung run took; the bound it had to end by
         self.frozen_peers: Counter[str] = Counter()  # which peer each hang case froze (with --gcs-state)
         self.longest_gcs = self.gcs_bound = 0.0  # the same, for the hang cases that froze GCS
+        self.commit_kills: Counter[str] = Counter()  # runs that killed themselves at a kill point, by point
 
     def main(self) -> None:
         self.full_run = self.round(0, kills=False)
         number = 0
-        while self.kills < self.args.kills or self.hangs < self.args.hangs:
+        while (self.kills < self.args.kills or self.hangs < self.args.hangs
+               or self.commit_kills.total() < self.args.commit_kills):
             number += 1
             self.round(number, kills=True)
 
@@ -121,6 +129,14 @@ class Harness:
             delay = self.rng.uniform(0, self.full_run) if case else None
             started = time.time()
             log = self.work / "logs" / f"{name}-{self.runs + 1:04d}.log"
+            if case == "commit":
+                point = self.rng.choice(sorted(KILL_POINTS))
+                nth = self.rng.randint(1, 2 if point == "collecting" else 8)  # a run collects once or twice
+                code, elapsed, run = self.attempt(spec_path, log, None, (point, nth))
+                if code is not None and code >= 0:
+                    break  # it ended before its kill point: the round is over
+                self.commit_kills[point] += 1
+                continue
             if case == "hang" and delay is not None:
                 code, elapsed = self.hang_case(spec_path, log, delay)
                 if code == 0:
@@ -146,8 +162,12 @@ class Harness:
     def next_case(self) -> str | None:
         """A kill or a hang, drawn in proportion to what is left of each budget; None once both are spent."""
         kills, hangs = self.args.kills - self.kills, self.args.hangs - self.hangs
-        if kills <= 0 and hangs <= 0:
+        commits = self.args.commit_kills - self.commit_kills.total()
+        if kills <= 0 and hangs <= 0 and commits <= 0:
             return None
+        if commits > 0 and ((kills <= 0 and hangs <= 0) or
+                            self.rng.random() * (max(kills, 0) + max(hangs, 0) + commits) < commits):
+            return "commit"
         return "hang" if self.rng.random() * (kills + hangs) < hangs else "kill"
 
     def hang_case(self, spec: Path, log: Path, delay: float) -> tuple[int | None, float]:
@@ -198,23 +218,25 @@ class Harness:
         one under way and the lease's release on the way out."""
         return deadlines(1).worst_call if peer == "batch API" else 2 * deadlines(3).worst_call
 
-    def attempt(self, spec: Path, log: Path, delay: float | None) -> tuple[int | None, float, Run]:
+    def attempt(self, spec: Path, log: Path, delay: float | None,
+                kill_at: tuple[str, int] | None = None) -> tuple[int | None, float, Run]:
         """(exit code, or None when killed; seconds it ran; the run). With --gcs-state, a run finding the lease of
         a killed run still held (exit 75) is tried again; each run starts from an empty local cache, as a
         machine that keeps no files would. With --hangs, a run whose call timed out (75, the short call timeout
         on two busy cores) is tried again too."""
         while True:
-            code, elapsed, run = self._attempt(spec, log, delay)
+            code, elapsed, run = self._attempt(spec, log, delay, kill_at)
             if code != EXIT_NOT_FINISHED or not (self.args.gcs_state or self.args.hangs):
                 return code, elapsed, run
             time.sleep(0.2)
 
-    def _attempt(self, spec: Path, log: Path, delay: float | None) -> tuple[int | None, float, Run]:
+    def _attempt(self, spec: Path, log: Path, delay: float | None,
+                 kill_at: tuple[str, int] | None = None) -> tuple[int | None, float, Run]:
         self.runs += 1
         if self.args.gcs_state:
             os.environ["XDG_CACHE_HOME"] = str(self.work / "caches" / f"run-{self.runs:05d}")
         start = time.monotonic()
-        run = Run(spec, log, self.args.spawn)
+        run = Run(spec, log, self.args.spawn, kill_at=kill_at)
         deadline = start + (delay if delay is not None else self.args.run_timeout)
         while (code := run.poll()) is None:
             if time.monotonic() >= deadline:
@@ -310,6 +332,10 @@ class Harness:
             f"  runs: {self.runs} ({self.kills} killed); a whole run takes {self.full_run:.2f} s; "
             f"wall time {wall:.1f} s",
         ]
+        if a.commit_kills:
+            points = ", ".join(f"{point} {n}" for point, n in sorted(self.commit_kills.items()))
+            lines.insert(2, f"  commit kills: {self.commit_kills.total()} runs killed at a kill point of the gs:// "
+                            f"state's commit ({points})")
         if a.hangs:
             ends = ", ".join(f"{'exit 75' if e == '75' else 'finished' if e == '0' else e} {n}"
                              for e, n in sorted(self.hang_ends.items()))
@@ -379,6 +405,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--run-timeout", type=float, default=300, help="seconds a run without a kill may take")
     ap.add_argument("--gcs-state", action="store_true",
                     help="keep each spec's state on fake-gcs-server (state.dir: gs://...); no run keeps local files")
+    ap.add_argument("--commit-kills", type=int, default=0,
+                    help="with --gcs-state: runs killed at a kill point of the state's commit (forked runs only)")
     ap.add_argument("--workdir", type=Path, help="keep everything here (default: a temporary dir, removed if OK)")
     return ap.parse_args(argv)
 
@@ -420,6 +448,8 @@ def _final(row: dict[str, Any]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.commit_kills and not (args.gcs_state and not args.spawn):
+        raise SystemExit("--commit-kills needs --gcs-state and forked runs (no --spawn)")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="crash-harness-"))
     (work / "data").mkdir(parents=True, exist_ok=True)
     (work / "logs").mkdir(exist_ok=True)
