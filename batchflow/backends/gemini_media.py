@@ -9,12 +9,14 @@ rewritten, into a copy of the unit's file beside it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import orjson
@@ -23,10 +25,12 @@ from batchflow import logs
 from batchflow.backends.base import MediaStaging
 from batchflow.backends.sdk import api_errors
 from batchflow.errors import BackendError, DataError, FilesQuotaFull, QuotaExceeded, TransientError
+from batchflow.libs.storage import url_to_fs
 from batchflow.request.media import file_parts, file_uri_path, untagged
 from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_FILE_HOURS, MEDIA_PROJECT_MAX_BYTES, MEDIA_REUSE_MIN_HOURS
 
 _MARK = b"#sha256:"
+_MARKS = (_MARK, b"#md5:", b"#crc32c:")  # a kept line names a local file (sha256) or a gs:// object (md5, crc32c)
 _DISPLAY_PREFIX = "batchflow-media-"
 _SHA_IN_NAME = 40  # hex digits of the sha256 in an upload's display name (display names are capped at 512)
 _FILES_PAGE = 100
@@ -55,8 +59,9 @@ class GeminiMedia:
 
     def __init__(self, client: Any, inline_max: int = INLINE_MAX_BYTES,
                  clock: Callable[[], float] = time.time, owner: str = "",
-                 max_bytes: int = MEDIA_PROJECT_MAX_BYTES) -> None:
+                 max_bytes: int = MEDIA_PROJECT_MAX_BYTES, gcs: GcsMedia | None = None) -> None:
         self._client = client
+        self._gcs = gcs or GcsMedia(client)  # gs:// objects: registered, or copied through
         # The Files API storage this run's media may hold at once: a unit whose uploads would pass it is not staged
         # (FilesQuotaFull) until collected units' media are deleted (``collected``), so the run goes in waves.
         self._max_bytes = max_bytes
@@ -88,7 +93,7 @@ class GeminiMedia:
         try:
             with open(path, "rb") as src, open(out, "wb") as dst:
                 for line in src:
-                    dst.write(self._line(line) if _MARK in line else line)
+                    dst.write(self._line(line) if any(m in line for m in _MARKS) else line)
         except BaseException:
             # a unit half staged holds no room: what it uploaded that no staged unit reads is deleted (else units
             # each holding part of their media could leave nothing that fits and nothing in flight to wait for)
@@ -177,12 +182,26 @@ class GeminiMedia:
         for part in file_parts(item.get("request")):
             found = _local_file(part)
             if found is None:
+                self._gcs_part(part)
                 continue
             holder, local, sha = found
             mime = part[holder].get("mimeType", part[holder].get("mime_type"))
             del part[holder]
             part.update(self._staged(local, sha, str(mime)))
         return orjson.dumps(item, option=_NL)
+
+    def _gcs_part(self, part: dict[str, Any]) -> None:
+        """A ``gs://`` part (its identity in the fragment) rewritten to what the Gemini API reads: the object
+        registered, or its bytes copied through (inline, or uploaded by content as a local file is)."""
+        holder = "fileData" if "fileData" in part else "file_data"
+        data = part[holder]
+        uri = data.get("fileUri", data.get("file_uri"))
+        place, identity = untagged(uri) if isinstance(uri, str) else (uri, None)
+        if not identity or not str(place).startswith("gs://"):
+            return
+        mime = str(data.get("mimeType", data.get("mime_type")))
+        del part[holder]
+        part.update(self._gcs.staged(str(place), identity, mime, self._staged))
 
     def _staged(self, local: Path, sha: str, mime: str) -> dict[str, Any]:
         try:
@@ -299,17 +318,99 @@ class GeminiMedia:
             self._earlier, self._extra = best, every
 
 
+Stage = Callable[[Path, str, str], dict[str, Any]]
+"""A local file's part as staged (inline, or a Files API upload): (file, sha256, MIME type) -> the part."""
+
+
+class GcsMedia:
+    """``gs://`` media on the Gemini API, which reads Cloud Storage only through a registered file: each object
+    registered once (``files.register_files`` of google-genai; it needs Google credentials that can read the
+    bucket, ``google.auth.default``), or, without credentials (an API key alone), read and staged as a local
+    file's bytes are (inline up to the threshold, else uploaded once by content). One outcome per object identity
+    (its md5 or crc32c) per process."""
+
+    def __init__(self, client: Any, credentials: Any | None = None, find_credentials: bool = True) -> None:
+        self._client = client
+        self._credentials = credentials
+        self._looked = credentials is not None or not find_credentials
+        self._done: dict[str, dict[str, Any]] = {}  # identity -> the part's staged member
+        self._lock = threading.Lock()
+        self.registered = 0
+        self.copied = 0
+
+    def staged(self, uri: str, identity: str, mime: str, stage: Stage) -> dict[str, Any]:
+        """The part's staged member for one object (registered or copied once, then reused)."""
+        with self._lock:  # one object at a time: a part naming it again waits and reuses the outcome
+            found = self._done.get(identity)
+            if found is None:
+                creds = self._creds()
+                found = self._register(uri, mime, creds) if creds is not None else self._copy(uri, mime, stage)
+                self._done[identity] = found
+            copy: dict[str, Any] = orjson.loads(orjson.dumps(found))  # each line its own
+            return copy
+
+    def _creds(self) -> Any | None:
+        if not self._looked:
+            self._looked = True
+            self._credentials = _default_credentials()
+        return self._credentials
+
+    def _register(self, uri: str, mime: str, creds: Any) -> dict[str, Any]:
+        with api_errors(f"register {uri}"):
+            response = self._client.files.register_files(auth=creds, uris=[uri])
+        files = response.files or []
+        if not files or not files[0].uri:
+            raise BackendError(f"register {uri}: the Files API registered no file")
+        self.registered += 1
+        log.info("media registered", object=uri, file=files[0].name)
+        return {"fileData": {"fileUri": str(files[0].uri), "mimeType": mime}}
+
+    def _copy(self, uri: str, mime: str, stage: Stage) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="batchflow-gcs-") as scratch:
+            local = Path(scratch) / PurePosixPath(uri).name
+            try:
+                fs, inside = url_to_fs(uri)
+                fs.get_file(inside, str(local))
+            except (FileNotFoundError, OSError) as exc:
+                raise DataError(f"media {uri!r}: cannot be read to copy it to the Files API: {exc}") from None
+            digest = hashlib.sha256()
+            with open(local, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+            self.copied += 1
+            log.info("media copied through from Cloud Storage", object=uri, bytes=local.stat().st_size)
+            return stage(local, digest.hexdigest(), mime)
+
+
+def _default_credentials() -> Any | None:
+    """Google credentials of the environment (application default), with the scopes registration needs; None
+    where there are none (an API key alone): gs:// media are then copied through."""
+    try:
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+    except ImportError:
+        return None
+    scopes = ["https://www.googleapis.com/auth/cloud-platform",
+              "https://www.googleapis.com/auth/devstorage.read_only"]
+    try:
+        creds, _ = google.auth.default(scopes=scopes)
+    except DefaultCredentialsError:
+        return None
+    return creds
+
+
 def _state(state: Any) -> str:
     return str(getattr(state, "name", state) or "STATE_UNSPECIFIED")
 
 
 def _names_local_media(path: Path) -> bool:
+    """Whether a unit's lines name a local file or a gs:// object by content (read in chunks)."""
     with open(path, "rb") as fh:
         tail = b""
         while chunk := fh.read(1 << 20):
-            if _MARK in tail + chunk:
+            if any(mark in tail + chunk for mark in _MARKS):
                 return True
-            tail = chunk[-len(_MARK):]
+            tail = chunk[-len(_MARKS[-1]):]
     return False
 
 

@@ -18,7 +18,7 @@ import orjson
 from batchflow.emulator.engine import Emulator
 from batchflow.emulator.gemini.files import Readable
 from batchflow.emulator.jobs.store import page_size
-from batchflow.emulator.model import catalog
+from batchflow.emulator.model import catalog, media
 from batchflow.emulator.vertex import routes as vertex
 from batchflow.emulator.wire.errors import ApiError, invalid_argument, not_found
 
@@ -145,6 +145,17 @@ def get_file(call: Call) -> Reply:
     return Reply(json=call.engine.files.get(call.params["id"]).resource(call.base_url))
 
 
+def register_files(call: Call) -> Reply:
+    """POST files:register {"uris": [gs://...]}: Cloud Storage objects registered as Files API files (the
+    caller's OAuth token is not checked; the objects are read from the GCS emulator)."""
+    body = call.json()
+    uris = body.get("uris") if isinstance(body, dict) else None
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and u.startswith("gs://") for u in uris):
+        raise invalid_argument("uris: one or more gs:// URIs are required")
+    files = call.engine.files
+    return Reply(json={"files": [files.register(uri, media.read_gcs(uri)).resource(call.base_url) for uri in uris]})
+
+
 def list_files(call: Call) -> Reply:
     """GET files?pageSize&pageToken."""
     size = page_size(call.query.get("pageSize"), _DEFAULT_PAGE, _MAX_PAGE)
@@ -257,6 +268,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", False, re.compile(rf"files/{_ID}:download"), "files.download", download_file),
     Route("GET", False, re.compile(rf"files/{_ID}"), "files.get", get_file),
     Route("GET", False, re.compile(r"files"), "files.list", list_files),
+    Route("POST", False, re.compile(r"files:register"), "files.register", register_files),
     Route("DELETE", False, re.compile(rf"files/{_ID}"), "files.delete", delete_file),
     Route("POST", False, re.compile(rf"models/{_MODEL}:batchGenerateContent"), "batches.create",
           create_batch),

@@ -7,13 +7,16 @@ import base64
 import hashlib
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pytest
 from support.emulator_helpers import wait_done
 from support.media_files import pdf, png, wav
 
 from batchflow.backends.gemini import GeminiBackend, make_client
-from batchflow.backends.gemini_media import GeminiMedia
+from batchflow.backends.gemini_media import GcsMedia, GeminiMedia
+from batchflow.emulator import start_in_thread
 from batchflow.request.media import resolve
 from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_FILE_HOURS, MEDIA_MIME_TYPES, MEDIA_REUSE_MIN_HOURS
 
@@ -112,3 +115,68 @@ def test_release_deletes_only_the_specs_own_uploads(tmp_path: Path, emulator_url
     assert owners() == ["theirs"]
     assert GeminiMedia(client, owner="release-theirs").release() == 1  # a later run finds and deletes it
     assert owners() == []
+
+
+def _gs_unit(tmp_path: Path, fs: Any, bucket: str, files: dict[str, bytes]) -> Path:
+    """A unit whose lines name gs:// objects by their md5, as rendering writes them."""
+    for name, data in files.items():
+        fs.pipe(f"{bucket}/media/{name}", data)
+    unit = tmp_path / "unit.jsonl"
+    unit.write_bytes(b"".join(_gs_line(name, f"gs://{bucket}/media/{name}") for name in files))
+    return unit
+
+
+def _gs_line(key: str, uri: str) -> bytes:
+    media = resolve(uri, Path("."), mime_types=MEDIA_MIME_TYPES, max_bytes=10**9)
+    assert media.identity.startswith("md5:")
+    part = {"fileData": {"file_uri": media.tagged(), "mime_type": media.mime_type}}
+    request = {"contents": [{"role": "user", "parts": [{"text": "Describe it."}, part]}]}
+    return orjson.dumps({"key": key, "request": request}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _answers(client: Any, backend: GeminiBackend, unit: Path) -> dict[str, str]:
+    job = wait_done(client, client.batches.create(model="gemini-2.5-flash",
+                                                  src=backend.stage(unit, "batchflow-media-gs")).name or "")
+    assert job.dest is not None and job.dest.file_name
+    lines = map(orjson.loads, client.files.download(file=job.dest.file_name).splitlines())
+    return {x["key"]: x["response"]["candidates"][0]["content"]["parts"][0]["text"] for x in lines}
+
+
+def _named(data: bytes, mime: str) -> str:
+    return f"[{mime} {hashlib.sha256(data).hexdigest()[:12]} {len(data)} bytes]"
+
+
+@pytest.mark.gcs
+def test_gs_objects_are_copied_through_without_credentials(tmp_path: Path, fs: Any, bucket: str) -> None:
+    """With an API key alone (no Google credentials to register with), a gs:// object's bytes are read and staged
+    as a local file's are: a small one inline, a large one uploaded once by content; the model reads its bytes."""
+    files = {"big.wav": wav(8, seconds=INLINE_MAX_BYTES / 8000 + 1), "small.png": png(8)}
+    unit = _gs_unit(tmp_path, fs, bucket, files)
+    with start_in_thread(tmp_path / "emu", job_seconds=0.2) as emulator:
+        client = make_client("test", emulator.base_url)
+        backend = GeminiBackend(client)
+        backend.media = media = GeminiMedia(client, gcs=(gcs := GcsMedia(client, find_credentials=False)))
+        answers = _answers(client, backend, unit)
+    assert answers["big.wav"].endswith(_named(files["big.wav"], "audio/wav"))
+    assert answers["small.png"].endswith(_named(files["small.png"], "image/png"))
+    assert (gcs.copied, gcs.registered, media.uploads) == (2, 0, 1)
+
+
+@pytest.mark.gcs
+def test_gs_objects_are_registered_with_google_credentials(tmp_path: Path, fs: Any, bucket: str) -> None:
+    """With credentials, each object is registered once through google-genai's files.register_files (the emulator
+    reads it from the GCS emulator) and the line names the registered file; nothing is uploaded."""
+    from google.oauth2.credentials import Credentials
+
+    data = pdf(9, pages=3)
+    unit = _gs_unit(tmp_path, fs, bucket, {"a.pdf": data})
+    unit.write_bytes(unit.read_bytes() + unit.read_bytes().replace(b'"a.pdf"', b'"b.pdf"', 1))  # the same object
+    with start_in_thread(tmp_path / "emu", job_seconds=0.2) as emulator:
+        client = make_client("test", emulator.base_url)
+        backend = GeminiBackend(client)
+        gcs = GcsMedia(client, credentials=Credentials(token="test-token"))
+        backend.media = media = GeminiMedia(client, gcs=gcs)
+        answers = _answers(client, backend, unit)
+        registered = [f for f in client.files.list() if f.source is not None and f.source.name == "REGISTERED"]
+    assert answers["a.pdf"].endswith(_named(data, "application/pdf")) and answers["b.pdf"] == answers["a.pdf"]
+    assert (gcs.registered, gcs.copied, media.uploads, len(registered)) == (1, 0, 0, 1)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from batchflow.emulator.jobs.store import new_id, page_token, parse_page_token, read_json, rfc3339, write_json_atomic
 from batchflow.emulator.wire.errors import ApiError, invalid_argument, not_found
 from batchflow.emulator.wire.request_checks import field
+from batchflow.libs.mime import by_extension
 
 FILE_TTL_SECONDS = 48 * 3600
 # The service's words when an upload would pass the project's file storage, as it answers (a 429 seen 2025-10,
@@ -178,6 +179,15 @@ class FileStore:
         (self._uploads_dir / f"{upload_id}.json").unlink(missing_ok=True)
         return record
 
+    def register(self, uri: str, data: bytes) -> FileRecord:
+        """A Cloud Storage object registered as a file (``files:register``): its bytes as they were read now, its
+        MIME type from the object's name. It lives as an upload does (48 h); its bytes are the bucket's, so they do
+        not count against the project's storage."""
+        part = self._uploads_dir / f"{new_id(24)}.part"
+        part.write_bytes(data)
+        mime = by_extension(Path(uri).suffix) or "application/octet-stream"
+        return self._add(new_id(12), part, mime, None, "REGISTERED")
+
     def add_generated(self, file_id: str, data: Path, mime_type: str, display_name: str) -> FileRecord:
         """Register a batch's output (moved in from `data`) as a GENERATED file."""
         return self._add(file_id, data, mime_type, display_name, "GENERATED")
@@ -241,7 +251,7 @@ class FileStore:
 
     def _expired(self, record: FileRecord) -> bool:
         """An upload the service has deleted by now: 48 h after it came (a batch's output is the job's to end)."""
-        return record.source == "UPLOADED" and self._clock() >= record.create_time + FILE_TTL_SECONDS
+        return record.source != "GENERATED" and self._clock() >= record.create_time + FILE_TTL_SECONDS
 
     def delete(self, file_id: str) -> None:
         """Forget a file and its bytes; 404 when unknown."""
