@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +50,8 @@ def _state_consistent(tmp_path: Path) -> None:
 def test_ctrl_c_on_a_terminal_ends_a_run_hung_on_its_peer_within_seconds(tmp_path: Path) -> None:
     with stall_proxy("127.0.0.1:9", mode="blackhole") as proxy:
         spec = _spec(tmp_path, proxy.url)
-        child = pexpect.spawn(sys.executable, ["-m", "batchflow", "run", str(spec)], env=_env(tmp_path),
-                              encoding="utf-8", timeout=30)
-        try:
-            while proxy.connections == 0:  # the run's call is out, and the peer will not answer it for 60 s
-                assert child.isalive(), child.read()
-                time.sleep(0.1)
-            time.sleep(0.5)
-            start = time.monotonic()
-            child.sendintr()
-            child.expect(pexpect.EOF, timeout=5)
-            took = time.monotonic() - start
-        finally:
-            child.close(force=True)
+        # the run's call is out, and the peer will not answer it for 60 s
+        child, took = _ctrl_c_on_a_terminal(spec, tmp_path, lambda: proxy.connections > 0, settle=0.5)
     assert took < 5
     assert child.exitstatus == 130, child.before
     assert "interrupted: the state is saved" in str(child.before)
@@ -106,20 +96,8 @@ def test_ctrl_c_on_a_terminal_during_a_collection_ends_the_run_within_seconds(tm
     plan.write_text("hangs: {download: {kind: stall_body, calls: [1]}}\n", encoding="utf-8")
     with start_in_thread(tmp_path / "emu", job_seconds=0.1, faults=plan) as emulator:
         spec = _spec(tmp_path, emulator.base_url)
-        child = pexpect.spawn(sys.executable, ["-m", "batchflow", "run", str(spec)], env=_env(tmp_path),
-                              encoding="utf-8", timeout=30)
-        try:
-            deadline = time.monotonic() + 30
-            while not emulator.engine.faults.counters().get("http_stall_body"):  # the download is hung now
-                assert child.isalive() and time.monotonic() < deadline, child.read()
-                time.sleep(0.1)
-            time.sleep(0.3)
-            start = time.monotonic()
-            child.sendintr()
-            child.expect(pexpect.EOF, timeout=5)
-            took = time.monotonic() - start
-        finally:
-            child.close(force=True)
+        child, took = _ctrl_c_on_a_terminal(  # once the download is hung
+            spec, tmp_path, lambda: bool(emulator.engine.faults.counters().get("http_stall_body")), settle=0.3)
         assert took < 5
         assert child.exitstatus == 130, child.before
         assert "interrupted: the state is saved" in str(child.before)
@@ -130,3 +108,23 @@ def test_ctrl_c_on_a_terminal_during_a_collection_ends_the_run_within_seconds(tm
     assert again.returncode == 0, again.stderr
     assert list(stats["creates_by_display_name"].values()) == [1], stats
     assert [r["status"] for r in read_rows(tmp_path / "out/result.jsonl")] == ["ok"] * 4
+
+
+def _ctrl_c_on_a_terminal(spec: Path, tmp_path: Path, ready: Callable[[], bool],
+                          settle: float) -> tuple[pexpect.spawn, float]:
+    """``run`` on a pty, interrupted with Ctrl-C ``settle`` s after ``ready()`` holds: the ended child, and the
+    seconds from the Ctrl-C to its end."""
+    child = pexpect.spawn(sys.executable, ["-m", "batchflow", "run", str(spec)], env=_env(tmp_path),
+                          encoding="utf-8", timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready():
+            assert child.isalive() and time.monotonic() < deadline, child.read()
+            time.sleep(0.1)
+        time.sleep(settle)
+        start = time.monotonic()
+        child.sendintr()
+        child.expect(pexpect.EOF, timeout=5)
+        return child, time.monotonic() - start
+    finally:
+        child.close(force=True)
