@@ -205,10 +205,19 @@ def json_sql(value: Any, dotted: str, columns: Columns | None = None) -> str:
     return merged[0] if len(merged) == 1 else f"CONCAT({', '.join(merged)})"
 
 
+NATIVE_EMBED_REFUSED = (
+    "task: source.native runs task generate only: {model} could read a BigQuery table on Vertex (its texts in a "
+    "`content` column), but batchflow does not yet build that table, keep its vectors or join them back in SQL; "
+    "leave out source.native, and the table is read through the runner and staged on GCS as JSONL (the same "
+    "vectors, kept by key and request as on any other source)")
+"""Why an embedding spec is refused on the native path (the Gemini embedding models, which read no BigQuery table
+at all, are refused earlier, by the spec's own check)."""
+
+
 def request_tree(spec: Spec) -> dict[str, Any]:
     """The request with its templates still in the leaves (the shapes ``templating`` renders)."""
     if spec.task != "generate":
-        raise SpecError(f"{spec.where('task')}: task: source.native supports task generate only")
+        raise SpecError(f"{spec.where('task')}: {NATIVE_EMBED_REFUSED.format(model=spec.model)}")
     if isinstance(spec.request, str):
         raise SpecError(f"{spec.where('request')}: request: with source.native the request is built in SQL from a "
                         "mapping; a single \"{{ expression }}\" request is not supported")
