@@ -207,7 +207,8 @@ def _media_line(media: dict[str, int]) -> str:
 
 def _native_plan(spec: Spec, state: State | None, retry_errors: bool) -> PlanReport:
     """A generation under way: its next steps. Else what a run would send, counted by one query in BigQuery against
-    the kept answers (no table made or changed), and the bytes a dry run of that query says it processes."""
+    the kept answers (no table made or changed), the bytes a dry run of that query says it processes, and the
+    requests' cost estimated as the runner path's plan estimates it (one grouped query: a row a job)."""
     from batchflow.execute.native_path import NativePath
 
     if state is not None and not p.make_plan(state, time.time(), spec.jobs.max_concurrent,
@@ -218,24 +219,27 @@ def _native_plan(spec: Spec, state: State | None, retry_errors: bool) -> PlanRep
         if state is not None and state.fingerprint == path.fingerprint() and not \
                 Runner.errors_to_send(state, retry_errors) and state.source.get("stat") == path.source_stat():
             return _plan_of(spec, state)
-        d, processed = path.preview(retry_errors, with_kept=state is not None and bool(state.answers))
+        d, processed, new = path.preview(retry_errors, with_kept=state is not None and bool(state.answers),
+                                         gen=(state.gen if state else 0) + 1)
     finally:
         path.close()
-    sending = d["new"] + d["changed"] + d["failed"]
+    sending = sum(s.count for s in new.shards)
     per_job = spec_job_size(spec).max_requests
-    jobs = -(-sending // per_job)
+    jobs = len(new.shards)
     lines = [f"spec {spec.name}: " + ("nothing run yet" if state is None else
                                       f"the table or the spec changed since generation {state.gen}"),
              f"  records: {d['n']:,}: {d['new']:,} new, {d['changed']:,} changed, {d['kept']:,} unchanged (answers "
              f"kept in BigQuery), {d['failed']:,} retried after an error, {d['removed']:,} removed",
-             f"  jobs to submit: {jobs}" + (f" ({sending:,} requests; at most {per_job:,} each), "
-                                            f"{spec.jobs.max_concurrent} at a time on vertex" if jobs else ""),
+             f"  jobs to submit: {jobs}" + (f" ({sending:,} requests, each row its own: the key passes through; at "
+                                            f"most {per_job:,} each), {spec.jobs.max_concurrent} at a time on "
+                                            "vertex" if jobs else ""),
+             _cost_line(spec, new, state),
              "  BigQuery dry run of this plan's query: " + (f"{processed:,} bytes processed" if processed is not None
                                                              else "no bytes figure given")]
-    diff = {"new": d["new"], "changed": d["changed"], "unchanged": d["kept"], "retried": d["failed"],
-            "removed": d["removed"]}
+    cost.check_plan(spec, new, state)
     data = {"spec": spec.name, "path": str(spec.path), "kind": "new" if state is None else "changed",
-            "records": d["n"], "diff": diff, "jobs_to_submit": jobs, "requests": sending,
+            "records": d["n"], "diff": new.diff, "jobs_to_submit": jobs, "requests": sending,
+            "billed_requests": sending, "bytes": sum(s.bytes for s in new.shards), "cost": _cost_data(spec, new, state),
             "bytes_processed": processed, "submits": bool(jobs)}
     return PlanReport("\n".join(lines), bool(jobs), data)
 

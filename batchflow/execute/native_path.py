@@ -11,7 +11,7 @@ Plan, then execute, as the file path does, with the same state file, the same jo
 - submit: "submitting" is saved with the deterministic display name *before* ``create``; a run that finds a
   job there looks it up by that name (adopt) instead of creating another. The job reads ``bq://…p<N>`` and
   writes ``bq://…p<N>_j<M>_out``, the key passing through as the ``batchflow_key`` column;
-- collect: one aggregate row (good and failed lines) from the job's output table;
+- collect: one aggregate row (good and failed lines, the tokens billed) from the job's output table;
 - settle: the requests with no good answer and attempts left go into a new table, and a new job;
 - keep: one ``MERGE`` puts each sent request's best answer into the kept answers under its key and digest, and
   the keys gone from the source are deleted from them;
@@ -21,7 +21,9 @@ Plan, then execute, as the file path does, with the same state file, the same jo
 
 A changed table is planned anew from the kept answers, as the file path plans from its own (``recurring``): only
 new and changed rows are sent again, and the failures that may pass; ``--restart`` empties the kept answers.
-The runner reads no record: only table metadata and single aggregate rows come back from BigQuery.
+The runner reads no record: only table metadata and aggregate rows (one a query, or one a job) come back from
+BigQuery. A job's input tokens are estimated in SQL from the bytes of the line the runner path would write for each
+request (``native_sql.parts_sql``), and the budget is checked before any partition is made.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from batchflow.prepare.prepare import display_name, fingerprint
 from batchflow.sources.bigquery import BigQuerySource
 from batchflow.spec.limits import spec_job_size
 from batchflow.spec.spec import Spec
+from batchflow.state import cost
 from batchflow.state import state as st
 from batchflow.state.state import Job, Shard, State
 
@@ -101,6 +104,11 @@ class NativePath:
         with bq.api_errors("BigQuery"):
             return dict(next(iter(self.client.query(sql, **bq.call()).result(**bq.job_wait()))))
 
+    def _rows(self, sql: str) -> list[dict[str, Any]]:
+        """The rows of a grouped aggregate (one a partition: a few, never a record)."""
+        with bq.api_errors("BigQuery"):
+            return [dict(row) for row in self.client.query(sql, **bq.call()).result(**bq.job_wait())]
+
     def _run_sql(self, sql: str) -> None:
         with bq.api_errors("BigQuery"):
             self.client.query(sql, **bq.call()).result(**bq.job_wait())
@@ -126,9 +134,10 @@ class NativePath:
         self._run_sql(ns.requests_sql(sql, self.requests))
         return self._counted(self._one(ns.diff_sql(self.requests.sql, self.kept.sql, retry_errors)))
 
-    def preview(self, retry_errors: bool, with_kept: bool) -> tuple[dict[str, Any], int | None]:
-        """What a run would find now (``plan``), with no table made or changed: the counts of ``diff``, and the
-        bytes the query would process (a dry run; None when BigQuery gives no figure)."""
+    def preview(self, retry_errors: bool, with_kept: bool, gen: int) -> tuple[dict[str, Any], int | None, State]:
+        """What a run would find now (``plan``), with no table made or changed: the counts of ``diff``, the bytes
+        the query would process (a dry run; None when BigQuery gives no figure), and generation ``gen`` as
+        ``prepare`` would make it (its jobs, their requests and estimated input tokens), not saved."""
         from google.cloud import bigquery
         from google.cloud.exceptions import NotFound
 
@@ -143,7 +152,10 @@ class NativePath:
         with bq.api_errors("BigQuery"):
             dry = self.client.query(sql, job_config=config, **bq.call())
         processed = dry.total_bytes_processed
-        return counts, int(processed) if processed else None
+        per_job = spec_job_size(self.spec).max_requests
+        rows = f"({ns.to_send(ns.source_requests(self.sql), kept, per_job, retry_errors, f'{ns.KEY}, {ns.BYTES}')})"
+        state = self._generation(gen, counts, self._rows(ns.parts_sql(rows)), "")
+        return counts, int(processed) if processed else None, state
 
     def _counted(self, found: dict[str, Any]) -> dict[str, int]:
         """The diff's row as counts, once the keys are found unique and not null."""
@@ -160,34 +172,42 @@ class NativePath:
                 stage: bool = False) -> State:
         """The partition tables are the jobs' inputs as they stand: staged whatever ``stage`` says. With no
         earlier generation (a first run, ``--restart``) the kept answers start empty."""
-        fp = self.fingerprint()
         per_job = spec_job_size(self.spec).max_requests
         counts = self.diff(retry_errors, fresh=earlier is None)
         send = self.table(f"g{gen}_send")
         create, insert = ns.send_sql(self.requests, self.kept, send, per_job, retry_errors)
         self._run_sql(create)
         self._run_sql(insert)
-        found = self._one(ns.parts_sql(send))
-        sending, parts = int(found["n"]), int(found["parts"])
-        if not sending:  # every request answered already: nothing to send, no table to keep
+        parts = self._rows(ns.parts_sql(send.sql))
+        state = self._generation(gen, counts, parts, str(send) if parts else "")
+        try:  # the whole plan within budget:, or no partition made (the send table goes too)
+            cost.check_plan(self.spec, state)
+        except cost.OverBudget:
             self._drop([str(send)])
+            raise
+        if not parts:  # every request answered already: nothing to send, no table to keep
+            self._drop([str(send)])
+        for shard in state.shards:
+            self._run_sql(ns.partition_sql(send, bq.TableId.parse(shard.requests), shard.index))
+        log.info("prepared in BigQuery", records=counts["n"], sending=sum(s.count for s in state.shards),
+                 jobs=len(parts), table=str(self.requests), **{k: v for k, v in state.diff.items() if v})
+        return state
+
+    def _generation(self, gen: int, counts: dict[str, int], parts: list[dict[str, Any]], send: str) -> State:
+        """Generation ``gen``: one unit and job a partition (``parts_sql``'s rows), its input the partition's
+        table, its input tokens estimated from its lines' bytes as the runner path estimates them."""
+        fp = self.fingerprint()
         shards = []
-        for i in range(parts):
-            part = self.table(f"g{gen}_p{i:05d}")
-            self._run_sql(ns.partition_sql(send, part, i))
-            count = min(per_job, sending - i * per_job)
+        for i, found in enumerate(parts):
+            part, count, tokens = self.table(f"g{gen}_p{i:05d}"), int(found["n"]), int(found["tokens"] or 0)
             digest = hashlib.blake2b(f"{fp}:{counts['content']}:{i}".encode(), digest_size=8).hexdigest()
             job = Job(n=1, input=str(part), count=count, digest=digest, status=st.STAGED, file=part.uri,
-                      display_name=display_name(self.spec.name, gen, i, 1, digest))
-            shards.append(Shard(i, count, 0, digest, str(part), "", jobs=[job]))
+                      tokens=tokens, display_name=display_name(self.spec.name, gen, i, 1, digest))
+            shards.append(Shard(i, count, int(found["bytes"] or 0), digest, str(part), "", jobs=[job]))
         diff = {"new": counts["new"], "changed": counts["changed"], "unchanged": counts["kept"],
                 "retried": counts["failed"], "removed": counts["removed"]}
-        state = State(self.spec.name, fp, records=counts["n"], shards=shards, gen=gen, diff=diff,
-                      source={"stat": self.source_stat(), "content": str(counts["content"]),
-                              "send": str(send) if sending else ""})
-        log.info("prepared in BigQuery", records=counts["n"], sending=sending, jobs=parts, table=str(self.requests),
-                 **{k: v for k, v in diff.items() if v})
-        return state
+        return State(self.spec.name, fp, records=counts["n"], shards=shards, gen=gen, diff=diff,
+                     source={"stat": self.source_stat(), "content": str(counts["content"]), "send": send})
 
     def keep(self, state: State) -> dict[str, Any]:
         """The generation's answers into the kept answers (one ``MERGE``), the removed keys out of them."""
@@ -217,6 +237,7 @@ class NativePath:
             table = bq.TableId.parse(job.output)
             counts = self._one(ns.counts_sql(table))
             job.ok, job.failed, job.results = int(counts["ok"]), int(counts["n"]) - int(counts["ok"]), str(table)
+            job.usage = {name: int(counts[name]) for name, _ in ns.USAGE}
             self._expire(table)
 
     def _expire(self, table: bq.TableId) -> None:
@@ -233,6 +254,7 @@ class NativePath:
     def collect_lost(self, shard: Shard, job: Job, message: str) -> None:
         """The job's output table is missing: the job counts as failed, so the partition is submitted again."""
         job.ok, job.failed, job.ended, job.error = 0, job.count, st.FAILED, message
+        job.usage = cost.Usage().as_dict()  # nothing answered, nothing billed (as the runner path counts it)
 
     def next_job(self, shard: Shard, n: int) -> NextJob | None:
         retry = self.spec.retry

@@ -38,10 +38,13 @@ from batchflow.errors import SpecError
 from batchflow.libs.bigquery import TableId, quote_name
 from batchflow.request.compiled import templated
 from batchflow.request.wire import RequestBuilder, RequestProblems
+from batchflow.spec.models import CHARS_PER_TOKEN
 from batchflow.spec.spec import Spec
 
 KEY = "batchflow_key"
 DIGEST = "batchflow_digest"
+BYTES = "batchflow_bytes"  # a request's line, in bytes: what the runner path estimates its input tokens from
+PART = "batchflow_part"
 WORK_TABLE_DAYS = 7  # a work table left behind (a run that never got to its merge) expires after this many days
 EXPIRES = (f"OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {WORK_TABLE_DAYS} DAY))")
 _ENV = ImmutableSandboxedEnvironment()
@@ -202,10 +205,19 @@ def json_sql(value: Any, dotted: str, columns: Columns | None = None) -> str:
     return merged[0] if len(merged) == 1 else f"CONCAT({', '.join(merged)})"
 
 
+NATIVE_EMBED_REFUSED = (
+    "task: source.native runs task generate only: {model} could read a BigQuery table on Vertex (its texts in a "
+    "`content` column), but batchflow does not yet build that table, keep its vectors or join them back in SQL; "
+    "leave out source.native, and the table is read through the runner and staged on GCS as JSONL (the same "
+    "vectors, kept by key and request as on any other source)")
+"""Why an embedding spec is refused on the native path (the Gemini embedding models, which read no BigQuery table
+at all, are refused earlier, by the spec's own check)."""
+
+
 def request_tree(spec: Spec) -> dict[str, Any]:
     """The request with its templates still in the leaves (the shapes ``templating`` renders)."""
     if spec.task != "generate":
-        raise SpecError(f"{spec.where('task')}: task: source.native supports task generate only")
+        raise SpecError(f"{spec.where('task')}: {NATIVE_EMBED_REFUSED.format(model=spec.model)}")
     if isinstance(spec.request, str):
         raise SpecError(f"{spec.where('request')}: request: with source.native the request is built in SQL from a "
                         "mapping; a single \"{{ expression }}\" request is not supported")
@@ -272,6 +284,7 @@ class NativeSql:
     key: str  # a SQL STRING expression of a source row's key
     request: str  # a SQL STRING expression of a source row's request JSON, as orjson writes it
     digest: str  # a SQL STRING expression, over the columns KEY and ``request``, of ``answers.request_digest``
+    bytes: str = ""  # a SQL INT64 expression, over the same columns, of the bytes of the runner path's line
 
 
 def source_sql(spec: Spec) -> str:
@@ -292,7 +305,7 @@ def compile_spec(spec: Spec, columns: Columns | None = None) -> NativeSql:
         raise SpecError(f"{spec.where('key')}: key: source.native joins the results back by key: give a key "
                         "(or source.order_by, to number the rows)")
     request = _at(spec, "prompt", lambda: json_sql(request_tree(spec), "request", columns))
-    return NativeSql(source_sql(spec), key, request, digest_sql(request_salt(spec)))
+    return NativeSql(source_sql(spec), key, request, digest_sql(request_salt(spec)), f"BYTE_LENGTH({_LINE})")
 
 
 def _text_literal(text: str) -> str:
@@ -301,12 +314,15 @@ def _text_literal(text: str) -> str:
     return pieces[0] if len(pieces) == 1 else f"CONCAT({', '.join(pieces)})"
 
 
+_LINE = f"CONCAT('{{\"key\":', {json_text(KEY)}, ',\"request\":', request, '}}', CHR(10))"
+"""The line ``{"key":<key>,"request":<request>}`` and a newline, as the runner path writes it to a job's file (its
+digest, and its bytes for the input-token estimate), over the columns KEY and ``request``."""
+
+
 def digest_sql(salt: bytes) -> str:
-    """``answers.request_digest(salt, line)`` in SQL: the first 32 hex digits of the SHA-256 of the salt and the line
-    ``{"key":<key>,"request":<request>}`` and a newline, as the runner path writes and digests it."""
-    line = (f"CONCAT({_text_literal(salt.decode())}, '{{\"key\":', {json_text(KEY)}, ',\"request\":', request, "
-            f"'}}', CHR(10))")
-    return f"SUBSTR(TO_HEX(SHA256({line})), 1, 32)"
+    """``answers.request_digest(salt, line)`` in SQL: the first 32 hex digits of the SHA-256 of the salt and the
+    runner path's line (``_LINE``), as the runner path digests it."""
+    return f"SUBSTR(TO_HEX(SHA256(CONCAT({_text_literal(salt.decode())}, {_LINE}))), 1, 32)"
 
 
 def _at(spec: Spec, fallback: str, make: Any) -> str:
@@ -319,9 +335,9 @@ def _at(spec: Spec, fallback: str, make: Any) -> str:
 
 
 def requests_sql(sql: NativeSql, table: TableId) -> str:
-    """The source as it is now: each row's key, request (JSON) and request digest."""
+    """The source as it is now: each row's key, request (JSON), request digest and line bytes."""
     return (f"CREATE OR REPLACE TABLE {table.sql} AS\n"
-            f"SELECT {KEY}, PARSE_JSON(request) AS request, {sql.digest} AS {DIGEST}\n"
+            f"SELECT {KEY}, PARSE_JSON(request) AS request, {sql.digest} AS {DIGEST}, {sql.bytes} AS {BYTES}\n"
             f"FROM (SELECT {sql.key} AS {KEY}, {sql.request} AS request FROM {sql.source} AS src)")
 
 
@@ -360,9 +376,10 @@ def diff_sql(requests: str, kept: str, retry_errors: bool) -> str:
 
 
 def source_requests(sql: NativeSql) -> str:
-    """The source's keys and request digests as a FROM item, computed where they stand (``plan``: no table made)."""
-    return (f"(SELECT {KEY}, {sql.digest} AS {DIGEST} FROM (SELECT {sql.key} AS {KEY}, {sql.request} AS request "
-            f"FROM {sql.source} AS src))")
+    """The source's keys, request digests and line bytes as a FROM item, computed where they stand (``plan``: no
+    table made)."""
+    return (f"(SELECT {KEY}, {sql.digest} AS {DIGEST}, {sql.bytes} AS {BYTES} FROM (SELECT {sql.key} AS {KEY}, "
+            f"{sql.request} AS request FROM {sql.source} AS src))")
 
 
 NO_KEPT = f"(SELECT CAST(NULL AS STRING) AS {KEY}, CAST(NULL AS STRING) AS {DIGEST}, CAST(NULL AS STRING) AS flag " \
@@ -370,32 +387,47 @@ NO_KEPT = f"(SELECT CAST(NULL AS STRING) AS {KEY}, CAST(NULL AS STRING) AS {DIGE
 """No kept answers, as a FROM item (a first run, or ``--restart``)."""
 
 
+def to_send(requests: str, kept: str, per_job: int, retry_errors: bool, columns: str) -> str:
+    """The ``columns`` of the requests with no kept answer for their (key, digest), each with the partition of
+    ``per_job`` it goes in (one Vertex job each): an anti-join on the kept answers. ``requests`` and ``kept`` are
+    FROM items: the tables (``run``), or the source and the kept answers as they stand (``plan``)."""
+    return (f"SELECT {columns}, CAST(FLOOR((ROW_NUMBER() OVER (ORDER BY {KEY}) - 1) / {per_job}) AS INT64) AS {PART}\n"
+            f"FROM {requests} r WHERE NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.{KEY} = r.{KEY} "
+            f"AND k.{DIGEST} = r.{DIGEST} AND k.flag IN {_final(retry_errors)})")
+
+
 def send_sql(requests: TableId, kept: TableId, send: TableId, per_job: int, retry_errors: bool) -> list[str]:
-    """The requests with no kept answer for their (key, digest), numbered into partitions of ``per_job`` (one
-    Vertex job each): one ``INSERT … SELECT`` with an anti-join on the kept answers, into a new table."""
-    return [f"CREATE OR REPLACE TABLE {send.sql} ({KEY} STRING, request JSON, {DIGEST} STRING, batchflow_part INT64) "
-            f"{EXPIRES}",
-            f"INSERT INTO {send.sql} ({KEY}, request, {DIGEST}, batchflow_part)\n"
-            f"SELECT {KEY}, request, {DIGEST}, "
-            f"CAST(FLOOR((ROW_NUMBER() OVER (ORDER BY {KEY}) - 1) / {per_job}) AS INT64)\n"
-            f"FROM {requests.sql} r WHERE NOT EXISTS (SELECT 1 FROM {kept.sql} k WHERE k.{KEY} = r.{KEY} "
-            f"AND k.{DIGEST} = r.{DIGEST} AND k.flag IN {_final(retry_errors)})"]
+    """``to_send`` into a new table: one ``INSERT … SELECT``."""
+    columns = f"{KEY}, request, {DIGEST}, {BYTES}"
+    return [f"CREATE OR REPLACE TABLE {send.sql} ({KEY} STRING, request JSON, {DIGEST} STRING, {BYTES} INT64, "
+            f"{PART} INT64) {EXPIRES}",
+            f"INSERT INTO {send.sql} ({columns}, {PART})\n"
+            + to_send(requests.sql, kept.sql, per_job, retry_errors, columns)]
 
 
-def parts_sql(send: TableId) -> str:
-    """One row: the requests to send and how many partitions they make."""
-    return f"SELECT COUNT(*) AS n, IFNULL(MAX(batchflow_part) + 1, 0) AS parts FROM {send.sql}"
+def parts_sql(rows: str) -> str:
+    """A row a partition of ``rows`` (a FROM item with the columns of ``to_send``): its requests and their input
+    tokens estimated as the runner path estimates a job's (its lines' bytes, ``models.CHARS_PER_TOKEN`` a token)."""
+    return (f"SELECT {PART} AS part, COUNT(*) AS n, SUM({BYTES}) AS bytes, DIV(SUM({BYTES}), {CHARS_PER_TOKEN}) "
+            f"AS tokens FROM {rows} GROUP BY {PART} ORDER BY {PART}")
 
 
 def partition_sql(send: TableId, part: TableId, index: int) -> str:
     """One partition's requests as the table its Vertex job reads (key as a passthrough column)."""
     return (f"CREATE OR REPLACE TABLE {part.sql} {EXPIRES} AS SELECT {KEY}, request FROM {send.sql} "
-            f"WHERE batchflow_part = {index}")
+            f"WHERE {PART} = {index}")
+
+
+USAGE = (("input", "promptTokenCount"), ("output", "candidatesTokenCount"), ("thinking", "thoughtsTokenCount"))
+"""The tokens an answer's ``usageMetadata`` bills (``cost.add_usage``), by the name ``cost.Usage`` gives them."""
 
 
 def counts_sql(predictions: TableId) -> str:
-    """One row: the lines a job answered well (``status`` empty) and all its lines."""
-    return f"SELECT COUNTIF(status = '') AS ok, COUNT(*) AS n FROM {predictions.sql}"
+    """One row: the lines a job answered well (``status`` empty), all its lines, and the tokens its answers'
+    ``usageMetadata`` bill (the job's actual usage, as the runner path sums it line by line)."""
+    usage = ", ".join(f"IFNULL(SUM(CAST(JSON_VALUE(response, '$.usageMetadata.{field}') AS INT64)), 0) AS {name}"
+                      for name, field in USAGE)
+    return f"SELECT COUNTIF(status = '') AS ok, COUNT(*) AS n, {usage} FROM {predictions.sql}"
 
 
 def _union(predictions: list[tuple[TableId, int]]) -> str:

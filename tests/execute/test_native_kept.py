@@ -172,6 +172,8 @@ def test_a_grown_and_edited_table_sends_only_its_new_and_changed_rows(
     assert [after[k] for k in unchanged] == [before[k] for k in unchanged]  # byte for byte, attempts too
     assert all(after[f"k-{i}"][1] != before[f"k-{i}"][1] and after[f"k-{i}"][3] == 1 for i in edited)
     state = json.loads((tmp_path / ".batchflow" / "grow" / "state.json").read_text())
+    usage = state["shards"][0]["jobs"][0]["usage"]  # the job's actual tokens, summed in BigQuery
+    assert usage["input"] > 0 and usage["output"] > 0
     assert state["diff"] == {"new": 100, "changed": 50, "unchanged": ROWS - 50, "retried": 0, "removed": 0}
     leftovers = [t.table_id for t in client().list_tables(f"{PROJECT}.kept") if "_g2_" in t.table_id]
     assert leftovers == []  # the generation's work tables are dropped once merged
@@ -223,3 +225,41 @@ def test_a_stuck_job_and_failed_requests_then_only_the_failures_sent_again_then_
         assert restarted.exit_code == 0, restarted.output
         state = json.loads(state_file.read_text())
         assert state["diff"]["new"] == 200 and sum(j["count"] for s in state["shards"] for j in s["jobs"]) == 200
+
+
+def plan_json(spec: Path) -> dict[str, Any]:
+    result = cli("plan", "--json", str(spec))
+    assert result.exit_code == 0, result.output
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
+
+
+def test_a_native_plan_prices_the_same_requests_as_the_runner_paths_plan_and_a_budget_stops_it_before_a_job(
+        tmp_path: Path, bigquery_emulator: str, vertex_url: str) -> None:
+    """The same rows, read through the runner (vertex, a bigquery source) and left in BigQuery: the same input
+    tokens (the lines' bytes, four a token), output and thinking assumption, price: the same cost, exactly (one job
+    each; with several, each job's tokens are rounded down apart, so they could differ by under one a job). The
+    rows are distinct: the runner path stages identical requests once on Vertex, the native path sends each row."""
+    names = ["plain", "ünïcødé 中文 😀", 'quote " and \\ backslash', "tab\tnew\nline", None]
+    rows = [{"id": i, "title": names[i % len(names)], "body": f"text {i} " * (1 + i % 7)} for i in range(12)]
+    table = make_table(f"{PROJECT}.kept.priced", [("id", "INT64"), ("title", "STRING"), ("body", "STRING")], rows)
+    prompt = "Summarise {{ title }}: {{ body }}"
+    native = native_spec(tmp_path, table, vertex_url, "priced", prompt)
+    runner = native_spec(tmp_path, table, vertex_url, "pricedrunner", prompt)  # staged on GCS: plan uploads nothing
+    runner.write_text(runner.read_text().replace("native: true", "native: false")
+                      .replace("type: vertex", "type: vertex\n  staging: gs://unused/batchflow"))
+    by_sql, by_runner = plan_json(native), plan_json(runner)
+    assert by_sql["requests"] == by_sql["billed_requests"] == by_runner["billed_requests"] == 12
+    assert by_sql["bytes"] == by_runner["bytes"] and by_sql["cost"] == by_runner["cost"]
+    assert by_sql["cost"]["planned_tokens"]["input"] == by_runner["bytes"] // 4 > 0
+    assert by_sql["cost"]["basis"]["thinking"].startswith("assumed 1,024: gemini-2.5-flash thinks dynamically")
+
+    capped = native.read_text() + f"budget: {{max_input_tokens: {by_sql['cost']['planned_tokens']['input'] - 1}}}\n"
+    native.write_text(capped)
+    refused = cli("plan", str(native))
+    assert refused.exit_code == 2 and "over budget.max_input_tokens" in refused.output + refused.stderr
+    run = cli("run", str(native))
+    assert run.exit_code == 2 and "nothing was created" in run.output + run.stderr
+    vertex = make_vertex_client(PROJECT, "us-central1", vertex_url)
+    assert not [j for j in vertex.batches.list() if (j.display_name or "").startswith("batchflow-priced-")]
+    assert not [t.table_id for t in client().list_tables(f"{PROJECT}.kept") if t.table_id.startswith("_bf_priced_g")]

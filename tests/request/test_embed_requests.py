@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
-from support.helpers import write_jsonl, write_spec
+from support.helpers import cli, write_jsonl, write_spec
 
 from batchflow.request.render import Renderer
 from batchflow.request.wire import RequestBuilder, RequestProblems, task_prefix
@@ -168,3 +168,15 @@ def test_a_model_the_service_does_not_know_stops_before_anything_is_staged_namin
     assert {n.strip(",") for n in nearest} == {"gemini-embedding-001", "gemini-embedding-2"}
     state = tmp_path / ".batchflow"
     assert not any(state.rglob("*.jsonl")) if state.exists() else True, "nothing prepared or staged"
+
+
+def test_the_bigquery_native_path_refuses_a_legacy_embedding_model_saying_why_and_what_to_do(tmp_path: Path) -> None:
+    """text-embedding-005 reads a BigQuery table on Vertex, but the native path does not build one for it yet: the
+    refusal is a located spec error (exit 2) with the way that works, before any table or job."""
+    spec = _vertex_spec(tmp_path, "text-embedding-005", source={"type": "bigquery", "table": "p.d.t", "native": True},
+                        output={"type": "bigquery", "table": "p.d.out", "write": "truncate"})
+    result = cli("validate", str(spec))
+    assert result.exit_code == 2, result.output
+    said = result.output + (result.stderr if result.stderr_bytes else "")
+    assert f"{spec.name}:" in said and "task: source.native runs task generate only" in said
+    assert "text-embedding-005 could read a BigQuery table" in said and "leave out source.native" in said
