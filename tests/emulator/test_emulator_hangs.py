@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from google import genai
@@ -20,6 +19,7 @@ from google.genai import types
 
 from batchflow.emulator import RunningEmulator, start_in_thread
 from batchflow.emulator.faults.plan import load_faults
+from batchflow.libs.refusals import http_module
 
 MODEL = "gemini-2.5-flash"
 TIMEOUT_MS = 300  # the SDK's own per-request timeout: a hung call fails after this long
@@ -49,7 +49,7 @@ def _faults(emulator: RunningEmulator) -> dict[str, int]:
 def test_a_hung_create_times_out_in_the_client_and_never_takes_effect(tmp_path: Path) -> None:
     with hung(tmp_path, {"hangs": {"create": {"kind": "hang", "calls": [1]}}}) as (emulator, client):
         start = time.monotonic()
-        with pytest.raises(httpx.TimeoutException):
+        with pytest.raises(http_module().TimeoutException):
             _inline(client, "first")
         assert time.monotonic() - start < 3
         assert list(client.batches.list()) == []  # the hung create made no job
@@ -75,7 +75,7 @@ def test_a_stalled_body_sends_the_headers_then_stops(tmp_path: Path) -> None:
 def test_a_stalled_body_times_the_sdk_out(tmp_path: Path) -> None:
     with hung(tmp_path, {"hangs": {"batches.get": {"kind": "stall_body", "rate": 1}}}) as (_, client):
         job = _inline(client, "j")
-        with pytest.raises(httpx.TimeoutException):
+        with pytest.raises(http_module().TimeoutException):
             client.batches.get(name=str(job.name))
 
 
@@ -83,7 +83,7 @@ def test_an_upload_stalled_half_way_times_out_and_stores_no_file(tmp_path: Path)
     data = tmp_path / "in.jsonl"
     data.write_text("".join(f'{{"key": "k{i}", "request": {{"contents": []}}}}\n' for i in range(2000)))
     with hung(tmp_path, {"hangs": {"upload": {"kind": "stall_upload", "rate": 1}}}) as (emulator, client):
-        with pytest.raises(httpx.TimeoutException):
+        with pytest.raises(http_module().TimeoutException):
             client.files.upload(file=str(data), config=types.UploadFileConfig(mime_type="jsonl"))
         assert list(client.files.list()) == []
         assert _faults(emulator)["http_stall_upload"] >= 1
