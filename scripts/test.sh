@@ -23,6 +23,7 @@ if [ "$#" -eq 0 ]; then
   .venv-sdk2/bin/python -m pip install -q --disable-pip-version-check -e '.[test,test-sdk2]'
   .venv-sdk2/bin/python -c 'import google.genai as g; assert g.__version__.startswith("2."), g.__version__'
   PATH="$PWD/.venv-sdk2/bin:$PATH" .venv-sdk2/bin/pytest -q -n "${BATCHFLOW_TEST_WORKERS:-2}" -m "not slow" \
-    tests/backends tests/libs/test_refusals.py tests/emulator/test_aiplatform_client.py tests/emulator/test_emulator_hangs.py tests/e2e/test_media_run.py \
+    tests/backends tests/libs/test_refusals.py tests/emulator/test_aiplatform_client.py \
+    tests/emulator/test_emulator_hangs.py tests/e2e/test_media_run.py \
     tests/emulator/test_emulator_vertex.py::test_conformance_script_passes_with_vertex
 fi
