@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import shutil
 from array import array
 from collections.abc import Callable, Iterator
@@ -394,6 +395,17 @@ def display_name(spec_name: str, gen: int, unit: int, n: int, digest: str) -> st
 def generation_prefix(spec_name: str, gen: int) -> str:
     """What the display names of one generation's jobs begin with."""
     return f"batchflow-{spec_name[:56]}-g{gen}-"
+
+
+_DISPLAY_TAIL = re.compile(r"g(\d+)-s\d{5}-j\d+-[0-9a-f]{8}")
+
+
+def display_name_generation(spec_name: str, name: str) -> int | None:
+    """The generation of a job's display name when it is one of this spec's (``display_name`` made it), else
+    None: a name another spec's jobs carry (``a`` beside ``a-b``) never reads as this one's."""
+    head = f"batchflow-{spec_name[:56]}-"
+    found = _DISPLAY_TAIL.fullmatch(name[len(head):]) if name.startswith(head) else None
+    return int(found.group(1)) if found else None
 
 
 def _rejecter(out: IO[bytes]) -> Any:
