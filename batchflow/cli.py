@@ -330,6 +330,25 @@ def cancel(specs: tuple[Path, ...]) -> None:
 
 @main.command()
 @_global_options
+@_specs_arg
+@click.option("--dry-run", is_flag=True, help="list what would be deleted; delete nothing")
+@_json_option
+@_expected_errors
+def cleanup(specs: tuple[Path, ...], dry_run: bool, as_json: bool) -> None:
+    """Delete the files the specs' runs uploaded (media, request lines) that no job of theirs may still read."""
+    from batchflow.commands.cleanup import cleanup as clean
+    from batchflow.commands.multi_spec import Row
+
+    def one(path: Path) -> Row:
+        report = clean(_load(path), dry_run)
+        click.echo(json.dumps(report.data) if as_json else report.text)
+        return Row(path, 0, "would delete" if dry_run else "cleaned", jobs=len(report.deleted))
+
+    _many(specs, one, as_json)
+
+
+@main.command()
+@_global_options
 def schema() -> None:
     """Print the spec's JSON Schema."""
     from importlib.resources import files

@@ -66,6 +66,19 @@ class MediaStaging(NamedTuple):
         return self._asdict()
 
 
+@dataclass(frozen=True)
+class Stored:
+    """Something a spec's runs left at the service that batchflow alone made and the user's storage holds: a
+    job's request lines (``job``: its display name) or a media upload (``content``: the leading hex digits of its
+    sha256, as its display name carries them). ``ref`` is what ``delete_stored`` takes."""
+
+    ref: str
+    kind: str  # "request lines" | "media" | "job files" (a Vertex job's input and output, under one prefix)
+    job: str | None = None
+    content: str | None = None
+    size: int | None = None  # bytes, where the listing says
+
+
 class Backend(Protocol):
     """What the runner needs of a batch API. Every method may raise TransientError or BackendError."""
 
@@ -126,6 +139,20 @@ class Backend(Protocol):
 
     def release_media(self) -> int:
         """Delete the media files staged for this spec's jobs, once every one of them is collected; how many."""
+        ...
+
+    def stored(self, spec_name: str) -> list[Stored]:
+        """What this spec's runs staged at the service and left there (``batchflow cleanup``), in one listing:
+        found by the names batchflow gives them, so nothing another tool or spec made is among them."""
+        ...
+
+    def media_read(self, path: Path) -> set[str] | None:
+        """The sha256 of every staged media content a unit's request lines make its job read; None when that
+        cannot be told from the lines (a gs:// object copied through: its bytes' digest is known once read)."""
+        ...
+
+    def delete_stored(self, stored: Stored) -> None:
+        """Delete one thing ``stored`` found; one already gone is no error."""
         ...
 
     def close(self) -> None: ...

@@ -11,8 +11,8 @@ from typing import Any, Self
 
 import orjson
 
-from batchflow.backends.base import JobInfo, MediaStaging, Result
-from batchflow.backends.gemini_media import GeminiMedia
+from batchflow.backends.base import JobInfo, MediaStaging, Result, Stored
+from batchflow.backends.gemini_media import GeminiMedia, contents_read, media_content
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.errors import BackendError, OutputMissing, SpecError, TransientError
 from batchflow.libs.deadlines import Deadlines, deadlines, genai_http_options, genai_once
@@ -21,6 +21,7 @@ from batchflow.spec.limits import MEDIA_PROJECT_MAX_BYTES
 from batchflow.spec.spec import Spec
 
 _FILES_PAGE = 100
+_JOBS_PREFIX = "batchflow-{spec}-g"  # what a job's display name begins with (prepare.py: generation_prefix)
 
 
 class GeminiBackend(SdkBackend):
@@ -93,6 +94,38 @@ class GeminiBackend(SdkBackend):
     def delete_staged(self, staged: str) -> None:
         with api_errors(f"delete {staged}"):
             self.client.files.delete(name=staged)
+
+    def stored(self, spec_name: str) -> list[Stored]:
+        """The files this spec's runs uploaded that the Files API still keeps (one paged list): request lines,
+        by their job's display name, and media, by the content their display name carries. A batch's output
+        file (GENERATED) is the service's, and a registered one names no spec: neither is listed."""
+        from google.genai import types
+
+        jobs = _JOBS_PREFIX.format(spec=spec_name[:56])
+        found: list[Stored] = []
+        with api_errors("list files"):
+            for f in self.client.files.list(config=types.ListFilesConfig(page_size=_FILES_PAGE)):
+                name, size = f.display_name or "", int(f.size_bytes or 0)
+                if not f.name or _state(f.source) not in ("UPLOADED", "SOURCE_UNSPECIFIED"):
+                    continue
+                content = media_content(name, spec_name)
+                if content is not None:
+                    found.append(Stored(str(f.name), "media", content=content, size=size))
+                elif name.startswith(jobs):
+                    found.append(Stored(str(f.name), "request lines", job=name, size=size))
+        return found
+
+    def media_read(self, path: Path) -> set[str] | None:
+        """The uploads a unit's lines name, by the sha256 digits in their display names (gemini_media.py)."""
+        return contents_read(path)
+
+    def delete_stored(self, stored: Stored) -> None:
+        try:
+            with api_errors(f"delete {stored.ref}"):
+                self.client.files.delete(name=stored.ref)
+        except BackendError as exc:
+            if "HTTP 404" not in str(exc):  # gone already (deleted 48 h after its upload): what was asked
+                raise
 
     def create(self, model: str, task: str, staged: str, display_name: str) -> JobInfo:
         from google.genai import types

@@ -38,6 +38,7 @@ _HOUR = 3600.0
 # How the Gemini API refuses a line whose Files API file is gone (deleted 48 h after its upload, or never there):
 # 403 PERMISSION_DENIED, "You do not have permission to access the File ID or it may not exist."
 _FILE_GONE = re.compile(r"access the File (?:files/)?([A-Za-z0-9_-]+) or it may not exist")
+_HEX = re.compile(r"[0-9a-f]+")
 
 log = logs.get_logger(__name__)
 _NL = orjson.OPT_APPEND_NEWLINE
@@ -380,6 +381,39 @@ class GcsMedia:
             self.copied += 1
             log.info("media copied through from Cloud Storage", object=uri, bytes=local.stat().st_size)
             return stage(local, digest.hexdigest(), mime)
+
+
+def media_content(display_name: str, owner: str) -> str | None:
+    """The sha256 digits a media upload's display name carries when the upload is this spec's (``owner``: the
+    spec's name); None for any other file (another spec's, a job's request lines, a file batchflow did not make)."""
+    prefix = f"{_DISPLAY_PREFIX}{owner}-"
+    rest = display_name[len(prefix):] if display_name.startswith(prefix) else ""
+    return rest if len(rest) == _SHA_IN_NAME and _HEX.fullmatch(rest) else None
+
+
+def contents_read(path: Path) -> set[str] | None:
+    """The sha256 (the digits a display name carries) of every local file a unit's lines name: the uploads its
+    job reads. None when a line names a gs:// object by identity: copied through, it was uploaded under the
+    digest of bytes read then, which the lines do not hold."""
+    found: set[str] = set()
+    with open(path, "rb") as src:
+        for line in src:
+            if not any(mark in line for mark in _MARKS):
+                continue
+            for part in file_parts(orjson.loads(line).get("request")):
+                local = _local_file(part)
+                if local is not None:
+                    found.add(local[2][:_SHA_IN_NAME])
+                elif _names_gcs_object(part):
+                    return None
+    return found
+
+
+def _names_gcs_object(part: dict[str, Any]) -> bool:
+    data = part.get("fileData", part.get("file_data")) or {}
+    uri = data.get("fileUri", data.get("file_uri"))
+    place, identity = untagged(uri) if isinstance(uri, str) else (uri, None)
+    return bool(identity) and str(place).startswith("gs://")
 
 
 def _default_credentials() -> Any | None:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from batchflow.backends.base import JobInfo, MediaStaging, job_status, service_state
+from batchflow.backends.base import JobInfo, MediaStaging, Stored, job_status, service_state
 from batchflow.errors import BackendError, QuotaExceeded, TransientError, UnreachableError
 from batchflow.libs.deadlines import Deadlines, deadlines, timed_out, timed_out_error
 
@@ -174,6 +174,17 @@ class SdkBackend:
     def job_media_done(self, display_name: str) -> int:
         """Nothing staged for one job's media alone (a backend whose media count against a quota frees them)."""
         return 0
+
+    def stored(self, spec_name: str) -> list[Stored]:
+        """Nothing staged that outlives its jobs (a backend that stages files says what it left)."""
+        return []
+
+    def media_read(self, path: Path) -> set[str] | None:
+        """No media staged apart from the jobs' inputs."""
+        return set()
+
+    def delete_stored(self, stored: Stored) -> None:
+        raise BackendError(f"delete {stored.ref}: this backend stages nothing to clean up")
 
     def close(self) -> None:
         self.client.close()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from batchflow.backends.base import JobInfo
+from batchflow.backends.base import JobInfo, Stored
 from batchflow.errors import CallTimedOut
 from batchflow.state.state import Job, Shard, State
 
@@ -42,6 +42,14 @@ class JobClient(Protocol):
 
     def model_problem(self, model: str, task: str) -> str | None:
         """Why the service will not run the model's batch jobs (asked with ``models.get``), or None."""
+
+    def stored(self, spec_name: str) -> list[Stored]:
+        """What the spec's runs staged and left at the service (``batchflow cleanup``)."""
+        ...
+
+    def media_read(self, path: Path) -> set[str] | None: ...
+
+    def delete_stored(self, stored: Stored) -> None: ...
 
     def close(self) -> None: ...
 

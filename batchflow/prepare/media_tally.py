@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from batchflow.errors import DataError
 from batchflow.request.media import file_parts, file_uri_path, may_have_media, untagged
 from batchflow.spec import limits
 from batchflow.spec.spec import Spec
@@ -28,11 +29,13 @@ class MediaTally:
 
     tokens: int = 0
     parts: int = 0
+    requests: int = 0  # the unit's request lines
     contents: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def add(self, other: MediaTally) -> None:
         self.tokens += other.tokens
         self.parts += other.parts
+        self.requests += other.requests
         self.contents.update(other.contents)
 
     @property
@@ -45,11 +48,36 @@ def media_tokens(spec: Spec, path: Path) -> int:
     return tally(path).tokens if may_have_media(spec) else 0
 
 
+def unit_media_tokens(spec: Spec, path: Path, unit: int) -> int:
+    """``media_tokens``, after refusing a unit whose media alone would not fit the Files API storage a run may
+    hold (``check_unit_media``)."""
+    if not may_have_media(spec):
+        return 0
+    found = tally(path)
+    check_unit_media(spec, found, unit)
+    return found.tokens
+
+
+def check_unit_media(spec: Spec, found: MediaTally, unit: int) -> None:
+    """On a backend whose media go through the Files API, a unit (one job) whose distinct local contents over
+    the inline threshold pass ``jobs.max_media_bytes`` could never be staged: a data error at plan time, before
+    anything of the run is uploaded, naming the unit, its records and the figures."""
+    if spec.backend.type not in limits.FILES_API_BACKENDS:
+        return
+    cap = limits.MEDIA_PROJECT_MAX_BYTES if spec.jobs.max_media_bytes is None else spec.jobs.max_media_bytes
+    uploads = sum(size for _, size in found.contents.values() if size > limits.INLINE_MAX_BYTES)
+    if uploads > cap:
+        raise DataError(f"unit {unit} ({found.requests:,} records): its media to upload are {uploads:,} bytes, "
+                        f"more than the Files API may hold for a run ({spec.where('jobs')}: jobs.max_media_bytes: "
+                        f"{cap:,}); lower jobs.max_requests or jobs.max_bytes so that a job's media fit")
+
+
 def tally(path: Path) -> MediaTally:
     """The media a unit's request lines name (one pass over its file; lines without a file part are skipped)."""
     found = MediaTally()
     with open(path, "rb") as fh:
         for line in fh:
+            found.requests += 1
             if not any(mark in line for mark in _NAMES_A_FILE):
                 continue
             for part in file_parts(orjson.loads(line).get("request")):

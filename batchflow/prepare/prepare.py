@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import shutil
 from array import array
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from batchflow.errors import DataError
 from batchflow.libs.gc_tuning import relaxed_gc
 from batchflow.logs import Progress
 from batchflow.prepare.duplicates import KeyHashes, first_duplicate
-from batchflow.prepare.media_tally import media_tokens
+from batchflow.prepare.media_tally import check_unit_media, tally, unit_media_tokens
 from batchflow.prepare.staging import Stager
 from batchflow.request.media import FileStats, may_have_media
 from batchflow.request.render import Renderer
@@ -182,7 +183,8 @@ def _prepare(spec: Spec, root: Path, tmp: Path, name: str, gen: int, earlier: Ea
                 fh.write(orjson.dumps({"ordinal": ordinal, "error": error}, option=_NL))
     if earlier is None and not rejects:
         units = [_unit(spec, gen, info, f"{name}/shards/{info.requests}", f"{name}/shards/{info.manifest}",
-                       media_tokens(spec, tmp / "shards" / info.requests)) for info in writer.shards]
+                       unit_media_tokens(spec, tmp / "shards" / info.requests, info.index))
+                 for info in writer.shards]
         for part in parts:
             part.units = [part.index]
     else:
@@ -212,7 +214,8 @@ def _pack(spec: Spec, gen: int, tmp: Path, name: str, parts: list[Part], send: b
             part.units = list(range(start, len(writer.shards) + 1))
         writer.close()
     return [_unit(spec, gen, info, f"{name}/units/{info.requests}",
-                  media=media_tokens(spec, tmp / "units" / info.requests)) for info in writer.shards]
+                  media=unit_media_tokens(spec, tmp / "units" / info.requests, info.index))
+            for info in writer.shards]
 
 
 def _upload_when_written(stager: Stager | None, directory: Path, spec: Spec, gen: int) -> Written | None:
@@ -221,7 +224,10 @@ def _upload_when_written(stager: Stager | None, directory: Path, spec: Spec, gen
         return None
 
     def upload(index: int, digest: str) -> None:
-        stager.stage(directory / shard_names(index)[0], display_name(spec.name, gen, index, 1, digest), digest)
+        path = directory / shard_names(index)[0]
+        if may_have_media(spec):  # a unit that could never be staged: refused before anything of it is uploaded
+            check_unit_media(spec, tally(path), index)
+        stager.stage(path, display_name(spec.name, gen, index, 1, digest), digest)
 
     return upload
 
@@ -394,6 +400,17 @@ def display_name(spec_name: str, gen: int, unit: int, n: int, digest: str) -> st
 def generation_prefix(spec_name: str, gen: int) -> str:
     """What the display names of one generation's jobs begin with."""
     return f"batchflow-{spec_name[:56]}-g{gen}-"
+
+
+_DISPLAY_TAIL = re.compile(r"g(\d+)-s\d{5}-j\d+-[0-9a-f]{8}")
+
+
+def display_name_generation(spec_name: str, name: str) -> int | None:
+    """The generation of a job's display name when it is one of this spec's (``display_name`` made it), else
+    None: a name another spec's jobs carry (``a`` beside ``a-b``) never reads as this one's."""
+    head = f"batchflow-{spec_name[:56]}-"
+    found = _DISPLAY_TAIL.fullmatch(name[len(head):]) if name.startswith(head) else None
+    return int(found.group(1)) if found else None
 
 
 def _rejecter(out: IO[bytes]) -> Any:

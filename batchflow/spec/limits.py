@@ -102,6 +102,7 @@ MEDIA_FILE_MAX_BYTES = 2_000_000_000  # one file through the Files API (also a r
 # FileStorageBytesPerProject with quotaValue 21474836480, i.e. 20 GiB (googleapis/python-genai#1172, 2025-07;
 # github.com/alphaXiv/feedback/issues/16, 2025-10; checked 2026-12). What jobs.max_media_bytes defaults to.
 MEDIA_PROJECT_MAX_BYTES = 20 * 2**30
+FILES_API_BACKENDS = frozenset({"gemini", "local"})  # whose local media go through the Files API (and its quota)
 MEDIA_FILE_HOURS = 48  # a Files API file is deleted this long after its upload
 INLINE_REQUEST_MAX_BYTES = 100_000_000  # inline data in one request, base64 encoded (was 20 MB before 2026-01)
 # batchflow's own choice, not Google's: a local file up to this size goes inline (base64) in its request line on

@@ -210,6 +210,7 @@ class _Disk:
         files: tuple[IO[bytes], IO[bytes]] | None = None
         digest = ContentDigest()
         current = -1
+        ended = False  # the end of the queue was taken: nothing more to drain
         try:
             while (item := self._queue.get()) is not None:
                 index, requests, manifest = item
@@ -226,12 +227,13 @@ class _Disk:
                     files[0].write(requests)
                     if self._manifests:
                         files[1].write(manifest)
+            ended = True
             if current >= 0 and not self._abort:
                 self._written(files, current, digest)
                 files = None
         except BaseException as exc:  # handed to the caller at its next put() or finish()
             self._error = exc
-            while self._queue.get() is not None:
+            while not ended and self._queue.get() is not None:  # the last unit's on_written may be what raised
                 pass
         finally:
             self._open(files, None)

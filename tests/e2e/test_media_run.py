@@ -297,3 +297,24 @@ def test_plan_counts_the_media_to_stage_those_staged_already_and_their_tokens(tm
         # the job in flight is collected first, so every record counts as to send: e.wav is a.wav's content
         assert (again["parts"], again["files"]) == (5, 4)
         assert (again["upload_files"], again["staged_files"], again["inline_files"]) == (0, 2, 2)
+
+
+def test_a_job_whose_media_alone_pass_max_media_bytes_is_refused_at_plan_time(tmp_path: Path) -> None:
+    """Three distinct WAVs over the inline threshold (~41 KB each) in one job, `jobs.max_media_bytes: 100000`: a
+    job that could never be staged. `plan` exits 2 naming the unit, its records and both figures; `run` exits 2
+    the same way with nothing uploaded, the emulator's file store empty."""
+    (tmp_path / "scans").mkdir()
+    for i in range(3):
+        (tmp_path / "scans" / f"w{i}.wav").write_bytes(wav(40 + i, seconds=INLINE_MAX_BYTES / 8000 + 1))
+    media = sum(p.stat().st_size for p in (tmp_path / "scans").iterdir())
+    with start_in_thread(tmp_path / "emu", job_seconds=0.2) as emulator:
+        spec = write_spec(tmp_path, "too-big", key=None, prompt=PROMPT,
+                          jobs={"poll_interval": "0.2s", "max_media_bytes": "100000"},
+                          backend={"type": "gemini", "base_url": emulator.base_url},
+                          source={"type": "files", "path": "scans/*.wav", "format": "media"})
+        for command in ("plan", "run"):
+            refused = cli(command, str(spec))
+            assert refused.exit_code == 2, refused.stderr
+            assert f"unit 0 (3 records): its media to upload are {media:,} bytes" in refused.stderr
+            assert "jobs.max_media_bytes: 100,000" in refused.stderr
+        assert list(genai_client(emulator.base_url).files.list()) == []
