@@ -25,7 +25,7 @@ from batchflow import logs
 from batchflow.backends.base import MediaStaging
 from batchflow.backends.sdk import api_errors
 from batchflow.errors import BackendError, DataError, FilesQuotaFull, QuotaExceeded, TransientError
-from batchflow.libs.storage import url_to_fs
+from batchflow.libs.storage import get_file, url_to_fs
 from batchflow.request.media import file_parts, file_uri_path, untagged
 from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_FILE_HOURS, MEDIA_PROJECT_MAX_BYTES, MEDIA_REUSE_MIN_HOURS
 
@@ -371,7 +371,7 @@ class GcsMedia:
             local = Path(scratch) / PurePosixPath(uri).name
             try:
                 fs, inside = url_to_fs(uri)
-                fs.get_file(inside, str(local))
+                get_file(fs, inside, str(local), uri, call="copy media")
             except (FileNotFoundError, OSError) as exc:
                 raise DataError(f"media {uri!r}: cannot be read to copy it to the Files API: {exc}") from None
             digest = hashlib.sha256()

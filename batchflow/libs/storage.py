@@ -89,6 +89,15 @@ def put_file(fs: AbstractFileSystem, local: str, target: str, url: str, call: st
         fs.put_file(local, target, **call_bound(fs, os.path.getsize(local), limits))
 
 
+def get_file(fs: AbstractFileSystem, source: str, local: str, url: str, call: str = "download",
+             limits: Deadlines | None = None) -> None:
+    """``source`` (``url`` as the user knows it) to the local file ``local`` in one call, bounded by the size its
+    metadata gives (``call_bound``): a peer that stops sending ends the call instead of the run waiting forever."""
+    with remote(call, url):
+        size = int(fs.info(source, **call_bound(fs, 0, limits)).get("size") or 0)
+        fs.get_file(source, local, **call_bound(fs, size, limits))
+
+
 @contextmanager
 def upload_when_done(fs: AbstractFileSystem, target: str, url: str, call: str = "upload",
                      spool: str | None = None, limits: Deadlines | None = None) -> Iterator[BinaryIO]:

@@ -38,7 +38,7 @@ from batchflow.request import media
 from batchflow.request.compiled import Code, Whole, single_expression, static, templated
 from batchflow.request.wire import Path, RequestBuilder, RequestProblems, camel, dotted, task_prefix
 from batchflow.sources.base import SourceRecord
-from batchflow.spec.limits import MEDIA_FILE_MAX_BYTES, media_types
+from batchflow.spec.limits import MEDIA_FILE_MAX_BYTES, media_type_cap, media_types
 from batchflow.spec.models import bare, embedding_of
 from batchflow.spec.spec import InvalidSpec, Spec
 
@@ -281,6 +281,7 @@ class Renderer:
             try:
                 resolved = media.resolve(uri, base, data.get(mime_field), mime_types=types,
                                          max_bytes=MEDIA_FILE_MAX_BYTES)
+                self._check_type_cap(resolved)
             except DataError as exc:
                 if self.file_stats is not None:
                     self.file_stats.unsure()  # the file may be there next time: look again then
@@ -295,6 +296,13 @@ class Renderer:
                 media.check_caps(found, caps, bare(self._spec.model))
             except DataError as exc:
                 raise _LeafError("content", _Bad(str(exc))) from None
+
+    def _check_type_cap(self, found: media.Media) -> None:
+        """A file over the backend's own cap for its type (Vertex: an image, a PDF) is that record's DataError."""
+        cap = media_type_cap(self._spec.backend.type, found.mime_type)
+        if cap is not None and found.size is not None and found.size > cap[0]:
+            raise DataError(f"media {str(found.path or found.uri)!r}: {found.size:,} bytes is over the "
+                            f"{self._spec.backend.type} backend's limit of {cap[0]:,} bytes {cap[1]}")
 
     def _check_static(self, tree: Any, spec_path: _SpecPath) -> None:
         """The spec's own mistakes in a request, found before any record: the tree's templated leaves left out,

@@ -98,6 +98,25 @@ def enqueued_tokens(model: str) -> int | None:
 # and its "Files API" page (ai.google.dev/gemini-api/docs), Google's "Increased file size limits" post (2026-01),
 # and the Gemini API's image / document / audio / video understanding pages for the MIME types.
 MEDIA_FILE_MAX_BYTES = 2_000_000_000  # one file through the Files API (also a registered GCS object)
+# Vertex AI's own caps a file, by type, for media a batch line names on Cloud Storage (the Gemini 2.5 models; Vertex
+# "Image understanding": 30 MB a file from Cloud Storage; "Document understanding": 50 MB a PDF or text file for the
+# API or Cloud Storage imports; read 2026-12-07; the newest models' pages give more, up to 2 GiB minus 500 KiB, so
+# these are the floor). Video and audio are capped by length there (about 45 min of video with audio, 1 h without),
+# not by bytes. MB read as MiB: a file between the two is left to the service rather than refused here.
+MEDIA_TYPE_MAX_BYTES: dict[str, tuple[tuple[str, int, str], ...]] = {
+    "vertex": (("image/", 30 * 2**20, "an image"), ("application/pdf", 50 * 2**20, "a PDF"),
+               ("text/plain", 50 * 2**20, "a text file")),
+}
+
+
+def media_type_cap(backend: str, mime: str) -> tuple[int, str] | None:
+    """The backend's own cap on one file of type ``mime`` (bytes, and what it calls the file), if it has one."""
+    for prefix, cap, kind in MEDIA_TYPE_MAX_BYTES.get(backend, ()):
+        if mime == prefix or (prefix.endswith("/") and mime.startswith(prefix)):
+            return cap, kind
+    return None
+
+
 # The Files API's storage per project: "20 GB" on the Files API page; the service's own 429 names the quota
 # FileStorageBytesPerProject with quotaValue 21474836480, i.e. 20 GiB (googleapis/python-genai#1172, 2025-07;
 # github.com/alphaXiv/feedback/issues/16, 2025-10; checked 2026-12). What jobs.max_media_bytes defaults to.

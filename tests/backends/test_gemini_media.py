@@ -13,10 +13,12 @@ import orjson
 import pytest
 from support.emulator_helpers import wait_done
 from support.media_files import pdf, png, wav
+from support.stall_proxy import stall_proxy
 
 from batchflow.backends.gemini import GeminiBackend, make_client
 from batchflow.backends.gemini_media import GcsMedia, GeminiMedia
 from batchflow.emulator import start_in_thread
+from batchflow.errors import CallTimedOut
 from batchflow.request.media import resolve
 from batchflow.spec.limits import INLINE_MAX_BYTES, MEDIA_FILE_HOURS, MEDIA_MIME_TYPES, MEDIA_REUSE_MIN_HOURS
 
@@ -180,3 +182,26 @@ def test_gs_objects_are_registered_with_google_credentials(tmp_path: Path, fs: A
         registered = [f for f in client.files.list() if f.source is not None and f.source.name == "REGISTERED"]
     assert answers["a.pdf"].endswith(_named(data, "application/pdf")) and answers["b.pdf"] == answers["a.pdf"]
     assert (gcs.registered, gcs.copied, media.uploads, len(registered)) == (1, 0, 0, 1)
+
+
+@pytest.mark.gcs
+def test_a_copy_through_from_a_stalled_gcs_ends_naming_the_object_and_the_host(
+        tmp_path: Path, fs: Any, bucket: str, gcs_emulator: str, emulator_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read of a gs:// object to copy it to the Files API is bounded as every gs:// transfer is: a GCS that
+    stops sending the object's bytes ends the staging with the one line naming the call, the object and the host,
+    instead of a run waiting forever."""
+    unit = _gs_unit(tmp_path, fs, bucket, {"big.wav": wav(4, seconds=INLINE_MAX_BYTES / 8000 + 1)})
+    monkeypatch.setenv("BATCHFLOW_CALL_TIMEOUT", "0.5")
+    with stall_proxy(gcs_emulator, mode="stall_body", after=200) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        client = make_client("test", emulator_url)
+        backend = GeminiBackend(client)
+        backend.media = GeminiMedia(client, gcs=GcsMedia(client, find_credentials=False))
+        start = time.monotonic()
+        with pytest.raises(CallTimedOut) as raised:
+            backend.stage(unit, "batchflow-media-stalled")
+        took = time.monotonic() - start
+    message = str(raised.value)
+    assert f"copy media gs://{bucket}/media/big.wav" in message and f"no answer from {proxy.address}" in message
+    assert took < 30

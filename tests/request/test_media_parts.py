@@ -123,3 +123,22 @@ def test_a_bad_media_part_is_a_located_data_error(tmp_path: Path, record: dict[s
 def test_a_media_part_without_media_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidSpec, match="prompt"):
         _spec(tmp_path, 'prompt:\n  - {mime_type: image/png}\n')
+
+
+VERTEX = HEAD + "backend: {type: vertex, project: p, location: us-central1, staging: gs://b/s}\n"
+
+
+@pytest.mark.parametrize(("mib", "head", "refused"), [(31, VERTEX, True), (29, VERTEX, False), (31, HEAD, False)])
+def test_an_image_over_vertexs_own_cap_is_a_located_data_error_there_alone(
+        tmp_path: Path, mib: int, head: str, refused: bool) -> None:
+    """Vertex takes an image of at most 30 MB from Cloud Storage; the Gemini API's Files API takes 2 GB."""
+    with open(tmp_path / "a.png", "wb") as fh:
+        fh.write(png(1))
+        fh.truncate(mib * 2**20)
+    renderer = Renderer(_spec(tmp_path, PROMPT, head))
+    if not refused:
+        renderer.render({"path": "a.png"}, 1, "in.jsonl:1")
+        return
+    with pytest.raises(DataError, match=r"over the vertex backend's limit of 31,457,280 bytes an image") as info:
+        renderer.render({"path": "a.png"}, 1, "in.jsonl:1")
+    assert str(info.value).startswith("in.jsonl:1: record 1: ") and "a.png" in str(info.value)
