@@ -28,6 +28,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +212,7 @@ class VertexBackend(SdkBackend):
         extra = {"extra_body": {"modelParameters": self.parameters}} if self.parameters else {}
         config = types.CreateBatchJobConfig(display_name=display_name, dest=dest,
                                             http_options=genai_once(self.deadlines, **extra))
-        with api_errors(f"create {display_name}"):
+        with _agent_refusals(f"create {display_name}"), api_errors(f"create {display_name}"):
             return self._info(self.client.batches.create(model=model, src=staged, config=config))
 
     def results(self, job: JobInfo, workdir: Path, sent: Path) -> Iterator[Result]:
@@ -342,3 +343,31 @@ def make_vertex_client(project: str, location: str, base_url: str | None, attemp
     return genai.Client(vertexai=True, project=project, location=location,
                         credentials=google.oauth2.credentials.Credentials(token="emulator"),  # type: ignore[no-untyped-call]
                         http_options=options)
+
+
+# Vertex refuses a create whose input or output its service agent cannot reach, e.g. "Service account
+# `service-123@gcp-sa-aiplatform.iam.gserviceaccount.com` does not have `[storage.objects.get]` IAM permission(s) to
+# the bucket "b". Please either copy the files ..." (FAILED_PRECONDITION; the wording as users report it).
+_AGENT_REFUSAL = re.compile(r"Service account `?(?P<agent>[\w.@-]+@gcp-sa-aiplatform\.iam\.gserviceaccount\.com)`? "
+                            r"does not have `?\[?(?P<permissions>[^\]`]+)\]?`? IAM permission\(s\) to the "
+                            r"(?:bucket|directory) \"?(?:gs://)?(?P<bucket>[^\"/\s]+)")
+
+
+@contextmanager
+def _agent_refusals(call: str) -> Iterator[None]:
+    """A create refused because the job's service agent cannot read (or write) a bucket, as one line naming the
+    bucket, the agent and the role to grant it; other errors pass as they are."""
+    try:
+        yield
+    except BackendError as exc:
+        found = _AGENT_REFUSAL.search(str(exc))
+        if found is None:
+            raise
+        agent, bucket = found["agent"], found["bucket"]
+        raise BackendError(
+            f"{call}: Vertex AI's service agent {agent} cannot use gs://{bucket} ({found['permissions'].strip()}): "
+            f"grant it roles/storage.objectUser there (the staging bucket: it reads the input and writes the "
+            f"predictions; roles/storage.objectViewer is enough for a bucket it only reads media from), e.g. "
+            f"gcloud storage buckets add-iam-policy-binding gs://{bucket} --member=serviceAccount:{agent} "
+            f"--role=roles/storage.objectUser") from exc
+

@@ -87,3 +87,27 @@ def test_a_gs_object_is_read_where_it_is(tmp_path: Path, fs: Any, bucket: str, v
     [row] = read_rows(tmp_path / "out/result.jsonl")
     assert row["status"] == "ok" and row["text"].endswith(_named(data, "application/pdf"))
     assert not fs.exists(f"{bucket}/staging/media")  # nothing copied: the job reads the object itself
+
+
+def test_a_bucket_the_service_agent_cannot_read_names_the_bucket_the_agent_and_the_role(
+        tmp_path: Path, fs: Any, bucket: str, gcs_emulator: str) -> None:
+    """Vertex refuses the create (FAILED_PRECONDITION) when its service agent cannot read the staging bucket: the
+    run ends with one line naming the bucket, the agent and the role to grant, creates no job, and once access is
+    granted (a plan without the refusal) the next run finishes the work."""
+    _files(tmp_path / "scans")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"access: {{unreadable_buckets: [{bucket}]}}\n")
+    with start_in_thread(tmp_path / "emulator", job_seconds=0.2, faults=plan) as refusing:
+        spec = _spec(tmp_path, refusing.base_url, bucket)
+        done = cli_process("run", str(spec))
+        created = refusing.engine.vertex.list("p", "us-central1", 100, None, lambda job, state: True)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"cannot use gs://{bucket}" in last and "@gcp-sa-aiplatform.iam.gserviceaccount.com" in last, last
+    assert "roles/storage.objectUser" in last and "storage.objects.get" in last, last
+    assert not created.get("batchPredictionJobs"), created
+    with start_in_thread(tmp_path / "emulator", job_seconds=0.2) as granted:
+        spec = _spec(tmp_path, granted.base_url, bucket)
+        again = cli_process("run", str(spec))
+    assert again.returncode == 0, again.stderr
+    assert len(read_rows(tmp_path / "out/result.jsonl")) == 12

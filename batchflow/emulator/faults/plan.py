@@ -45,6 +45,9 @@ or a string like "500ms", "2s", "48h"::
       enqueued_tokens: 3000000  # per model: input tokens (4 bytes a token) of live jobs plus the new one
       concurrent_batches: 100   # live (PENDING or RUNNING) batches, any model
       file_storage_bytes: 1000000 # the Files API's bytes per project: an upload past it is 429 RESOURCE_EXHAUSTED
+    access:
+      unreadable_buckets: [b]   # Vertex: buckets the project's service agent may not read: a create whose input or
+                                # output is in one is 400 FAILED_PRECONDITION naming the agent and the bucket
 
 What each job fault does, surface by surface:
 

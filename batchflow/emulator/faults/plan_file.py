@@ -25,7 +25,7 @@ MESSAGES = {
     504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
 }
 DEFAULT_CODES = (429, 500, 503)
-_SECTIONS = {"seed", "http", "hangs", "jobs", "requests", "output", "quota"}
+_SECTIONS = {"seed", "http", "hangs", "jobs", "requests", "output", "quota", "access"}
 HANG_KINDS = ("hang", "stall_body", "stall_upload")  # see plan.py: what a hung call sends before it stops
 # jobs.<key> -> the job fault it sets (a share or a count); fail_first_attempt is fail's older name
 _JOB_KEYS = {"fail": "fail", "fail_first_attempt": "fail", "expire": "expire", "stall": "stall", "stuck": "stuck",
@@ -35,6 +35,7 @@ _JOB_DURATIONS = {"expire_after", "cancelling_seconds"}
 _REQUEST_KEYS = {"fail", "codes", "blocked", "max_tokens"}
 _OUTPUT_KEYS = {"drop", "duplicate", "late_seconds", "retention", "reserialise_echo", "drop_labels"}
 _QUOTA_KEYS = {"enqueued_tokens", "concurrent_batches", "file_storage_bytes"}
+_ACCESS_KEYS = {"unreadable_buckets"}
 
 
 class FaultPlanError(InputError):
@@ -77,6 +78,8 @@ class Service:
     file_storage_bytes: int | None = None  # the Files API's storage per project (Google's: 20 GiB)
     reserialise_echo: bool = True
     drop_labels: bool = False
+    # Cloud Storage buckets the project's Vertex AI service agent may not read (access.unreadable_buckets)
+    unreadable_buckets: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -116,10 +119,12 @@ def parse_plan(raw: Any, where: str) -> PlanConfig:
         max_tokens=_share(requests.get("max_tokens", 0), where, "requests.max_tokens"),
         drop=_share(output.get("drop", 0), where, "output.drop"),
         duplicate=_share(output.get("duplicate", 0), where, "output.duplicate"),
-        service=_service(jobs, output, _mapping(doc.get("quota") or {}, where, "quota", _QUOTA_KEYS), where))
+        service=_service(jobs, output, _mapping(doc.get("quota") or {}, where, "quota", _QUOTA_KEYS),
+                         _mapping(doc.get("access") or {}, where, "access", _ACCESS_KEYS), where))
 
 
-def _service(jobs: dict[str, Any], output: dict[str, Any], quota: dict[str, Any], where: str) -> Service:
+def _service(jobs: dict[str, Any], output: dict[str, Any], quota: dict[str, Any], access: dict[str, Any],
+             where: str) -> Service:
     default = Service()
     expire_after = jobs.get("expire_after")
     return Service(
@@ -133,7 +138,14 @@ def _service(jobs: dict[str, Any], output: dict[str, Any], quota: dict[str, Any]
         file_storage_bytes=_limit(quota.get("file_storage_bytes"), where, "quota.file_storage_bytes"),
         reserialise_echo=_bool(output.get("reserialise_echo", default.reserialise_echo), where,
                                "output.reserialise_echo"),
-        drop_labels=_bool(output.get("drop_labels", default.drop_labels), where, "output.drop_labels"))
+        drop_labels=_bool(output.get("drop_labels", default.drop_labels), where, "output.drop_labels"),
+        unreadable_buckets=_buckets(access.get("unreadable_buckets", []), where, "access.unreadable_buckets"))
+
+
+def _buckets(raw: Any, where: str, path: str) -> frozenset[str]:
+    if not isinstance(raw, list) or not all(isinstance(b, str) and b and "/" not in b for b in raw):
+        raise _error(where, path, f"must be a list of bucket names, got {raw!r}")
+    return frozenset(raw)
 
 
 def _http(raw: Any, where: str) -> dict[str, HttpRule]:

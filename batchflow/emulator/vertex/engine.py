@@ -15,6 +15,7 @@ GCS output is faulted so; BigQuery jobs keep to the plain lifecycle.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 import traceback
@@ -32,9 +33,16 @@ from batchflow.emulator.vertex import execute as vertex_execute
 from batchflow.emulator.vertex import jobs as vertex_jobs
 from batchflow.emulator.vertex import output as vertex_output
 from batchflow.emulator.vertex.jobs import VertexJob
-from batchflow.emulator.wire.errors import not_found
+from batchflow.emulator.wire.errors import ApiError, not_found
 
 JobFilter = Callable[[VertexJob, str], bool]  # (job, visible state) -> keep
+
+
+def service_agent(project: str) -> str:
+    """The project's Vertex AI service agent, ``service-NUMBER@gcp-sa-aiplatform.iam.gserviceaccount.com``: the
+    emulator knows no project numbers, so a 12-digit one is derived from the project id, the same every time."""
+    number = 10**11 + int(hashlib.sha256(project.encode()).hexdigest()[:15], 16) % (9 * 10**11)
+    return f"service-{number}@gcp-sa-aiplatform.iam.gserviceaccount.com"
 
 
 class Host(Protocol):
@@ -68,10 +76,24 @@ class VertexJobs(JobEngine[VertexJob, vertex_execute.JobResult]):
         catalog.check_vertex_batch(job.model, project, location, vertex_bigquery.is_bigquery(job.input_config))
         if not vertex_bigquery.is_bigquery(job.input_config):
             vertex_execute.filesystem()  # refuse the job now, not later, when gcsfs is missing
+            self._check_access(job)
         self._add(job)
         self._host.count_create(job.display_name)
         self._queue.put(job.id)
         return vertex_jobs.resource(job, now)
+
+    def _check_access(self, job: VertexJob) -> None:
+        """A bucket the project's service agent may not read (the plan's ``access.unreadable_buckets``) refuses the
+        create, as Vertex does: FAILED_PRECONDITION naming the agent, the permission and the bucket."""
+        unreadable = self.faults.service.unreadable_buckets
+        for uri in [*job.input_uris, job.output_dir]:
+            bucket = uri.removeprefix("gs://").split("/", 1)[0]
+            if bucket in unreadable:
+                raise ApiError(400, "FAILED_PRECONDITION", (
+                    f"Service account `{service_agent(job.project)}` does not have `[storage.objects.get]` IAM "
+                    f'permission(s) to the bucket "{bucket}". Please either copy the files to the Google Cloud '
+                    "Storage bucket owned by your project, or grant the required IAM permission(s) to the service "
+                    "account."))
 
     def get(self, project: str, location: str, job_id: str) -> dict[str, Any]:
         """A job's resource, finishing it first if its time has come."""
