@@ -333,3 +333,15 @@ def test_a_native_spec_error_names_its_place_once(tmp_path: Path, name: str) -> 
     [line] = result.stderr.strip().splitlines()
     assert re.match(rf"error: {re.escape(str(spec))}:\d+:\d+: {re.escape(message)}", line), line
     assert line.count(str(spec)) == 1, line
+
+
+def test_bigquery_without_credentials_is_one_line_and_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))  # found at once, no net
+    spec = _spec(tmp_path, **_NATIVE)
+    result = cli("plan", str(spec))
+    assert result.exit_code == 1, result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: BigQuery (project p): no usable credentials: "), line
+    assert "no-such-key.json" in line
