@@ -337,7 +337,8 @@ def cancel(specs: tuple[Path, ...]) -> None:
 @_json_option
 @_expected_errors
 def cleanup(specs: tuple[Path, ...], dry_run: bool, as_json: bool) -> None:
-    """Delete the files the specs' runs uploaded (media, request lines) that no job of theirs may still read."""
+    """Delete the files the specs' runs left (media, request lines, Vertex predictions once collected) that no job
+    of theirs may still read."""
     from batchflow.commands.cleanup import cleanup as clean
     from batchflow.commands.multi_spec import Row
 
