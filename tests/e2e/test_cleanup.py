@@ -109,6 +109,8 @@ def test_cleanup_on_vertex_deletes_a_jobs_files_once_its_answers_are_collected_a
     with start_in_thread(tmp_path / "emu", job_seconds=10.0, clock=clock) as emulator:
         spec = _vertex_spec(tmp_path, emulator.base_url, bucket)
         jobs, media = f"{bucket}/staging/vclean", f"{bucket}/staging/media"
+        other = f"{bucket}/staging/vclean-2/batchflow-vclean-2-g1-s00000-j1-0123abcd/output/predictions.jsonl"
+        fs.pipe(other, b"{}\n")  # another spec's, its name this one's and more: never this spec's to delete
         assert cli("run", "--no-wait", str(spec)).exit_code == 75
         staged_media = _objects(fs, media)
         assert len(staged_media) == 3
@@ -134,6 +136,7 @@ def test_cleanup_on_vertex_deletes_a_jobs_files_once_its_answers_are_collected_a
         assert len(_cleanup(str(spec))["deleted"]) == 1
         assert _objects(fs, jobs) == [] and _objects(fs, media) == staged_media  # media: other specs may read them
         assert _cleanup(str(spec)) == {"dry_run": False, "deleted": [], "kept": []}  # a second time: nothing
+        assert _objects(fs, f"{bucket}/staging/vclean-2") == [other]
 
         creates = sum(emulator.engine.stats()["creates_by_display_name"].values())
         again = cli("run", str(spec))  # the answers are kept in the state: nothing is sent again
