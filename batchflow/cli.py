@@ -261,7 +261,7 @@ def validate(specs: tuple[Path, ...], records: int, allow_unset_env: bool, only_
             click.echo(validate_one(path, records, allow_unset_env))
         except BatchflowError as exc:
             failures += 1
-            _echo_error(exc)
+            _echo_error(exc, path if len(paths) > 1 else None)
     if failures:
         sys.exit(EXIT_USAGE)
 

@@ -324,6 +324,18 @@ def test_a_located_error_names_the_spec_once_alone_and_among_several(tmp_path: P
         assert f"{bad}:" in errors[0] and f"{bad}: {bad}" not in errors[0], errors[0]
 
 
+def test_among_several_specs_validate_names_the_spec_of_an_error_that_does_not(tmp_path: Path) -> None:
+    bad = _spec(tmp_path, name="bad")
+    (tmp_path / "data/in.jsonl").write_text('{"id": "a", "text": "x"}\n{bad\n', encoding="utf-8")
+    other = _spec(tmp_path, name="other", jobs={"max_requests": 99_999_999})
+    (tmp_path / "data/in.jsonl").write_text('{"id": "a", "text": "x"}\n{bad\n', encoding="utf-8")
+    result = cli("validate", str(bad), str(other))
+    assert result.exit_code == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and errors[0].startswith(f"error: {bad}: ") and "in.jsonl:2: malformed JSON" in errors[0]
+    assert errors[1].startswith(f"error: {other}:") and errors[1].count(str(other)) == 1, errors
+
+
 @pytest.mark.parametrize("name", sorted(_ONCE_NATIVE))
 def test_a_native_spec_error_names_its_place_once(tmp_path: Path, name: str) -> None:
     overrides, message = _ONCE_NATIVE[name]
