@@ -281,10 +281,11 @@ def _job_files(staging: str, directory: str, found: dict[str, dict[str, Any]]) -
     outputs: dict[str, int] = {}
     for path, info in sorted(found.items()):
         job, _, rest = path.removeprefix(f"{directory.rstrip('/')}/").partition("/")
+        size = int(info.get("size") or 0)
         if rest == "input.jsonl":
-            lines.append(Stored(f"{staging}/{job}/input.jsonl", "request lines", job=job, size=int(info["size"])))
+            lines.append(Stored(f"{staging}/{job}/input.jsonl", "request lines", job=job, size=size))
         elif rest.startswith("output/"):
-            outputs[job] = outputs.get(job, 0) + int(info.get("size") or 0)
+            outputs[job] = outputs.get(job, 0) + size
     predictions = [Stored(f"{staging}/{job}/output", "predictions", job=job, size=size, holds_answers=True)
                    for job, size in outputs.items()]
     return lines + predictions
