@@ -100,11 +100,13 @@ def _load(path: Path) -> Spec:
     return load_spec(path, state_dir=_setting("state_dir"))
 
 
-def _echo_error(exc: BatchflowError, where: str = "") -> None:
+def _echo_error(exc: BatchflowError, spec: Path | None = None) -> None:
     """Every problem on its own line, each saying what it is (``error``, or ``not finished`` / ``locked`` for a
-    run that is to be tried again later, which is no error)."""
+    run that is to be tried again later, which is no error). Among several specs a line names its ``spec``, once:
+    a line that names a place in it already (``inline[1]: record 1: t.yaml:24:7: ...``) is not prefixed again."""
     for line in str(exc).splitlines():
-        click.echo(f"{exc.label}: {where if not line.startswith(where.rstrip(': ')) else ''}{line}", err=True)
+        named = spec is None or f"{spec}:" in line
+        click.echo(f"{exc.label}: {'' if named else f'{spec}: '}{line}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -229,7 +231,7 @@ def _many(specs: tuple[Path, ...], one: Any, as_json: bool = False) -> None:
         click.echo(f"== {path}", err=as_json)
         return one(path)
 
-    rows = many.each(paths, headed, lambda path, exc: _echo_error(exc, f"{path}: "), _load)
+    rows = many.each(paths, headed, lambda path, exc: _echo_error(exc, path), _load)
     click.echo(many.table(rows), err=as_json)
     sys.exit(many.worst(rows))
 
@@ -259,7 +261,7 @@ def validate(specs: tuple[Path, ...], records: int, allow_unset_env: bool, only_
             click.echo(validate_one(path, records, allow_unset_env))
         except BatchflowError as exc:
             failures += 1
-            _echo_error(exc)
+            _echo_error(exc, path if len(paths) > 1 else None)
     if failures:
         sys.exit(EXIT_USAGE)
 
@@ -335,7 +337,8 @@ def cancel(specs: tuple[Path, ...]) -> None:
 @_json_option
 @_expected_errors
 def cleanup(specs: tuple[Path, ...], dry_run: bool, as_json: bool) -> None:
-    """Delete the files the specs' runs uploaded (media, request lines) that no job of theirs may still read."""
+    """Delete the files the specs' runs left (media, request lines, Vertex predictions once collected) that no job
+    of theirs may still read."""
     from batchflow.commands.cleanup import cleanup as clean
     from batchflow.commands.multi_spec import Row
 

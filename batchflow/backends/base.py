@@ -73,10 +73,11 @@ class Stored:
     sha256, as its display name carries them). ``ref`` is what ``delete_stored`` takes."""
 
     ref: str
-    kind: str  # "request lines" | "media" | "job files" (a Vertex job's input and output, under one prefix)
+    kind: str  # "request lines" | "media" | "predictions" (a Vertex job's output, every file under its prefix)
     job: str | None = None
     content: str | None = None
     size: int | None = None  # bytes, where the listing says
+    holds_answers: bool = False  # the job's answers are read from it: deleted only once they are collected
 
 
 class Backend(Protocol):

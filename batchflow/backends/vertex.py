@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from batchflow.backends.base import JobInfo, MediaStaging, Result
+from batchflow.backends.base import JobInfo, MediaStaging, Result, Stored
 from batchflow.backends.gemini import line_error
 from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.backends.vertex_media import VertexMedia, for_vertex, media_root, names_media
@@ -190,6 +190,33 @@ class VertexBackend(SdkBackend):
         except OSError as exc:
             raise BackendError(f"delete {staged}: {exc}") from exc
 
+    def stored(self, spec_name: str) -> list[Stored]:
+        """What this spec's jobs left under its staging prefix, in one listing: each job's request lines
+        (``<job>/input.jsonl``) and its predictions (every file under ``<job>/output/``, one item that holds the
+        job's answers). Media are not under the prefix (``<staging>/media/``, shared by the specs staging there:
+        another spec's job may read one), so they are never among them."""
+        fs, directory = url_to_fs(self.staging)
+        fs.invalidate_cache(directory)
+        try:
+            with remote("list", self.staging):
+                found: dict[str, dict[str, Any]] = fs.find(directory, detail=True, **call_bound(fs))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise BackendError(f"list {self.staging}: {exc}") from exc
+        return _job_files(self.staging, directory, found)
+
+    def delete_stored(self, stored: Stored) -> None:
+        """One job's request lines, or every file of its predictions; what is gone already is no error."""
+        fs, target = url_to_fs(stored.ref)
+        try:
+            with remote("delete", stored.ref):
+                fs.rm(target, recursive=stored.holds_answers, **call_bound(fs))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise BackendError(f"delete {stored.ref}: {exc}") from exc
+
     def billed_requests(self, path: Path) -> int:
         """The lines ``stage`` would write: identical requests once, answered and billed once."""
         return sum(1 for _ in self._staged_lines(path))
@@ -245,6 +272,23 @@ class VertexBackend(SdkBackend):
 
 
 _Upload = Callable[[list[tuple[str, str]]], None]
+
+
+def _job_files(staging: str, directory: str, found: dict[str, dict[str, Any]]) -> list[Stored]:
+    """A listing of the staging prefix as its jobs' request lines and predictions (``<job>/output/…`` summed into
+    one item per job); anything else under the prefix is not batchflow's to name."""
+    lines: list[Stored] = []
+    outputs: dict[str, int] = {}
+    for path, info in sorted(found.items()):
+        job, _, rest = path.removeprefix(f"{directory.rstrip('/')}/").partition("/")
+        size = int(info.get("size") or 0)
+        if rest == "input.jsonl":
+            lines.append(Stored(f"{staging}/{job}/input.jsonl", "request lines", job=job, size=size))
+        elif rest.startswith("output/"):
+            outputs[job] = outputs.get(job, 0) + size
+    predictions = [Stored(f"{staging}/{job}/output", "predictions", job=job, size=size, holds_answers=True)
+                   for job, size in outputs.items()]
+    return lines + predictions
 
 
 def _vertex_lines(path: Path, lines: str, key_labels: bool, media: str,

@@ -1,11 +1,16 @@
 """``batchflow cleanup``: delete what a spec's runs left at the service that batchflow alone made and no job of
-the spec still reads: media uploads (by content) and the jobs' uploaded request lines.
+the spec still reads: media uploads (by content), the jobs' uploaded request lines and, on Vertex, the
+predictions its jobs wrote to the staging bucket once their answers are collected.
 
 A job still reads its files while it may run: staged (a later run creates it from its file), submitting, or
 pending / running as the service says now. Its request lines are kept, and so are the media its lines name; a
 job the service has that the state does not know (a lost state) keeps every media upload, since which it reads
-cannot be told. Everything else goes: a later run uploads again what it needs. The service's own files (a
-batch's output) are left to the service.
+cannot be told. Everything else goes: a later run uploads again what it needs. The Gemini API's own files (a
+batch's output) are left to the service. Predictions (``Stored.holds_answers``) are the only copy of answers
+not yet collected, so they go only once the state holds the job as collected (or it belongs to a generation
+before the state's, which was settled before the next one was planned, and whose names no run adopts again);
+with no state, or a job the state does not know, they are kept: a run may adopt that job and collect them. The
+answers themselves live in the state (``answers/``), so a later run needs none of this.
 """
 
 from __future__ import annotations
@@ -73,8 +78,9 @@ def clean(runner: Runner, dry_run: bool) -> CleanupReport:
     state = runner.store.load()
     running = _running_jobs(backend, state, {s.job for s in stored if s.job})
     media_kept = _media_read(backend, runner.root, running)
+    uncollected = _uncollected(state, spec_name, {s.job for s in stored if s.job and s.holds_answers})
     for item in stored:
-        why = _why_kept(item, running, media_kept)
+        why = _why_kept(item, running, media_kept, uncollected)
         if why is not None:
             report.kept.append((item, why))
             continue
@@ -120,9 +126,27 @@ def _media_read(backend: JobClient, root: Path, running: dict[str, Job | None]) 
     return read
 
 
-def _why_kept(item: Stored, running: dict[str, Job | None], media: dict[str, str] | str) -> str | None:
+def _uncollected(state: State | None, spec_name: str, names: set[str]) -> dict[str, str]:
+    """The jobs among ``names`` whose answers a run may still collect from their output, each with why."""
+    if state is None:
+        return {n: f"no state knows job {n}: a run may adopt it and collect its answers from here" for n in names}
+    known = {j.display_name: j for _, j in state.jobs()}
+    why: dict[str, str] = {}
+    for name in names:
+        job = known.get(name)
+        if job is not None and job.status != st.COLLECTED:
+            why[name] = f"the answers of job {name} are not collected yet: a run collects them from here first"
+        elif job is None and (display_name_generation(spec_name, name) or 0) >= state.gen:
+            why[name] = f"the state does not know job {name}: a run may adopt it and collect its answers from here"
+    return why
+
+
+def _why_kept(item: Stored, running: dict[str, Job | None], media: dict[str, str] | str,
+              uncollected: dict[str, str]) -> str | None:
     if item.job is not None:
-        return f"its job {item.job} may still run and read it" if item.job in running else None
+        if item.job in running:
+            return f"its job {item.job} may still run and {'write' if item.holds_answers else 'read'} it"
+        return uncollected.get(item.job) if item.holds_answers else None
     if isinstance(media, str):
         return media
     reader = media.get(item.content or "")

@@ -64,7 +64,7 @@ def _validated(path: Path, spec: Spec, records: int) -> str:
         try:
             writer_for(spec.output)
         except SpecError as exc:
-            raise SpecError(f"{spec.where('output')}: {exc}") from None
+            raise SpecError(spec.at("output", str(exc))) from None
     if spec.source.native:  # the templates must be SQL: checked now, with no network
         from batchflow.execute.native_sql import compile_spec
 

@@ -25,6 +25,7 @@ and ``g<G>_p<N>_j<M>_out`` for what each job wrote.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ from batchflow.errors import SpecError
 from batchflow.libs.bigquery import TableId, quote_name
 from batchflow.request.compiled import templated
 from batchflow.request.wire import RequestBuilder, RequestProblems
+from batchflow.request.wire import dotted as dotted_path
 from batchflow.spec.models import CHARS_PER_TOKEN
 from batchflow.spec.spec import Spec
 
@@ -255,8 +257,7 @@ def _wire(spec: Spec, tree: dict[str, Any]) -> dict[str, Any]:
         wire = RequestBuilder(spec.backend.type, spec.task, spec.model, spec.backend.project or "project",
                               spec.backend.location or "global").build(mark(tree))
     except RequestProblems as exc:
-        raise SpecError(f"{spec.where('request' if spec.request is not None else 'generation_config')}: {exc}") \
-            from None
+        raise SpecError(spec.at(_problem_place(spec, exc), _unmarked(str(exc), templates))) from None
     placed: set[int] = set()
 
     def unmark(value: Any) -> Any:
@@ -274,6 +275,24 @@ def _wire(spec: Spec, tree: dict[str, Any]) -> dict[str, Any]:
         raise SpecError(f"{spec.where('request')}: with source.native a template must give text; "
                         f"{missing[0]!r} is at a place that is not text")
     return result
+
+
+def _problem_place(spec: Spec, exc: RequestProblems) -> str:
+    """Where in the spec the first problem of the request was written: under ``request:`` when the spec gives
+    one, else at the shorthand's key (``generation_config.temperature``); the request as a whole if neither."""
+    path = dotted_path(exc.problems[0].path) if exc.problems else ""
+    written = f"request.{path}" if spec.request is not None else path
+    if path and written.split(".", 1)[0] in spec.locations:
+        return written
+    return "request" if spec.request is not None else "generation_config"
+
+
+_MARKER = re.compile(r"(?:\x00|\\x00)bf(\d+)(?:\x00|\\x00)")
+
+
+def _unmarked(message: str, templates: list[str]) -> str:
+    """A problem's message with the templates back where ``_wire`` put markers (raw, or as ``repr`` wrote them)."""
+    return _MARKER.sub(lambda m: templates[int(m.group(1))], message)
 
 
 @dataclass(frozen=True)
@@ -329,9 +348,9 @@ def _at(spec: Spec, fallback: str, make: Any) -> str:
     try:
         return str(make())
     except SpecError as exc:
-        dotted = str(exc).split(":", 1)[0]
-        where = spec.where(dotted if dotted in spec.locations else fallback)
-        raise SpecError(f"{where}: {exc}") from None
+        message = str(exc)
+        dotted = message.split(":", 1)[0]
+        raise SpecError(spec.at(dotted if dotted in spec.locations else fallback, message)) from None
 
 
 def requests_sql(sql: NativeSql, table: TableId) -> str:

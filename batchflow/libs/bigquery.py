@@ -85,7 +85,12 @@ def client(project: str, location: str | None = None) -> Any:
         endpoint = host if "://" in host else f"http://{host}"
         return bigquery.Client(project, credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
                                location=location, client_options={"api_endpoint": endpoint}, **jobs)
-    return bigquery.Client(project, location=location, **jobs)
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        return bigquery.Client(project, location=location, **jobs)
+    except DefaultCredentialsError as exc:  # a fault that will not cure itself: one line, exit 1
+        raise BatchflowError(f"BigQuery (project {project}): no usable credentials: {exc}") from None
 
 
 def call() -> dict[str, Any]:

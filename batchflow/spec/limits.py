@@ -74,7 +74,7 @@ def spec_job_size(spec: Spec) -> JobSize:
         return job_size(spec.backend.type, spec.task, spec.jobs.max_requests, spec.jobs.max_bytes, spec.model)
     except SpecError as exc:
         field = str(exc).split(":", 1)[0]
-        raise SpecError(f"{spec.where(field)}: {exc}") from None
+        raise SpecError(spec.at(field, str(exc))) from None
 
 
 # The Gemini API's enqueued-token quota for batch jobs per model at Tier 1 (the "Rate limits" page, "Batch API"

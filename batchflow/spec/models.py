@@ -83,7 +83,9 @@ EMBEDDING_2_MEDIA = MediaCaps(
 # us-central1, us-east1, us-east4, us-west1, us-west4, europe-west1, europe-west4, gemini-embedding-2 in global, us,
 # eu; 001 takes task type and title in embed_content_config, 2 "inlined directly within the prompt".
 # Dimensions 128-3072 (default 3072): Gemini API "Embeddings" (https://ai.google.dev/gemini-api/docs/embeddings,
-# read 2026-12-07), which also says vectors below 3072 are not normalised.
+# read 2026-12-07), which also says vectors below 3072 are not normalised; the Gemini API's gemini-embedding-001
+# model page (https://ai.google.dev/gemini-api/docs/models/gemini-embedding-001, updated 2026-02-18, read 2026-12-07)
+# gives "128 - 3072, recommended 768, 1536, 3072". No page words the service's 400 for a size outside it.
 # A Gemini embedding model not in the table is taken to be multimodal as gemini-embedding-2 is (the newest of the
 # family; the service refuses media a model does not take); gemini-embedding-001 embeds text alone (Gemini API
 # "Embeddings": "For text-only use cases, gemini-embedding-001 remains available", read 2026-12-07).

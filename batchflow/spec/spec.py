@@ -140,6 +140,7 @@ class Spec:
     raw: Mapping[str, Any] = field(default_factory=dict)
     # load_spec(allow_unset_env=True): dotted path -> "file:line:col: path: environment variable X is not set"
     unset_env: Mapping[str, str] = field(default_factory=dict)
+    label: str = ""  # the spec's path as it was given (the locations start with it); "": str(path)
 
     def where(self, dotted: str) -> str:
         """``file:line:col`` of a spec path, or of its nearest written parent, or the file alone."""
@@ -148,7 +149,16 @@ class Spec:
             found = self.locations.get(".".join(parts[:n]))
             if found:
                 return found
-        return str(self.path)
+        return self.label or str(self.path)
+
+    def at(self, dotted: str, message: str) -> str:
+        """``message`` located at ``dotted`` in the spec, unless it names a place in the spec already: an error
+        re-raised on its way out keeps the one place it was given, never ``t.yaml:3:1: t.yaml:24:7: ...``."""
+        return message if self.names_place(message) else f"{self.where(dotted)}: {message}"
+
+    def names_place(self, message: str) -> bool:
+        """Whether ``message`` starts with a place in this spec (``t.yaml:24:7:``, or the file alone)."""
+        return message.startswith(f"{self.label or self.path}:")
 
 
 STATE_DIR_ENV = "BATCHFLOW_STATE_DIR"
@@ -328,6 +338,7 @@ def _to_spec(path: Path, label: str, doc: Reader) -> Spec:
         **_media_key(source, data),
         raw=data,
         unset_env={p[2]: format_problem(label, p) for p in doc.notes},
+        label=label,
         **{k: data[k] for k in _TEMPLATES if k in data and not isinstance(data[k], list)},
         prompt_parts=_parts(data.get("prompt")),
         system_parts=_parts(data.get("system")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,73 @@ def test_a_record_over_the_models_input_limit_keeps_its_record_and_counts_as_fai
     again = cli("run", str(path))
     assert again.exit_code == 0, again.stderr
     assert "skipped" not in again.output  # not a bad record skipped by choice: a failed one
+
+
+# --- a place named once ------------------------------------------------------------------------------------------
+_NATIVE = {"backend": {"type": "vertex", "project": "p", "location": "us-central1", "staging": "gs://b/s"},
+           "source": {"type": "bigquery", "table": "p.d.t", "native": True},
+           "output": {"type": "bigquery", "table": "p.d.out", "write": "truncate"}}
+_ONCE: dict[str, dict[str, Any]] = {  # each reaches the user through a re-raise that once prefixed it again
+    "a template's undefined variable": {"prompt": "{{ nope }}"},
+    "a job size over the backend's limit": {"jobs": {"max_requests": 99_999_999}},
+}
+_ONCE_NATIVE: dict[str, tuple[dict[str, Any], str]] = {  # compiled to SQL by validate, with no network
+    "a list of parts": ({"prompt": ["hi", {"media": "{{ p }}"}]}, "prompt: with source.native a list of parts"),
+    "a templated number": ({"prompt": "hi", "generation_config": {"temperature": "{{ t }}"}},
+                           "generation_config.temperature: expected a number, got '{{ t }}'"),
+}
+
+
+def _errors_naming(result: Any, spec: Path) -> list[str]:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    return [line for line in lines if str(spec) in line]
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "run"])
+@pytest.mark.parametrize("name", sorted(_ONCE))
+def test_a_located_error_names_the_spec_once_alone_and_among_several(tmp_path: Path, command: str,
+                                                                      name: str) -> None:
+    bad = _spec(tmp_path, name="bad", **_ONCE[name])
+    other = _spec(tmp_path, name="other", jobs={"max_requests": 99_999_999})
+    for specs in ([bad], [bad, other]):
+        result = cli(command, *map(str, specs))
+        assert result.exit_code == 2, result.stderr
+        errors = _errors_naming(result, bad)
+        assert len(errors) == 1, result.stderr
+        assert errors[0].count(str(bad)) == 1, errors[0]
+        assert f"{bad}:" in errors[0] and f"{bad}: {bad}" not in errors[0], errors[0]
+
+
+def test_among_several_specs_validate_names_the_spec_of_an_error_that_does_not(tmp_path: Path) -> None:
+    bad = _spec(tmp_path, name="bad")
+    (tmp_path / "data/in.jsonl").write_text('{"id": "a", "text": "x"}\n{bad\n', encoding="utf-8")
+    other = _spec(tmp_path, name="other", jobs={"max_requests": 99_999_999})
+    (tmp_path / "data/in.jsonl").write_text('{"id": "a", "text": "x"}\n{bad\n', encoding="utf-8")
+    result = cli("validate", str(bad), str(other))
+    assert result.exit_code == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and errors[0].startswith(f"error: {bad}: ") and "in.jsonl:2: malformed JSON" in errors[0]
+    assert errors[1].startswith(f"error: {other}:") and errors[1].count(str(other)) == 1, errors
+
+
+@pytest.mark.parametrize("name", sorted(_ONCE_NATIVE))
+def test_a_native_spec_error_names_its_place_once(tmp_path: Path, name: str) -> None:
+    overrides, message = _ONCE_NATIVE[name]
+    spec = _spec(tmp_path, **{**_NATIVE, **overrides})
+    result = cli("validate", str(spec))
+    assert result.exit_code == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert re.match(rf"error: {re.escape(str(spec))}:\d+:\d+: {re.escape(message)}", line), line
+    assert line.count(str(spec)) == 1, line
+
+
+def test_bigquery_without_credentials_is_one_line_and_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))  # found at once, no net
+    spec = _spec(tmp_path, **_NATIVE)
+    result = cli("plan", str(spec))
+    assert result.exit_code == 1, result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: BigQuery (project p): no usable credentials: "), line
+    assert "no-such-key.json" in line

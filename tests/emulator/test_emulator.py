@@ -197,22 +197,26 @@ def test_restarted_emulator_keeps_jobs_and_finishes_a_job_that_came_due_while_do
 def test_embed_batches_give_vectors_of_the_asked_dimension_unit_only_at_full_size(client: genai.Client,
                                                                                  tmp_path: Path) -> None:
     lines = [{"key": "d", "request": {"content": {"parts": [{"text": "default size"}]}}},
-             {"key": "s", "request": {"content": {"parts": [{"text": "default size"}]}, "output_dimensionality": 16}},
-             {"key": "bad", "request": {"content": {"parts": []}}}]
+             {"key": "s", "request": {"content": {"parts": [{"text": "default size"}]}, "output_dimensionality": 128}},
+             {"key": "bad", "request": {"content": {"parts": []}}},
+             {"key": "narrow", "request": {"content": {"parts": [{"text": "x"}]}, "output_dimensionality": 64}}]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # create_embeddings is marked experimental by the SDK
         from_file = client.batches.create_embeddings(model="gemini-embedding-001",
                                                      src={"file_name": _upload(client, tmp_path, lines)})
         inline = client.batches.create_embeddings(model="gemini-embedding-001", src={"inlined_requests": {
-            "contents": ["one", "two"], "config": {"output_dimensionality": 8}}})
+            "contents": ["one", "two"], "config": {"output_dimensionality": 256}}})
     assert from_file.name and inline.name
     out = {x["key"]: x for x in _results(client, wait_done(client, from_file.name))}
     full, small = (out[key]["response"]["embedding"]["values"] for key in ("d", "s"))
     assert len(full) == 3072 and math.isclose(math.hypot(*full), 1.0, abs_tol=1e-5), "the default, a unit vector"
-    assert len(small) == 16 and small == full[:16], "below 3072 the full vector cut short, as Google documents"
+    assert len(small) == 128 and small == full[:128], "below 3072 the full vector cut short, as Google documents"
     assert out["bad"]["error"]["code"] == 400
+    narrow = out["narrow"]["error"]  # below the documented 128..3072, as Vertex and batchflow refuse it
+    assert (narrow["code"], narrow["status"]) == (400, "INVALID_ARGUMENT"), narrow
+    assert narrow["message"] == "output_dimensionality must be in 128..3072 for gemini-embedding-001, got 64"
     vectors = wait_done(client, inline.name).dest.inlined_embed_content_responses  # type: ignore[union-attr]
-    assert vectors and [len(v.response.embedding.values) for v in vectors] == [8, 8]  # type: ignore[union-attr,arg-type]
+    assert vectors and [len(v.response.embedding.values) for v in vectors] == [256, 256]  # type: ignore[union-attr,arg-type]
 
 
 def test_same_request_gets_same_answer_and_different_requests_differ(client: genai.Client) -> None:

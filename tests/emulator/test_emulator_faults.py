@@ -204,6 +204,12 @@ def test_output_lines_can_be_dropped_or_written_twice(tmp_path: Path) -> None:
     ("hangs: {get: {kind: hang, calls: [0]}}", "hangs.get.calls: must be a list of call numbers from 1"),
     ("hangs: {get: {kind: hang, rate: 2}}", "hangs.get.rate: must be a number between 0 and 1"),
     ("hangs: {get: {kind: hang, rate: 1, after: 3}}", "hangs.get.after: unknown key"),
+    ("access: {unreadable_bucket: [b]}", "access.unreadable_bucket: unknown key (expected one of unreadable_buckets)"),
+    ("access: {unreadable_buckets: b}", "access.unreadable_buckets: must be a list of bucket names, got 'b'"),
+    ("access: {unreadable_buckets: ['gs://b/x']}", "access.unreadable_buckets: must be a list of bucket names, got "
+     "['gs://b/x'] (a bucket's name, not a URI: 'b')"),
+    ("access: {unreadable_buckets: [b, 3]}", "access.unreadable_buckets: must be a list of bucket names, got ['b', 3]"),
+    ("access: [b]", "access: must be a mapping, got list"),
 ])
 def test_a_bad_plan_is_one_line_naming_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "f.yaml"

@@ -143,9 +143,11 @@ def _service(jobs: dict[str, Any], output: dict[str, Any], quota: dict[str, Any]
 
 
 def _buckets(raw: Any, where: str, path: str) -> frozenset[str]:
-    if not isinstance(raw, list) or not all(isinstance(b, str) and b and "/" not in b for b in raw):
-        raise _error(where, path, f"must be a list of bucket names, got {raw!r}")
-    return frozenset(raw)
+    if isinstance(raw, list) and all(isinstance(b, str) and b and "/" not in b for b in raw):
+        return frozenset(raw)
+    uris = [b for b in raw if isinstance(b, str) and b.startswith("gs://")] if isinstance(raw, list) else []
+    hint = f" (a bucket's name, not a URI: {uris[0][5:].split('/', 1)[0]!r})" if uris else ""
+    raise _error(where, path, f"must be a list of bucket names, got {raw!r}{hint}")
 
 
 def _http(raw: Any, where: str) -> dict[str, HttpRule]:

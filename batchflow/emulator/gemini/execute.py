@@ -21,6 +21,7 @@ from batchflow.emulator.model.degraded import degrade
 from batchflow.emulator.model.media import MediaReader
 from batchflow.emulator.wire import proto_json
 from batchflow.emulator.wire.errors import ApiError, invalid_argument, line_error
+from batchflow.emulator.wire.request_checks import check_dimensions, field
 from batchflow.spec import models
 
 Answerer = Callable[[Any, str, MediaReader | None], dict[str, Any]]
@@ -44,6 +45,8 @@ def _embed(request: Any, model_name: str, read: MediaReader | None = None) -> di
     proto_json.check("gemini", "embed", request, "request")
     found = models.any_named(model_name)
     embedding = found.embedding if found is not None else None
+    if embedding is not None:  # a model of the table: its own sizes (an unknown one: the generic 1..3072)
+        check_dimensions(field(request, "outputDimensionality"), embedding.dimensions, models.bare(model_name))
     return model.embed(request, embedding.dimensions[2] if embedding and embedding.format == "request" else None,
                        read, model_name)
 

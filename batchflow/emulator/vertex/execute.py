@@ -30,7 +30,7 @@ from batchflow.emulator.model.degraded import degrade
 from batchflow.emulator.vertex.echo import echo
 from batchflow.emulator.wire import proto_json
 from batchflow.emulator.wire.errors import ApiError, invalid_argument
-from batchflow.emulator.wire.request_checks import check_embed_request, field, text_of
+from batchflow.emulator.wire.request_checks import check_dimensions, check_embed_request, field, text_of
 from batchflow.spec import models
 
 LINES_PER_PART = 1000  # one predictions file per this many lines...
@@ -332,10 +332,8 @@ def gemini_embedding(line: dict[str, Any], model_id: str) -> dict[str, Any]:
     extra = {k for k in config if camel_of(k) not in known}
     if extra:
         raise invalid_argument(f"Unknown field(s) in embed_content_config: {', '.join(sorted(extra))}")
-    dims = field(config, "outputDimensionality")
-    low, high, full = limits.dimensions
-    if dims is not None and not low <= int(dims) <= high:
-        raise invalid_argument(f"output_dimensionality must be in {low}..{high} for {model_id}, got {dims}")
+    dims, full = field(config, "outputDimensionality"), limits.dimensions[2]
+    check_dimensions(dims, limits.dimensions, model_id)
     check_embed_request({"content": request["content"],
                          **{k: v for k in ("taskType", "title") if (v := field(config, k)) is not None}})
     text = " ".join(text_of(request["content"]))

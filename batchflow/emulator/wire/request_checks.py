@@ -85,6 +85,14 @@ def check_embed_request(request: Any) -> None:
         raise invalid_argument(f"Invalid value at 'task_type': {task!r}")
 
 
+def check_dimensions(dims: Any, sizes: tuple[int, int, int], model_id: str) -> None:
+    """Raise ApiError(400) unless ``dims`` (an ``outputDimensionality``, or None) is within the model's sizes
+    (``models.Embedding.dimensions``: 128..3072 for the Gemini embedding models, on the Gemini API as on Vertex)."""
+    low, high, _ = sizes
+    if dims is not None and not low <= _integer(dims) <= high:
+        raise invalid_argument(f"output_dimensionality must be in {low}..{high} for {model_id}, got {dims}")
+
+
 def _has_other_part(content: Any) -> bool:
     """Whether a content holds a part besides text (media, for a multimodal embedding model to read)."""
     parts = field(content, "parts")
