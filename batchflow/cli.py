@@ -103,9 +103,10 @@ def _load(path: Path) -> Spec:
 def _echo_error(exc: BatchflowError, spec: Path | None = None) -> None:
     """Every problem on its own line, each saying what it is (``error``, or ``not finished`` / ``locked`` for a
     run that is to be tried again later, which is no error). Among several specs a line names its ``spec``, once:
-    a line that names a place in it already (``inline[1]: record 1: t.yaml:24:7: ...``) is not prefixed again."""
+    a line that names a place in it already (``inline[1]: record 1: t.yaml:24:7: ...``) is not prefixed again; one
+    that names it only in its closing advice (``...; check t.yaml:4:3 (base_url)``) still is, so the spec leads."""
     for line in str(exc).splitlines():
-        named = spec is None or f"{spec}:" in line
+        named = spec is None or f"{spec}:" in line.split("; check ", 1)[0]
         click.echo(f"{exc.label}: {'' if named else f'{spec}: '}{line}", err=True)
 
 
