@@ -28,8 +28,8 @@ the round goes on, so a later run without faults finishes the work. A run past t
 
 With `--gcs-state` too, GCS is reached through a stalling proxy of its own, and each hang case freezes one peer,
 drawn seeded: the batch API or GCS (the state's pulls, pushes and lease renewals stop wherever they were). A
-GCS-frozen run's bound allows the state's own call bounds (state/gcs.py: three attempts, whatever
-`retry.call_attempts`) and its lease given up on the way out. `--api-hangs RATE` adds a `hangs:` section to the
+GCS-frozen run has the same bound: the state's calls follow `retry.call_attempts` too, and a run whose call to GCS
+timed out leaves its lease to run out rather than wait on GCS again. `--api-hangs RATE` adds a `hangs:` section to the
 emulator's fault plan (`get` answered never, `list` and `create` with the body stalled half-way — a create that
 takes effect and whose answer is lost — and `upload` stalled half-read, each at RATE): hangs the batch API itself
 makes, in every run, hang case or kill or a run to the end; the runs that meet one must still finish the work.
@@ -213,10 +213,9 @@ class Harness:
 
     @staticmethod
     def worst_wait(peer: str) -> float:
-        """How long past its deadline a run may wait on a hung peer: one call's worst case (retry.call_attempts:
-        1) for the batch API; for GCS, the state's calls, tried three times each (state/gcs.py's own deadlines),
-        one under way and the lease's release on the way out."""
-        return deadlines(1).worst_call if peer == "batch API" else 2 * deadlines(3).worst_call
+        """How long past its deadline a run may wait on a hung peer, the batch API or GCS: one call's worst case
+        (retry.call_attempts: 1)."""
+        return deadlines(1).worst_call
 
     def attempt(self, spec: Path, log: Path, delay: float | None,
                 kill_at: tuple[str, int] | None = None) -> tuple[int | None, float, Run]:
