@@ -19,17 +19,22 @@ its end without kills. After every round the harness checks:
   429/500/503), which a run after the end sends again, in new jobs.
 
 With `--hangs N`, every run reaches the emulator through a stalling TCP proxy (tests/support/stall_proxy.py), and N
-of the runs are hang cases instead of kills (kills and hangs drawn in a seeded mix): after a delay drawn as a
-kill's, the proxy freezes every connection — a call under way stops wherever it was (no answer, a body half sent, an
-upload half read) and new ones hang too. The run, given `--deadline` (a whole run's time plus `--hang-deadline`) and
+of the runs are hang cases instead of kills (kills and hangs drawn in a seeded mix): while the run is at work, the
+proxy freezes every connection — a call under way stops wherever it was (no answer, a body half sent, an upload half
+read) and new ones hang too. The moment comes from the run's own steps, not from a clock: a forked run marks each
+step it starts (crash_run.py), and at each one (its start-up included, its exit not) the freeze is drawn with a
+chance of FREEZE_CHANCE, then comes up to FREEZE_SPREAD seconds later, inside the step or the calls it makes. A
+delay drawn from a whole run's time would land after most resumed runs had ended, as they have less left to do (a
+spawned run, which marks nothing, still freezes after such a delay). The summary counts the hang cases that froze a
+run at work. The run, given `--deadline` (a whole run's time plus `--hang-deadline`) and
 half the time `--no-wait`, must end on its own with exit 75 or 0 within its deadline plus one call's worst case
 (`BATCHFLOW_CALL_TIMEOUT=--call-timeout`, `retry.call_attempts: 1`); then the proxy drops the frozen connections and
 the round goes on, so a later run without faults finishes the work. A run past that bound is killed and reported.
 
 With `--gcs-state` too, GCS is reached through a stalling proxy of its own, and each hang case freezes one peer,
 drawn seeded: the batch API or GCS (the state's pulls, pushes and lease renewals stop wherever they were). A
-GCS-frozen run's bound allows the state's own call bounds (state/gcs.py: three attempts, whatever
-`retry.call_attempts`) and its lease given up on the way out. `--api-hangs RATE` adds a `hangs:` section to the
+GCS-frozen run has the same bound: the state's calls follow `retry.call_attempts` too, and a run whose call to GCS
+timed out leaves its lease to run out rather than wait on GCS again. `--api-hangs RATE` adds a `hangs:` section to the
 emulator's fault plan (`get` answered never, `list` and `create` with the body stalled half-way — a create that
 takes effect and whose answer is lost — and `upload` stalled half-read, each at RATE): hangs the batch API itself
 makes, in every run, hang case or kill or a run to the end; the runs that meet one must still finish the work.
@@ -81,6 +86,9 @@ from batchflow.spec.spec import load_spec
 from batchflow.state.state import state_store
 
 LEASE = 1.0  # seconds, the gs:// state's lease in the specs written here (state.lease)
+FREEZE_CHANCE = 0.3  # a hung run's peer freezes at each step the run starts with this chance (forked runs) ...
+FREEZE_SPREAD = 0.05  # ... that many seconds at most after it (drawn): within the step, or the calls it makes
+NOT_AT_WORK = frozenset({"exit"})  # a run that has merged and only exits is no longer at work
 HANG_SLACK = 3.0  # seconds a hung run may take past its bound for starting and exiting (a fork, logs, 2 busy cores)
 PHASES = ("startup", "prepare", "upload", "create", "adopt", "poll", "wait", "collect", "settle", "keep", "merge",
           "exit")
@@ -103,6 +111,7 @@ class Harness:
         self.bad_rows: Counter[str] = Counter()
         self.full_run = 0.0
         self.hangs = 0
+        self.at_work = 0  # hang cases that froze a run still at work (not ended, not merged and only exiting)
         self.hang_ends: Counter[str] = Counter()  # how each hang case ended: exit 75 or finished (0)
         self.hang_phases: Counter[str] = Counter()  # what the run was doing when its peer froze
         self.longest_hang = self.hang_bound = 0.0  # the longest a hung run took; the bound it had to end by
@@ -138,7 +147,7 @@ class Harness:
                 self.commit_kills[point] += 1
                 continue
             if case == "hang" and delay is not None:
-                code, elapsed = self.hang_case(spec_path, log, delay)
+                code, elapsed = self.hang_case(spec_path, log, delay, random.Random(self.rng.random()))
                 if code == 0:
                     break
                 continue
@@ -170,8 +179,12 @@ class Harness:
             return "commit"
         return "hang" if self.rng.random() * (kills + hangs) < hangs else "kill"
 
-    def hang_case(self, spec: Path, log: Path, delay: float) -> tuple[int | None, float]:
-        """A run whose peer freezes after `delay` seconds: it must end on its own, 75 or 0, by its bound."""
+    def hang_case(self, spec: Path, log: Path, delay: float, draws: random.Random) -> tuple[int | None, float]:
+        """A run whose peer freezes while it is at work: it must end on its own, 75 or 0, by its bound.
+
+        A forked run's peer freezes at a step it starts (its markers), drawn by `draws` (this case's own: how many
+        steps a run takes depends on timing, and the harness's draws must not), a little after it; a spawned run,
+        which has no markers, after `delay` seconds."""
         assert self.proxy is not None
         self.runs += 1
         deadline = self.full_run + self.args.hang_deadline
@@ -187,10 +200,16 @@ class Harness:
             time.sleep(LEASE + 0.2)  # a lease a killed or hung run left has expired: this run gets to work
         start = time.monotonic()
         run = Run(spec, log, self.args.spawn, options)
-        frozen = None
+        frozen, freeze_at, steps = None, delay if self.args.spawn else math.inf, 1  # the first: the fork itself
         while (code := run.poll()) is None:
             now = time.monotonic() - start
-            if frozen is None and now >= delay:
+            if frozen is None and not self.args.spawn:
+                marks = run.marks_so_far()
+                for mark in marks[steps:]:
+                    if freeze_at == math.inf and mark not in NOT_AT_WORK and draws.random() < FREEZE_CHANCE:
+                        freeze_at = now + draws.uniform(0, FREEZE_SPREAD)
+                steps = max(steps, len(marks))
+            if frozen is None and now >= freeze_at:
                 proxy.freeze()
                 frozen = run.last_mark() or "unknown"
             if now >= bound:
@@ -206,6 +225,7 @@ class Harness:
         if peer == "GCS":
             self.longest_gcs, self.gcs_bound = max(self.longest_gcs, elapsed), max(self.gcs_bound, bound)
         self.hang_phases[frozen or "ended before"] += 1
+        self.at_work += frozen is not None and frozen not in NOT_AT_WORK
         self.hang_ends["75" if code == EXIT_NOT_FINISHED else str(code)] += 1
         if code not in (0, EXIT_NOT_FINISHED, None):
             raise Aborted(f"{spec.stem}: a hung run exited {code}, not 75 or 0 ({log})")
@@ -213,10 +233,9 @@ class Harness:
 
     @staticmethod
     def worst_wait(peer: str) -> float:
-        """How long past its deadline a run may wait on a hung peer: one call's worst case (retry.call_attempts:
-        1) for the batch API; for GCS, the state's calls, tried three times each (state/gcs.py's own deadlines),
-        one under way and the lease's release on the way out."""
-        return deadlines(1).worst_call if peer == "batch API" else 2 * deadlines(3).worst_call
+        """How long past its deadline a run may wait on a hung peer, the batch API or GCS: one call's worst case
+        (retry.call_attempts: 1)."""
+        return deadlines(1).worst_call
 
     def attempt(self, spec: Path, log: Path, delay: float | None,
                 kill_at: tuple[str, int] | None = None) -> tuple[int | None, float, Run]:
@@ -344,7 +363,8 @@ class Harness:
             if self.gcs_proxy is not None:
                 peers = (f"; peers frozen: batch API {self.frozen_peers['batch API']}, GCS {self.frozen_peers['GCS']}"
                          f" (the longest with GCS frozen {self.longest_gcs:.2f} s, bound {self.gcs_bound:.2f} s)")
-            lines.insert(2, f"  hangs: {self.hangs} hung runs ({ends}); frozen in: {froze}; the longest took "
+            lines.insert(2, f"  hangs: {self.hangs} hung runs ({ends}), {self.at_work} frozen at work; frozen in: "
+                            f"{froze}; the longest took "
                             f"{self.longest_hang:.2f} s (bound {self.hang_bound:.2f} s){peers}"
                          if not any("did not end" in pr for pr in self.problems) else "  hangs: VIOLATED")
         faults = self.stats().get("faults")

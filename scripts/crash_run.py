@@ -108,11 +108,15 @@ class Run:
 
     def last_mark(self) -> str | None:
         """The phase the run last said it entered (forked runs only)."""
-        try:
-            lines = self.marks.read_text().split()
-        except FileNotFoundError:
-            return None
+        lines = self.marks_so_far()
         return lines[-1] if lines else None
+
+    def marks_so_far(self) -> list[str]:
+        """Every phase the run said it entered, in order (forked runs only; a spawned run: none)."""
+        try:
+            return self.marks.read_text().split()
+        except FileNotFoundError:
+            return []
 
 
 def _instrument(marks: Path) -> None:

@@ -24,7 +24,6 @@ be deleted without notice). A key per record passes that in one job.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -40,7 +39,7 @@ from batchflow.backends.sdk import SdkBackend, api_errors
 from batchflow.backends.vertex_media import VertexMedia, for_vertex, media_root, names_media
 from batchflow.errors import BackendError, OutputMissing, SpecError
 from batchflow.libs.deadlines import Deadlines, deadlines, genai_http_options, genai_once
-from batchflow.libs.storage import call_bound, remote, upload_when_done, url_to_fs
+from batchflow.libs.storage import call_bound, open_read, remote, upload_when_done, url_to_fs
 from batchflow.request.canonical import canonical, canonical_request
 from batchflow.spec import models
 from batchflow.spec.spec import Spec
@@ -255,10 +254,9 @@ class VertexBackend(SdkBackend):
         if not files and job.status == "succeeded":
             raise OutputMissing(f"job {job.name}: no predictions files under {job.output}")
         for name in files:
-            # a remote file's own readline makes many small reads: ~400x slower than a local buffer over it;
-            # each read is bounded by gcsfs' aiohttp timeouts (no byte for a call's wait), named here
-            with remote("download", f"gs://{name}"), fs.open(name, "rb") as raw, \
-                    io.BufferedReader(raw, 1 << 20) as fh:
+            # read through a buffer of blocks (a remote file's own readline makes many small reads: ~400x slower),
+            # each block one call bounded by its size (libs/storage.py), a timeout named here
+            with remote("download", f"gs://{name}"), open_read(fs, name, limits=self.deadlines) as fh:
                 for line in fh:
                     if line.strip():
                         yield from matcher.results(orjson.loads(line))

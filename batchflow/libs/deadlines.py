@@ -18,6 +18,7 @@ it, never abandoned on a thread that goes on waiting.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -120,8 +121,46 @@ def http_timeout(d: Deadlines) -> tuple[float, float]:
 
 
 def api_core_retry(d: Deadlines, base: Any) -> Any:
-    """``base`` (a google-api-core ``Retry``) bounded so that a call's attempts end within ``worst_call``."""
-    return base.with_timeout(d.worst_call).with_delay(initial=1.0, maximum=10.0)
+    """``base`` (a google-api-core ``Retry``: its predicate, which errors it tries again) bounded twice: its
+    attempts end within ``worst_call``, and a call is tried at most ``attempts`` times when they time out.
+    google-api-core counts only time (its ``Retry`` has no attempt count), so a peer that never answers would be
+    tried as often as the time allows, and ``retry.call_attempts: 1`` would not mean once."""
+    return _timeouts_counted()(predicate=base._predicate, initial=1.0, maximum=10.0, multiplier=2.0,
+                               timeout=d.worst_call, attempts=d.attempts)
+
+
+@functools.cache
+def _timeouts_counted() -> type:
+    """google-api-core's ``Retry``, stopping once a call's attempts that timed out reach ``attempts`` (made on
+    first use: google-api-core comes with the gcs and bigquery extras)."""
+    from google.api_core.retry import Retry
+
+    class TimeoutsCounted(Retry):
+        def __init__(self, *args: Any, attempts: int = 3, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.attempts = attempts
+
+        def __call__(self, func: Any, on_error: Any = None) -> Any:
+            """``func`` wrapped so that each call of it counts its own timed-out attempts; the last one is raised
+            as it came (google-api-core raises what an ``on_error`` raises, and tries no more)."""
+
+            @functools.wraps(func)
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                timeouts = 0
+
+                def count(exc: Exception) -> None:
+                    nonlocal timeouts
+                    if on_error is not None:
+                        on_error(exc)
+                    timeouts += timed_out(exc)
+                    if timeouts >= self.attempts:
+                        raise exc
+
+                return Retry.__call__(self, func, on_error=count)(*args, **kwargs)
+
+            return counted
+
+    return TimeoutsCounted
 
 
 def bigquery_job_config(d: Deadlines, config: Any) -> Any:

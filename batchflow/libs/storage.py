@@ -7,11 +7,15 @@ Every gs:// call is bounded (libs/deadlines.py): each HTTP request by gcsfs' aio
 whole, gcsfs' six attempts included, by fsspec's own ``timeout=`` (``call_bound``). A write goes through
 ``upload_when_done``: gcsfs' streaming writes (``fs.open(..., "wb")``) send each block with no bound on a send
 stalled half-way (aiohttp has no send timeout, and ``fs.open`` takes no ``timeout=`` for its blocks), so the bytes
-go to a local file first, then to the bucket in one ``put_file`` bounded by their size.
+go to a local file first, then to the bucket in one ``put_file`` bounded by their size. A streamed read goes
+through ``open_read``: gcsfs' own files (``fs.open(..., "rb")``) fetch each block with no bound on the block as a
+whole, so a peer that trickles (a byte before each timeout between bytes fires) would keep a read going for ever;
+here each block is one ``cat_file`` bounded by its size, as a transfer is.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -19,6 +23,8 @@ from tempfile import mkstemp
 from typing import Any, BinaryIO
 
 from fsspec.asyn import AsyncFileSystem
+from fsspec.compression import compr
+from fsspec.core import get_compression
 from fsspec.core import url_to_fs as _url_to_fs
 from fsspec.spec import AbstractFileSystem
 
@@ -96,6 +102,56 @@ def get_file(fs: AbstractFileSystem, source: str, local: str, url: str, call: st
     with remote(call, url):
         size = int(fs.info(source, **call_bound(fs, 0, limits)).get("size") or 0)
         fs.get_file(source, local, **call_bound(fs, size, limits))
+
+
+READ_BLOCK = 4 << 20  # bytes each request of a streamed gs:// read asks for (gcsfs' own blocks are 5 MiB)
+
+
+@contextmanager
+def open_read(fs: AbstractFileSystem, path: str, compression: str | None = None,
+              limits: Deadlines | None = None) -> Iterator[BinaryIO]:
+    """``path`` open for reading front to back (``compression`` as ``fs.open`` takes it, "infer" among them). On
+    gs://, by blocks of ``READ_BLOCK`` bytes, each one call bounded by its size (``call_bound``): a read that stops
+    moving, or moves slower than a transfer is still called moving, ends as a timeout (named by ``remote``) at
+    its block's bound instead of never. Any other filesystem opens the path as it does."""
+    if not _is_gcs(fs):
+        with fs.open(path, "rb", compression=compression) as opened:
+            yield opened
+        return
+    size = int(fs.info(path, **call_bound(fs, 0, limits)).get("size") or 0)
+    with io.BufferedReader(_BlockReads(fs, path, size, limits), READ_BLOCK) as buffered:
+        codec = get_compression(path, compression) if compression else None
+        if codec is None:
+            yield buffered
+            return
+        with compr[codec](buffered, mode="rb") as decompressed:
+            yield decompressed
+
+
+class _BlockReads(io.RawIOBase):
+    """The bytes of a remote object, one bounded ``cat_file`` per block (``open_read``)."""
+
+    def __init__(self, fs: AbstractFileSystem, path: str, size: int, limits: Deadlines | None) -> None:
+        self._fs, self._path, self._size, self._limits = fs, path, size, limits
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), READ_BLOCK, self._size - self._at)
+        if want <= 0:
+            return 0
+        data = self._fs.cat_file(self._path, start=self._at, end=self._at + want,
+                                 **call_bound(self._fs, want, self._limits))
+        buffer[:len(data)] = data
+        self._at += len(data)
+        return len(data)
+
+
+def _is_gcs(fs: AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    return bool({"gs", "gcs"} & set(protocols))
 
 
 @contextmanager

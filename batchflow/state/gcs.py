@@ -41,13 +41,14 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from batchflow import logs
-from batchflow.errors import LockedError, SpecError, StateError
+from batchflow.errors import CallTimedOut, LockedError, SpecError, StateError
 from batchflow.libs.deadlines import Deadlines, api_core_retry, bounded, deadlines, http_timeout, transfer_timeout
 from batchflow.libs.storage import url_to_fs
 
@@ -70,7 +71,7 @@ class LeaseLost(LockedError):
 class GcsState:
     """Pull, push and delete the files of one spec's state between ``url`` and the local cache ``local``."""
 
-    def __init__(self, url: str, local: Path, lease_seconds: float) -> None:
+    def __init__(self, url: str, local: Path, lease_seconds: float, limits: Deadlines | None = None) -> None:
         self.url = url.rstrip("/")
         self.local = local
         self.lease_seconds = lease_seconds
@@ -86,15 +87,24 @@ class GcsState:
         self._swept = False  # objects nothing names were looked for since this process first committed
         self.lost: str | None = None  # why the lease is no longer ours
         self.lease_expires: float | None = None  # when the lease last written runs out (None: no lease held)
-        self.deadlines = deadlines()
+        self.hung = False  # the last call to GCS timed out, past its attempts
+        self.deadlines = limits or deadlines()  # the spec's call policy (retry.call_attempts), as every remote call
         # google-cloud-storage's timeout= (connect, read a byte) and retry= (its attempts ended within a bound);
         # every write here carries a generation precondition, so trying one again is safe
         self.call = {"timeout": http_timeout(self.deadlines), "retry": _retry(self.deadlines)}
         self.host = _host()
 
-    def bounded(self, call: str) -> contextlib.AbstractContextManager[None]:
-        """A timeout inside as the one line a run ends with: the call, on this state's URL, and GCS's host."""
-        return bounded(f"{call} ({self.url})", self.host, self.deadlines)
+    @contextlib.contextmanager
+    def bounded(self, call: str) -> Iterator[None]:
+        """A timeout inside as the one line a run ends with: the call, on this state's URL, and GCS's host. Whether
+        it timed out is remembered (``hung``): a run ending then asks nothing more of GCS (``Lease.__exit__``)."""
+        try:
+            with bounded(f"{call} ({self.url})", self.host, self.deadlines):
+                yield
+        except CallTimedOut:
+            self.hung = True
+            raise
+        self.hung = False
 
     def _fs_call(self, size: int = 0) -> dict[str, float]:
         """fsspec's ``timeout=`` for one gcsfs call: its own attempts (six) bounded as a whole (libs/deadlines.py)."""
@@ -376,7 +386,7 @@ class Lease:
         from google.api_core import exceptions
 
         try:
-            self._write(0)
+            self._write(0, "take the lease")
         except exceptions.PreconditionFailed:
             with self._state.bounded("read the lease"):
                 current = self._state._bucket.get_blob(self._blob.name, **self._state.call)
@@ -385,7 +395,7 @@ class Lease:
                 raise LockedError(f"{self._state.url}: another run holds the lease ({_holder(info)}); "
                                   "try again when it ends") from None
             try:  # expired (its holder died): taken over, unless another run takes it first
-                self._write(int(current.generation) if current is not None else 0)
+                self._write(int(current.generation) if current is not None else 0, "take the expired lease over")
             except exceptions.PreconditionFailed:
                 raise LockedError(f"{self._state.url}: another run took the expired lease just now; "
                                   "try again later") from None
@@ -395,20 +405,39 @@ class Lease:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """The lease given back, unless it is lost or GCS just timed out: a run ends within its deadline plus one
+        call's bound, so it waits on GCS for nothing more (neither the renewal under way, bounded by its own
+        timeout, nor a release): the lease runs out by itself."""
+        self._stop.set()
+        if not self._state.hung and self._thread is not None:
+            self._thread.join()
+        if self._state.lost:
+            return
+        if self._state.hung:
+            log.warning("the lease is left to run out: GCS did not answer", state=self._state.url,
+                        expires=_when(self._state.lease_expires))
+            return
+        self._release()
+
+    def _release(self) -> None:
+        """The lease deleted if it is still this run's; a release that fails only leaves a lease that runs out, so
+        it is a warning, never the run's outcome."""
         from google.api_core import exceptions
 
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if not self._state.lost:
-            with contextlib.suppress(exceptions.PreconditionFailed, exceptions.NotFound):
+        try:
+            with self._state.bounded("give the lease back"):
                 self._blob.delete(if_generation_match=self._generation, **self._state.call)
+        except (exceptions.PreconditionFailed, exceptions.NotFound):
+            pass
+        except Exception as exc:  # any failure: the lease runs out by itself
+            log.warning("the lease was not given back; it runs out by itself", state=self._state.url,
+                        error=str(exc), expires=_when(self._state.lease_expires))
 
-    def _write(self, generation: int) -> None:
+    def _write(self, generation: int, call: str = "renew the lease") -> None:
         sent = time.time()  # the expiry counts from before the call: the lease is never thought longer than it is
         info = {"holder": self._holder, "host": socket.gethostname(), "pid": os.getpid(),
                 "expires": sent + self._state.lease_seconds, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        with self._state.bounded("renew the lease"):
+        with self._state.bounded(call):
             self._blob.upload_from_string(json.dumps(info), content_type="application/json",
                                           if_generation_match=generation, **self._state.call)
         self._generation = int(self._blob.generation)
@@ -472,6 +501,10 @@ def _stat(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
+def _when(expires: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(expires)) if expires is not None else "?"
+
+
 def _holder(info: dict[str, Any]) -> str:
     until = time.strftime("%H:%M:%S", time.localtime(float(info.get("expires", 0))))
     return f"pid {info.get('pid', '?')} on {info.get('host', '?')}, until {until} unless renewed"
@@ -501,4 +534,8 @@ def _bucket(name: str, url: str) -> Any:
         client = storage.Client(project="batchflow", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
     else:
         client = storage.Client()
+    # google-cloud-storage >= 3.17 reads a bucket's metadata (for OpenTelemetry span attributes) on a thread of
+    # its own at the first call, with its own 10 s timeout and two minutes of retries: a call batchflow does not
+    # bound nor need (docs/google-apis.md, "Traps"); the client checks this attribute before each such fetch
+    client._bucket_metadata_cache = None
     return client.bucket(name)

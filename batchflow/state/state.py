@@ -41,6 +41,7 @@ import filelock
 import orjson
 
 from batchflow.errors import LockedError, StateError
+from batchflow.libs.deadlines import deadlines
 
 if TYPE_CHECKING:
     from batchflow.spec.spec import Spec
@@ -370,4 +371,5 @@ def state_store(spec: Spec, view: bool = False) -> StateStore:
         local = spec.state_dir.with_name(f"{spec.state_dir.name}-view") / spec.name
     from batchflow.state.gcs import GcsState  # google-cloud-storage is an extra: imported only here
 
-    return StateStore(local, GcsState(f"{spec.state_url}/{spec.name}", local, spec.lease_seconds))
+    return StateStore(local, GcsState(f"{spec.state_url}/{spec.name}", local, spec.lease_seconds,
+                                      deadlines(spec.retry.call_attempts)))

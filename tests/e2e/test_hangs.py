@@ -3,12 +3,15 @@ in one line naming the call and the host, and the state is left for the next run
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.helpers import cli, read_rows, write_jsonl, write_spec
+from support.helpers import cli, cli_process, read_rows, write_jsonl, write_spec
 from support.stall_proxy import stall_proxy
 
 from batchflow.emulator import start_in_thread
@@ -185,3 +188,62 @@ def test_a_vertex_staging_upload_stalled_half_way_ends_the_run_with_75_and_a_lat
     assert list(stats["creates_by_display_name"].values()) == [1], stats
     assert [r["key"] for r in read_rows(tmp_path / "out/result.jsonl")] == [f"r{i}" for i in range(4)]
     assert {r["status"] for r in read_rows(tmp_path / "out/result.jsonl")} == {"ok"}
+
+
+@pytest.mark.gcs
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_a_gcs_state_that_never_answers_is_tried_as_often_as_retry_call_attempts_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gcs_emulator: str, bucket: str, attempts: int) -> None:
+    """Each attempt is a connection of its own at the proxy (a timed-out one is dropped), and the run's first
+    call to GCS is the lease's: the spec's call policy, not a constant of the gs:// state's, says how often."""
+    monkeypatch.setenv(ENV, "0.5")
+    with stall_proxy(gcs_emulator, mode="blackhole") as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        spec = _spec(tmp_path, "http://127.0.0.1:9", state={"dir": f"gs://{bucket}/state"},
+                     retry={"call_attempts": attempts})
+        result = cli("run", "--no-wait", str(spec))
+        tried = proxy.connections
+    assert result.exit_code == EXIT_NOT_FINISHED, result.stderr
+    assert _error_line(result.stderr).startswith("timed out: take the lease (gs://"), result.stderr
+    assert tried == attempts
+
+
+@pytest.mark.gcs
+def test_a_gcs_state_frozen_at_the_deadline_ends_the_run_within_its_deadline_plus_one_call_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gcs_emulator: str, bucket: str) -> None:
+    """GCS stops answering while the run waits on its jobs, just before its deadline: the run ends with 75 within
+    the deadline plus one call's worst case (operations.md, "Deadlines"), the lease left to run out on its own
+    rather than waited on again."""
+    monkeypatch.setenv(ENV, "0.5")
+    with stall_proxy(gcs_emulator) as proxy, start_in_thread(tmp_path / "emu", job_seconds=30) as emulator:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+        spec = _spec(tmp_path, emulator.base_url, state={"dir": f"gs://{bucket}/state", "lease": "30s"},
+                     jobs={"poll_interval": "0.2s"}, retry={"call_attempts": 1})
+        threading.Timer(2.5, proxy.freeze).start()
+        start = time.monotonic()
+        result = cli("run", "--deadline", "3s", str(spec))
+        took = time.monotonic() - start
+    assert result.exit_code == EXIT_NOT_FINISHED, result.stderr
+    assert took < 3 + deadlines(1).worst_call + 0.5, took  # the half second: the CLI's own start and end
+
+
+@pytest.mark.gcs
+def test_a_gs_source_whose_peer_trickles_ends_the_run_with_75_naming_the_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gcs_emulator: str, bucket: str, fs: Any) -> None:
+    """GCS answers the read of the source a byte every 0.2 s, never silent for the 0.5 s a read may wait without a
+    byte: the read as a whole is bounded by its size (a call's wait plus 256 KiB a second), not per byte, so the
+    run ends with 75 naming it, where the read would otherwise go on for hours (200 KB at 5 bytes a second)."""
+    monkeypatch.setenv(ENV, "0.5")
+    lines = [json.dumps({"id": f"r{i}", "text": "x" * 200}) for i in range(1000)]
+    fs.pipe(f"{bucket}/in.jsonl", "\n".join(lines).encode())
+    with stall_proxy(gcs_emulator, mode="trickle", after=4096, every=0.2) as proxy:
+        spec = write_spec(tmp_path, backend={"type": "local", "base_url": "http://127.0.0.1:9"},
+                          source={"type": "files", "path": f"gs://{bucket}/in.jsonl"}, retry={"call_attempts": 1})
+        env = {**os.environ, "STORAGE_EMULATOR_HOST": proxy.url, "GEMINI_API_KEY": "k"}
+        start = time.monotonic()
+        result = cli_process("run", "--no-wait", str(spec), env=env, timeout=60)
+        took = time.monotonic() - start
+    assert result.returncode == EXIT_NOT_FINISHED, result.stderr
+    line = _error_line(result.stderr)
+    assert line.startswith(f"timed out: read gs://{bucket}/in.jsonl") and f"no answer from {proxy.address}" in line
+    assert took < 30, took

@@ -7,7 +7,9 @@ Modes, switched at any time (``proxy.mode = ...``), each applying to connections
 - ``stall_body``: the request goes through; of the answer, the first ``after`` bytes (the headers, say) reach the
   client, then nothing more;
 - ``stall_upload``: the first ``after`` bytes the client sends go through, then the proxy stops reading, so the
-  client's upload stalls half-way once the socket buffers are full.
+  client's upload stalls half-way once the socket buffers are full;
+- ``trickle``: as ``stall_body``, but past the first ``after`` bytes the answer goes on a byte every ``every``
+  seconds: a peer that is never silent for long (no per-read timeout fires) and never gets anywhere.
 
 ``freeze()`` hangs every connection at once, those under way included (nothing more is read or sent either way,
 new connections are accepted and hang too): a peer that stops at an arbitrary point of whatever it was doing.
@@ -36,10 +38,10 @@ _POLL = 0.2  # seconds between looks at the stop flag while a socket has nothing
 class StallProxy:
     """Listens on a free port of 127.0.0.1 and forwards to ``target`` (``http://host:port`` or ``host:port``)."""
 
-    def __init__(self, target: str, mode: str = "pass", after: int = 0) -> None:
+    def __init__(self, target: str, mode: str = "pass", after: int = 0, every: float = 0.2) -> None:
         parts = urlsplit(target if "://" in target else f"tcp://{target}")
         self.target = (parts.hostname or "127.0.0.1", int(parts.port or 80))
-        self.mode, self.after = mode, after
+        self.mode, self.after, self.every = mode, after, every
         self.connections = 0  # accepted so far: a test can see that a client came
         self.sent_up = self.sent_down = 0  # bytes passed from the client to the target, and back
         self._stop = threading.Event()
@@ -110,8 +112,10 @@ class StallProxy:
             _close(client)
             return
         up_limit = after if mode == "stall_upload" else None
-        down_limit = after if mode == "stall_body" else None
-        threading.Thread(target=self._pump, args=(upstream, client, down_limit, "sent_down"), daemon=True).start()
+        down_limit = after if mode in ("stall_body", "trickle") else None
+        trickle = self.every if mode == "trickle" else None
+        threading.Thread(target=self._pump, args=(upstream, client, down_limit, "sent_down", trickle),
+                         daemon=True).start()
         self._pump(client, upstream, up_limit, "sent_up")
 
     def counted(self) -> tuple[int, int]:
@@ -123,17 +127,22 @@ class StallProxy:
         with self._lock:
             setattr(self, way, getattr(self, way) + n)
 
-    def _pump(self, src: socket.socket, dst: socket.socket | None, limit: int | None, way: str = "") -> None:
-        """``src`` to ``dst`` (None: dropped) until either closes; past ``limit`` bytes, ``src`` is no longer read."""
+    def _pump(self, src: socket.socket, dst: socket.socket | None, limit: int | None, way: str = "",
+              trickle: float | None = None) -> None:
+        """``src`` to ``dst`` (None: dropped) until either closes; past ``limit`` bytes, ``src`` is no longer read
+        (``trickle``: read a byte at a time, one every ``trickle`` seconds)."""
         sent = 0
         while not self._stop.is_set():
-            if self._frozen.is_set() or (limit is not None and sent >= limit):
+            past = limit is not None and sent >= limit
+            if self._frozen.is_set() or (past and trickle is None):
                 self._stop.wait(_POLL)  # stalled: nothing read, nothing sent, until close()
                 continue
+            if past and trickle is not None and self._stop.wait(trickle):
+                break
             try:
                 if not select.select([src], [], [], _POLL)[0]:
                     continue
-                data = src.recv(_CHUNK if limit is None else min(_CHUNK, limit - sent))
+                data = src.recv(1 if past else _CHUNK if limit is None else min(_CHUNK, limit - sent))
             except (OSError, ValueError):  # closed under us (ValueError: select on a closed socket)
                 break
             if not data:
@@ -158,9 +167,9 @@ def _close(sock: socket.socket) -> None:
 
 
 @contextmanager
-def stall_proxy(target: str, mode: str = "pass", after: int = 0) -> Iterator[StallProxy]:
+def stall_proxy(target: str, mode: str = "pass", after: int = 0, every: float = 0.2) -> Iterator[StallProxy]:
     """A ``StallProxy`` for the length of a ``with`` block, closed (every stall released) on the way out."""
-    proxy = StallProxy(target, mode, after)
+    proxy = StallProxy(target, mode, after, every)
     try:
         yield proxy
     finally:
