@@ -6,11 +6,12 @@ Plan, then execute, as the file path does, with the same state file, the same jo
 - prepare: ``CREATE OR REPLACE TABLE …requests AS SELECT <key>, <request built by SQL>, <its digest>`` from the
   source; one aggregate row that checks the keys and counts the requests new, changed, kept and removed against
   the kept answers; then one ``INSERT … SELECT`` with an anti-join puts the requests with no kept answer for their
-  (key, digest) into the generation's send table, numbered into partitions of at most ``jobs.max_requests`` rows,
-  one table and one Vertex job each (Vertex takes 200,000 requests per job at most);
+  (key, digest) into the generation's send table, numbered into partitions of at most ``jobs.max_requests``
+  distinct requests, one table and one Vertex job each (Vertex takes 200,000 requests per job at most);
 - submit: "submitting" is saved with the deterministic display name *before* ``create``; a run that finds a
   job there looks it up by that name (adopt) instead of creating another. The job reads ``bq://…p<N>`` and
-  writes ``bq://…p<N>_j<M>_out``, the key passing through as the ``batchflow_key`` column;
+  writes ``bq://…p<N>_j<M>_out``, one row a distinct request, its identity passing through as the
+  ``batchflow_request`` column (identical requests of several keys asked once, as the runner path does on Vertex);
 - collect: one aggregate row (good and failed lines, the tokens billed) from the job's output table;
 - settle: the requests with no good answer and attempts left go into a new table, and a new job;
 - keep: one ``MERGE`` puts each sent request's best answer into the kept answers under its key and digest, and
@@ -153,7 +154,8 @@ class NativePath:
             dry = self.client.query(sql, job_config=config, **bq.call())
         processed = dry.total_bytes_processed
         per_job = spec_job_size(self.spec).max_requests
-        rows = f"({ns.to_send(ns.source_requests(self.sql), kept, per_job, retry_errors, f'{ns.KEY}, {ns.BYTES}')})"
+        columns = f"{ns.KEY}, {ns.BYTES}, {ns.REQUEST}"
+        rows = f"({ns.to_send(ns.source_requests(self.sql), kept, per_job, retry_errors, columns)})"
         state = self._generation(gen, counts, self._rows(ns.parts_sql(rows)), "")
         return counts, int(processed) if processed else None, state
 
@@ -190,12 +192,14 @@ class NativePath:
         for shard in state.shards:
             self._run_sql(ns.partition_sql(send, bq.TableId.parse(shard.requests), shard.index))
         log.info("prepared in BigQuery", records=counts["n"], sending=sum(s.count for s in state.shards),
+                 distinct=sum(s.jobs[0].count for s in state.shards),
                  jobs=len(parts), table=str(self.requests), **{k: v for k, v in state.diff.items() if v})
         return state
 
     def _generation(self, gen: int, counts: dict[str, int], parts: list[dict[str, Any]], send: str) -> State:
         """Generation ``gen``: one unit and job a partition (``parts_sql``'s rows), its input the partition's
-        table, its input tokens estimated from its lines' bytes as the runner path estimates them."""
+        table of distinct requests, its input tokens estimated from its lines' bytes as the runner path's plan
+        estimates them."""
         fp = self.fingerprint()
         shards = []
         for i, found in enumerate(parts):
@@ -203,7 +207,8 @@ class NativePath:
             digest = hashlib.blake2b(f"{fp}:{counts['content']}:{i}".encode(), digest_size=8).hexdigest()
             job = Job(n=1, input=str(part), count=count, digest=digest, status=st.STAGED, file=part.uri,
                       tokens=tokens, display_name=display_name(self.spec.name, gen, i, 1, digest))
-            shards.append(Shard(i, count, int(found["bytes"] or 0), digest, str(part), "", jobs=[job]))
+            keys = int(found["keys"])  # the shard answers its keys; its job asks each distinct request once
+            shards.append(Shard(i, keys, int(found["bytes"] or 0), digest, str(part), "", jobs=[job]))
         diff = {"new": counts["new"], "changed": counts["changed"], "unchanged": counts["kept"],
                 "retried": counts["failed"], "removed": counts["removed"]}
         return State(self.spec.name, fp, records=counts["n"], shards=shards, gen=gen, diff=diff,

@@ -19,8 +19,9 @@ answer.
 Tables (all in the output's dataset, named ``_bf_<spec name>_…``): ``requests`` (key, request, digest: the
 source as it is now), ``kept`` (one answer per key with the digest of the request it answers: the kept answers),
 ``g<G>_send`` (generation G's requests that have no kept answer, and their partition), one ``g<G>_p<N>`` per
-partition of at most ``jobs.max_requests`` rows (each one Vertex job), ``g<G>_p<N>_j<M>`` for a retry's subset,
-and ``g<G>_p<N>_j<M>_out`` for what each job wrote.
+partition of at most ``jobs.max_requests`` distinct requests (each one Vertex job; identical requests of several keys
+are one row, as the runner path stages them once on Vertex), ``g<G>_p<N>_j<M>`` for a retry's subset, and
+``g<G>_p<N>_j<M>_out`` for what each job wrote (the request's identity, ``REQUEST``, passing through).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from batchflow.spec.spec import Spec
 
 KEY = "batchflow_key"
 DIGEST = "batchflow_digest"
+REQUEST = "batchflow_request"  # a request's identity without its key: identical requests share it, and one job row
 BYTES = "batchflow_bytes"  # a request's line, in bytes: what the runner path estimates its input tokens from
 PART = "batchflow_part"
 WORK_TABLE_DAYS = 7  # a work table left behind (a run that never got to its merge) expires after this many days
@@ -334,10 +336,17 @@ def _at(spec: Spec, fallback: str, make: Any) -> str:
         raise SpecError(f"{where}: {exc}") from None
 
 
+_REQUEST_ID = "SUBSTR(TO_HEX(SHA256(request)), 1, 32)"
+"""A request's identity, over the column ``request`` (its JSON text) alone: the same for identical requests of
+different keys, which Vertex is asked, answers and bills once (as the runner path stages them on Vertex). Every
+request of a spec is the same tree with other texts in its leaves, so equal text is an equal request."""
+
+
 def requests_sql(sql: NativeSql, table: TableId) -> str:
-    """The source as it is now: each row's key, request (JSON), request digest and line bytes."""
+    """The source as it is now: each row's key, request (JSON), request digest, line bytes and request identity."""
     return (f"CREATE OR REPLACE TABLE {table.sql} AS\n"
-            f"SELECT {KEY}, PARSE_JSON(request) AS request, {sql.digest} AS {DIGEST}, {sql.bytes} AS {BYTES}\n"
+            f"SELECT {KEY}, PARSE_JSON(request) AS request, {sql.digest} AS {DIGEST}, {sql.bytes} AS {BYTES}, "
+            f"{_REQUEST_ID} AS {REQUEST}\n"
             f"FROM (SELECT {sql.key} AS {KEY}, {sql.request} AS request FROM {sql.source} AS src)")
 
 
@@ -376,10 +385,10 @@ def diff_sql(requests: str, kept: str, retry_errors: bool) -> str:
 
 
 def source_requests(sql: NativeSql) -> str:
-    """The source's keys, request digests and line bytes as a FROM item, computed where they stand (``plan``: no
-    table made)."""
-    return (f"(SELECT {KEY}, {sql.digest} AS {DIGEST}, {sql.bytes} AS {BYTES} FROM (SELECT {sql.key} AS {KEY}, "
-            f"{sql.request} AS request FROM {sql.source} AS src))")
+    """The source's keys, request digests, line bytes and request identities as a FROM item, computed where they
+    stand (``plan``: no table made)."""
+    return (f"(SELECT {KEY}, {sql.digest} AS {DIGEST}, {sql.bytes} AS {BYTES}, {_REQUEST_ID} AS {REQUEST} FROM "
+            f"(SELECT {sql.key} AS {KEY}, {sql.request} AS request FROM {sql.source} AS src))")
 
 
 NO_KEPT = f"(SELECT CAST(NULL AS STRING) AS {KEY}, CAST(NULL AS STRING) AS {DIGEST}, CAST(NULL AS STRING) AS flag " \
@@ -388,34 +397,41 @@ NO_KEPT = f"(SELECT CAST(NULL AS STRING) AS {KEY}, CAST(NULL AS STRING) AS {DIGE
 
 
 def to_send(requests: str, kept: str, per_job: int, retry_errors: bool, columns: str) -> str:
-    """The ``columns`` of the requests with no kept answer for their (key, digest), each with the partition of
-    ``per_job`` it goes in (one Vertex job each): an anti-join on the kept answers. ``requests`` and ``kept`` are
-    FROM items: the tables (``run``), or the source and the kept answers as they stand (``plan``)."""
-    return (f"SELECT {columns}, CAST(FLOOR((ROW_NUMBER() OVER (ORDER BY {KEY}) - 1) / {per_job}) AS INT64) AS {PART}\n"
+    """The ``columns`` of the requests with no kept answer for their (key, digest), each with the partition it
+    goes in (one Vertex job each): an anti-join on the kept answers. A partition holds at most ``per_job`` distinct
+    requests, and every key of one request (so the job asks it once). ``requests`` and ``kept`` are FROM items:
+    the tables (``run``), or the source and the kept answers as they stand (``plan``)."""
+    return (f"SELECT {columns}, CAST(FLOOR((DENSE_RANK() OVER (ORDER BY {REQUEST}) - 1) / {per_job}) AS INT64) "
+            f"AS {PART}\n"
             f"FROM {requests} r WHERE NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.{KEY} = r.{KEY} "
             f"AND k.{DIGEST} = r.{DIGEST} AND k.flag IN {_final(retry_errors)})")
 
 
 def send_sql(requests: TableId, kept: TableId, send: TableId, per_job: int, retry_errors: bool) -> list[str]:
     """``to_send`` into a new table: one ``INSERT … SELECT``."""
-    columns = f"{KEY}, request, {DIGEST}, {BYTES}"
+    columns = f"{KEY}, request, {DIGEST}, {BYTES}, {REQUEST}"
     return [f"CREATE OR REPLACE TABLE {send.sql} ({KEY} STRING, request JSON, {DIGEST} STRING, {BYTES} INT64, "
-            f"{PART} INT64) {EXPIRES}",
+            f"{REQUEST} STRING, {PART} INT64) {EXPIRES}",
             f"INSERT INTO {send.sql} ({columns}, {PART})\n"
             + to_send(requests.sql, kept.sql, per_job, retry_errors, columns)]
 
 
 def parts_sql(rows: str) -> str:
-    """A row a partition of ``rows`` (a FROM item with the columns of ``to_send``): its requests and their input
-    tokens estimated as the runner path estimates a job's (its lines' bytes, ``models.CHARS_PER_TOKEN`` a token)."""
-    return (f"SELECT {PART} AS part, COUNT(*) AS n, SUM({BYTES}) AS bytes, DIV(SUM({BYTES}), {CHARS_PER_TOKEN}) "
-            f"AS tokens FROM {rows} GROUP BY {PART} ORDER BY {PART}")
+    """A row a partition of ``rows`` (a FROM item with the columns of ``to_send``): its distinct requests (``n``:
+    the job's rows), the keys they answer (``keys``), their lines' bytes, and the job's input tokens estimated as the
+    runner path's plan estimates a Vertex job's: its lines' bytes, ``models.CHARS_PER_TOKEN`` a token, cut in
+    proportion to the distinct requests (``plan_report._as_billed``)."""
+    distinct = f"COUNT(DISTINCT {REQUEST})"
+    return (f"SELECT {PART} AS part, {distinct} AS n, COUNT(*) AS keys, SUM({BYTES}) AS bytes, "
+            f"DIV(DIV(SUM({BYTES}), {CHARS_PER_TOKEN}) * {distinct}, COUNT(*)) AS tokens "
+            f"FROM {rows} GROUP BY {PART} ORDER BY {PART}")
 
 
 def partition_sql(send: TableId, part: TableId, index: int) -> str:
-    """One partition's requests as the table its Vertex job reads (key as a passthrough column)."""
-    return (f"CREATE OR REPLACE TABLE {part.sql} {EXPIRES} AS SELECT {KEY}, request FROM {send.sql} "
-            f"WHERE {PART} = {index}")
+    """One partition's distinct requests as the table its Vertex job reads, each once, its identity as a
+    passthrough column (the keys that asked it are in the send table)."""
+    return (f"CREATE OR REPLACE TABLE {part.sql} {EXPIRES} AS SELECT {REQUEST}, ANY_VALUE(request) AS request "
+            f"FROM {send.sql} WHERE {PART} = {index} GROUP BY {REQUEST}")
 
 
 USAGE = (("input", "promptTokenCount"), ("output", "candidatesTokenCount"), ("thinking", "thoughtsTokenCount"))
@@ -431,34 +447,36 @@ def counts_sql(predictions: TableId) -> str:
 
 
 def _union(predictions: list[tuple[TableId, int]]) -> str:
-    return "\n  UNION ALL ".join(f"SELECT {KEY}, response, status, {n} AS attempt FROM {t.sql}"
+    return "\n  UNION ALL ".join(f"SELECT {REQUEST}, response, status, {n} AS attempt FROM {t.sql}"
                                  for t, n in predictions)
 
 
 def retry_sql(part: TableId, predictions: list[tuple[TableId, int]], dest: TableId, attempts: int) -> str:
     """The partition's requests with no good answer yet and attempts left, as a new job's input table."""
-    tried = (f"LEFT JOIN (SELECT {KEY}, COUNTIF(status = '') AS ok, COUNT(*) AS tries FROM (\n  {_union(predictions)})"
-             f" GROUP BY {KEY}) p USING ({KEY})") if predictions else ""
+    tried = (f"LEFT JOIN (SELECT {REQUEST}, COUNTIF(status = '') AS ok, COUNT(*) AS tries FROM (\n  "
+             f"{_union(predictions)}) GROUP BY {REQUEST}) p USING ({REQUEST})") if predictions else ""
     where = "WHERE IFNULL(p.ok, 0) = 0 AND IFNULL(p.tries, 0) < " + str(attempts) if predictions else ""
-    return (f"CREATE OR REPLACE TABLE {dest.sql} {EXPIRES} AS SELECT r.{KEY}, r.request FROM {part.sql} r {tried} "
-            f"{where}")
+    return (f"CREATE OR REPLACE TABLE {dest.sql} {EXPIRES} AS SELECT r.{REQUEST}, r.request FROM {part.sql} r "
+            f"{tried} {where}")
 
 
 def keep_sql(send: TableId, predictions: list[tuple[TableId, int]], kept: TableId, model: str) -> str:
-    """Each sent request's best answer (a good one, else the last) kept under its key and digest, replacing what
-    the key had: an answer ``o``; a response with no candidate (blocked) ``p``; a failure, or no result, ``r``."""
+    """Each sent request's best answer (a good one, else the last) kept under every key that asked it, with the
+    key's digest, replacing what the key had: an answer ``o``; a response with no candidate (blocked) ``p``; a
+    failure, or no result, ``r``."""
     preds = _union(predictions) if predictions else \
-        f"SELECT CAST(NULL AS STRING) AS {KEY}, JSON 'null' AS response, '' AS status, 0 AS attempt"
+        f"SELECT CAST(NULL AS STRING) AS {REQUEST}, JSON 'null' AS response, '' AS status, 0 AS attempt"
     flag = ("CASE WHEN b.status IS NULL OR b.status != '' THEN 'r' "
             "WHEN JSON_QUERY(b.response, '$.candidates[0]') IS NULL THEN 'p' ELSE 'o' END")
     fields = f"{KEY}, {DIGEST}, flag, response, status, attempts, model, kept_at"
     return (f"MERGE {kept.sql} k USING (\n"
-            f"  WITH best AS (SELECT *, COUNT(*) OVER (PARTITION BY {KEY}) AS tries FROM (\n  {preds})\n"
-            f"    QUALIFY ROW_NUMBER() OVER (PARTITION BY {KEY} ORDER BY IF(status = '', 0, 1), attempt DESC) = 1)\n"
+            f"  WITH best AS (SELECT *, COUNT(*) OVER (PARTITION BY {REQUEST}) AS tries FROM (\n  {preds})\n"
+            f"    QUALIFY ROW_NUMBER() OVER (PARTITION BY {REQUEST} ORDER BY IF(status = '', 0, 1), attempt DESC)"
+            " = 1)\n"
             f"  SELECT s.{KEY}, s.{DIGEST}, {flag} AS flag, b.response,\n"
             f"    IFNULL(b.status, 'no result for this request') AS status, IFNULL(b.tries, 0) AS attempts,\n"
             f"    {sql_string(model)} AS model, CURRENT_TIMESTAMP() AS kept_at\n"
-            f"  FROM {send.sql} s LEFT JOIN best b USING ({KEY})\n"
+            f"  FROM {send.sql} s LEFT JOIN best b USING ({REQUEST})\n"
             f") n ON k.{KEY} = n.{KEY}\n"
             f"WHEN MATCHED THEN UPDATE SET {', '.join(f'{c} = n.{c}' for c in fields.split(', ')[1:])}\n"
             f"WHEN NOT MATCHED THEN INSERT ({fields}) VALUES ({', '.join(f'n.{c}' for c in fields.split(', '))})")

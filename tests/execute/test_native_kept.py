@@ -234,14 +234,16 @@ def plan_json(spec: Path) -> dict[str, Any]:
     return found
 
 
-def test_a_native_plan_prices_the_same_requests_as_the_runner_paths_plan_and_a_budget_stops_it_before_a_job(
+def test_identical_requests_are_asked_once_priced_as_the_runner_paths_plan_and_a_budget_stops_a_run_before_a_job(
         tmp_path: Path, bigquery_emulator: str, vertex_url: str) -> None:
-    """The same rows, read through the runner (vertex, a bigquery source) and left in BigQuery: the same input
-    tokens (the lines' bytes, four a token), output and thinking assumption, price: the same cost, exactly (one job
-    each; with several, each job's tokens are rounded down apart, so they could differ by under one a job). The
-    rows are distinct: the runner path stages identical requests once on Vertex, the native path sends each row."""
+    """The same rows, read through the runner (vertex, a bigquery source) and left in BigQuery: the same requests,
+    the same distinct ones (Vertex answers and bills identical requests once: the runner path stages them once, the
+    native path puts them in its job's table once), the same input tokens (the lines' bytes, four a token, cut in
+    proportion to the distinct requests), output and thinking assumption, price: the same cost, exactly (one job
+    each; with several, each job's tokens are rounded down apart, so they could differ by under one a job). Then a
+    run asks each distinct request once and every key gets its answer."""
     names = ["plain", "ünïcødé 中文 😀", 'quote " and \\ backslash', "tab\tnew\nline", None]
-    rows = [{"id": i, "title": names[i % len(names)], "body": f"text {i} " * (1 + i % 7)} for i in range(12)]
+    rows = [{"id": i, "title": names[i % 6 % 5], "body": f"text {i % 6} " * (1 + i % 6)} for i in range(16)]
     table = make_table(f"{PROJECT}.kept.priced", [("id", "INT64"), ("title", "STRING"), ("body", "STRING")], rows)
     prompt = "Summarise {{ title }}: {{ body }}"
     native = native_spec(tmp_path, table, vertex_url, "priced", prompt)
@@ -249,13 +251,14 @@ def test_a_native_plan_prices_the_same_requests_as_the_runner_paths_plan_and_a_b
     runner.write_text(runner.read_text().replace("native: true", "native: false")
                       .replace("type: vertex", "type: vertex\n  staging: gs://unused/batchflow"))
     by_sql, by_runner = plan_json(native), plan_json(runner)
-    assert by_sql["requests"] == by_sql["billed_requests"] == by_runner["billed_requests"] == 12
+    assert by_sql["requests"] == by_runner["requests"] == 16
+    assert by_sql["billed_requests"] == by_runner["billed_requests"] == 6
     assert by_sql["bytes"] == by_runner["bytes"] and by_sql["cost"] == by_runner["cost"]
-    assert by_sql["cost"]["planned_tokens"]["input"] == by_runner["bytes"] // 4 > 0
+    assert by_sql["cost"]["planned_tokens"]["input"] == by_runner["bytes"] // 4 * 6 // 16 > 0
     assert by_sql["cost"]["basis"]["thinking"].startswith("assumed 1,024: gemini-2.5-flash thinks dynamically")
 
-    capped = native.read_text() + f"budget: {{max_input_tokens: {by_sql['cost']['planned_tokens']['input'] - 1}}}\n"
-    native.write_text(capped)
+    plain = native.read_text()
+    native.write_text(plain + f"budget: {{max_input_tokens: {by_sql['cost']['planned_tokens']['input'] - 1}}}\n")
     refused = cli("plan", str(native))
     assert refused.exit_code == 2 and "over budget.max_input_tokens" in refused.output + refused.stderr
     run = cli("run", str(native))
@@ -263,3 +266,15 @@ def test_a_native_plan_prices_the_same_requests_as_the_runner_paths_plan_and_a_b
     vertex = make_vertex_client(PROJECT, "us-central1", vertex_url)
     assert not [j for j in vertex.batches.list() if (j.display_name or "").startswith("batchflow-priced-")]
     assert not [t.table_id for t in client().list_tables(f"{PROJECT}.kept") if t.table_id.startswith("_bf_priced_g")]
+
+    native.write_text(plain)
+    run = cli("run", str(native))
+    assert run.exit_code == 0, run.output
+    [job] = [j for j in vertex.batches.list() if (j.display_name or "").startswith("batchflow-priced-g1-")]
+    assert job.completion_stats is not None and job.completion_stats.successful_count == 6  # its table: 6 rows
+    [shard] = json.loads((tmp_path / ".batchflow" / "priced" / "state.json").read_text())["shards"]
+    assert shard["count"] == 16 and shard["jobs"][0]["count"] == 6
+    out = output(f"{PROJECT}.kept.priced_out")
+    assert len(out) == 16 and {v[0] for v in out.values()} == {"ok"} and {v[3] for v in out.values()} == {1}
+    assert len({v[1] for v in out.values()}) == 6
+    assert all(out[f"k-{i}"][1] == out[f"k-{i % 6}"][1] for i in range(16))  # one answer, every key that asked
