@@ -38,6 +38,7 @@ from typing import Any
 from batchflow import logs
 from batchflow.answers.earlier import Earlier
 from batchflow.backends.base import JobInfo
+from batchflow.backends.vertex import job_parameters
 from batchflow.backends.vertex_bq import VertexTableJobs
 from batchflow.destinations.bigquery import BigQueryDestination
 from batchflow.errors import CallTimedOut, DataError
@@ -46,6 +47,7 @@ from batchflow.execute.path import NextJob
 from batchflow.libs import bigquery as bq
 from batchflow.prepare.prepare import display_name, fingerprint
 from batchflow.sources.bigquery import BigQuerySource
+from batchflow.spec import models
 from batchflow.spec.limits import spec_job_size
 from batchflow.spec.spec import Spec
 from batchflow.state import cost
@@ -190,7 +192,7 @@ class NativePath:
         if not parts:  # every request answered already: nothing to send, no table to keep
             self._drop([str(send)])
         for shard in state.shards:
-            self._run_sql(ns.partition_sql(send, bq.TableId.parse(shard.requests), shard.index))
+            self._run_sql(ns.partition_sql(self.sql, send, bq.TableId.parse(shard.requests), shard.index))
         log.info("prepared in BigQuery", records=counts["n"], sending=sum(s.count for s in state.shards),
                  distinct=sum(s.jobs[0].count for s in state.shards),
                  jobs=len(parts), table=str(self.requests), **{k: v for k, v in state.diff.items() if v})
@@ -219,7 +221,7 @@ class NativePath:
         send = state.source.get("send")
         if send:
             preds = [(bq.TableId.parse(j.results), j.n) for _, j in state.jobs() if j.results]
-            self._run_sql(ns.keep_sql(bq.TableId.parse(send), preds, self.kept, self.spec.model))
+            self._run_sql(ns.keep_sql(bq.TableId.parse(send), preds, self.kept, self.spec.model, self.sql.embed))
         self._run_sql(ns.forget_removed_sql(self.requests, self.kept))
         counts = self._one(ns.kept_counts_sql(self.requests, self.kept))
         return {"dir": None, "table": str(self.kept), "ok": int(counts["ok"]),
@@ -230,7 +232,8 @@ class NativePath:
 
     def create(self, shard: Shard, job: Job) -> JobInfo:
         dest = self._job_table(shard, job.n, "_out")
-        return self.jobs.create_job(self.spec.model, str(job.file), dest.uri, job.display_name)
+        return self.jobs.create_job(self.spec.model, str(job.file), dest.uri, job.display_name,
+                                    job_parameters(self.spec))
 
     def _job_table(self, shard: Shard, n: int, suffix: str = "") -> bq.TableId:
         """Job ``n`` of the shard's own tables: ``…g<G>_p<N>_j<n>`` (its input, for a retry) and ``…_out``."""
@@ -240,7 +243,7 @@ class NativePath:
     def collect(self, shard: Shard, job: Job) -> None:
         if job.ended == st.SUCCEEDED and job.output:
             table = bq.TableId.parse(job.output)
-            counts = self._one(ns.counts_sql(table))
+            counts = self._one(ns.counts_sql(table, self.sql.embed))
             job.ok, job.failed, job.results = int(counts["ok"]), int(counts["n"]) - int(counts["ok"]), str(table)
             job.usage = {name: int(counts[name]) for name, _ in ns.USAGE}
             self._expire(table)
@@ -268,7 +271,7 @@ class NativePath:
             return None
         dest = self._job_table(shard, n)
         preds = [(bq.TableId.parse(j.results), j.n) for j in shard.jobs if j.results]
-        self._run_sql(ns.retry_sql(bq.TableId.parse(shard.requests), preds, dest, retry.request_attempts))
+        self._run_sql(ns.retry_sql(self.sql, bq.TableId.parse(shard.requests), preds, dest, retry.request_attempts))
         count = int(self._one(f"SELECT COUNT(*) AS n FROM {dest.sql}")["n"])
         if not count:
             self._drop([str(dest)])  # every request answered or out of attempts: no job, no table
@@ -278,7 +281,7 @@ class NativePath:
     def merge(self, state: State) -> tuple[int, int]:
         o = self.spec.output
         select = ns.output_sql(self.sql, self.requests, self.kept, o.parse == "json", o.include_response,
-                               o.include_record)
+                               o.include_record, o.model or models.bare(self.spec.model))
         self._run_sql(f"CREATE OR REPLACE TABLE {self.output.staging.sql} AS\n{select}")
         counts = self._one(f"SELECT COUNT(*) AS n, COUNTIF(status = 'ok') AS ok FROM {self.output.staging.sql}")
         self.output.publish()
