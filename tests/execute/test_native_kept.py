@@ -310,9 +310,9 @@ def test_identical_requests_are_asked_once_priced_as_the_runner_paths_plan_and_a
     assert all(out[f"k-{i}"][1] == out[f"k-{i % 6}"][1] for i in range(16))  # one answer, every key that asked
 
 
-def vectors(table: str) -> dict[str, tuple[Any, ...]]:
+def vectors(table: str, response: str = "TO_JSON_STRING(response)") -> dict[str, tuple[Any, ...]]:
     found = client().query(f"SELECT key, status, embedding, dimensions, model, attempts, error.message AS message, "
-                           f"TO_JSON_STRING(response) AS response FROM `{table}`").result()
+                           f"{response} AS response FROM `{table}`").result()
     return {r["key"]: (r["status"], list(r["embedding"]), r["dimensions"], r["model"], r["attempts"], r["message"],
                        r["response"]) for r in found}
 
@@ -373,5 +373,9 @@ def test_a_text_embedding_model_embeds_natively_keeps_its_vectors_and_reembeds_o
     assert sent(vertex_url, 3, "vectors") == 9  # a new size is a new request for every row: 9 distinct
     resized = vectors(out)
     assert {(v[0], len(v[1]), v[2]) for v in resized.values()} == {("ok", 32, 32)}
-    again = cli("run", str(spec))
-    assert again.exit_code == 0 and sent(vertex_url, 4, "vectors") == 0 and vectors(out) == resized
+    spec.write_text(spec.read_text().replace("include_response: true", "include_response: false"))
+    again = cli("run", str(spec))  # the output changed, not a request: merged again, nothing embedded
+    assert again.exit_code == 0 and sent(vertex_url, 4, "vectors") == 0
+    assert vectors(out, response="NULL") == {k: (*v[:6], None) for k, v in resized.items()}
+    assert [f.name for f in client().get_table(out).schema] == ["key", "status", "embedding", "dimensions", "model",
+                                                                 "attempts", "error", "record"]  # the runner path's
