@@ -246,7 +246,7 @@ def _embed_tree(spec: Spec) -> dict[str, Any]:
         raise SpecError(f"{spec.where('content')}: content: with source.native the text is built in SQL from one "
                         "text template; give one, not a list of parts")
     if spec.output.normalize:
-        raise SpecError(f"{spec.where('output')}: output.normalize: with source.native the vectors stay in "
+        raise SpecError(f"{spec.where('output.normalize')}: output.normalize: with source.native the vectors stay in "
                         "BigQuery, which has no FLOAT32 to round them to as the default path does; leave it out "
                         "(and normalise in SQL), or leave out source.native")
     config = dict(spec.embed_config or {})
@@ -365,9 +365,12 @@ def _at(spec: Spec, fallback: str, make: Any) -> str:
     try:
         return str(make())
     except SpecError as exc:
-        dotted = str(exc).split(":", 1)[0]
+        dotted, rest = str(exc).split(":", 1) if ":" in str(exc) else (str(exc), "")
+        if spec.task == "embed":  # the request's places as the spec names them: content, embed_config.title
+            dotted = "content" if dotted.startswith("request.content") else dotted.replace("request.",
+                                                                                           "embed_config.", 1)
         where = spec.where(dotted if dotted in spec.locations else fallback)
-        raise SpecError(f"{where}: {exc}") from None
+        raise SpecError(f"{where}: {dotted}:{rest}") from None
 
 
 _REQUEST_ID = "SUBSTR(TO_HEX(SHA256(request)), 1, 32)"

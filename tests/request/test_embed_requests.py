@@ -173,9 +173,10 @@ def test_a_model_the_service_does_not_know_stops_before_anything_is_staged_namin
 @pytest.mark.parametrize(("change", "where", "said"), [
     ({}, None, ""),
     ({"embed_config": {"task_type": "{{ kind }}"}}, "embed_config.task_type", "one value for every row"),
-    ({"output": {"type": "bigquery", "table": "p.d.out", "write": "truncate", "normalize": True}}, "output",
+    ({"output": {"type": "bigquery", "table": "p.d.out", "write": "truncate", "normalize": True}}, "output.normalize",
      "no FLOAT32"),
-    ({"content": ["{{ text }}", "{{ more }}"]}, "content", "one text template")])
+    ({"content": ["{{ text }}", "{{ more }}"]}, "content", "one text template"),
+    ({"embed_config": {"title": "{{ title | upper }}"}}, "embed_config.title", "only put columns into text")])
 def test_the_bigquery_native_path_takes_a_legacy_embedding_model_and_refuses_what_sql_cannot_do_saying_why(
         tmp_path: Path, change: dict[str, object], where: str | None, said: str) -> None:
     """text-embedding-005 reads a BigQuery table on Vertex: a native spec validates (its request built by SQL);
@@ -191,4 +192,7 @@ def test_the_bigquery_native_path_takes_a_legacy_embedding_model_and_refuses_wha
         return
     assert result.exit_code == 2, output
     line = next(line for line in output.splitlines() if f"{spec.name}:" in line)
-    assert where in line and said in line and "source.native" in line
+    assert f": {where}: " in line and said in line and "source.native" in line
+    lines = spec.read_text().splitlines()
+    named = next(n for n, text in enumerate(lines, 1) if text.lstrip().startswith(where.split(".")[-1] + ":"))
+    assert named <= int(line.split(":")[2]) <= named + 1  # the line of the place refused (or its first item)
