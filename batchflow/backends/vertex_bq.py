@@ -23,12 +23,16 @@ class VertexTableJobs(SdkBackend):
     def from_spec(cls, spec: Spec) -> VertexTableJobs:
         return cls(vertex_client(spec))
 
-    def create_job(self, model: str, source: str, dest: str, display_name: str) -> JobInfo:
-        """One job from table ``source`` into table ``dest`` (both ``bq://project.dataset.table``)."""
+    def create_job(self, model: str, source: str, dest: str, display_name: str,
+                   parameters: dict[str, Any] | None = None) -> JobInfo:
+        """One job from table ``source`` into table ``dest`` (both ``bq://project.dataset.table``); ``parameters``,
+        the job's ``modelParameters`` (a text embedding's size, ``vertex.job_parameters``), in the body as they are:
+        google-genai has no field of its own for them."""
         from google.genai import types
 
+        extra = {"extra_body": {"modelParameters": parameters}} if parameters else {}
         config = types.CreateBatchJobConfig(display_name=display_name, dest=dest,
-                                            http_options=genai_once(self.deadlines))
+                                            http_options=genai_once(self.deadlines, **extra))
         with api_errors(f"create {display_name}"):
             return self._info(self.client.batches.create(model=model, src=source, config=config))
 

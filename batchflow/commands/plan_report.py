@@ -224,23 +224,24 @@ def _native_plan(spec: Spec, state: State | None, retry_errors: bool) -> PlanRep
     finally:
         path.close()
     sending = sum(s.count for s in new.shards)
+    distinct = sum(s.jobs[0].count for s in new.shards)  # each job asks a request once, for every key that has it
     per_job = spec_job_size(spec).max_requests
     jobs = len(new.shards)
+    asked = f", {distinct:,} distinct, as vertex answers and bills them" if distinct != sending else ""
     lines = [f"spec {spec.name}: " + ("nothing run yet" if state is None else
                                       f"the table or the spec changed since generation {state.gen}"),
              f"  records: {d['n']:,}: {d['new']:,} new, {d['changed']:,} changed, {d['kept']:,} unchanged (answers "
              f"kept in BigQuery), {d['failed']:,} retried after an error, {d['removed']:,} removed",
-             f"  jobs to submit: {jobs}" + (f" ({sending:,} requests, each row its own: the key passes through; at "
-                                            f"most {per_job:,} each), {spec.jobs.max_concurrent} at a time on "
-                                            "vertex" if jobs else ""),
+             f"  jobs to submit: {jobs}" + (f" ({sending:,} requests{asked}; at most {per_job:,} distinct each), "
+                                            f"{spec.jobs.max_concurrent} at a time on vertex" if jobs else ""),
              _cost_line(spec, new, state),
              "  BigQuery dry run of this plan's query: " + (f"{processed:,} bytes processed" if processed is not None
                                                              else "no bytes figure given")]
     cost.check_plan(spec, new, state)
     data = {"spec": spec.name, "path": str(spec.path), "kind": "new" if state is None else "changed",
             "records": d["n"], "diff": new.diff, "jobs_to_submit": jobs, "requests": sending,
-            "billed_requests": sending, "bytes": sum(s.bytes for s in new.shards), "cost": _cost_data(spec, new, state),
-            "bytes_processed": processed, "submits": bool(jobs)}
+            "billed_requests": distinct, "bytes": sum(s.bytes for s in new.shards),
+            "cost": _cost_data(spec, new, state), "bytes_processed": processed, "submits": bool(jobs)}
     return PlanReport("\n".join(lines), bool(jobs), data)
 
 

@@ -6,11 +6,12 @@ Plan, then execute, as the file path does, with the same state file, the same jo
 - prepare: ``CREATE OR REPLACE TABLE …requests AS SELECT <key>, <request built by SQL>, <its digest>`` from the
   source; one aggregate row that checks the keys and counts the requests new, changed, kept and removed against
   the kept answers; then one ``INSERT … SELECT`` with an anti-join puts the requests with no kept answer for their
-  (key, digest) into the generation's send table, numbered into partitions of at most ``jobs.max_requests`` rows,
-  one table and one Vertex job each (Vertex takes 200,000 requests per job at most);
+  (key, digest) into the generation's send table, numbered into partitions of at most ``jobs.max_requests``
+  distinct requests, one table and one Vertex job each (Vertex takes 200,000 requests per job at most);
 - submit: "submitting" is saved with the deterministic display name *before* ``create``; a run that finds a
   job there looks it up by that name (adopt) instead of creating another. The job reads ``bq://…p<N>`` and
-  writes ``bq://…p<N>_j<M>_out``, the key passing through as the ``batchflow_key`` column;
+  writes ``bq://…p<N>_j<M>_out``, one row a distinct request, its identity passing through as the
+  ``batchflow_request`` column (identical requests of several keys asked once, as the runner path does on Vertex);
 - collect: one aggregate row (good and failed lines, the tokens billed) from the job's output table;
 - settle: the requests with no good answer and attempts left go into a new table, and a new job;
 - keep: one ``MERGE`` puts each sent request's best answer into the kept answers under its key and digest, and
@@ -37,6 +38,7 @@ from typing import Any
 from batchflow import logs
 from batchflow.answers.earlier import Earlier
 from batchflow.backends.base import JobInfo
+from batchflow.backends.vertex import job_parameters
 from batchflow.backends.vertex_bq import VertexTableJobs
 from batchflow.destinations.bigquery import BigQueryDestination
 from batchflow.errors import CallTimedOut, DataError
@@ -45,6 +47,7 @@ from batchflow.execute.path import NextJob
 from batchflow.libs import bigquery as bq
 from batchflow.prepare.prepare import display_name, fingerprint
 from batchflow.sources.bigquery import BigQuerySource
+from batchflow.spec import models
 from batchflow.spec.limits import spec_job_size
 from batchflow.spec.spec import Spec
 from batchflow.state import cost
@@ -153,7 +156,8 @@ class NativePath:
             dry = self.client.query(sql, job_config=config, **bq.call())
         processed = dry.total_bytes_processed
         per_job = spec_job_size(self.spec).max_requests
-        rows = f"({ns.to_send(ns.source_requests(self.sql), kept, per_job, retry_errors, f'{ns.KEY}, {ns.BYTES}')})"
+        columns = f"{ns.KEY}, {ns.BYTES}, {ns.REQUEST}"
+        rows = f"({ns.to_send(ns.source_requests(self.sql), kept, per_job, retry_errors, columns)})"
         state = self._generation(gen, counts, self._rows(ns.parts_sql(rows)), "")
         return counts, int(processed) if processed else None, state
 
@@ -188,14 +192,16 @@ class NativePath:
         if not parts:  # every request answered already: nothing to send, no table to keep
             self._drop([str(send)])
         for shard in state.shards:
-            self._run_sql(ns.partition_sql(send, bq.TableId.parse(shard.requests), shard.index))
+            self._run_sql(ns.partition_sql(self.sql, send, bq.TableId.parse(shard.requests), shard.index))
         log.info("prepared in BigQuery", records=counts["n"], sending=sum(s.count for s in state.shards),
+                 distinct=sum(s.jobs[0].count for s in state.shards),
                  jobs=len(parts), table=str(self.requests), **{k: v for k, v in state.diff.items() if v})
         return state
 
     def _generation(self, gen: int, counts: dict[str, int], parts: list[dict[str, Any]], send: str) -> State:
         """Generation ``gen``: one unit and job a partition (``parts_sql``'s rows), its input the partition's
-        table, its input tokens estimated from its lines' bytes as the runner path estimates them."""
+        table of distinct requests, its input tokens estimated from its lines' bytes as the runner path's plan
+        estimates them."""
         fp = self.fingerprint()
         shards = []
         for i, found in enumerate(parts):
@@ -203,7 +209,8 @@ class NativePath:
             digest = hashlib.blake2b(f"{fp}:{counts['content']}:{i}".encode(), digest_size=8).hexdigest()
             job = Job(n=1, input=str(part), count=count, digest=digest, status=st.STAGED, file=part.uri,
                       tokens=tokens, display_name=display_name(self.spec.name, gen, i, 1, digest))
-            shards.append(Shard(i, count, int(found["bytes"] or 0), digest, str(part), "", jobs=[job]))
+            keys = int(found["keys"])  # the shard answers its keys; its job asks each distinct request once
+            shards.append(Shard(i, keys, int(found["bytes"] or 0), digest, str(part), "", jobs=[job]))
         diff = {"new": counts["new"], "changed": counts["changed"], "unchanged": counts["kept"],
                 "retried": counts["failed"], "removed": counts["removed"]}
         return State(self.spec.name, fp, records=counts["n"], shards=shards, gen=gen, diff=diff,
@@ -214,7 +221,7 @@ class NativePath:
         send = state.source.get("send")
         if send:
             preds = [(bq.TableId.parse(j.results), j.n) for _, j in state.jobs() if j.results]
-            self._run_sql(ns.keep_sql(bq.TableId.parse(send), preds, self.kept, self.spec.model))
+            self._run_sql(ns.keep_sql(bq.TableId.parse(send), preds, self.kept, self.spec.model, self.sql.embed))
         self._run_sql(ns.forget_removed_sql(self.requests, self.kept))
         counts = self._one(ns.kept_counts_sql(self.requests, self.kept))
         return {"dir": None, "table": str(self.kept), "ok": int(counts["ok"]),
@@ -225,7 +232,8 @@ class NativePath:
 
     def create(self, shard: Shard, job: Job) -> JobInfo:
         dest = self._job_table(shard, job.n, "_out")
-        return self.jobs.create_job(self.spec.model, str(job.file), dest.uri, job.display_name)
+        return self.jobs.create_job(self.spec.model, str(job.file), dest.uri, job.display_name,
+                                    job_parameters(self.spec))
 
     def _job_table(self, shard: Shard, n: int, suffix: str = "") -> bq.TableId:
         """Job ``n`` of the shard's own tables: ``…g<G>_p<N>_j<n>`` (its input, for a retry) and ``…_out``."""
@@ -235,7 +243,7 @@ class NativePath:
     def collect(self, shard: Shard, job: Job) -> None:
         if job.ended == st.SUCCEEDED and job.output:
             table = bq.TableId.parse(job.output)
-            counts = self._one(ns.counts_sql(table))
+            counts = self._one(ns.counts_sql(table, self.sql.embed))
             job.ok, job.failed, job.results = int(counts["ok"]), int(counts["n"]) - int(counts["ok"]), str(table)
             job.usage = {name: int(counts[name]) for name, _ in ns.USAGE}
             self._expire(table)
@@ -263,7 +271,7 @@ class NativePath:
             return None
         dest = self._job_table(shard, n)
         preds = [(bq.TableId.parse(j.results), j.n) for j in shard.jobs if j.results]
-        self._run_sql(ns.retry_sql(bq.TableId.parse(shard.requests), preds, dest, retry.request_attempts))
+        self._run_sql(ns.retry_sql(self.sql, bq.TableId.parse(shard.requests), preds, dest, retry.request_attempts))
         count = int(self._one(f"SELECT COUNT(*) AS n FROM {dest.sql}")["n"])
         if not count:
             self._drop([str(dest)])  # every request answered or out of attempts: no job, no table
@@ -273,7 +281,7 @@ class NativePath:
     def merge(self, state: State) -> tuple[int, int]:
         o = self.spec.output
         select = ns.output_sql(self.sql, self.requests, self.kept, o.parse == "json", o.include_response,
-                               o.include_record)
+                               o.include_record, o.model or models.bare(self.spec.model))
         self._run_sql(f"CREATE OR REPLACE TABLE {self.output.staging.sql} AS\n{select}")
         counts = self._one(f"SELECT COUNT(*) AS n, COUNTIF(status = 'ok') AS ok FROM {self.output.staging.sql}")
         self.output.publish()

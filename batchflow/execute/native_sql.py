@@ -16,11 +16,17 @@ approximately; NUMERIC, TIMESTAMP, BYTES …; a whole STRUCT, ARRAY or JSON valu
 with the advice to format it in ``source.query``: a digest computed wrongly would re-pay or, worse, keep a stale
 answer.
 
+An embedding (``task: embed``, a legacy text-embedding model: the only ones whose Vertex jobs read BigQuery) is
+the runner path's embed request built the same way, and digested the same way; its job's table holds the
+text-embedding instance's columns (``content``, ``task_type``, ``title``) taken from that request, its size is the
+job's ``modelParameters``, and its ``predictions`` are kept as the runner path keeps a vector.
+
 Tables (all in the output's dataset, named ``_bf_<spec name>_…``): ``requests`` (key, request, digest: the
 source as it is now), ``kept`` (one answer per key with the digest of the request it answers: the kept answers),
 ``g<G>_send`` (generation G's requests that have no kept answer, and their partition), one ``g<G>_p<N>`` per
-partition of at most ``jobs.max_requests`` rows (each one Vertex job), ``g<G>_p<N>_j<M>`` for a retry's subset,
-and ``g<G>_p<N>_j<M>_out`` for what each job wrote.
+partition of at most ``jobs.max_requests`` distinct requests (each one Vertex job; identical requests of several keys
+are one row, as the runner path stages them once on Vertex), ``g<G>_p<N>_j<M>`` for a retry's subset, and
+``g<G>_p<N>_j<M>_out`` for what each job wrote (the request's identity, ``REQUEST``, passing through).
 """
 
 from __future__ import annotations
@@ -40,11 +46,12 @@ from batchflow.libs.bigquery import TableId, quote_name
 from batchflow.request.compiled import templated
 from batchflow.request.wire import RequestBuilder, RequestProblems
 from batchflow.request.wire import dotted as dotted_path
-from batchflow.spec.models import CHARS_PER_TOKEN
+from batchflow.spec.models import CHARS_PER_TOKEN, bare, embedding_of
 from batchflow.spec.spec import Spec
 
 KEY = "batchflow_key"
 DIGEST = "batchflow_digest"
+REQUEST = "batchflow_request"  # a request's identity without its key: identical requests share it, and one job row
 BYTES = "batchflow_bytes"  # a request's line, in bytes: what the runner path estimates its input tokens from
 PART = "batchflow_part"
 WORK_TABLE_DAYS = 7  # a work table left behind (a run that never got to its merge) expires after this many days
@@ -207,19 +214,10 @@ def json_sql(value: Any, dotted: str, columns: Columns | None = None) -> str:
     return merged[0] if len(merged) == 1 else f"CONCAT({', '.join(merged)})"
 
 
-NATIVE_EMBED_REFUSED = (
-    "task: source.native runs task generate only: {model} could read a BigQuery table on Vertex (its texts in a "
-    "`content` column), but batchflow does not yet build that table, keep its vectors or join them back in SQL; "
-    "leave out source.native, and the table is read through the runner and staged on GCS as JSONL (the same "
-    "vectors, kept by key and request as on any other source)")
-"""Why an embedding spec is refused on the native path (the Gemini embedding models, which read no BigQuery table
-at all, are refused earlier, by the spec's own check)."""
-
-
 def request_tree(spec: Spec) -> dict[str, Any]:
-    """The request with its templates still in the leaves (the shapes ``templating`` renders)."""
-    if spec.task != "generate":
-        raise SpecError(f"{spec.where('task')}: {NATIVE_EMBED_REFUSED.format(model=spec.model)}")
+    """The request with its templates still in the leaves (the shapes ``templating`` renders), in wire form."""
+    if spec.task == "embed":
+        return _embed_tree(spec)
     if isinstance(spec.request, str):
         raise SpecError(f"{spec.where('request')}: request: with source.native the request is built in SQL from a "
                         "mapping; a single \"{{ expression }}\" request is not supported")
@@ -237,10 +235,45 @@ def request_tree(spec: Spec) -> dict[str, Any]:
         config = dict(tree.get("generation_config") or tree.get("generationConfig") or {})
         tree.pop("generationConfig", None)
         tree["generation_config"] = {**spec.generation_config, **config}
-    return _wire(spec, tree)
+    return _wire(spec, tree, "request" if spec.request is not None else "generation_config")
 
 
-def _wire(spec: Spec, tree: dict[str, Any]) -> dict[str, Any]:
+def _embed_tree(spec: Spec) -> dict[str, Any]:
+    """An embed request as the runner path renders it (``{"content": …, **embed_config}``, wire form), for a model
+    whose Vertex batch job reads a BigQuery table (the legacy text-embedding models: their ``content`` column)."""
+    if embedding_of(spec.model).format != "instance":  # the spec's own check says so first, at source.native
+        raise SpecError(f"{spec.where('source')}: source.native: {bare(spec.model)} reads no BigQuery table on "
+                        "Vertex (JSONL on Cloud Storage only): leave out source.native")
+    if spec.content_parts is not None:
+        raise SpecError(f"{spec.where('content')}: content: with source.native the text is built in SQL from one "
+                        "text template; give one, not a list of parts")
+    if spec.output.normalize:
+        raise SpecError(f"{spec.where('output.normalize')}: output.normalize: with source.native the vectors stay in "
+                        "BigQuery, which has no FLOAT32 to round them to as the default path does; leave it out "
+                        "(and normalise in SQL), or leave out source.native")
+    config = dict(spec.embed_config or {})
+    for name, value in config.items():
+        if name != "title" and isinstance(value, str) and templated(value):  # the title is text: SQL may make it
+            raise SpecError(f"{spec.where(f'embed_config.{name}')}: embed_config.{name}: with source.native it is "
+                            "one value for every row (a template may only make content and title)")
+    return _wire(spec, {"content": {"parts": [{"text": spec.content or ""}]}, **config}, "embed_config")
+
+
+_INSTANCE = (("content", "$.content.parts[0].text"), ("task_type", "$.taskType"), ("title", "$.title"))
+"""A text-embedding job's columns (Google's "Get batch text embeddings", read 2026-12-07: ``content``, and
+``task_type`` and ``title`` as the JSONL instance has them), each taken from the wire request at its path."""
+
+
+def job_columns(spec: Spec, wire: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(column, SQL over the JSON ``request``) of what a job's table holds: the request itself (generate), or a
+    text-embedding instance's columns, those the request has (``vertex.embed_instance`` on the runner path)."""
+    if spec.task != "embed":
+        return (("request", "request"),)
+    present = {"content", *(name for name, path in _INSTANCE[1:] if path[2:] in wire)}
+    return tuple((name, f"JSON_VALUE(request, '{path}')") for name, path in _INSTANCE if name in present)
+
+
+def _wire(spec: Spec, tree: dict[str, Any], where: str) -> dict[str, Any]:
     """The request tree in the SDK's wire form (``request_json``): its templates, all text here, stand in for
     themselves through the conversion as markers, put back after it."""
     templates: list[str] = []
@@ -257,7 +290,7 @@ def _wire(spec: Spec, tree: dict[str, Any]) -> dict[str, Any]:
         wire = RequestBuilder(spec.backend.type, spec.task, spec.model, spec.backend.project or "project",
                               spec.backend.location or "global").build(mark(tree))
     except RequestProblems as exc:
-        raise SpecError(spec.at(_problem_place(spec, exc), _unmarked(str(exc), templates))) from None
+        raise SpecError(spec.at(_problem_place(spec, exc, where), _unmarked(str(exc), templates))) from None
     placed: set[int] = set()
 
     def unmark(value: Any) -> Any:
@@ -277,14 +310,14 @@ def _wire(spec: Spec, tree: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _problem_place(spec: Spec, exc: RequestProblems) -> str:
+def _problem_place(spec: Spec, exc: RequestProblems, fallback: str) -> str:
     """Where in the spec the first problem of the request was written: under ``request:`` when the spec gives
     one, else at the shorthand's key (``generation_config.temperature``); the request as a whole if neither."""
     path = dotted_path(exc.problems[0].path) if exc.problems else ""
     written = f"request.{path}" if spec.request is not None else path
     if path and written.split(".", 1)[0] in spec.locations:
         return written
-    return "request" if spec.request is not None else "generation_config"
+    return fallback
 
 
 _MARKER = re.compile(r"(?:\x00|\\x00)bf(\d+)(?:\x00|\\x00)")
@@ -304,6 +337,8 @@ class NativeSql:
     request: str  # a SQL STRING expression of a source row's request JSON, as orjson writes it
     digest: str  # a SQL STRING expression, over the columns KEY and ``request``, of ``answers.request_digest``
     bytes: str = ""  # a SQL INT64 expression, over the same columns, of the bytes of the runner path's line
+    job: tuple[tuple[str, str], ...] = (("request", "request"),)  # a job table's columns (``job_columns``)
+    embed: bool = False  # task embed: a job writes ``predictions``, and the output has vectors
 
 
 def source_sql(spec: Spec) -> str:
@@ -323,8 +358,10 @@ def compile_spec(spec: Spec, columns: Columns | None = None) -> NativeSql:
     else:
         raise SpecError(f"{spec.where('key')}: key: source.native joins the results back by key: give a key "
                         "(or source.order_by, to number the rows)")
-    request = _at(spec, "prompt", lambda: json_sql(request_tree(spec), "request", columns))
-    return NativeSql(source_sql(spec), key, request, digest_sql(request_salt(spec)), f"BYTE_LENGTH({_LINE})")
+    tree = request_tree(spec)
+    request = _at(spec, "content" if spec.task == "embed" else "prompt", lambda: json_sql(tree, "request", columns))
+    return NativeSql(source_sql(spec), key, request, digest_sql(request_salt(spec)), f"BYTE_LENGTH({_LINE})",
+                     job_columns(spec, tree), spec.task == "embed")
 
 
 def _text_literal(text: str) -> str:
@@ -348,15 +385,24 @@ def _at(spec: Spec, fallback: str, make: Any) -> str:
     try:
         return str(make())
     except SpecError as exc:
-        message = str(exc)
-        dotted = message.split(":", 1)[0]
-        raise SpecError(spec.at(dotted if dotted in spec.locations else fallback, message)) from None
+        dotted, rest = str(exc).split(":", 1) if ":" in str(exc) else (str(exc), "")
+        if spec.task == "embed":  # the request's places as the spec names them: content, embed_config.title
+            dotted = "content" if dotted.startswith("request.content") else dotted.replace("request.",
+                                                                                           "embed_config.", 1)
+        raise SpecError(spec.at(dotted if dotted in spec.locations else fallback, f"{dotted}:{rest}")) from None
+
+
+_REQUEST_ID = "SUBSTR(TO_HEX(SHA256(request)), 1, 32)"
+"""A request's identity, over the column ``request`` (its JSON text) alone: the same for identical requests of
+different keys, which Vertex is asked, answers and bills once (as the runner path stages them on Vertex). Every
+request of a spec is the same tree with other texts in its leaves, so equal text is an equal request."""
 
 
 def requests_sql(sql: NativeSql, table: TableId) -> str:
-    """The source as it is now: each row's key, request (JSON), request digest and line bytes."""
+    """The source as it is now: each row's key, request (JSON), request digest, line bytes and request identity."""
     return (f"CREATE OR REPLACE TABLE {table.sql} AS\n"
-            f"SELECT {KEY}, PARSE_JSON(request) AS request, {sql.digest} AS {DIGEST}, {sql.bytes} AS {BYTES}\n"
+            f"SELECT {KEY}, PARSE_JSON(request) AS request, {sql.digest} AS {DIGEST}, {sql.bytes} AS {BYTES}, "
+            f"{_REQUEST_ID} AS {REQUEST}\n"
             f"FROM (SELECT {sql.key} AS {KEY}, {sql.request} AS request FROM {sql.source} AS src)")
 
 
@@ -395,10 +441,10 @@ def diff_sql(requests: str, kept: str, retry_errors: bool) -> str:
 
 
 def source_requests(sql: NativeSql) -> str:
-    """The source's keys, request digests and line bytes as a FROM item, computed where they stand (``plan``: no
-    table made)."""
-    return (f"(SELECT {KEY}, {sql.digest} AS {DIGEST}, {sql.bytes} AS {BYTES} FROM (SELECT {sql.key} AS {KEY}, "
-            f"{sql.request} AS request FROM {sql.source} AS src))")
+    """The source's keys, request digests, line bytes and request identities as a FROM item, computed where they
+    stand (``plan``: no table made)."""
+    return (f"(SELECT {KEY}, {sql.digest} AS {DIGEST}, {sql.bytes} AS {BYTES}, {_REQUEST_ID} AS {REQUEST} FROM "
+            f"(SELECT {sql.key} AS {KEY}, {sql.request} AS request FROM {sql.source} AS src))")
 
 
 NO_KEPT = f"(SELECT CAST(NULL AS STRING) AS {KEY}, CAST(NULL AS STRING) AS {DIGEST}, CAST(NULL AS STRING) AS flag " \
@@ -407,77 +453,104 @@ NO_KEPT = f"(SELECT CAST(NULL AS STRING) AS {KEY}, CAST(NULL AS STRING) AS {DIGE
 
 
 def to_send(requests: str, kept: str, per_job: int, retry_errors: bool, columns: str) -> str:
-    """The ``columns`` of the requests with no kept answer for their (key, digest), each with the partition of
-    ``per_job`` it goes in (one Vertex job each): an anti-join on the kept answers. ``requests`` and ``kept`` are
-    FROM items: the tables (``run``), or the source and the kept answers as they stand (``plan``)."""
-    return (f"SELECT {columns}, CAST(FLOOR((ROW_NUMBER() OVER (ORDER BY {KEY}) - 1) / {per_job}) AS INT64) AS {PART}\n"
+    """The ``columns`` of the requests with no kept answer for their (key, digest), each with the partition it
+    goes in (one Vertex job each): an anti-join on the kept answers. A partition holds at most ``per_job`` distinct
+    requests, and every key of one request (so the job asks it once). ``requests`` and ``kept`` are FROM items:
+    the tables (``run``), or the source and the kept answers as they stand (``plan``)."""
+    return (f"SELECT {columns}, CAST(FLOOR((DENSE_RANK() OVER (ORDER BY {REQUEST}) - 1) / {per_job}) AS INT64) "
+            f"AS {PART}\n"
             f"FROM {requests} r WHERE NOT EXISTS (SELECT 1 FROM {kept} k WHERE k.{KEY} = r.{KEY} "
             f"AND k.{DIGEST} = r.{DIGEST} AND k.flag IN {_final(retry_errors)})")
 
 
 def send_sql(requests: TableId, kept: TableId, send: TableId, per_job: int, retry_errors: bool) -> list[str]:
     """``to_send`` into a new table: one ``INSERT … SELECT``."""
-    columns = f"{KEY}, request, {DIGEST}, {BYTES}"
+    columns = f"{KEY}, request, {DIGEST}, {BYTES}, {REQUEST}"
     return [f"CREATE OR REPLACE TABLE {send.sql} ({KEY} STRING, request JSON, {DIGEST} STRING, {BYTES} INT64, "
-            f"{PART} INT64) {EXPIRES}",
+            f"{REQUEST} STRING, {PART} INT64) {EXPIRES}",
             f"INSERT INTO {send.sql} ({columns}, {PART})\n"
             + to_send(requests.sql, kept.sql, per_job, retry_errors, columns)]
 
 
 def parts_sql(rows: str) -> str:
-    """A row a partition of ``rows`` (a FROM item with the columns of ``to_send``): its requests and their input
-    tokens estimated as the runner path estimates a job's (its lines' bytes, ``models.CHARS_PER_TOKEN`` a token)."""
-    return (f"SELECT {PART} AS part, COUNT(*) AS n, SUM({BYTES}) AS bytes, DIV(SUM({BYTES}), {CHARS_PER_TOKEN}) "
-            f"AS tokens FROM {rows} GROUP BY {PART} ORDER BY {PART}")
+    """A row a partition of ``rows`` (a FROM item with the columns of ``to_send``): its distinct requests (``n``:
+    the job's rows), the keys they answer (``keys``), their lines' bytes, and the job's input tokens estimated as the
+    runner path's plan estimates a Vertex job's: its lines' bytes, ``models.CHARS_PER_TOKEN`` a token, cut in
+    proportion to the distinct requests (``plan_report._as_billed``)."""
+    distinct = f"COUNT(DISTINCT {REQUEST})"
+    return (f"SELECT {PART} AS part, {distinct} AS n, COUNT(*) AS keys, SUM({BYTES}) AS bytes, "
+            f"DIV(DIV(SUM({BYTES}), {CHARS_PER_TOKEN}) * {distinct}, COUNT(*)) AS tokens "
+            f"FROM {rows} GROUP BY {PART} ORDER BY {PART}")
 
 
-def partition_sql(send: TableId, part: TableId, index: int) -> str:
-    """One partition's requests as the table its Vertex job reads (key as a passthrough column)."""
-    return (f"CREATE OR REPLACE TABLE {part.sql} {EXPIRES} AS SELECT {KEY}, request FROM {send.sql} "
-            f"WHERE {PART} = {index}")
+def partition_sql(sql: NativeSql, send: TableId, part: TableId, index: int) -> str:
+    """One partition's distinct requests as the table its Vertex job reads, each once, its identity as a
+    passthrough column (the keys that asked it are in the send table): the request, or an embedding's columns."""
+    columns = ", ".join(f"ANY_VALUE({value}) AS {name}" for name, value in sql.job)
+    return (f"CREATE OR REPLACE TABLE {part.sql} {EXPIRES} AS SELECT {REQUEST}, {columns} "
+            f"FROM {send.sql} WHERE {PART} = {index} GROUP BY {REQUEST}")
 
 
 USAGE = (("input", "promptTokenCount"), ("output", "candidatesTokenCount"), ("thinking", "thoughtsTokenCount"))
 """The tokens an answer's ``usageMetadata`` bills (``cost.add_usage``), by the name ``cost.Usage`` gives them."""
 
 
-def counts_sql(predictions: TableId) -> str:
+def counts_sql(predictions: TableId, embed: bool = False) -> str:
     """One row: the lines a job answered well (``status`` empty), all its lines, and the tokens its answers'
-    ``usageMetadata`` bill (the job's actual usage, as the runner path sums it line by line)."""
-    usage = ", ".join(f"IFNULL(SUM(CAST(JSON_VALUE(response, '$.usageMetadata.{field}') AS INT64)), 0) AS {name}"
+    ``usageMetadata`` bill (the job's actual usage, as the runner path sums it line by line; a text embedding's
+    prediction has none, so its usage is nothing there too)."""
+    usage = ", ".join(f"0 AS {name}" if embed else
+                      f"IFNULL(SUM(CAST(JSON_VALUE(response, '$.usageMetadata.{field}') AS INT64)), 0) AS {name}"
                       for name, field in USAGE)
     return f"SELECT COUNTIF(status = '') AS ok, COUNT(*) AS n, {usage} FROM {predictions.sql}"
 
 
-def _union(predictions: list[tuple[TableId, int]]) -> str:
-    return "\n  UNION ALL ".join(f"SELECT {KEY}, response, status, {n} AS attempt FROM {t.sql}"
+_Q = "CHR(34)"  # a double quote (``_QUOTED_QUOTE``: not in a literal)
+_VALUES = ("COALESCE(JSON_QUERY(predictions, '$[0].embeddings.values'), "
+           "JSON_QUERY(predictions, '$[0].embeddings.Values'))")
+EMBED_RESPONSE = (f"PARSE_JSON(CONCAT('{{', {_Q}, 'embedding', {_Q}, ':{{', {_Q}, 'values', {_Q}, ':', {_VALUES}, "
+                  "'}}'))")
+"""A text-embedding job's ``predictions`` (a STRING holding ``[{"embeddings": {"values": [...]}}]``) as the answer
+the runner path keeps for it, ``{"embedding": {"values": [...]}}`` (``vertex._Matcher``); NULL with no vector.
+Google's page spells the field ``Values`` in its BigQuery example and ``values`` in its JSONL one: either is
+read. ``JSON_QUERY`` of a STRING is JSON text in BigQuery and its emulator alike (of a JSON value they differ)."""
+
+
+def _union(predictions: list[tuple[TableId, int]], embed: bool = False) -> str:
+    response = f"{EMBED_RESPONSE} AS response" if embed else "response"
+    return "\n  UNION ALL ".join(f"SELECT {REQUEST}, {response}, status, {n} AS attempt FROM {t.sql}"
                                  for t, n in predictions)
 
 
-def retry_sql(part: TableId, predictions: list[tuple[TableId, int]], dest: TableId, attempts: int) -> str:
+def retry_sql(sql: NativeSql, part: TableId, predictions: list[tuple[TableId, int]], dest: TableId,
+              attempts: int) -> str:
     """The partition's requests with no good answer yet and attempts left, as a new job's input table."""
-    tried = (f"LEFT JOIN (SELECT {KEY}, COUNTIF(status = '') AS ok, COUNT(*) AS tries FROM (\n  {_union(predictions)})"
-             f" GROUP BY {KEY}) p USING ({KEY})") if predictions else ""
+    tried = (f"LEFT JOIN (SELECT {REQUEST}, COUNTIF(status = '') AS ok, COUNT(*) AS tries FROM (\n  "
+             f"{_union(predictions, sql.embed)}) GROUP BY {REQUEST}) p USING ({REQUEST})") if predictions else ""
     where = "WHERE IFNULL(p.ok, 0) = 0 AND IFNULL(p.tries, 0) < " + str(attempts) if predictions else ""
-    return (f"CREATE OR REPLACE TABLE {dest.sql} {EXPIRES} AS SELECT r.{KEY}, r.request FROM {part.sql} r {tried} "
-            f"{where}")
+    columns = ", ".join(f"r.{name}" for name, _ in sql.job)
+    return (f"CREATE OR REPLACE TABLE {dest.sql} {EXPIRES} AS SELECT r.{REQUEST}, {columns} FROM {part.sql} r "
+            f"{tried} {where}")
 
 
-def keep_sql(send: TableId, predictions: list[tuple[TableId, int]], kept: TableId, model: str) -> str:
-    """Each sent request's best answer (a good one, else the last) kept under its key and digest, replacing what
-    the key had: an answer ``o``; a response with no candidate (blocked) ``p``; a failure, or no result, ``r``."""
-    preds = _union(predictions) if predictions else \
-        f"SELECT CAST(NULL AS STRING) AS {KEY}, JSON 'null' AS response, '' AS status, 0 AS attempt"
-    flag = ("CASE WHEN b.status IS NULL OR b.status != '' THEN 'r' "
-            "WHEN JSON_QUERY(b.response, '$.candidates[0]') IS NULL THEN 'p' ELSE 'o' END")
+def keep_sql(send: TableId, predictions: list[tuple[TableId, int]], kept: TableId, model: str,
+             embed: bool = False) -> str:
+    """Each sent request's best answer (a good one, else the last) kept under every key that asked it, with the
+    key's digest, replacing what the key had: an answer ``o``; a response with no candidate (blocked) ``p``; a
+    failure, or no result, ``r``. An embedding (``embed``) has no candidates: an answer is ``o``."""
+    preds = _union(predictions, embed) if predictions else \
+        f"SELECT CAST(NULL AS STRING) AS {REQUEST}, JSON 'null' AS response, '' AS status, 0 AS attempt"
+    blocked = "" if embed else "WHEN JSON_QUERY(b.response, '$.candidates[0]') IS NULL THEN 'p' "
+    flag = f"CASE WHEN b.status IS NULL OR b.status != '' THEN 'r' {blocked}ELSE 'o' END"
     fields = f"{KEY}, {DIGEST}, flag, response, status, attempts, model, kept_at"
     return (f"MERGE {kept.sql} k USING (\n"
-            f"  WITH best AS (SELECT *, COUNT(*) OVER (PARTITION BY {KEY}) AS tries FROM (\n  {preds})\n"
-            f"    QUALIFY ROW_NUMBER() OVER (PARTITION BY {KEY} ORDER BY IF(status = '', 0, 1), attempt DESC) = 1)\n"
+            f"  WITH best AS (SELECT *, COUNT(*) OVER (PARTITION BY {REQUEST}) AS tries FROM (\n  {preds})\n"
+            f"    QUALIFY ROW_NUMBER() OVER (PARTITION BY {REQUEST} ORDER BY IF(status = '', 0, 1), attempt DESC)"
+            " = 1)\n"
             f"  SELECT s.{KEY}, s.{DIGEST}, {flag} AS flag, b.response,\n"
             f"    IFNULL(b.status, 'no result for this request') AS status, IFNULL(b.tries, 0) AS attempts,\n"
             f"    {sql_string(model)} AS model, CURRENT_TIMESTAMP() AS kept_at\n"
-            f"  FROM {send.sql} s LEFT JOIN best b USING ({KEY})\n"
+            f"  FROM {send.sql} s LEFT JOIN best b USING ({REQUEST})\n"
             f") n ON k.{KEY} = n.{KEY}\n"
             f"WHEN MATCHED THEN UPDATE SET {', '.join(f'{c} = n.{c}' for c in fields.split(', ')[1:])}\n"
             f"WHEN NOT MATCHED THEN INSERT ({fields}) VALUES ({', '.join(f'n.{c}' for c in fields.split(', '))})")
@@ -497,8 +570,11 @@ def kept_counts_sql(requests: TableId, kept: TableId) -> str:
 
 
 def output_sql(sql: NativeSql, requests: TableId, kept: TableId, parse_json: bool, include_response: bool,
-               include_record: bool) -> str:
-    """One output row per source row: the kept answer to its request (key and digest), joined to its record."""
+               include_record: bool, model: str = "") -> str:
+    """One output row per source row: the kept answer to its request (key and digest), joined to its record;
+    an embedding's row (``sql.embed``) has its vector and ``model`` instead of text."""
+    if sql.embed:
+        return _embed_output_sql(sql, requests, kept, include_response, include_record, model)
     text = "JSON_VALUE(b.response, '$.candidates[0].content.parts[0].text')"
     usage = ", ".join(f"CAST(JSON_VALUE(b.response, '$.usageMetadata.{field}') AS INT64) AS {name}" for name, field in
                       (("prompt_tokens", "promptTokenCount"), ("output_tokens", "candidatesTokenCount"),
@@ -518,5 +594,31 @@ def output_sql(sql: NativeSql, requests: TableId, kept: TableId, parse_json: boo
             f"    IF(IFNULL(b.status = '', FALSE), NULL, STRUCT(CAST(NULL AS INT64) AS code,\n"
             f"      IFNULL(NULLIF(b.status, ''), 'no result for this request') AS message)) AS error,\n"
             f"    b.response{', s.record' if include_record else ''}\n"
+            f"  FROM {requests.sql} r LEFT JOIN {kept.sql} b ON b.{KEY} = r.{KEY} AND b.{DIGEST} = r.{DIGEST}"
+            f"{f' LEFT JOIN src s USING ({KEY})' if include_record else ''}\n) t")
+
+
+def _embed_output_sql(sql: NativeSql, requests: TableId, kept: TableId, include_response: bool, include_record: bool,
+                      model: str) -> str:
+    """An embedding's output rows as the runner path writes them to BigQuery (``destinations.bigquery``): the
+    vector as ARRAY<FLOAT64> in its order, its size and the model; an error row with an empty vector, no size,
+    and the service's message (or why there is no vector)."""
+    vector = ("ARRAY(SELECT CAST(JSON_VALUE(v) AS FLOAT64) FROM UNNEST(JSON_QUERY_ARRAY(t.response, "
+              "'$.embedding.values')) v WITH OFFSET o ORDER BY o)")
+    cols = [f"t.{KEY} AS key", "IF(t.good, 'ok', 'error') AS status",
+            f"IF(t.good, {vector}, CAST([] AS ARRAY<FLOAT64>)) AS embedding",
+            f"IF(t.good, ARRAY_LENGTH({vector}), NULL) AS dimensions",
+            f"IF(t.good, {sql_string(model)}, NULL) AS model", "t.attempts",
+            "IF(t.good, NULL, STRUCT(CAST(NULL AS INT64) AS code, t.message AS message)) AS error"]
+    cols += ["t.response"] if include_response else []
+    cols += ["t.record"] if include_record else []
+    record = (f"WITH src AS (SELECT {sql.key} AS {KEY}, TO_JSON(src) AS record FROM {sql.source} AS src)\n"
+              if include_record else "")
+    answered = "IFNULL(b.status = '', FALSE)"
+    has_vector = "JSON_QUERY(b.response, '$.embedding.values') IS NOT NULL"
+    return (f"{record}SELECT {', '.join(cols)} FROM (\n"
+            f"  SELECT r.{KEY}, {answered} AND {has_vector} AS good, b.response, IFNULL(b.attempts, 0) AS attempts,\n"
+            f"    IF({answered}, 'no embedding in the response', IFNULL(NULLIF(b.status, ''), "
+            f"'no result for this request')) AS message{', s.record' if include_record else ''}\n"
             f"  FROM {requests.sql} r LEFT JOIN {kept.sql} b ON b.{KEY} = r.{KEY} AND b.{DIGEST} = r.{DIGEST}"
             f"{f' LEFT JOIN src s USING ({KEY})' if include_record else ''}\n) t")

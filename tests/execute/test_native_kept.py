@@ -21,7 +21,7 @@ from support.helpers import cli, write_spec
 from support.servers import batchflow_emulator
 
 from batchflow.answers import request_digest, request_salt
-from batchflow.backends.vertex import make_vertex_client
+from batchflow.backends.vertex import embed_instance, make_vertex_client
 from batchflow.errors import SpecError
 from batchflow.execute import native_sql as ns
 from batchflow.execute.native_path import NativePath
@@ -109,6 +109,36 @@ def test_the_sql_digest_is_the_runner_paths_digest_of_the_same_row(tmp_path: Pat
     assert key.startswith("k-") or ("spaced  -12" in python and "\u2028\u2029 <>&'-15" not in python)  # stripped
 
 
+def test_an_embed_requests_sql_digest_and_instance_columns_are_the_runner_paths(tmp_path: Path, corpus: str) -> None:
+    """An embed request is another tree than generate's (content, task type, title, size): its SQL text and digest
+    agree with the runner path's byte for byte, and the job table's columns hold what the runner path's
+    text-embedding instance holds for the same row."""
+    spec = load_spec(write_spec(
+        tmp_path, name="corpusembed", model="text-embedding-005", task="embed", prompt=None,
+        backend={"type": "vertex", "project": PROJECT, "location": "us-central1", "base_url": "http://127.0.0.1:9"},
+        source={"type": "bigquery", "table": corpus, "native": True}, key="k-{{ id }}",
+        content="{{ name }} | {{ flag }} | {{ n }} | {{ born }}",
+        embed_config={"task_type": "RETRIEVAL_DOCUMENT", "title": "{{ item.title }} ({{ id }})",
+                      "output_dimensionality": 256},
+        output={"type": "bigquery", "table": f"{PROJECT}.kept.corpusembed_out", "write": "truncate"}))
+    salt = request_salt(spec)
+    runner = list(rendered(spec))
+    sql = NativePath(spec).sql
+    columns = ", ".join(f"{value} AS {name}" for name, value in sql.job)
+    found = client().query(f"SELECT {ns.KEY}, digest, text, {columns} FROM (SELECT {ns.KEY}, {sql.digest} AS digest, "
+                           f"request AS text, PARSE_JSON(request) AS request FROM (SELECT {sql.key} AS {ns.KEY}, "
+                           f"{sql.request} AS request FROM {sql.source} AS src))").result()
+    rows = {r[ns.KEY]: r for r in found}
+    assert {k: r["text"] for k, r in rows.items()} == {r.key: orjson.dumps(r.request).decode() for r in runner}
+    lines = {r.key: orjson.dumps({"key": r.key, "request": r.request}) + b"\n" for r in runner}
+    assert {k: r["digest"] for k, r in rows.items()} == {k: request_digest(salt, line).decode() for k, line in
+                                                          lines.items()}
+    instances = {r.key: embed_instance(r.request) for r in runner}
+    assert {k: {name: r[name] for name, _ in sql.job} for k, r in rows.items()} == instances
+    assert len(instances) == 60 and {tuple(i) for i in instances.values()} == {("content", "task_type", "title")}
+    assert runner[0].request["outputDimensionality"] == 256  # in the digest: a new size is a new request
+
+
 @pytest.mark.parametrize(("template", "why"), [("{{ price }}", "FLOAT64"), ("{{ meta }}", "JSON"),
                                               ("{{ tags }}", "ARRAY"), ("{{ item }}", "STRUCT")])
 def test_a_column_whose_text_cannot_agree_is_refused(tmp_path: Path, corpus: str, template: str, why: str) -> None:
@@ -137,10 +167,10 @@ def output(table: str) -> dict[str, tuple[Any, ...]]:
     return {r["key"]: (r["status"], r["text"], r["response"], r["attempts"]) for r in found}
 
 
-def sent(vertex_url: str, generation: int) -> int:
+def sent(vertex_url: str, generation: int, name: str = "grow") -> int:
     """Requests in the jobs of one generation, as the Vertex emulator counted them."""
     vertex = make_vertex_client(PROJECT, "us-central1", vertex_url)
-    mine = [j for j in vertex.batches.list() if (j.display_name or "").startswith(f"batchflow-grow-g{generation}-")]
+    mine = [j for j in vertex.batches.list() if (j.display_name or "").startswith(f"batchflow-{name}-g{generation}-")]
     return sum(int(j.completion_stats.successful_count or 0) + int(j.completion_stats.failed_count or 0)
                for j in mine if j.completion_stats)
 
@@ -234,14 +264,16 @@ def plan_json(spec: Path) -> dict[str, Any]:
     return found
 
 
-def test_a_native_plan_prices_the_same_requests_as_the_runner_paths_plan_and_a_budget_stops_it_before_a_job(
+def test_identical_requests_are_asked_once_priced_as_the_runner_paths_plan_and_a_budget_stops_a_run_before_a_job(
         tmp_path: Path, bigquery_emulator: str, vertex_url: str) -> None:
-    """The same rows, read through the runner (vertex, a bigquery source) and left in BigQuery: the same input
-    tokens (the lines' bytes, four a token), output and thinking assumption, price: the same cost, exactly (one job
-    each; with several, each job's tokens are rounded down apart, so they could differ by under one a job). The
-    rows are distinct: the runner path stages identical requests once on Vertex, the native path sends each row."""
+    """The same rows, read through the runner (vertex, a bigquery source) and left in BigQuery: the same requests,
+    the same distinct ones (Vertex answers and bills identical requests once: the runner path stages them once, the
+    native path puts them in its job's table once), the same input tokens (the lines' bytes, four a token, cut in
+    proportion to the distinct requests), output and thinking assumption, price: the same cost, exactly (one job
+    each; with several, each job's tokens are rounded down apart, so they could differ by under one a job). Then a
+    run asks each distinct request once and every key gets its answer."""
     names = ["plain", "ünïcødé 中文 😀", 'quote " and \\ backslash', "tab\tnew\nline", None]
-    rows = [{"id": i, "title": names[i % len(names)], "body": f"text {i} " * (1 + i % 7)} for i in range(12)]
+    rows = [{"id": i, "title": names[i % 6 % 5], "body": f"text {i % 6} " * (1 + i % 6)} for i in range(16)]
     table = make_table(f"{PROJECT}.kept.priced", [("id", "INT64"), ("title", "STRING"), ("body", "STRING")], rows)
     prompt = "Summarise {{ title }}: {{ body }}"
     native = native_spec(tmp_path, table, vertex_url, "priced", prompt)
@@ -249,13 +281,14 @@ def test_a_native_plan_prices_the_same_requests_as_the_runner_paths_plan_and_a_b
     runner.write_text(runner.read_text().replace("native: true", "native: false")
                       .replace("type: vertex", "type: vertex\n  staging: gs://unused/batchflow"))
     by_sql, by_runner = plan_json(native), plan_json(runner)
-    assert by_sql["requests"] == by_sql["billed_requests"] == by_runner["billed_requests"] == 12
+    assert by_sql["requests"] == by_runner["requests"] == 16
+    assert by_sql["billed_requests"] == by_runner["billed_requests"] == 6
     assert by_sql["bytes"] == by_runner["bytes"] and by_sql["cost"] == by_runner["cost"]
-    assert by_sql["cost"]["planned_tokens"]["input"] == by_runner["bytes"] // 4 > 0
+    assert by_sql["cost"]["planned_tokens"]["input"] == by_runner["bytes"] // 4 * 6 // 16 > 0
     assert by_sql["cost"]["basis"]["thinking"].startswith("assumed 1,024: gemini-2.5-flash thinks dynamically")
 
-    capped = native.read_text() + f"budget: {{max_input_tokens: {by_sql['cost']['planned_tokens']['input'] - 1}}}\n"
-    native.write_text(capped)
+    plain = native.read_text()
+    native.write_text(plain + f"budget: {{max_input_tokens: {by_sql['cost']['planned_tokens']['input'] - 1}}}\n")
     refused = cli("plan", str(native))
     assert refused.exit_code == 2 and "over budget.max_input_tokens" in refused.output + refused.stderr
     run = cli("run", str(native))
@@ -263,3 +296,86 @@ def test_a_native_plan_prices_the_same_requests_as_the_runner_paths_plan_and_a_b
     vertex = make_vertex_client(PROJECT, "us-central1", vertex_url)
     assert not [j for j in vertex.batches.list() if (j.display_name or "").startswith("batchflow-priced-")]
     assert not [t.table_id for t in client().list_tables(f"{PROJECT}.kept") if t.table_id.startswith("_bf_priced_g")]
+
+    native.write_text(plain)
+    run = cli("run", str(native))
+    assert run.exit_code == 0, run.output
+    [job] = [j for j in vertex.batches.list() if (j.display_name or "").startswith("batchflow-priced-g1-")]
+    assert job.completion_stats is not None and job.completion_stats.successful_count == 6  # its table: 6 rows
+    [shard] = json.loads((tmp_path / ".batchflow" / "priced" / "state.json").read_text())["shards"]
+    assert shard["count"] == 16 and shard["jobs"][0]["count"] == 6
+    out = output(f"{PROJECT}.kept.priced_out")
+    assert len(out) == 16 and {v[0] for v in out.values()} == {"ok"} and {v[3] for v in out.values()} == {1}
+    assert len({v[1] for v in out.values()}) == 6
+    assert all(out[f"k-{i}"][1] == out[f"k-{i % 6}"][1] for i in range(16))  # one answer, every key that asked
+
+
+def vectors(table: str, response: str = "TO_JSON_STRING(response)") -> dict[str, tuple[Any, ...]]:
+    found = client().query(f"SELECT key, status, embedding, dimensions, model, attempts, error.message AS message, "
+                           f"{response} AS response FROM `{table}`").result()
+    return {r["key"]: (r["status"], list(r["embedding"]), r["dimensions"], r["model"], r["attempts"], r["message"],
+                       r["response"]) for r in found}
+
+
+def test_a_text_embedding_model_embeds_natively_keeps_its_vectors_and_reembeds_only_what_changed(
+        tmp_path: Path, bigquery_emulator: str, vertex_url: str) -> None:
+    """text-embedding-005 over a table: the job's table holds `content`, `task_type` and `title` (one row a
+    distinct request), its vectors of the size asked are joined back as ARRAY<FLOAT64> with `dimensions` and
+    `model`; an empty text is an error row, sent again alone; an edited text or a new size re-embeds."""
+    schema = [("id", "INT64"), ("title", "STRING"), ("body", "STRING")]
+
+    def texts(edited: range = range(0), last: str = "") -> Iterator[dict[str, Any]]:
+        for i in range(10):  # row 8 asks what row 7 does; row 9's empty text is refused by the model
+            body = "" if i == 9 else f"text of item {min(i, 7)}" + (" (edited)" if i in edited else "")
+            yield {"id": i, "title": f"item {min(i, 7)}", "body": last if i == 9 and last else body}
+
+    table = make_table(f"{PROJECT}.kept.texts", schema, texts())
+    out = f"{PROJECT}.kept.vectors"
+    spec = write_spec(tmp_path, name="vectors", model="text-embedding-005", task="embed", prompt=None,
+                      backend={"type": "vertex", "project": PROJECT, "location": "us-central1", "base_url": vertex_url},
+                      source={"type": "bigquery", "table": table, "native": True}, key="k-{{ id }}",
+                      content="{{ body }}", embed_config={"task_type": "RETRIEVAL_DOCUMENT", "title": "{{ title }}",
+                                                          "output_dimensionality": 64},
+                      retry={"request_attempts": 2, "backoff": {"initial": "0.1s", "max": "1s"}},
+                      output={"type": "bigquery", "table": out, "write": "truncate", "include_response": True,
+                              "max_failed": 1})
+    state_file = tmp_path / ".batchflow" / "vectors" / "state.json"
+    planned = cli("plan", str(spec))
+    assert planned.exit_code == 0, planned.output
+    assert "records: 10: 10 new" in planned.output and "jobs to submit: 1 (10 requests, 9 distinct" in planned.output
+    assert "no price for text-embedding-005 on vertex" in planned.output  # the table has none: as the runner says
+    first = cli("run", str(spec))
+    assert first.exit_code == 0, first.output + (first.stderr if first.stderr_bytes else "")
+    [shard] = json.loads(state_file.read_text())["shards"]
+    assert [j["count"] for j in shard["jobs"]] == [9, 1]  # the distinct requests, then the failure alone
+    before = vectors(out)
+    ok = [k for k, v in before.items() if v[0] == "ok"]
+    assert len(before) == 10 and len(ok) == 9
+    assert {(len(before[k][1]), before[k][2], before[k][3]) for k in ok} == {(64, 64, "text-embedding-005")}
+    assert before["k-7"][1] == before["k-8"][1] != before["k-6"][1]
+    assert json.loads(before["k-0"][6]) == {"embedding": {"values": before["k-0"][1]}}
+    assert before["k-9"][:3] == ("error", [], None) and "content" in before["k-9"][5] and before["k-9"][4] == 2
+
+    make_table(table, schema, texts(edited=range(2)))
+    second = cli("run", str(spec))
+    assert second.exit_code == 0, second.output
+    assert json.loads(state_file.read_text())["diff"] == {"new": 0, "changed": 2, "unchanged": 7, "retried": 1,
+                                                          "removed": 0}
+    assert sent(vertex_url, 2, "vectors") == 3 + 1  # the two edited and the failure, which is retried once more
+    after = vectors(out)
+    assert all(after[f"k-{i}"] == before[f"k-{i}"] for i in range(2, 9))  # byte for byte
+    assert all(after[f"k-{i}"][1] != before[f"k-{i}"][1] for i in range(2))
+
+    make_table(table, schema, texts(edited=range(2), last="now a text"))
+    spec.write_text(spec.read_text().replace("output_dimensionality: 64", "output_dimensionality: 32"))
+    third = cli("run", str(spec))
+    assert third.exit_code == 0, third.output
+    assert sent(vertex_url, 3, "vectors") == 9  # a new size is a new request for every row: 9 distinct
+    resized = vectors(out)
+    assert {(v[0], len(v[1]), v[2]) for v in resized.values()} == {("ok", 32, 32)}
+    spec.write_text(spec.read_text().replace("include_response: true", "include_response: false"))
+    again = cli("run", str(spec))  # the output changed, not a request: merged again, nothing embedded
+    assert again.exit_code == 0 and sent(vertex_url, 4, "vectors") == 0
+    assert vectors(out, response="NULL") == {k: (*v[:6], None) for k, v in resized.items()}
+    assert [f.name for f in client().get_table(out).schema] == ["key", "status", "embedding", "dimensions", "model",
+                                                                 "attempts", "error", "record"]  # the runner path's

@@ -98,8 +98,8 @@ def test_a_vertex_location_the_model_is_not_served_in_is_a_located_spec_error(tm
 
 def _vertex_spec(tmp_path: Path, model: str, location: str = "us-central1", **overrides: object) -> Path:
     backend = {"type": "vertex", "project": "p", "location": location, "staging": "gs://b/s"}
-    return write_spec(tmp_path, backend=backend, model=model, task="embed", prompt=None, content="{{ text }}",
-                      **overrides)
+    return write_spec(tmp_path, backend=backend, model=model, task="embed", prompt=None,
+                      **{"content": "{{ text }}", **overrides})
 
 
 @pytest.mark.parametrize(("model", "location", "rows"), [("gemini-embedding-001", "us-central1", 1_000_000),
@@ -170,13 +170,29 @@ def test_a_model_the_service_does_not_know_stops_before_anything_is_staged_namin
     assert not any(state.rglob("*.jsonl")) if state.exists() else True, "nothing prepared or staged"
 
 
-def test_the_bigquery_native_path_refuses_a_legacy_embedding_model_saying_why_and_what_to_do(tmp_path: Path) -> None:
-    """text-embedding-005 reads a BigQuery table on Vertex, but the native path does not build one for it yet: the
-    refusal is a located spec error (exit 2) with the way that works, before any table or job."""
-    spec = _vertex_spec(tmp_path, "text-embedding-005", source={"type": "bigquery", "table": "p.d.t", "native": True},
-                        output={"type": "bigquery", "table": "p.d.out", "write": "truncate"})
+@pytest.mark.parametrize(("change", "where", "said"), [
+    ({}, None, ""),
+    ({"embed_config": {"task_type": "{{ kind }}"}}, "embed_config.task_type", "one value for every row"),
+    ({"output": {"type": "bigquery", "table": "p.d.out", "write": "truncate", "normalize": True}}, "output.normalize",
+     "no FLOAT32"),
+    ({"content": ["{{ text }}", "{{ more }}"]}, "content", "one text template"),
+    ({"embed_config": {"title": "{{ title | upper }}"}}, "embed_config.title", "only put columns into text")])
+def test_the_bigquery_native_path_takes_a_legacy_embedding_model_and_refuses_what_sql_cannot_do_saying_why(
+        tmp_path: Path, change: dict[str, object], where: str | None, said: str) -> None:
+    """text-embedding-005 reads a BigQuery table on Vertex: a native spec validates (its request built by SQL);
+    a per-row task type, float32 normalisation or a list of parts is a located spec error (exit 2) saying why."""
+    given: dict[str, object] = {"source": {"type": "bigquery", "table": "p.d.t", "native": True},
+                                "output": {"type": "bigquery", "table": "p.d.out", "write": "truncate"},
+                                "embed_config": {"task_type": "RETRIEVAL_DOCUMENT", "title": "{{ title }}"}}
+    spec = _vertex_spec(tmp_path, "text-embedding-005", **{**given, **change})
     result = cli("validate", str(spec))
-    assert result.exit_code == 2, result.output
-    said = result.output + (result.stderr if result.stderr_bytes else "")
-    assert f"{spec.name}:" in said and "task: source.native runs task generate only" in said
-    assert "text-embedding-005 could read a BigQuery table" in said and "leave out source.native" in said
+    output = result.output + (result.stderr if result.stderr_bytes else "")
+    if where is None:
+        assert result.exit_code == 0, output
+        return
+    assert result.exit_code == 2, output
+    line = next(line for line in output.splitlines() if f"{spec.name}:" in line)
+    assert f": {where}: " in line and said in line and "source.native" in line
+    lines = spec.read_text().splitlines()
+    named = next(n for n, text in enumerate(lines, 1) if text.lstrip().startswith(where.split(".")[-1] + ":"))
+    assert named <= int(line.split(":")[2]) <= named + 1  # the line of the place refused (or its first item)

@@ -11,7 +11,8 @@ A text-embedding model's job (``text-embedding-005``, ``text-multilingual-embedd
 embeddings" page, read 2026-12-07) reads a ``content`` column instead (and ``task_type``, ``title`` when there) and
 adds ``predictions`` (a STRING holding the JSON list ``[{"embeddings": {"statistics": {"token_count",
 "truncated"}, "values": [...]}}]``, as the page's BigQuery output example shows it) and ``status`` to the input's
-columns; a Gemini embedding model's job is refused at create (it reads no BigQuery table).
+columns, each vector of the job's ``modelParameters.outputDimensionality`` when given (the parameters are the job's,
+whatever its input); a Gemini embedding model's job is refused at create (it reads no BigQuery table).
 A fault plan's request faults apply to each row as to a JSONL line, drawn by the row's passthrough columns (where
 a client's key travels): an error in `status` (no `response`), a blocked or cut answer, a row dropped or doubled.
 
@@ -90,8 +91,10 @@ def output_info(output_dir: str) -> dict[str, str]:
 
 
 def run_job(input_config: Mapping[str, Any], model_name: str, table: str, clock: Callable[[], float],
-            keep: Callable[[], bool], faults: LineFaults | None = None) -> JobResult:
-    """Read the input table, answer every row, load the output table; the job's error when it cannot."""
+            keep: Callable[[], bool], faults: LineFaults | None = None,
+            parameters: Mapping[str, Any] | None = None) -> JobResult:
+    """Read the input table, answer every row, load the output table; the job's error when it cannot.
+    ``parameters``: the job's ``modelParameters`` (a text embedding's ``outputDimensionality``, for every row)."""
     from batchflow.errors import BatchflowError
     from batchflow.libs import bigquery as bq
 
@@ -105,9 +108,10 @@ def run_job(input_config: Mapping[str, Any], model_name: str, table: str, clock:
         needed = "content" if embed else "request"
         if needed not in [f.name for f in schema]:
             return JobResult(error={"code": 3, "message": f"The input table {source} has no {needed!r} column."})
-        answer = _embed_rows if embed else _answer_rows
         with os.fdopen(fd, "wb") as out:
-            count, ok = answer(client.list_rows(source, page_size=_PAGE), model_name, out, clock, faults)
+            rows = client.list_rows(source, page_size=_PAGE)
+            count, ok = (_embed_rows(rows, model_name, out, clock, faults, parameters) if embed else
+                         _answer_rows(rows, model_name, out, clock, faults))
         if count == 0:
             return JobResult(error={"code": 3, "message": f"No instances found in the input bq://{source}."})
         if keep():
@@ -147,7 +151,7 @@ def _answer_rows(rows: Any, model_name: str, out: Any, clock: Callable[[], float
 
 
 def _embed_rows(rows: Any, model_name: str, out: Any, clock: Callable[[], float],
-                faults: LineFaults | None = None) -> tuple[int, int]:
+                faults: LineFaults | None = None, parameters: Mapping[str, Any] | None = None) -> tuple[int, int]:
     """A text-embedding job's rows: each row's ``content`` (``task_type``, ``title``) answered as a JSONL
     instance is, its columns copied beside ``predictions`` and ``status``; an error fault leaves no prediction."""
     from batchflow.libs.bigquery import json_value
@@ -157,7 +161,7 @@ def _embed_rows(rows: Any, model_name: str, out: Any, clock: Callable[[], float]
     for n, row in enumerate(rows):
         values = {k: json_value(v) for k, v in row.items()}
         instance = {k: values[k] for k in EMBED_INSTANCE if values.get(k) is not None}
-        line, good = answer_line(orjson.dumps(instance), model_id, True, clock)
+        line, good = answer_line(orjson.dumps(instance), model_id, True, clock, parameters)
         fault = faults(_identity(values, n)) if faults is not None else None
         if fault is not None and fault.error is not None:
             line, good = {"status": status_text(fault.error)}, False

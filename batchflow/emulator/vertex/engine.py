@@ -248,7 +248,7 @@ class VertexJobs(JobEngine[VertexJob, vertex_execute.JobResult]):
             if vertex_bigquery.is_bigquery(job.input_config):
                 rows = self.faults.line_faults(job.id, job.display_name, vertex_execute.kind_of(job.model))
                 return vertex_bigquery.run_job(job.input_config, job.model, job.output_dir, self._clock,
-                                               lambda: self._uploads(job), rows)
+                                               lambda: self._uploads(job), rows, job.model_parameters or {})
             service = self.faults.service
             output = vertex_execute.Output(job.deferred, service.reserialise_echo, service.drop_labels)
             faults = self.faults.line_faults(job.id, job.display_name, vertex_execute.kind_of(job.model))
